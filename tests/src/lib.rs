@@ -1,0 +1,48 @@
+//! Test support for netslo's integration and end-to-end tests: a real control plane
+//! ([`control_plane`]) with a throwaway PKI ([`pki`]).
+
+pub mod control_plane;
+pub mod pki;
+
+use std::path::{Path, PathBuf};
+
+/// Why the test bed could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot generate test certificates: {0}")]
+    Pki(#[from] rcgen::Error),
+    #[error("cannot start {component}: {source}")]
+    Spawn { component: &'static str, source: std::io::Error },
+    #[error("control-plane binaries: {0}")]
+    Build(String),
+    #[error("control plane not ready: {0}")]
+    NotReady(String),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error("kubectl failed: {0}")]
+    Kubectl(String),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+
+    /// Short CamelCase reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "Io",
+            Self::Pki(_) => "Pki",
+            Self::Spawn { .. } => "Spawn",
+            Self::Build(_) => "Build",
+            Self::NotReady(_) => "NotReady",
+            Self::Kubeconfig(_) => "Kubeconfig",
+            Self::Kubectl(_) => "Kubectl",
+            Self::Kube(_) => "Kube",
+        }
+    }
+}
