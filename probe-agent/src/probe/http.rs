@@ -1,0 +1,489 @@
+//! HTTP and HTTPS probe.
+//!
+//! Drives hyper's HTTP/1.1 client connection directly over a socket the probe opens itself,
+//! so each phase is timed on its own: DNS (names only), TCP connect, TLS handshake (HTTPS),
+//! time to first byte (request written → response head received) and total. Every probe is a
+//! new client (new connection, no TLS session resumption) unless `reuseConnection` is set.
+//! Redirects are not followed unless asked; at most `maxBodyBytes` of the body are read.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Request, Uri, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinHandle;
+
+use super::tcp::{Connected, timed_connect};
+use super::{HostPort, Prober, resolve};
+use crate::spec::{HttpSpec, SpecError};
+use crate::verdict::{
+    FailureReason, Observation, Phases, classify_connect_error, classify_tls_io_error, micros,
+};
+
+/// Largest response head accepted (status line + headers).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Aborts the connection task when dropped.
+#[derive(Debug)]
+struct ConnTask(JoinHandle<()>);
+
+impl Drop for ConnTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<Empty<Bytes>>,
+    _task: ConnTask,
+}
+
+/// Where one request goes.
+#[derive(Debug, Clone)]
+struct Hop {
+    https: bool,
+    host: HostPort,
+    /// Host header value.
+    authority: HeaderValue,
+    path: Uri,
+    server_name: ServerName<'static>,
+}
+
+#[derive(Debug)]
+pub struct HttpProbe {
+    first: Hop,
+    method: Method,
+    expected_status: Vec<u16>,
+    body_contains: Option<Vec<u8>>,
+    tls: Arc<ClientConfig>,
+    follow_redirects: u8,
+    reuse: bool,
+    max_body: usize,
+    idle: Mutex<Option<Idle>>,
+}
+
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            tracing::debug!(added, "loaded system CA roots");
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// Builds the client TLS configuration: ring provider, the given PEM CAs or the system roots,
+/// ALPN http/1.1, no session resumption (each probe measures a full handshake).
+pub fn tls_config(ca_bundle: Option<&str>) -> Result<Arc<ClientConfig>, String> {
+    let roots = match ca_bundle {
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("unreadable PEM: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("unusable CA certificate: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("no certificate in the bundle".into());
+            }
+            Arc::new(roots)
+        }
+        None => system_roots(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(cfg))
+}
+
+fn hop_from_uri(
+    uri: &Uri,
+    server_name: Option<&str>,
+    host_header: Option<&str>,
+    field: &str,
+) -> Result<Hop, SpecError> {
+    let bad = |m: &str| SpecError::invalid(field, format!("{uri}: {m}"));
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad("scheme must be http or https")),
+    };
+    let auth = uri.authority().ok_or_else(|| bad("no host"))?;
+    if auth.as_str().contains('@') {
+        return Err(bad("credentials in URLs are not supported"));
+    }
+    let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+    let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let hp = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => HostPort::Addr((ip, port).into()),
+        Err(_) => HostPort::parse(&format!("{host}:{port}"), field)?,
+    };
+    let path: Uri = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .map_err(|_| bad("invalid path"))?;
+    let sni = server_name.unwrap_or(host);
+    let server_name =
+        ServerName::try_from(sni.to_owned()).map_err(|_| bad("invalid TLS server name"))?;
+    let authority = HeaderValue::from_str(host_header.unwrap_or(auth.as_str()))
+        .map_err(|_| bad("invalid Host header"))?;
+    Ok(Hop {
+        https,
+        host: hp,
+        authority,
+        path,
+        server_name,
+    })
+}
+
+impl HttpProbe {
+    pub fn new(url: &str, spec: &HttpSpec, field: &str) -> Result<Self, SpecError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| SpecError::invalid(field, format!("{url:?} is not a URL")))?;
+        let first = hop_from_uri(
+            &uri,
+            spec.server_name.as_deref(),
+            spec.host.as_deref(),
+            field,
+        )?;
+        let method = match &spec.method {
+            Some(m) => Method::from_bytes(m.as_bytes())
+                .map_err(|_| SpecError::invalid(field, format!("invalid method {m:?}")))?,
+            None => Method::GET,
+        };
+        let tls = tls_config(spec.ca_bundle.as_deref())
+            .map_err(|m| SpecError::invalid(format!("{field}: caBundle"), m))?;
+        Ok(HttpProbe {
+            first,
+            method,
+            expected_status: spec.expected_status.clone(),
+            body_contains: spec.body_contains.as_ref().map(|s| s.as_bytes().to_vec()),
+            tls,
+            follow_redirects: spec.follow_redirects,
+            reuse: spec.reuse_connection,
+            max_body: spec.max_body_bytes as usize,
+            idle: Mutex::new(None),
+        })
+    }
+
+    fn status_ok(&self, status: u16) -> bool {
+        if self.expected_status.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.expected_status.contains(&status)
+        }
+    }
+
+    fn take_idle(&self) -> Option<Idle> {
+        let mut guard = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        guard.take().filter(|i| i.sender.is_ready())
+    }
+
+    fn put_idle(&self, idle: Idle) {
+        let mut guard = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = Some(idle);
+    }
+
+    /// Opens a connection (DNS, TCP, TLS) and performs the HTTP/1.1 handshake.
+    async fn connect(
+        &self,
+        hop: &Hop,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<Idle, FailureReason> {
+        let (addr, dns) = resolve(&hop.host, deadline).await.map_err(|o| {
+            phases.dns_us = o.phases.dns_us;
+            o.failure.unwrap_or(FailureReason::DnsError)
+        })?;
+        phases.dns_us = dns.map(micros);
+        let stream = match timed_connect(addr, deadline).await {
+            Connected::Ok(s, took) => {
+                phases.connect_us = Some(micros(took));
+                s
+            }
+            Connected::Failed(took, reason) => {
+                phases.connect_us = Some(micros(took));
+                return Err(reason);
+            }
+        };
+        // Every probe connection closes abortively: the agent keeps no TIME_WAIT sockets.
+        let _ = stream.set_zero_linger();
+        if !hop.https {
+            return handshake(stream).await;
+        }
+        let t = Instant::now();
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let res = tokio::time::timeout_at(
+            deadline.into(),
+            connector.connect(hop.server_name.clone(), stream),
+        )
+        .await;
+        phases.tls_us = Some(micros(t.elapsed()));
+        match res {
+            Err(_) => Err(FailureReason::TlsTimeout),
+            Ok(Err(e)) => Err(classify_tls_io_error(&e)),
+            Ok(Ok(tls)) => handshake(tls).await,
+        }
+    }
+
+    /// One request/response exchange; returns the status and, for redirects, the location.
+    async fn exchange(
+        &self,
+        hop: &Hop,
+        deadline: Instant,
+        phases: &mut Phases,
+    ) -> Result<(u16, Option<Uri>), FailureReason> {
+        let fresh = self.reuse.then(|| self.take_idle()).flatten();
+        let mut conn = match fresh {
+            Some(idle) => idle,
+            None => self.connect(hop, deadline, phases).await?,
+        };
+        let mut req = Request::builder()
+            .method(self.method.clone())
+            .uri(hop.path.clone())
+            .header(header::HOST, hop.authority.clone())
+            .header(header::USER_AGENT, "netslo-agent")
+            .header(header::ACCEPT, "*/*");
+        if !self.reuse {
+            req = req.header(header::CONNECTION, "close");
+        }
+        let req = req
+            .body(Empty::<Bytes>::new())
+            .map_err(|_| FailureReason::ProberConfig)?;
+        let t = Instant::now();
+        let resp = tokio::time::timeout_at(deadline.into(), conn.sender.send_request(req))
+            .await
+            .map_err(|_| FailureReason::HttpTimeout)?
+            .map_err(|e| classify_hyper_error(&e))?;
+        phases.ttfb_us = Some(micros(t.elapsed()));
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Uri>().ok());
+        let (body, complete) = read_body(resp.into_body(), self.max_body, deadline).await?;
+        if let Some(want) = &self.body_contains
+            && self.status_ok(status)
+            && !contains(&body, want)
+        {
+            return Err(FailureReason::BodyMismatch);
+        }
+        if self.reuse && complete {
+            self.put_idle(conn);
+        }
+        Ok((status, location))
+    }
+
+    fn next_hop(&self, current: &Hop, location: &Uri) -> Option<Hop> {
+        if location.scheme().is_some() {
+            hop_from_uri(location, None, None, "redirect").ok()
+        } else {
+            let path = location.path_and_query()?.as_str();
+            if !path.starts_with('/') {
+                return None;
+            }
+            let mut h = current.clone();
+            h.path = path.parse().ok()?;
+            Some(h)
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn handshake<T>(io: T) -> Result<Idle, FailureReason>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD_BYTES)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+        .await
+        .map_err(|e| classify_hyper_error(&e))?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(Idle {
+        sender,
+        _task: ConnTask(task),
+    })
+}
+
+/// Reads at most `max` bytes of the body; `complete` is false when the limit cut it short.
+async fn read_body(
+    mut body: Incoming,
+    max: usize,
+    deadline: Instant,
+) -> Result<(Vec<u8>, bool), FailureReason> {
+    let mut out = Vec::new();
+    loop {
+        let frame = tokio::time::timeout_at(deadline.into(), body.frame())
+            .await
+            .map_err(|_| FailureReason::HttpTimeout)?;
+        match frame {
+            None => return Ok((out, true)),
+            Some(Err(e)) => return Err(classify_hyper_error(&e)),
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    let room = max.saturating_sub(out.len());
+                    out.extend_from_slice(&data[..data.len().min(room)]);
+                    if data.len() >= room {
+                        return Ok((out, false));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Maps a hyper error to a reason, looking for an I/O cause first.
+fn classify_hyper_error(e: &hyper::Error) -> FailureReason {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match classify_connect_error(io) {
+                FailureReason::TcpError => FailureReason::HttpProtocol,
+                r => r,
+            };
+        }
+        src = s.source();
+    }
+    if e.is_timeout() {
+        FailureReason::HttpTimeout
+    } else {
+        FailureReason::HttpProtocol
+    }
+}
+
+impl Prober for HttpProbe {
+    async fn probe(&self, timeout: Duration) -> Observation {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut phases = Phases::default();
+        let mut hop = self.first.clone();
+        let mut redirects_left = self.follow_redirects;
+        let result = loop {
+            match self.exchange(&hop, deadline, &mut phases).await {
+                Err(r) => break Err(r),
+                Ok((status, location)) => {
+                    if (300..400).contains(&status)
+                        && redirects_left > 0
+                        && let Some(next) = location.as_ref().and_then(|l| self.next_hop(&hop, l))
+                    {
+                        redirects_left -= 1;
+                        hop = next;
+                        continue;
+                    }
+                    break if self.status_ok(status) {
+                        Ok(())
+                    } else {
+                        Err(FailureReason::HttpStatus)
+                    };
+                }
+            }
+        };
+        let total = start.elapsed();
+        phases.total_us = Some(micros(total));
+        match result {
+            Ok(()) => Observation::ok(total, phases),
+            Err(r) => Observation::failed(total, phases, r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let spec = HttpSpec::default();
+        let p = HttpProbe::new("https://10.0.0.1:8443/healthz?x=1", &spec, "t").unwrap();
+        assert!(p.first.https);
+        assert_eq!(
+            p.first.host,
+            HostPort::Addr("10.0.0.1:8443".parse().unwrap())
+        );
+        assert_eq!(p.first.path, "/healthz?x=1");
+        assert_eq!(p.first.authority, "10.0.0.1:8443");
+        let p = HttpProbe::new("http://web.default.svc.", &spec, "t").unwrap();
+        assert_eq!(p.first.host, HostPort::Name("web.default.svc.".into(), 80));
+        assert_eq!(p.first.path, "/");
+        let p = HttpProbe::new("http://[::1]:81/", &spec, "t").unwrap();
+        assert_eq!(p.first.host, HostPort::Addr("[::1]:81".parse().unwrap()));
+        let custom = HttpSpec {
+            host: Some("example.test".into()),
+            server_name: Some("sni.test".into()),
+            ..spec.clone()
+        };
+        let p = HttpProbe::new("https://10.0.0.1/", &custom, "t").unwrap();
+        assert_eq!(p.first.authority, "example.test");
+        assert_eq!(
+            p.first.server_name,
+            ServerName::try_from("sni.test").unwrap()
+        );
+        for bad in ["ftp://x/", "10.0.0.1:80", "http://user:pw@x/", "not a url"] {
+            assert!(HttpProbe::new(bad, &spec, "t").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_ca_bundle_is_a_config_error() {
+        let spec = HttpSpec {
+            ca_bundle: Some("garbage".into()),
+            ..HttpSpec::default()
+        };
+        let e = HttpProbe::new("https://x.test/", &spec, "t").unwrap_err();
+        assert!(e.to_string().contains("caBundle"), "{e}");
+    }
+
+    #[test]
+    fn status_and_body_matching() {
+        let mut spec = HttpSpec::default();
+        let p = HttpProbe::new("http://x.test/", &spec, "t").unwrap();
+        assert!(p.status_ok(204) && !p.status_ok(301) && !p.status_ok(500));
+        spec.expected_status = vec![301, 404];
+        let p = HttpProbe::new("http://x.test/", &spec, "t").unwrap();
+        assert!(p.status_ok(404) && !p.status_ok(200));
+        assert!(contains(b"hello world", b"o w"));
+        assert!(!contains(b"hello", b"hello!"));
+    }
+
+    #[test]
+    fn redirect_targets() {
+        let p = HttpProbe::new("http://10.0.0.1:8080/a", &HttpSpec::default(), "t").unwrap();
+        let h = p.next_hop(&p.first, &"/b?c".parse().unwrap()).unwrap();
+        assert_eq!(
+            (h.path.to_string(), h.host.clone()),
+            ("/b?c".into(), p.first.host.clone())
+        );
+        let h = p
+            .next_hop(&p.first, &"https://10.0.0.2/z".parse().unwrap())
+            .unwrap();
+        assert!(h.https);
+        assert!(p.next_hop(&p.first, &"relative".parse().unwrap()).is_none());
+    }
+}

@@ -1,0 +1,662 @@
+//! Probe assignments: what the operator (or a static file) asks an agent to probe.
+//!
+//! camelCase JSON, unknown fields rejected, every size bounded; [`Assignment::validate`]
+//! reports the first problem with the path of the offending field.
+
+use serde::{Deserialize, Serialize};
+
+use crate::verdict::BlockMode;
+
+/// Most checks in one assignment.
+pub const MAX_CHECKS: usize = 1_000;
+/// Most targets in one check.
+pub const MAX_TARGETS_PER_CHECK: usize = 10_000;
+/// Most targets in one assignment.
+pub const MAX_TARGETS: usize = 20_000;
+/// Most latency thresholds per check.
+pub const MAX_THRESHOLDS: usize = 16;
+/// Largest body an HTTP probe may read.
+pub const MAX_BODY_BYTES: u32 = 64 * 1024;
+/// Largest ICMP/UDP payload.
+pub const MAX_PAYLOAD: u16 = 1_400;
+/// Largest assignment document accepted.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Errors reading or validating an assignment.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read assignment {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("assignment is larger than {MAX_DOCUMENT_BYTES} bytes")]
+    TooLarge,
+    #[error("malformed assignment: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("invalid assignment: {field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl SpecError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SpecError::Read { .. } => "AssignmentUnreadable",
+            SpecError::TooLarge => "AssignmentTooLarge",
+            SpecError::Parse(_) => "AssignmentMalformed",
+            SpecError::Invalid { .. } => "AssignmentInvalid",
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything one agent probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Assignment {
+    /// The source label of every series (defaults to the agent's node name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub checks: Vec<CheckSpec>,
+}
+
+/// Allow (the path must work) or Deny (the path must stay blocked).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    #[default]
+    Allow,
+    Deny,
+}
+
+fn default_interval_ms() -> u64 {
+    10_000
+}
+fn default_timeout_ms() -> u64 {
+    2_000
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+
+/// One check as this agent runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckSpec {
+    /// `namespace/name` of the ConnectivityCheck.
+    pub name: String,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Fraction of the interval by which each probe is randomly delayed, `0..=0.5`.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Latency thresholds in microseconds, ascending; good probes at or below each are counted.
+    #[serde(default)]
+    pub latency_thresholds_us: Vec<u64>,
+    #[serde(default)]
+    pub expect: Expect,
+    /// For `Deny`: the ways of being blocked that meet the expectation (default: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_by: Vec<BlockMode>,
+    pub probe: ProbeSpec,
+    pub targets: Vec<TargetSpec>,
+}
+
+/// A target. The address's form depends on the probe kind: `host:port` (TCP, UDP), a URL
+/// (HTTP), a DNS name to query (DNS), an IP address (ICMP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Label of the series (defaults to the address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub address: String,
+}
+
+impl TargetSpec {
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.address)
+    }
+}
+
+/// What kind of probe, with its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeSpec {
+    Tcp(TcpSpec),
+    Http(HttpSpec),
+    Dns(DnsSpec),
+    Icmp(IcmpSpec),
+    Udp(UdpSpec),
+}
+
+impl ProbeSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeSpec::Tcp(_) => "tcp",
+            ProbeSpec::Http(_) => "http",
+            ProbeSpec::Dns(_) => "dns",
+            ProbeSpec::Icmp(_) => "icmp",
+            ProbeSpec::Udp(_) => "udp",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpSpec {
+    /// Close with RST (SO_LINGER 0) so the agent keeps no TIME_WAIT sockets (default true).
+    #[serde(default = "yes")]
+    pub close_with_reset: bool,
+}
+
+impl Default for TcpSpec {
+    fn default() -> Self {
+        TcpSpec {
+            close_with_reset: true,
+        }
+    }
+}
+
+fn default_max_body() -> u32 {
+    4_096
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpSpec {
+    /// Request method (default GET).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Status codes that count as good (default: any 2xx).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_status: Vec<u16>,
+    /// Text the first `maxBodyBytes` of the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    /// Host header (default: the URL's authority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// TLS server name for SNI and certificate verification (default: the URL's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// PEM CA certificates that replace the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// Redirects to follow (default 0: a 3xx is judged as is).
+    #[serde(default)]
+    pub follow_redirects: u8,
+    /// Keep the connection for the next probe (default false: every probe is a new client).
+    #[serde(default)]
+    pub reuse_connection: bool,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u32,
+}
+
+impl Default for HttpSpec {
+    fn default() -> Self {
+        HttpSpec {
+            method: None,
+            expected_status: Vec::new(),
+            body_contains: None,
+            host: None,
+            server_name: None,
+            ca_bundle: None,
+            follow_redirects: 0,
+            reuse_connection: false,
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+/// DNS record types a probe may query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordKind {
+    #[default]
+    A,
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    #[serde(rename = "SRV")]
+    Srv,
+    #[serde(rename = "CNAME")]
+    Cname,
+}
+
+/// DNS response codes a probe may expect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rcode {
+    #[default]
+    NoError,
+    #[serde(rename = "NXDomain")]
+    NxDomain,
+    ServFail,
+    Refused,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsSpec {
+    #[serde(default)]
+    pub record_type: RecordKind,
+    /// `ip` or `ip:port` of the server (default: the first nameserver of /etc/resolv.conf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Answers that must all be present (IPs for A/AAAA, names for CNAME,
+    /// `priority weight port target` for SRV).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_answers: Vec<String>,
+    #[serde(default)]
+    pub expected_rcode: Rcode,
+}
+
+fn default_icmp_payload() -> u16 {
+    16
+}
+fn default_udp_payload() -> u16 {
+    32
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IcmpSpec {
+    #[serde(default = "default_icmp_payload")]
+    pub payload_bytes: u16,
+}
+
+impl Default for IcmpSpec {
+    fn default() -> Self {
+        IcmpSpec {
+            payload_bytes: default_icmp_payload(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UdpSpec {
+    #[serde(default = "default_udp_payload")]
+    pub payload_bytes: u16,
+}
+
+impl Default for UdpSpec {
+    fn default() -> Self {
+        UdpSpec {
+            payload_bytes: default_udp_payload(),
+        }
+    }
+}
+
+fn check_name(field: &str, s: &str, max: usize) -> Result<(), SpecError> {
+    if s.is_empty() {
+        return Err(SpecError::invalid(field, "must not be empty"));
+    }
+    if s.len() > max {
+        return Err(SpecError::invalid(
+            field,
+            format!("longer than {max} bytes"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(SpecError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+impl Assignment {
+    /// Parses and validates a JSON document.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
+        if bytes.len() > MAX_DOCUMENT_BYTES {
+            return Err(SpecError::TooLarge);
+        }
+        let a: Assignment = serde_json::from_slice(bytes)?;
+        a.validate()?;
+        Ok(a)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, SpecError> {
+        let read_err = |source| SpecError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if meta.len() > MAX_DOCUMENT_BYTES as u64 {
+            return Err(SpecError::TooLarge);
+        }
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        Self::from_json(&bytes)
+    }
+
+    /// Checks every bound and cross-field rule.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(s) = &self.source {
+            check_name("source", s, 253)?;
+        }
+        if self.checks.len() > MAX_CHECKS {
+            return Err(SpecError::invalid(
+                "checks",
+                format!("more than {MAX_CHECKS} checks"),
+            ));
+        }
+        let mut total = 0usize;
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.checks.iter().enumerate() {
+            let f = |x: &str| format!("checks[{i}].{x}");
+            c.validate(&f)?;
+            if !names.insert(c.name.as_str()) {
+                return Err(SpecError::invalid(
+                    f("name"),
+                    format!("duplicate check {:?}", c.name),
+                ));
+            }
+            total += c.targets.len();
+        }
+        if total > MAX_TARGETS {
+            return Err(SpecError::invalid(
+                "checks",
+                format!("more than {MAX_TARGETS} targets in all"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CheckSpec {
+    fn validate(&self, f: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
+        check_name(&f("name"), &self.name, 253)?;
+        if !(100..=3_600_000).contains(&self.interval_ms) {
+            return Err(SpecError::invalid(
+                f("intervalMs"),
+                "must be between 100 and 3600000",
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > self.interval_ms.min(60_000) {
+            return Err(SpecError::invalid(
+                f("timeoutMs"),
+                "must be positive, at most 60000 and at most intervalMs",
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.jitter) {
+            return Err(SpecError::invalid(f("jitter"), "must be between 0 and 0.5"));
+        }
+        if self.latency_thresholds_us.len() > MAX_THRESHOLDS {
+            return Err(SpecError::invalid(
+                f("latencyThresholdsUs"),
+                format!("more than {MAX_THRESHOLDS}"),
+            ));
+        }
+        if self.latency_thresholds_us.windows(2).any(|w| w[0] >= w[1])
+            || self.latency_thresholds_us.first() == Some(&0)
+        {
+            return Err(SpecError::invalid(
+                f("latencyThresholdsUs"),
+                "must be positive and strictly ascending",
+            ));
+        }
+        if self.expect == Expect::Allow && !self.blocked_by.is_empty() {
+            return Err(SpecError::invalid(
+                f("blockedBy"),
+                "only allowed with expect: Deny",
+            ));
+        }
+        if self.blocked_by.len() > 4 {
+            return Err(SpecError::invalid(f("blockedBy"), "at most 4 entries"));
+        }
+        if self.targets.is_empty() {
+            return Err(SpecError::invalid(f("targets"), "must not be empty"));
+        }
+        if self.targets.len() > MAX_TARGETS_PER_CHECK {
+            return Err(SpecError::invalid(
+                f("targets"),
+                format!("more than {MAX_TARGETS_PER_CHECK}"),
+            ));
+        }
+        let mut labels = std::collections::HashSet::new();
+        for (j, t) in self.targets.iter().enumerate() {
+            check_name(&f(&format!("targets[{j}].address")), &t.address, 2_048)?;
+            if let Some(n) = &t.name {
+                check_name(&f(&format!("targets[{j}].name")), n, 253)?;
+            }
+            if !labels.insert(t.label()) {
+                return Err(SpecError::invalid(
+                    f(&format!("targets[{j}]")),
+                    format!("duplicate target {:?}", t.label()),
+                ));
+            }
+        }
+        match &self.probe {
+            ProbeSpec::Http(h) => {
+                if let Some(m) = &h.method
+                    && (m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_uppercase()))
+                {
+                    return Err(SpecError::invalid(
+                        f("probe.http.method"),
+                        "must be an upper-case token",
+                    ));
+                }
+                if h.expected_status.len() > 32
+                    || h.expected_status.iter().any(|s| !(100..=599).contains(s))
+                {
+                    return Err(SpecError::invalid(
+                        f("probe.http.expectedStatus"),
+                        "at most 32 codes in 100..=599",
+                    ));
+                }
+                if h.max_body_bytes > MAX_BODY_BYTES {
+                    return Err(SpecError::invalid(
+                        f("probe.http.maxBodyBytes"),
+                        format!("at most {MAX_BODY_BYTES}"),
+                    ));
+                }
+                if let Some(b) = &h.body_contains
+                    && (b.is_empty() || b.len() > 1_024 || b.len() > h.max_body_bytes as usize)
+                {
+                    return Err(SpecError::invalid(
+                        f("probe.http.bodyContains"),
+                        "1 to 1024 bytes, and no longer than maxBodyBytes",
+                    ));
+                }
+                if h.follow_redirects > 10 {
+                    return Err(SpecError::invalid(
+                        f("probe.http.followRedirects"),
+                        "at most 10",
+                    ));
+                }
+                if h.reuse_connection && h.follow_redirects > 0 {
+                    return Err(SpecError::invalid(
+                        f("probe.http.reuseConnection"),
+                        "cannot be combined with followRedirects",
+                    ));
+                }
+                if let Some(ca) = &h.ca_bundle
+                    && ca.len() > 256 * 1024
+                {
+                    return Err(SpecError::invalid(
+                        f("probe.http.caBundle"),
+                        "larger than 256 KiB",
+                    ));
+                }
+                for (name, v) in [("host", &h.host), ("serverName", &h.server_name)] {
+                    if let Some(v) = v {
+                        check_name(&f(&format!("probe.http.{name}")), v, 253)?;
+                    }
+                }
+            }
+            ProbeSpec::Dns(d) => {
+                if d.expected_answers.len() > 64 {
+                    return Err(SpecError::invalid(
+                        f("probe.dns.expectedAnswers"),
+                        "at most 64",
+                    ));
+                }
+                if !d.expected_answers.is_empty() && d.expected_rcode != Rcode::NoError {
+                    return Err(SpecError::invalid(
+                        f("probe.dns.expectedAnswers"),
+                        "only meaningful with expectedRcode NoError",
+                    ));
+                }
+            }
+            ProbeSpec::Icmp(i) if i.payload_bytes > MAX_PAYLOAD => {
+                return Err(SpecError::invalid(
+                    f("probe.icmp.payloadBytes"),
+                    format!("at most {MAX_PAYLOAD}"),
+                ));
+            }
+            ProbeSpec::Udp(u) if u.payload_bytes < 16 || u.payload_bytes > MAX_PAYLOAD => {
+                return Err(SpecError::invalid(
+                    f("probe.udp.payloadBytes"),
+                    format!("16 to {MAX_PAYLOAD}"),
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The block modes that meet a Deny expectation.
+    pub fn deny_modes(&self) -> Vec<BlockMode> {
+        if self.blocked_by.is_empty() {
+            vec![
+                BlockMode::Timeout,
+                BlockMode::Refused,
+                BlockMode::Reset,
+                BlockMode::Unreachable,
+            ]
+        } else {
+            self.blocked_by.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{
+      "source": "node-a",
+      "checks": [
+        {"name": "default/web", "intervalMs": 5000, "timeoutMs": 1000,
+         "latencyThresholdsUs": [1000, 10000],
+         "probe": {"http": {"expectedStatus": [200], "bodyContains": "ok"}},
+         "targets": [{"address": "http://10.0.0.1:8080/healthz"}]},
+        {"name": "default/deny", "expect": "Deny", "blockedBy": ["Timeout"],
+         "probe": {"tcp": {}}, "targets": [{"name": "db", "address": "10.0.0.2:5432"}]},
+        {"name": "default/dns", "probe": {"dns": {"recordType": "AAAA", "expectedRcode": "NXDomain"}},
+         "targets": [{"address": "nope.example."}]}
+      ]
+    }"#;
+
+    #[test]
+    fn parses_sample_with_defaults() {
+        let a = Assignment::from_json(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(a.checks.len(), 3);
+        let deny = &a.checks[1];
+        assert_eq!(deny.interval_ms, 10_000);
+        assert_eq!(deny.expect, Expect::Deny);
+        assert_eq!(deny.deny_modes(), vec![BlockMode::Timeout]);
+        assert_eq!(
+            deny.probe,
+            ProbeSpec::Tcp(TcpSpec {
+                close_with_reset: true
+            })
+        );
+        assert_eq!(deny.targets[0].label(), "db");
+        let ProbeSpec::Dns(d) = &a.checks[2].probe else {
+            panic!()
+        };
+        assert_eq!(
+            (d.record_type, d.expected_rcode),
+            (RecordKind::Aaaa, Rcode::NxDomain)
+        );
+        // Round trip.
+        let again: Assignment = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(again, a);
+    }
+
+    fn invalid(doc: &str) -> String {
+        match Assignment::from_json(doc.as_bytes()) {
+            Err(e) => {
+                assert!(
+                    matches!(e, SpecError::Invalid { .. } | SpecError::Parse(_)),
+                    "{e}"
+                );
+                e.to_string()
+            }
+            Ok(_) => panic!("accepted: {doc}"),
+        }
+    }
+
+    fn one(check: &str) -> String {
+        format!(r#"{{"checks":[{check}]}}"#)
+    }
+
+    #[test]
+    fn rejects_bad_input_with_clear_errors() {
+        assert!(invalid("not json").contains("malformed"));
+        assert!(invalid(r#"{"checks":[], "bogus": 1}"#).contains("unknown field"));
+        let e = invalid(&one(
+            r#"{"name":"c","intervalMs":50,"probe":{"tcp":{}},"targets":[{"address":"a:1"}]}"#,
+        ));
+        assert!(e.contains("checks[0].intervalMs"), "{e}");
+        let e = invalid(&one(
+            r#"{"name":"c","timeoutMs":20000,"intervalMs":10000,"probe":{"tcp":{}},"targets":[{"address":"a:1"}]}"#,
+        ));
+        assert!(e.contains("timeoutMs"), "{e}");
+        let e = invalid(&one(
+            r#"{"name":"c","latencyThresholdsUs":[5,5],"probe":{"tcp":{}},"targets":[{"address":"a:1"}]}"#,
+        ));
+        assert!(e.contains("ascending"), "{e}");
+        let e = invalid(&one(r#"{"name":"c","probe":{"tcp":{}},"targets":[]}"#));
+        assert!(e.contains("targets"), "{e}");
+        let e = invalid(&one(
+            r#"{"name":"c","blockedBy":["Timeout"],"probe":{"tcp":{}},"targets":[{"address":"a:1"}]}"#,
+        ));
+        assert!(e.contains("Deny"), "{e}");
+        let e = invalid(&one(
+            r#"{"name":"c","probe":{"http":{"maxBodyBytes":10000000}},"targets":[{"address":"http://a/"}]}"#,
+        ));
+        assert!(e.contains("maxBodyBytes"), "{e}");
+        let e = invalid(&one(
+            r#"{"name":"c","probe":{"http":{"method":"get"}},"targets":[{"address":"http://a/"}]}"#,
+        ));
+        assert!(e.contains("method"), "{e}");
+        let e = invalid(&one(
+            r#"{"name":"c","probe":{"tcp":{}},"targets":[{"address":"a:1"},{"address":"a:1"}]}"#,
+        ));
+        assert!(e.contains("duplicate"), "{e}");
+        let e = invalid(&one(
+            r#"{"name":"c","probe":{"smtp":{}},"targets":[{"address":"a:1"}]}"#,
+        ));
+        assert!(e.contains("unknown variant"), "{e}");
+        let e = invalid(
+            r#"{"checks":[{"name":"c","probe":{"tcp":{}},"targets":[{"address":"a:1"}]},{"name":"c","probe":{"tcp":{}},"targets":[{"address":"a:1"}]}]}"#,
+        );
+        assert!(e.contains("duplicate check"), "{e}");
+    }
+
+    #[test]
+    fn errors_have_reasons() {
+        assert_eq!(SpecError::invalid("x", "y").reason(), "AssignmentInvalid");
+        assert_eq!(SpecError::TooLarge.reason(), "AssignmentTooLarge");
+        let big = vec![b' '; MAX_DOCUMENT_BYTES + 1];
+        assert!(matches!(
+            Assignment::from_json(&big),
+            Err(SpecError::TooLarge)
+        ));
+        let e =
+            Assignment::from_file(std::path::Path::new("/nonexistent/netslo.json")).unwrap_err();
+        assert_eq!(e.reason(), "AssignmentUnreadable");
+    }
+}
