@@ -57,7 +57,10 @@ impl FromStr for GoDuration {
     type Err = ParseDurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |problem| ParseDurationError { input: s.chars().take(64).collect(), problem };
+        let err = |problem| ParseDurationError {
+            input: s.chars().take(64).collect(),
+            problem,
+        };
         if s.starts_with('-') {
             return Err(err("must not be negative"));
         }
@@ -117,14 +120,21 @@ mod tests {
             ("1.5h", StdDuration::from_secs(5400)),
         ];
         for (input, want) in cases {
-            assert_eq!(input.parse::<GoDuration>().map(GoDuration::get), Ok(want), "{input}");
+            assert_eq!(
+                input.parse::<GoDuration>().map(GoDuration::get),
+                Ok(want),
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn rejects_what_go_rejects_and_negatives() {
         for input in ["", "10", "ten seconds", "-5s", "5 s", "1d"] {
-            assert!(input.parse::<GoDuration>().is_err(), "{input:?} should not parse");
+            assert!(
+                input.parse::<GoDuration>().is_err(),
+                "{input:?} should not parse"
+            );
         }
     }
 

@@ -12,10 +12,10 @@
 pub mod duration;
 pub mod v1alpha1;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
+use kube::CustomResourceExt;
 
 /// The API group of every netslo resource.
 pub const GROUP: &str = "netslo.io";
@@ -29,10 +29,17 @@ pub const FINALIZER: &str = "netslo.io/cleanup";
 
 /// Every CRD of the API, in a stable order (the order `crdgen` prints them in).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![v1alpha1::ConnectivityCheck::crd(), v1alpha1::ConnectivityPolicy::crd()];
+    let mut crds = vec![
+        v1alpha1::ConnectivityCheck::crd(),
+        v1alpha1::ConnectivityPolicy::crd(),
+    ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
-            if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
                 reflow_descriptions(schema);
             }
         }
@@ -44,7 +51,11 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 /// Joins wrapped lines so the two do not fight, keeping paragraph breaks.
 fn reflow_descriptions(schema: &mut JSONSchemaProps) {
     if let Some(description) = schema.description.as_mut() {
-        *description = description.split("\n\n").map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n\n");
+        *description = description
+            .split("\n\n")
+            .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
     }
     for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
         reflow_descriptions(child);

@@ -64,7 +64,10 @@ pub fn binaries() -> Result<PathBuf, Error> {
 
 /// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// One process of the plane, restartable with the same arguments.
@@ -79,7 +82,11 @@ struct Component {
 
 impl Component {
     fn spawn(&mut self, detach: bool) -> Result<(), Error> {
-        let log = File::options().create(true).append(true).open(&self.log).map_err(|e| Error::io(&self.log, e))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| Error::io(&self.log, e))?;
         let log_err = log.try_clone().map_err(|e| Error::io(&self.log, e))?;
         // A detached plane must survive the session of the command that started it.
         let mut cmd = if detach && Path::new("/usr/bin/setsid").exists() {
@@ -89,8 +96,14 @@ impl Component {
         } else {
             Command::new(&self.program)
         };
-        cmd.args(&self.args).stdin(Stdio::null()).stdout(log).stderr(log_err);
-        let child = cmd.spawn().map_err(|source| Error::Spawn { component: self.name, source })?;
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            component: self.name,
+            source,
+        })?;
         self.child = Some(child);
         Ok(())
     }
@@ -108,7 +121,11 @@ impl Component {
 
     fn exited(&mut self) -> Option<String> {
         let status = self.child.as_mut()?.try_wait().ok()??;
-        Some(format!("{} exited ({status}); last log lines:\n{}", self.name, tail(&self.log, 30)))
+        Some(format!(
+            "{} exited ({status}); last log lines:\n{}",
+            self.name,
+            tail(&self.log, 30)
+        ))
     }
 }
 
@@ -152,7 +169,14 @@ impl ControlPlane {
     fn start_once(bin: &Path, options: &StartOptions) -> Result<Self, Error> {
         let (dir, remove_dir_on_drop) = match &options.dir {
             Some(dir) => (dir.clone(), false),
-            None => (tempfile::Builder::new().prefix("netslo-cp-").tempdir().map_err(|e| Error::io(Path::new("/tmp"), e))?.keep(), true),
+            None => (
+                tempfile::Builder::new()
+                    .prefix("netslo-cp-")
+                    .tempdir()
+                    .map_err(|e| Error::io(Path::new("/tmp"), e))?
+                    .keep(),
+                true,
+            ),
         };
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -161,7 +185,13 @@ impl ControlPlane {
         let pki = Pki::generate(&dir.join("pki"), &[ADVERTISE_ADDRESS])?;
         let [etcd_client, etcd_peer, apiserver_port, kcm_port] = free_ports()?;
         let kubeconfig = dir.join("admin.kubeconfig");
-        write_kubeconfig(&kubeconfig, apiserver_port, &pki.ca_cert, &pki.admin_cert, &pki.admin_key)?;
+        write_kubeconfig(
+            &kubeconfig,
+            apiserver_port,
+            &pki.ca_cert,
+            &pki.admin_cert,
+            &pki.admin_key,
+        )?;
 
         let p = |path: &Path| path.display().to_string();
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
@@ -197,7 +227,10 @@ impl ControlPlane {
                     format!("--client-ca-file={}", p(&pki.ca_cert)),
                     "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
                     format!("--service-account-key-file={}", p(&pki.service_account_pub)),
-                    format!("--service-account-signing-key-file={}", p(&pki.service_account_key)),
+                    format!(
+                        "--service-account-signing-key-file={}",
+                        p(&pki.service_account_key)
+                    ),
                     format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                     "--authorization-mode=RBAC".into(),
                     "--allow-privileged=true".into(),
@@ -217,7 +250,10 @@ impl ControlPlane {
                     "--bind-address=127.0.0.1".into(),
                     format!("--secure-port={kcm_port}"),
                     format!("--root-ca-file={}", p(&pki.ca_cert)),
-                    format!("--service-account-private-key-file={}", p(&pki.service_account_key)),
+                    format!(
+                        "--service-account-private-key-file={}",
+                        p(&pki.service_account_key)
+                    ),
                     "--use-service-account-credentials=true".into(),
                     format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                     format!("--cluster-signing-cert-file={}", p(&pki.ca_cert)),
@@ -228,7 +264,15 @@ impl ControlPlane {
                 child: None,
             },
         ];
-        let mut plane = Self { dir, remove_dir_on_drop, detached: options.detach, kubeconfig, pki, apiserver_port, components };
+        let mut plane = Self {
+            dir,
+            remove_dir_on_drop,
+            detached: options.detach,
+            kubeconfig,
+            pki,
+            apiserver_port,
+            components,
+        };
         for c in &mut plane.components {
             c.spawn(options.detach)?;
         }
@@ -275,7 +319,11 @@ impl ControlPlane {
     /// Kills and restarts the API server with the same flags and port, then waits until it
     /// serves again: for tests of watches and clients that must survive an API server restart.
     pub fn restart_apiserver(&mut self) -> Result<(), Error> {
-        if let Some(c) = self.components.iter_mut().find(|c| c.name == "kube-apiserver") {
+        if let Some(c) = self
+            .components
+            .iter_mut()
+            .find(|c| c.name == "kube-apiserver")
+        {
             c.kill();
             c.spawn(self.detached)?;
         }
@@ -294,7 +342,12 @@ impl ControlPlane {
     }
 
     fn write_pids(&self) -> Result<(), Error> {
-        let pids: String = self.components.iter().filter_map(Component::pid).map(|p| format!("{p}\n")).collect();
+        let pids: String = self
+            .components
+            .iter()
+            .filter_map(Component::pid)
+            .map(|p| format!("{p}\n"))
+            .collect();
         let path = self.dir.join("pids");
         fs::write(&path, pids).map_err(|e| Error::io(&path, e))
     }
@@ -312,12 +365,19 @@ impl ControlPlane {
             .arg(std::process::id().to_string())
             .arg(&self.dir)
             .arg(self.dir.join("pids"))
-            .arg(if self.remove_dir_on_drop { "remove" } else { "keep" })
+            .arg(if self.remove_dir_on_drop {
+                "remove"
+            } else {
+                "keep"
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| Error::Spawn { component: "guardian", source })?;
+            .map_err(|source| Error::Spawn {
+                component: "guardian",
+                source,
+            })?;
         Ok(())
     }
 
@@ -338,16 +398,25 @@ impl ControlPlane {
                 (body.trim() == "ok").then_some(())?;
                 // The controller manager's ServiceAccount controller creates this: proof that
                 // it runs and that namespaces get their default ServiceAccount.
-                Api::<ServiceAccount>::namespaced(client, "default").get_opt("default").await.ok()??;
+                Api::<ServiceAccount>::namespaced(client, "default")
+                    .get_opt("default")
+                    .await
+                    .ok()??;
                 Some(())
             });
             if ready.is_some() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> =
-                    self.components.iter().map(|c| format!("--- {}:\n{}", c.name, tail(&c.log, 15))).collect();
-                return Err(Error::NotReady(format!("not ready after {STARTUP_TIMEOUT:?}\n{}", logs.join("\n"))));
+                let logs: Vec<String> = self
+                    .components
+                    .iter()
+                    .map(|c| format!("--- {}:\n{}", c.name, tail(&c.log, 15)))
+                    .collect();
+                return Err(Error::NotReady(format!(
+                    "not ready after {STARTUP_TIMEOUT:?}\n{}",
+                    logs.join("\n")
+                )));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -381,12 +450,22 @@ pub fn install_crds(plane: &ControlPlane) -> Result<(), Error> {
     let crd_file = repo_root().join("config/crd/netslo.io.yaml");
     let out = plane
         .kubectl()?
-        .args(["apply", "--server-side", "--field-manager=netslo-tests", "-f"])
+        .args([
+            "apply",
+            "--server-side",
+            "--field-manager=netslo-tests",
+            "-f",
+        ])
         .arg(&crd_file)
         .output()
-        .map_err(|source| Error::Spawn { component: "kubectl", source })?;
+        .map_err(|source| Error::Spawn {
+            component: "kubectl",
+            source,
+        })?;
     if !out.status.success() {
-        return Err(Error::Kubectl(String::from_utf8_lossy(&out.stderr).into_owned()));
+        return Err(Error::Kubectl(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
     let kubeconfig = plane.kubeconfig.clone();
     block_on(async move {
@@ -395,10 +474,13 @@ pub fn install_crds(plane: &ControlPlane) -> Result<(), Error> {
         for crd in netslo_crds::crds() {
             let name = crd.metadata.name.unwrap_or_default();
             let cond = kube::runtime::conditions::is_crd_established();
-            tokio::time::timeout(Duration::from_secs(30), kube::runtime::wait::await_condition(crds.clone(), &name, cond))
-                .await
-                .map_err(|_| Error::NotReady(format!("CRD {name} not Established within 30s")))?
-                .map_err(|e| Error::NotReady(format!("waiting for CRD {name}: {e}")))?;
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                kube::runtime::wait::await_condition(crds.clone(), &name, cond),
+            )
+            .await
+            .map_err(|_| Error::NotReady(format!("CRD {name} not Established within 30s")))?
+            .map_err(|e| Error::NotReady(format!("waiting for CRD {name}: {e}")))?;
         }
         Ok(())
     })
@@ -407,12 +489,13 @@ pub fn install_crds(plane: &ControlPlane) -> Result<(), Error> {
 /// A namespace of its own for one test, deleted (with everything in it) on drop.
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
+    kubeconfig: PathBuf,
 }
 
 impl TestNamespace {
-    /// Creates `<prefix>-<random>` and waits for its default ServiceAccount.
-    pub async fn create(client: &Client, prefix: &str) -> Result<Self, Error> {
+    /// Creates `<prefix>-<random>` on `plane` and waits for its default ServiceAccount.
+    pub async fn create(plane: &ControlPlane, prefix: &str) -> Result<Self, Error> {
+        let client = plane.client().await?;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let mut ns = Namespace::default();
         ns.metadata.generate_name = Some(format!("{prefix}-"));
@@ -422,31 +505,40 @@ impl TestNamespace {
         let deadline = Instant::now() + Duration::from_secs(30);
         while sas.get_opt("default").await?.is_none() {
             if Instant::now() > deadline {
-                return Err(Error::NotReady(format!("namespace {name} got no default ServiceAccount")));
+                return Err(Error::NotReady(format!(
+                    "namespace {name} got no default ServiceAccount"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Self { name, client: client.clone() })
+        Ok(Self {
+            name,
+            kubeconfig: plane.kubeconfig.clone(),
+        })
     }
 }
 
 impl std::fmt::Debug for TestNamespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestNamespace").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("TestNamespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let client = self.client.clone();
+        let kubeconfig = self.kubeconfig.clone();
         let name = self.name.clone();
-        // Fire and forget on a thread of its own: drop may run outside any runtime.
-        let _ = std::thread::spawn(move || {
-            block_on(async move {
-                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
-            })
-        })
-        .join();
+        // A client of its own on a runtime of its own: the test's client is bound to the test's
+        // runtime, which is blocked in this drop.
+        block_on(async move {
+            if let Ok(client) = client_from_kubeconfig(&kubeconfig).await {
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            }
+        });
     }
 }
 
@@ -483,7 +575,13 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, Error> {
 }
 
 /// Writes a kubeconfig for a client certificate user.
-pub fn write_kubeconfig(path: &Path, port: u16, ca: &Path, cert: &Path, key: &Path) -> Result<(), Error> {
+pub fn write_kubeconfig(
+    path: &Path,
+    port: u16,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), Error> {
     let yaml = format!(
         "apiVersion: v1
 kind: Config
@@ -519,7 +617,9 @@ where
     F::Output: Send + 'static,
 {
     let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
         match rt {
             Ok(rt) => Ok(rt.block_on(future)),
             Err(e) => Err(e),
@@ -537,8 +637,12 @@ fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
     let mut listeners = Vec::with_capacity(N);
     let mut ports = [0u16; N];
     for port in &mut ports {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io(Path::new("127.0.0.1:0"), e))?;
-        *port = l.local_addr().map_err(|e| Error::io(Path::new("127.0.0.1:0"), e))?.port();
+        let l =
+            TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io(Path::new("127.0.0.1:0"), e))?;
+        *port = l
+            .local_addr()
+            .map_err(|e| Error::io(Path::new("127.0.0.1:0"), e))?
+            .port();
         listeners.push(l);
     }
     Ok(ports)

@@ -10,11 +10,17 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot generate test certificates: {0}")]
     Pki(#[from] rcgen::Error),
     #[error("cannot start {component}: {source}")]
-    Spawn { component: &'static str, source: std::io::Error },
+    Spawn {
+        component: &'static str,
+        source: std::io::Error,
+    },
     #[error("control-plane binaries: {0}")]
     Build(String),
     #[error("control plane not ready: {0}")]
@@ -29,7 +35,10 @@ pub enum Error {
 
 impl Error {
     fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// Short CamelCase reason.

@@ -7,8 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use crate::Error;
@@ -67,7 +67,10 @@ impl Pki {
         serving.distinguished_name = name("kube-apiserver", None);
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         serving.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        write(&pki.apiserver_cert, &serving.signed_by(&serving_key, &issuer)?.pem())?;
+        write(
+            &pki.apiserver_cert,
+            &serving.signed_by(&serving_key, &issuer)?.pem(),
+        )?;
         write(&pki.apiserver_key, &serving_key.serialize_pem())?;
 
         let (cert, key) = client_cert(&issuer, "netslo-test-admin", Some("system:masters"))?;
@@ -96,11 +99,19 @@ fn ca_params() -> Result<CertificateParams, Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = name("netslo-test-ca", None);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     Ok(params)
 }
 
-fn client_cert(issuer: &Issuer<'_, KeyPair>, user: &str, group: Option<&str>) -> Result<(String, String), Error> {
+fn client_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    user: &str,
+    group: Option<&str>,
+) -> Result<(String, String), Error> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = name(user, group);

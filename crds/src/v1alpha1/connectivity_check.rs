@@ -4,6 +4,9 @@
 //! rule that exactly one is set, the way core Kubernetes APIs (volume sources) shape them: the
 //! YAML stays flat and `kubectl explain` documents every member.
 
+// `#[kube(printcolumn(...))]` repeats keys such as `type_` per column by design.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -17,7 +20,8 @@ use crate::duration::GoDuration;
 /// RFC 1123 label: names of targets, agents, Kubernetes objects in one namespace.
 const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// RFC 1123 subdomain, optionally fully qualified with a trailing dot.
-const HOSTNAME: &str = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.?$";
+const HOSTNAME: &str =
+    r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.?$";
 /// A percentage with at most four decimals ("99", "99.95"); bounds are checked by CEL.
 const PERCENT: &str = r"^[0-9]{1,3}(\.[0-9]{1,4})?$";
 
@@ -39,12 +43,39 @@ const PERCENT: &str = r"^[0-9]{1,3}(\.[0-9]{1,4})?$";
            how netslo probes it, and the objectives it is judged against. Its status carries the SLIs, the \
            error budget, burn rates, a verdict naming the failing layer and place, and a Ready condition \
            that GitOps tools gate on.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "SLI", type_ = "string", json_path = ".status.slo.objectives[?(@.name==\"Availability\")].sli", description = "Availability SLI over the window"),
-    printcolumn(name = "Budget", type_ = "string", json_path = ".status.slo.objectives[?(@.name==\"Availability\")].errorBudgetRemaining", description = "Fraction of the availability error budget left"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict.summary", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "SLI",
+        type_ = "string",
+        json_path = ".status.slo.objectives[?(@.name==\"Availability\")].sli",
+        description = "Availability SLI over the window"
+    ),
+    printcolumn(
+        name = "Budget",
+        type_ = "string",
+        json_path = ".status.slo.objectives[?(@.name==\"Availability\")].errorBudgetRemaining",
+        description = "Fraction of the availability error budget left"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Verdict",
+        type_ = "string",
+        json_path = ".status.verdict.summary",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectivityCheckSpec {
@@ -374,7 +405,9 @@ pub struct ServiceTarget {
 }
 
 /// One path to a Service.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 pub enum ServicePath {
     /// The Service's cluster IP (kube-proxy or its replacement).
     ClusterIP,
@@ -587,7 +620,10 @@ pub struct HttpProbe {
 
     /// Host header. Default: the host the request is sent to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9.-]+(:[0-9]{1,5})?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9.-]+(:[0-9]{1,5})?$")
+    )]
     pub host: Option<String>,
 
     /// Status codes that count as success. Default: any 2xx or 3xx.

@@ -7,6 +7,9 @@
 //! probed and the check reports `Stalled` with reason TargetNotPermitted), with the agents
 //! checking resolved addresses again right before they connect.
 
+// `#[kube(printcolumn(...))]` repeats keys such as `type_` per column by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -28,7 +31,11 @@ use crate::duration::GoDuration;
     doc = "ConnectivityPolicy (cluster-scoped, for cluster admins) grants ConnectivityChecks in the selected \
            namespaces what they may probe beyond their own namespace: other namespaces, external hosts, \
            domains and CIDRs, and sensitive addresses; and limits how much they may probe.",
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectivityPolicySpec {
@@ -70,7 +77,13 @@ pub struct NamespaceGrant {
 
     /// Namespaces with these names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub names: Option<Vec<String>>,
 }
@@ -82,7 +95,15 @@ pub struct ExternalGrant {
     /// Host names: exact ("api.example.com") or a suffix wildcard ("*.example.com", which
     /// matches sub-domains but not example.com itself). Resolved addresses are checked again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 253), regex(pattern = r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")))]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 253),
+            regex(
+                pattern = r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+            )
+        )
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub hosts: Vec<String>,
 

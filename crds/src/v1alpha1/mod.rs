@@ -1,8 +1,8 @@
 //! `netslo.io/v1alpha1`.
 
+pub mod conditions;
 mod connectivity_check;
 mod connectivity_policy;
-pub mod conditions;
 mod status;
 
 pub use connectivity_check::*;

@@ -11,7 +11,10 @@ use clap::{Parser, Subcommand};
 use netslo_tests::control_plane::{self, ControlPlane, StartOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "netslo-control-plane", about = "Run a real Kubernetes control plane for netslo development")]
+#[command(
+    name = "netslo-control-plane",
+    about = "Run a real Kubernetes control plane for netslo development"
+)]
 struct Args {
     /// Where the plane keeps its PKI, logs, etcd data and kubeconfig.
     #[arg(long, env = "NETSLO_CONTROL_PLANE_DIR", global = true)]
@@ -43,10 +46,16 @@ fn main() -> ExitCode {
     match args.command {
         Cmd::Up { no_crds } => {
             if dir.join("pids").exists() {
-                eprintln!("a control plane already runs from {} (run `down` first)", dir.display());
+                eprintln!(
+                    "a control plane already runs from {} (run `down` first)",
+                    dir.display()
+                );
                 return ExitCode::FAILURE;
             }
-            let plane = match ControlPlane::start(StartOptions { dir: Some(dir.clone()), detach: true }) {
+            let plane = match ControlPlane::start(StartOptions {
+                dir: Some(dir.clone()),
+                detach: true,
+            }) {
                 Ok(plane) => plane,
                 Err(err) => {
                     eprintln!("cannot start the control plane: {err}");
@@ -57,7 +66,11 @@ fn main() -> ExitCode {
                 eprintln!("control plane is up, but installing the CRDs failed: {err}");
                 return ExitCode::FAILURE;
             }
-            eprintln!("control plane up at {}; logs in {}", plane.server_url(), dir.display());
+            eprintln!(
+                "control plane up at {}; logs in {}",
+                plane.server_url(),
+                dir.display()
+            );
             eprintln!("use it with: export KUBECONFIG={}", kubeconfig.display());
             println!("{}", kubeconfig.display());
             ExitCode::SUCCESS
