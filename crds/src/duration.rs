@@ -13,35 +13,67 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The longest duration string the schema accepts: bounded so that CEL cost estimation passes.
 const MAX_LENGTH: u32 = 32;
 
-/// A non-negative duration in Go's format.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct GoDuration(StdDuration);
+/// A non-negative duration in Go's format. Keeps the text it was read from, so a spec read and
+/// written back by netslo stays exactly as the user wrote it ("1m" does not become "60s");
+/// comparisons use the duration.
+#[derive(Clone, Debug)]
+pub struct GoDuration {
+    duration: StdDuration,
+    text: Box<str>,
+}
 
 impl GoDuration {
     /// Wraps a standard duration.
-    pub const fn new(duration: StdDuration) -> Self {
-        Self(duration)
+    pub fn new(duration: StdDuration) -> Self {
+        let text = kube::core::Duration::from(duration).to_string().into_boxed_str();
+        Self { duration, text }
     }
 
     /// Whole seconds.
-    pub const fn from_secs(secs: u64) -> Self {
-        Self(StdDuration::from_secs(secs))
+    pub fn from_secs(secs: u64) -> Self {
+        Self::new(StdDuration::from_secs(secs))
     }
 
     /// Milliseconds.
-    pub const fn from_millis(millis: u64) -> Self {
-        Self(StdDuration::from_millis(millis))
+    pub fn from_millis(millis: u64) -> Self {
+        Self::new(StdDuration::from_millis(millis))
     }
 
     /// The duration as a standard duration.
-    pub const fn get(self) -> StdDuration {
-        self.0
+    pub fn get(&self) -> StdDuration {
+        self.duration
+    }
+}
+
+impl PartialEq for GoDuration {
+    fn eq(&self, other: &Self) -> bool {
+        self.duration == other.duration
+    }
+}
+
+impl Eq for GoDuration {}
+
+impl PartialOrd for GoDuration {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for GoDuration {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.duration.cmp(&other.duration)
+    }
+}
+
+impl std::hash::Hash for GoDuration {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.duration.hash(state);
     }
 }
 
 impl From<GoDuration> for StdDuration {
     fn from(d: GoDuration) -> Self {
-        d.0
+        d.duration
     }
 }
 
@@ -61,17 +93,20 @@ impl FromStr for GoDuration {
             input: s.chars().take(64).collect(),
             problem,
         };
+        if s.is_empty() {
+            return Err(err("empty"));
+        }
         if s.starts_with('-') {
             return Err(err("must not be negative"));
         }
         let parsed = kube::core::Duration::from_str(s).map_err(|_| err("not a Go duration"))?;
-        Ok(Self(parsed.into()))
+        Ok(Self { duration: parsed.into(), text: s.into() })
     }
 }
 
 impl fmt::Display for GoDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&kube::core::Duration::from(self.0), f)
+        f.write_str(&self.text)
     }
 }
 
@@ -121,7 +156,7 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(
-                input.parse::<GoDuration>().map(GoDuration::get),
+                input.parse::<GoDuration>().map(|d| d.get()),
                 Ok(want),
                 "{input}"
             );
@@ -139,9 +174,12 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_through_json() {
-        let d: GoDuration = serde_json::from_str("\"1m30s\"").unwrap();
-        let back: GoDuration = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
-        assert_eq!(d, back);
+    fn round_trips_through_json_as_written() {
+        for text in ["1m30s", "1m", "90s", "0.5s"] {
+            let json = format!("\"{text}\"");
+            let d: GoDuration = serde_json::from_str(&json).unwrap();
+            assert_eq!(serde_json::to_string(&d).unwrap(), json);
+        }
+        assert_eq!("1m".parse::<GoDuration>(), "60s".parse::<GoDuration>());
     }
 }

@@ -1,1 +1,33 @@
-fn main() {}
+//! `netslo-operator`: the only writer of ConnectivityCheck status.
+//!
+//! Thin on purpose: parse the configuration, set up logging and one TLS crypto provider, then
+//! hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use netslo_operator::config::Config;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    netslo_operator::telemetry::init_logging(config.log_format);
+    // kube's rustls uses ring; install it as the process default before any TLS config exists
+    // so that no second provider compiled in by a dependency can make rustls panic.
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        tracing::debug!("a rustls crypto provider was already installed");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("netslo-operator: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(netslo_operator::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(reason = err.reason(), "netslo-operator stopped: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -556,6 +556,7 @@ pub fn stop_detached(dir: &Path) -> Result<usize, Error> {
             let status = Command::new("kill").args(["-9", &pid.to_string()]).status();
             if status.map(|s| s.success()).unwrap_or(false) {
                 killed += 1;
+                await_exit(pid);
             }
         }
     }
@@ -563,6 +564,21 @@ pub fn stop_detached(dir: &Path) -> Result<usize, Error> {
         fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     Ok(killed)
+}
+
+/// Waits (up to 10 s) until a killed process no longer runs: a signal is delivered
+/// asynchronously, and a caller that removes files or reuses ports next must not race it.
+fn await_exit(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Field 3 is the state; gone, zombie (Z) or dead (X) all mean it no longer runs.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        if !matches!(state, Some(s) if s != "Z" && s != "X") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A client from a kubeconfig file.

@@ -221,10 +221,13 @@ pub struct TargetSummary {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LatencySummary {
+    /// Median.
     #[schemars(length(max = 16))]
     pub p50: String,
+    /// 90th percentile.
     #[schemars(length(max = 16))]
     pub p90: String,
+    /// 99th percentile.
     #[schemars(length(max = 16))]
     pub p99: String,
 }

@@ -1,0 +1,53 @@
+# netslo development commands. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Show the recipes.
+[private]
+default:
+    @just --list --unsorted
+
+# Install what the tests need on a fresh Debian machine (root): iproute2 and iptables for the
+# network-namespace tests, and the pinned control plane built from the Go module proxy.
+deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v iptables >/dev/null || missing+=(iptables)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        echo "installing ${missing[*]}" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    bash tests/control-plane/build.sh >/dev/null
+
+# Run every test: unit, integration against a real control plane, and real-network tests
+# (network namespaces and iptables: run as root).
+test: deps
+    cargo test --workspace --locked --all-targets --no-fail-fast
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Regenerate the CRD YAML in config/crd from the Rust types.
+generate:
+    cargo run -q --locked -p netslo-crds --bin crdgen > config/crd/netslo.io.yaml
+
+# Fail if the committed CRD YAML differs from what the types generate.
+check-generated:
+    cargo test -q --locked -p netslo-crds --test golden
+
+# Benchmarks; each prints `name: value unit` lines beside a reference measured in the same run.
+bench:
+    cargo bench --locked -p netslo-agent
+
+# A real control plane (etcd, kube-apiserver, kube-controller-manager) with the CRDs
+# installed: `just control-plane up` prints the kubeconfig path; `just control-plane down`.
+control-plane action="up": deps
+    cargo run -q --locked -p netslo-tests --bin netslo-control-plane -- {{action}}
+
+# Release builds of both binaries.
+build:
+    cargo build --release --locked -p netslo-operator -p netslo-agent
