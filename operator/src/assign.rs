@@ -1,0 +1,466 @@
+//! Assignments: which agent probes what. Pure: from the checks (with their resolved targets)
+//! and the agents the operator knows, to one [`Assignment`] per agent, which the channel hands
+//! out. Agents never discover targets themselves.
+//!
+//! Naming contract with the agents and the result path:
+//! - an agent-side check is one target of one ConnectivityCheck, named
+//!   `<namespace>/<check>/<target>` (the agent requires unique check names and one probe kind
+//!   per check);
+//! - its series are labelled with [`SeriesId::label`](crate::resolve::SeriesId::label)
+//!   (`<target>/<via>/<endpoint>`);
+//! - the source label is the agent's name (its pod name, or an external agent's name), and
+//!   [`AgentInfo`] maps it back to a node and zone.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Node;
+use netslo_agent::spec::{Assignment, CheckSpec, ProbeSpec, TargetSpec};
+use netslo_crds::v1alpha1::{ConnectivityCheckSpec, ProbeSource};
+
+use crate::resolve::{ResolvedTarget, ZONE_LABEL, selects};
+
+/// Defaults documented on the API's `schedule` fields.
+const DEFAULT_INTERVAL_MS: u64 = 10_000;
+const DEFAULT_TIMEOUT_MS: u64 = 2_000;
+const DEFAULT_JITTER_PERCENT: i32 = 10;
+
+/// An agent the operator knows of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// Pod name (in-cluster) or registered name (external): the source label of its series.
+    pub name: String,
+    pub kind: AgentKind,
+    pub node: Option<String>,
+    pub zone: Option<String>,
+    /// The agent's own address (mesh agents are probed by their peers there).
+    pub ip: Option<String>,
+}
+
+/// Where an agent runs and for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentKind {
+    /// A node-mesh agent (DaemonSet).
+    Mesh,
+    /// A workload-identity agent probing for one check (`<namespace>/<name>`).
+    Workload { check: String },
+    /// An agent outside the cluster.
+    External,
+}
+
+/// A check ready to be assigned: its key, spec and resolved targets.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckPlan<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub spec: &'a ConnectivityCheckSpec,
+    pub targets: &'a [ResolvedTarget],
+}
+
+impl CheckPlan<'_> {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Name of the agent-side check for one target of a ConnectivityCheck.
+pub fn agent_check_name(namespace: &str, check: &str, target: &str) -> String {
+    format!("{namespace}/{check}/{target}")
+}
+
+/// Splits an agent-side check name back into (namespace, check, target).
+pub fn parse_agent_check_name(name: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = name.splitn(3, '/');
+    let (ns, check, target) = (parts.next()?, parts.next()?, parts.next()?);
+    (!ns.is_empty() && !check.is_empty() && !target.is_empty() && !target.contains('/'))
+        .then_some((ns, check, target))
+}
+
+/// The agents that probe for a check, by its source.
+pub fn sources<'a>(
+    plan: &CheckPlan<'_>,
+    agents: &'a [AgentInfo],
+    nodes: &[Node],
+) -> Vec<&'a AgentInfo> {
+    let key = plan.key();
+    agents
+        .iter()
+        .filter(|agent| source_includes(&plan.spec.source, &key, agent, nodes))
+        .collect()
+}
+
+fn source_includes(
+    source: &ProbeSource,
+    check_key: &str,
+    agent: &AgentInfo,
+    nodes: &[Node],
+) -> bool {
+    if let Some(mesh) = &source.mesh {
+        if agent.kind != AgentKind::Mesh {
+            return false;
+        }
+        if !mesh.zones.is_empty() && !agent.zone.as_ref().is_some_and(|z| mesh.zones.contains(z)) {
+            return false;
+        }
+        if let Some(selector) = &mesh.node_selector {
+            let labels = agent
+                .node
+                .as_deref()
+                .and_then(|n| {
+                    nodes
+                        .iter()
+                        .find(|node| node.metadata.name.as_deref() == Some(n))
+                })
+                .and_then(|node| node.metadata.labels.as_ref());
+            return labels.is_some() && selects(selector, labels);
+        }
+        return true;
+    }
+    if source.workload.is_some() {
+        return matches!(&agent.kind, AgentKind::Workload { check } if check == check_key);
+    }
+    if let Some(external) = &source.external {
+        return agent.kind == AgentKind::External && external.agents.contains(&agent.name);
+    }
+    false
+}
+
+/// Builds every agent's assignment. `mesh_peers` gives, for a mesh target, the peers a given
+/// agent probes this round (the rotation lives in [`crate::mesh`]).
+pub fn assignments<'a>(
+    plans: &[CheckPlan<'_>],
+    agents: &'a [AgentInfo],
+    nodes: &[Node],
+    mut mesh_peers: impl FnMut(
+        &CheckPlan<'_>,
+        &ResolvedTarget,
+        &AgentInfo,
+        &[&'a AgentInfo],
+    ) -> Vec<&'a AgentInfo>,
+) -> BTreeMap<String, Assignment> {
+    let mut out: BTreeMap<String, Assignment> = agents
+        .iter()
+        .map(|a| {
+            (
+                a.name.clone(),
+                Assignment {
+                    source: Some(a.name.clone()),
+                    checks: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    for plan in plans {
+        if plan.spec.suspend == Some(true) {
+            continue;
+        }
+        let sources = sources(plan, agents, nodes);
+        let schedule = plan.spec.schedule.clone().unwrap_or_default();
+        let interval_ms = schedule
+            .interval
+            .map_or(DEFAULT_INTERVAL_MS, |d| millis(d.get()));
+        let timeout_ms = schedule
+            .timeout
+            .map_or(DEFAULT_TIMEOUT_MS, |d| millis(d.get()));
+        let jitter = f64::from(
+            schedule
+                .jitter_percent
+                .unwrap_or(DEFAULT_JITTER_PERCENT)
+                .clamp(0, 50),
+        ) / 100.0;
+        let latency_thresholds_us: Vec<u64> = plan
+            .spec
+            .objectives
+            .as_ref()
+            .and_then(|o| o.latency.as_ref())
+            .map(|l| vec![u64::try_from(l.threshold.get().as_micros()).unwrap_or(u64::MAX)])
+            .unwrap_or_default();
+        for target in plan.targets {
+            for agent in &sources {
+                let targets: Vec<TargetSpec> = if target.mesh {
+                    mesh_peers(plan, target, agent, &sources)
+                        .into_iter()
+                        .filter_map(|peer| mesh_target(target, agent, peer))
+                        .collect()
+                } else {
+                    target
+                        .endpoints
+                        .iter()
+                        // Localhost endpoints are probed only from inside their own pod.
+                        .filter(|e| e.inside_pod.as_ref().is_none_or(|pod| *pod == agent.name))
+                        .map(|e| TargetSpec {
+                            name: Some(e.series.label()),
+                            address: e.address.clone(),
+                        })
+                        .collect()
+                };
+                if targets.is_empty() {
+                    continue;
+                }
+                let Some(assignment) = out.get_mut(&agent.name) else {
+                    continue;
+                };
+                assignment.checks.push(CheckSpec {
+                    name: agent_check_name(plan.namespace, plan.name, &target.name),
+                    interval_ms,
+                    timeout_ms,
+                    jitter,
+                    latency_thresholds_us: latency_thresholds_us.clone(),
+                    expect: target.expect,
+                    blocked_by: target.blocked_by.clone(),
+                    probe: target.probe.clone(),
+                    targets,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A mesh peer as a target: its echo responder, labelled with the peer's name so verdicts can
+/// tell same-node from cross-node pairs through [`AgentInfo`].
+fn mesh_target(target: &ResolvedTarget, agent: &AgentInfo, peer: &AgentInfo) -> Option<TargetSpec> {
+    if peer.name == agent.name {
+        return None;
+    }
+    let ip = peer.ip.as_deref()?;
+    let port = crate::workloads::ECHO_PORT;
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let address = match &target.probe {
+        ProbeSpec::Icmp(_) => ip.to_string(),
+        ProbeSpec::Http(_) => format!("http://{host}:{}/", crate::workloads::ECHO_HTTP_PORT),
+        _ => format!("{host}:{port}"),
+    };
+    let series = crate::resolve::SeriesId {
+        target: target.name.clone(),
+        via: crate::resolve::Via::Pod,
+        endpoint: peer.name.clone(),
+    };
+    Some(TargetSpec {
+        name: Some(series.label()),
+        address,
+    })
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The zone of a node, for agents registered by node name.
+pub fn node_zone(nodes: &[Node], node: &str) -> Option<String> {
+    nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node))
+        .and_then(|n| n.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::{ClusterSnapshot, resolve};
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    use netslo_agent::spec::Expect;
+    use netslo_crds::v1alpha1::ConnectivityCheck;
+    use serde_json::json;
+
+    fn from<T: k8s_openapi::serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn agent(name: &str, kind: AgentKind, node: &str, zone: &str, ip: &str) -> AgentInfo {
+        AgentInfo {
+            name: name.into(),
+            kind,
+            node: Some(node.into()),
+            zone: Some(zone.into()),
+            ip: Some(ip.into()),
+        }
+    }
+
+    fn agents() -> Vec<AgentInfo> {
+        vec![
+            agent("mesh-a", AgentKind::Mesh, "node-a", "zone-a", "10.244.1.2"),
+            agent("mesh-b", AgentKind::Mesh, "node-b", "zone-b", "10.244.2.2"),
+            agent(
+                "web-probe-1",
+                AgentKind::Workload {
+                    check: "shop/web-to-api".into(),
+                },
+                "node-a",
+                "zone-a",
+                "10.244.1.9",
+            ),
+            AgentInfo {
+                name: "office".into(),
+                kind: AgentKind::External,
+                node: None,
+                zone: None,
+                ip: None,
+            },
+        ]
+    }
+
+    fn nodes() -> Vec<Node> {
+        vec![
+            from(
+                json!({"metadata": {"name": "node-a", "labels": {ZONE_LABEL: "zone-a", "pool": "general"}}}),
+            ),
+            from(
+                json!({"metadata": {"name": "node-b", "labels": {ZONE_LABEL: "zone-b", "pool": "gpu"}}}),
+            ),
+        ]
+    }
+
+    fn check(name: &str, spec: serde_json::Value) -> ConnectivityCheck {
+        from(
+            json!({"apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck",
+            "metadata": {"namespace": "shop", "name": name}, "spec": spec}),
+        )
+    }
+
+    fn services() -> Vec<Service> {
+        vec![from(
+            json!({"metadata": {"namespace": "shop", "name": "api"},
+            "spec": {"clusterIP": "10.96.1.1", "ports": [{"name": "http", "port": 80}]}}),
+        )]
+    }
+
+    fn plan_and_assign(checks: &[ConnectivityCheck]) -> BTreeMap<String, Assignment> {
+        let services = services();
+        let nodes = nodes();
+        let pods: Vec<Pod> = Vec::new();
+        let snapshot = ClusterSnapshot {
+            pods: &pods,
+            services: &services,
+            endpoint_slices: &[],
+            nodes: &nodes,
+            ingresses: &[],
+            cluster_domain: "cluster.local",
+            cluster_ca_pem: None,
+        };
+        let resolutions: Vec<_> = checks
+            .iter()
+            .map(|c| resolve("shop", &c.spec.targets, &snapshot))
+            .collect();
+        let plans: Vec<CheckPlan<'_>> = checks
+            .iter()
+            .zip(&resolutions)
+            .map(|(c, r)| CheckPlan {
+                namespace: "shop",
+                name: c.metadata.name.as_deref().unwrap(),
+                spec: &c.spec,
+                targets: &r.targets,
+            })
+            .collect();
+        let agents = agents();
+        // All peers: enough to test wiring; rotation is tested in `mesh`.
+        assignments(&plans, &agents, &nodes, |_, _, _, peers| peers.to_vec())
+    }
+
+    #[test]
+    fn mesh_source_reaches_every_mesh_agent_with_schedule_and_thresholds() {
+        let c = check(
+            "api",
+            json!({"source": {"mesh": {}},
+            "targets": [{"name": "api", "service": {"name": "api", "port": 80, "via": ["ClusterIP"]}}],
+            "schedule": {"interval": "30s", "timeout": "3s", "jitterPercent": 20},
+            "objectives": {"latency": {"threshold": "5ms", "target": "99"}}}),
+        );
+        let out = plan_and_assign(&[c]);
+        for name in ["mesh-a", "mesh-b"] {
+            let a = &out[name];
+            assert_eq!(a.source.as_deref(), Some(name));
+            assert_eq!(a.checks.len(), 1);
+            let spec = &a.checks[0];
+            assert_eq!(spec.name, "shop/api/api");
+            assert_eq!((spec.interval_ms, spec.timeout_ms), (30_000, 3_000));
+            assert!((spec.jitter - 0.2).abs() < 1e-9);
+            assert_eq!(spec.latency_thresholds_us, [5_000]);
+            assert_eq!(
+                spec.targets[0].name.as_deref(),
+                Some("api/ClusterIP/10.96.1.1:80")
+            );
+            a.validate()
+                .expect("the agent accepts what the operator sends");
+        }
+        assert!(out["web-probe-1"].checks.is_empty() && out["office"].checks.is_empty());
+    }
+
+    #[test]
+    fn zones_node_selectors_workloads_and_external_pick_their_agents() {
+        let by_zone = check(
+            "z",
+            json!({"source": {"mesh": {"zones": ["zone-b"]}},
+            "targets": [{"name": "t", "external": {"host": "192.0.2.1", "port": 443}}]}),
+        );
+        let by_selector = check(
+            "s",
+            json!({"source": {"mesh": {"nodeSelector": {"matchLabels": {"pool": "general"}}}},
+            "targets": [{"name": "t", "external": {"host": "192.0.2.1", "port": 443}}]}),
+        );
+        let workload = check(
+            "web-to-api",
+            json!({"source": {"workload": {"podLabels": {"app": "web"}, "serviceAccountName": "web"}},
+            "targets": [{"name": "t", "external": {"host": "192.0.2.1", "port": 443}, "expect": "Deny"}]}),
+        );
+        let external = check(
+            "e",
+            json!({"source": {"external": {"agents": ["office"]}},
+            "targets": [{"name": "t", "external": {"host": "192.0.2.1", "port": 443}}]}),
+        );
+        let out = plan_and_assign(&[by_zone, by_selector, workload, external]);
+        let names = |agent: &str| {
+            out[agent]
+                .checks
+                .iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("mesh-a"), ["shop/s/t"]);
+        assert_eq!(names("mesh-b"), ["shop/z/t"]);
+        assert_eq!(names("web-probe-1"), ["shop/web-to-api/t"]);
+        assert_eq!(out["web-probe-1"].checks[0].expect, Expect::Deny);
+        assert_eq!(names("office"), ["shop/e/t"]);
+    }
+
+    #[test]
+    fn mesh_targets_probe_peer_echo_responders_never_themselves() {
+        let c = check(
+            "mesh",
+            json!({"source": {"mesh": {}}, "targets": [{"name": "peers", "mesh": {}}]}),
+        );
+        let out = plan_and_assign(&[c]);
+        let targets = &out["mesh-a"].checks[0].targets;
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].name.as_deref(), Some("peers/Pod/mesh-b"));
+        assert_eq!(
+            targets[0].address,
+            format!("10.244.2.2:{}", crate::workloads::ECHO_PORT)
+        );
+    }
+
+    #[test]
+    fn suspended_checks_assign_nothing() {
+        let c = check(
+            "api",
+            json!({"suspend": true, "source": {"mesh": {}},
+            "targets": [{"name": "api", "service": {"name": "api", "port": 80}}]}),
+        );
+        assert!(plan_and_assign(&[c]).values().all(|a| a.checks.is_empty()));
+    }
+
+    #[test]
+    fn agent_check_names_round_trip() {
+        let name = agent_check_name("shop", "web-to-api", "api");
+        assert_eq!(
+            parse_agent_check_name(&name),
+            Some(("shop", "web-to-api", "api"))
+        );
+        for bad in ["", "a/b", "a//c", "a/b/c/d"] {
+            assert_eq!(parse_agent_check_name(bad), None, "{bad:?}");
+        }
+    }
+}
