@@ -12,6 +12,7 @@
 //!   [`AgentInfo`] maps it back to a node and zone.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 use netslo_agent::spec::{Assignment, CheckSpec, ProbeSpec, TargetSpec};
@@ -79,7 +80,7 @@ pub fn parse_agent_check_name(name: &str) -> Option<(&str, &str, &str)> {
 pub fn sources<'a>(
     plan: &CheckPlan<'_>,
     agents: &'a [AgentInfo],
-    nodes: &[Node],
+    nodes: &[Arc<Node>],
 ) -> Vec<&'a AgentInfo> {
     let key = plan.key();
     agents
@@ -92,7 +93,7 @@ fn source_includes(
     source: &ProbeSource,
     check_key: &str,
     agent: &AgentInfo,
-    nodes: &[Node],
+    nodes: &[Arc<Node>],
 ) -> bool {
     if let Some(mesh) = &source.mesh {
         if agent.kind != AgentKind::Mesh {
@@ -129,7 +130,7 @@ fn source_includes(
 pub fn assignments<'a>(
     plans: &[CheckPlan<'_>],
     agents: &'a [AgentInfo],
-    nodes: &[Node],
+    nodes: &[Arc<Node>],
     mut mesh_peers: impl FnMut(
         &CheckPlan<'_>,
         &ResolvedTarget,
@@ -250,7 +251,7 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 /// The zone of a node, for agents registered by node name.
-pub fn node_zone(nodes: &[Node], node: &str) -> Option<String> {
+pub fn node_zone(nodes: &[Arc<Node>], node: &str) -> Option<String> {
     nodes
         .iter()
         .find(|n| n.metadata.name.as_deref() == Some(node))
@@ -266,7 +267,7 @@ mod tests {
     use netslo_crds::v1alpha1::ConnectivityCheck;
     use serde_json::json;
 
-    fn from<T: k8s_openapi::serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
         serde_json::from_value(v).unwrap()
     }
 
@@ -303,14 +304,14 @@ mod tests {
         ]
     }
 
-    fn nodes() -> Vec<Node> {
+    fn nodes() -> Vec<Arc<Node>> {
         vec![
-            from(
+            Arc::new(from(
                 json!({"metadata": {"name": "node-a", "labels": {ZONE_LABEL: "zone-a", "pool": "general"}}}),
-            ),
-            from(
+            )),
+            Arc::new(from(
                 json!({"metadata": {"name": "node-b", "labels": {ZONE_LABEL: "zone-b", "pool": "gpu"}}}),
-            ),
+            )),
         ]
     }
 
@@ -321,17 +322,17 @@ mod tests {
         )
     }
 
-    fn services() -> Vec<Service> {
-        vec![from(
+    fn services() -> Vec<Arc<Service>> {
+        vec![Arc::new(from(
             json!({"metadata": {"namespace": "shop", "name": "api"},
             "spec": {"clusterIP": "10.96.1.1", "ports": [{"name": "http", "port": 80}]}}),
-        )]
+        ))]
     }
 
     fn plan_and_assign(checks: &[ConnectivityCheck]) -> BTreeMap<String, Assignment> {
         let services = services();
         let nodes = nodes();
-        let pods: Vec<Pod> = Vec::new();
+        let pods: Vec<Arc<Pod>> = Vec::new();
         let snapshot = ClusterSnapshot {
             pods: &pods,
             services: &services,

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -34,11 +35,11 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 /// What the reconciler knows of the cluster, from its caches.
 #[derive(Debug, Clone, Copy)]
 pub struct ClusterSnapshot<'a> {
-    pub pods: &'a [Pod],
-    pub services: &'a [Service],
-    pub endpoint_slices: &'a [EndpointSlice],
-    pub nodes: &'a [Node],
-    pub ingresses: &'a [Ingress],
+    pub pods: &'a [Arc<Pod>],
+    pub services: &'a [Arc<Service>],
+    pub endpoint_slices: &'a [Arc<EndpointSlice>],
+    pub nodes: &'a [Arc<Node>],
+    pub ingresses: &'a [Arc<Ingress>],
     /// The cluster's DNS domain, e.g. `cluster.local`.
     pub cluster_domain: &'a str,
     /// PEM of the cluster CA (the `kube-root-ca.crt` ConfigMap), for API server probes.
@@ -264,7 +265,7 @@ fn resolve_target(
     if let Some(pods) = &target.pods {
         let ns = pods.namespace.as_deref().unwrap_or(check_ns);
         resolved.namespace = Some(ns.to_string());
-        let ready: Vec<&Pod> = cluster
+        let ready: Vec<&Arc<Pod>> = cluster
             .pods
             .iter()
             .filter(|p| in_namespace(&p.metadata.namespace, ns))
@@ -364,7 +365,7 @@ fn resolve_target(
         }
     } else if let Some(local) = &target.localhost {
         resolved.namespace = Some(check_ns.to_string());
-        let pods: Vec<&Pod> = cluster
+        let pods: Vec<&Arc<Pod>> = cluster
             .pods
             .iter()
             .filter(|p| in_namespace(&p.metadata.namespace, check_ns))
@@ -848,14 +849,14 @@ pub fn node_address(node: &Node) -> Option<String> {
 }
 
 /// The zone label of a node by name.
-pub fn zone_of(nodes: &[Node], node_name: &str) -> Option<String> {
+pub fn zone_of(nodes: &[Arc<Node>], node_name: &str) -> Option<String> {
     nodes
         .iter()
         .find(|n| n.metadata.name.as_deref() == Some(node_name))
         .and_then(|n| n.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned())
 }
 
-fn kubernetes_service_address(services: &[Service]) -> Option<(String, i32)> {
+fn kubernetes_service_address(services: &[Arc<Service>]) -> Option<(String, i32)> {
     let svc = services.iter().find(|s| {
         s.metadata.namespace.as_deref() == Some("default")
             && s.metadata.name.as_deref() == Some("kubernetes")
@@ -904,36 +905,40 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn from<T: k8s_openapi::serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
         serde_json::from_value(v).unwrap()
     }
 
-    fn node(name: &str, ip: &str, zone: &str) -> Node {
-        from(
+    fn node(name: &str, ip: &str, zone: &str) -> Arc<Node> {
+        Arc::new(from(
             json!({"metadata": {"name": name, "labels": {ZONE_LABEL: zone}},
             "status": {"addresses": [{"type": "Hostname", "address": name}, {"type": "InternalIP", "address": ip}]}}),
-        )
+        ))
     }
 
-    fn pod(ns: &str, name: &str, app: &str, ip: &str, node: &str, ready: bool) -> Pod {
-        from(
+    fn pod(ns: &str, name: &str, app: &str, ip: &str, node: &str, ready: bool) -> Arc<Pod> {
+        Arc::new(from(
             json!({"metadata": {"namespace": ns, "name": name, "labels": {"app": app}},
             "spec": {"nodeName": node, "containers": [{"name": "c"}]},
             "status": {"phase": "Running", "podIP": ip,
                 "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}),
-        )
+        ))
     }
 
-    fn service(ns: &str, name: &str, cluster_ip: &str, node_port: Option<i32>) -> Service {
+    fn service(ns: &str, name: &str, cluster_ip: &str, node_port: Option<i32>) -> Arc<Service> {
         let mut port = json!({"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"});
         if let Some(np) = node_port {
             port["nodePort"] = json!(np);
         }
-        from(json!({"metadata": {"namespace": ns, "name": name},
-            "spec": {"clusterIP": cluster_ip, "type": if node_port.is_some() { "NodePort" } else { "ClusterIP" }, "ports": [port]}}))
+        Arc::new(from(json!({"metadata": {"namespace": ns, "name": name},
+            "spec": {"clusterIP": cluster_ip, "type": if node_port.is_some() { "NodePort" } else { "ClusterIP" }, "ports": [port]}})))
     }
 
-    fn slice(ns: &str, service: &str, endpoints: &[(&str, Option<bool>, &str)]) -> EndpointSlice {
+    fn slice(
+        ns: &str,
+        service: &str,
+        endpoints: &[(&str, Option<bool>, &str)],
+    ) -> Arc<EndpointSlice> {
         let eps: Vec<_> = endpoints
             .iter()
             .map(|(ip, ready, node)| {
@@ -944,18 +949,18 @@ mod tests {
                 e
             })
             .collect();
-        from(
+        Arc::new(from(
             json!({"metadata": {"namespace": ns, "name": format!("{service}-abc"), "labels": {SERVICE_NAME_LABEL: service}},
             "addressType": "IPv4", "endpoints": eps, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}),
-        )
+        ))
     }
 
     struct World {
-        pods: Vec<Pod>,
-        services: Vec<Service>,
-        slices: Vec<EndpointSlice>,
-        nodes: Vec<Node>,
-        ingresses: Vec<Ingress>,
+        pods: Vec<Arc<Pod>>,
+        services: Vec<Arc<Service>>,
+        slices: Vec<Arc<EndpointSlice>>,
+        nodes: Vec<Arc<Node>>,
+        ingresses: Vec<Arc<Ingress>>,
     }
 
     impl World {
@@ -969,10 +974,10 @@ mod tests {
                 ],
                 services: vec![
                     service("shop", "api", "10.96.12.34", Some(30080)),
-                    from(
+                    Arc::new(from(
                         json!({"metadata": {"namespace": "default", "name": "kubernetes"},
                         "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}}),
-                    ),
+                    )),
                 ],
                 slices: vec![slice(
                     "shop",
@@ -987,11 +992,11 @@ mod tests {
                     node("node-a", "192.0.2.1", "zone-a"),
                     node("node-b", "192.0.2.2", "zone-b"),
                 ],
-                ingresses: vec![from(
+                ingresses: vec![Arc::new(from(
                     json!({"metadata": {"namespace": "shop", "name": "web"},
                     "spec": {"rules": [{"host": "shop.example.com"}]},
                     "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}}}),
-                )],
+                ))],
             }
         }
 

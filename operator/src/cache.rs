@@ -1,0 +1,200 @@
+//! The operator's view of the cluster: one set of watches for the whole cluster (agents watch
+//! nothing), kept in reflector stores that the planner reads as snapshots.
+//!
+//! Objects are trimmed before they are stored (managed fields, annotations, and for pods
+//! everything but what target resolution reads) so memory follows what netslo uses, not what
+//! the cluster holds. Watches resume from their last resourceVersion, re-list on 410 and back
+//! off on errors, so they survive API server restarts.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, watch};
+
+use crate::resolve::ClusterSnapshot;
+
+/// Reflector stores of everything target resolution reads.
+#[derive(Clone)]
+pub struct ClusterCache {
+    pub pods: Store<Pod>,
+    pub services: Store<Service>,
+    pub endpoint_slices: Store<EndpointSlice>,
+    pub nodes: Store<Node>,
+    pub ingresses: Store<Ingress>,
+    /// Signalled on every change, so the planner can re-plan promptly.
+    pub changed: Arc<Notify>,
+}
+
+impl Debug for ClusterCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCache")
+            .field("pods", &self.pods.len())
+            .field("services", &self.services.len())
+            .field("endpoint_slices", &self.endpoint_slices.len())
+            .field("nodes", &self.nodes.len())
+            .field("ingresses", &self.ingresses.len())
+            .finish()
+    }
+}
+
+/// Owned copies of the stores' contents (cheap: `Arc`s), borrowed as a [`ClusterSnapshot`].
+#[derive(Debug, Clone, Default)]
+pub struct OwnedSnapshot {
+    pub pods: Vec<Arc<Pod>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub nodes: Vec<Arc<Node>>,
+    pub ingresses: Vec<Arc<Ingress>>,
+}
+
+impl OwnedSnapshot {
+    pub fn view<'a>(
+        &'a self,
+        cluster_domain: &'a str,
+        cluster_ca_pem: Option<&'a str>,
+    ) -> ClusterSnapshot<'a> {
+        ClusterSnapshot {
+            pods: &self.pods,
+            services: &self.services,
+            endpoint_slices: &self.endpoint_slices,
+            nodes: &self.nodes,
+            ingresses: &self.ingresses,
+            cluster_domain,
+            cluster_ca_pem,
+        }
+    }
+}
+
+impl ClusterCache {
+    /// Starts every watch on the runtime; they run until `shutdown` turns true.
+    pub fn start(client: &Client, shutdown: watch::Receiver<bool>) -> Self {
+        let changed = Arc::new(Notify::new());
+        Self {
+            pods: spawn_reflector(
+                Api::all(client.clone()),
+                trim_pod,
+                changed.clone(),
+                shutdown.clone(),
+            ),
+            services: spawn_reflector(
+                Api::all(client.clone()),
+                trim_meta,
+                changed.clone(),
+                shutdown.clone(),
+            ),
+            endpoint_slices: spawn_reflector(
+                Api::all(client.clone()),
+                trim_meta,
+                changed.clone(),
+                shutdown.clone(),
+            ),
+            nodes: spawn_reflector(
+                Api::all(client.clone()),
+                trim_node,
+                changed.clone(),
+                shutdown.clone(),
+            ),
+            ingresses: spawn_reflector(
+                Api::all(client.clone()),
+                trim_meta,
+                changed.clone(),
+                shutdown,
+            ),
+            changed,
+        }
+    }
+
+    /// Waits until every store has its first full list.
+    pub async fn wait_ready(&self) {
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.endpoint_slices.wait_until_ready().await;
+        let _ = self.nodes.wait_until_ready().await;
+        let _ = self.ingresses.wait_until_ready().await;
+    }
+
+    pub fn snapshot(&self) -> OwnedSnapshot {
+        OwnedSnapshot {
+            pods: self.pods.state(),
+            services: self.services.state(),
+            endpoint_slices: self.endpoint_slices.state(),
+            nodes: self.nodes.state(),
+            ingresses: self.ingresses.state(),
+        }
+    }
+}
+
+fn spawn_reflector<K>(
+    api: Api<K>,
+    trim: fn(&mut K),
+    changed: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    // `any_semantic` lets the API server answer re-lists from its watch cache.
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .touched_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(_)) => changed.notify_one(),
+                    // The backoff retries; an error is logged, never fatal.
+                    Some(Err(err)) => tracing::warn!(kind = %K::kind(&K::DynamicType::default()), "watch error: {err}"),
+                    None => return,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    });
+    store
+}
+
+fn trim_meta<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    meta.annotations = None;
+}
+
+/// Pods are the bulk of a cluster: keep what resolution reads (labels, node, readiness, IP).
+fn trim_pod(pod: &mut Pod) {
+    trim_meta(pod);
+    pod.metadata.owner_references = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        let node_name = spec.node_name.take();
+        *spec = Default::default();
+        spec.node_name = node_name;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+}
+
+fn trim_node(node: &mut Node) {
+    trim_meta(node);
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+        status.volumes_attached = None;
+        status.volumes_in_use = None;
+    }
+}
