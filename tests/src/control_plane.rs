@@ -258,6 +258,9 @@ impl ControlPlane {
                     format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                     format!("--cluster-signing-cert-file={}", p(&pki.ca_cert)),
                     format!("--cluster-signing-key-file={}", p(&pki.ca_key)),
+                    // No kubelets heartbeat here: stand-in nodes must not be tainted and
+                    // their pods evicted by the node lifecycle controller.
+                    "--controllers=*,-node-lifecycle-controller".into(),
                     "--v=1".into(),
                 ],
                 log: dir.join("kube-controller-manager.log"),

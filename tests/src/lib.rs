@@ -1,6 +1,7 @@
 //! Test support for netslo's integration and end-to-end tests: a real control plane
 //! ([`control_plane`]) with a throwaway PKI ([`pki`]).
 
+pub mod cluster;
 pub mod control_plane;
 pub mod pki;
 
@@ -54,4 +55,22 @@ impl Error {
             Self::Kube(_) => "Kube",
         }
     }
+}
+
+/// Path of a binary of this workspace (`netslo-operator`, `netslo-agent`), built first if
+/// needed, from the same profile and target directory as the running test.
+pub fn workspace_binary(name: &str) -> Result<PathBuf, Error> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--bin", name])
+        .current_dir(control_plane::repo_root())
+        .output()
+        .map_err(|source| Error::Spawn { component: "cargo build", source })?;
+    if !out.status.success() {
+        return Err(Error::Build(format!("cargo build --bin {name}: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    // Test binaries live in <target>/<profile>/deps; workspace binaries one level up.
+    let exe = std::env::current_exe().map_err(|e| Error::io(Path::new("current_exe"), e))?;
+    let profile_dir = exe.parent().and_then(Path::parent).ok_or_else(|| Error::Build("no target dir".into()))?;
+    Ok(profile_dir.join(name))
 }
