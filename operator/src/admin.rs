@@ -35,7 +35,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, readiness: Readiness, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    readiness: Readiness,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -45,12 +49,17 @@ pub async fn serve(listener: TcpListener, readiness: Readiness, mut shutdown: wa
         let readiness = readiness.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| respond(req, readiness.clone()));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
 
-async fn respond(req: Request<Incoming>, readiness: Readiness) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(
+    req: Request<Incoming>,
+    readiness: Readiness,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match req.uri().path() {
         "/livez" => (StatusCode::OK, "ok\n"),
         "/readyz" if readiness.is_ready() => (StatusCode::OK, "ok\n"),

@@ -1,8 +1,13 @@
 //! netslo operator library: everything behind the `netslo-operator` binary.
 
 pub mod admin;
+pub mod assign;
+pub mod cache;
+pub mod channel;
 pub mod config;
+pub mod resolve;
 pub mod telemetry;
+pub mod workloads;
 
 use std::time::Duration;
 
@@ -22,7 +27,10 @@ pub enum Error {
     #[error("no Kubernetes client configuration (in-cluster or KUBECONFIG): {0}")]
     ClientConfig(#[source] kube::Error),
     #[error("cannot bind the admin endpoint {addr}: {source}")]
-    AdminBind { addr: std::net::SocketAddr, source: std::io::Error },
+    AdminBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("CRD {crd} is not established; install config/crd first: {detail}")]
     CrdMissing { crd: String, detail: String },
     #[error("cannot read ConnectivityChecks: {0}")]
@@ -46,19 +54,30 @@ impl Error {
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), Error> {
-    tracing::info!(?config, "starting netslo-operator {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        ?config,
+        "starting netslo-operator {}",
+        env!("CARGO_PKG_VERSION")
+    );
     let client = Client::try_default().await.map_err(Error::ClientConfig)?;
     let readiness = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let listener =
-        admin::bind(config.admin_addr).await.map_err(|source| Error::AdminBind { addr: config.admin_addr, source })?;
+    let listener = admin::bind(config.admin_addr)
+        .await
+        .map_err(|source| Error::AdminBind {
+            addr: config.admin_addr,
+            source,
+        })?;
     let admin = tokio::spawn(admin::serve(listener, readiness.clone(), stop_rx.clone()));
 
     let crd_wait = Duration::from_secs(config.crd_wait_seconds);
     await_crd_established::<ConnectivityCheck>(&client, crd_wait).await?;
     await_crd_established::<ConnectivityPolicy>(&client, crd_wait).await?;
     // One read proves the types in this binary match what the API server serves.
-    Api::<ConnectivityCheck>::all(client.clone()).list(&ListParams::default().limit(1)).await.map_err(Error::Api)?;
+    Api::<ConnectivityCheck>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::Api)?;
     readiness.set(true);
     tracing::info!("netslo CRDs are served; ready");
 
@@ -70,14 +89,23 @@ pub async fn run(config: Config) -> Result<(), Error> {
     Ok(())
 }
 
-async fn await_crd_established<K: Resource<DynamicType = ()>>(client: &Client, timeout: Duration) -> Result<(), Error> {
+async fn await_crd_established<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    timeout: Duration,
+) -> Result<(), Error> {
     let name = format!("{}.{}", K::plural(&()), K::group(&()));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let established = wait::await_condition(crds, &name, conditions::is_crd_established());
     match tokio::time::timeout(timeout, established).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(err)) => Err(Error::CrdMissing { crd: name, detail: err.to_string() }),
-        Err(_) => Err(Error::CrdMissing { crd: name, detail: format!("not established within {timeout:?}") }),
+        Ok(Err(err)) => Err(Error::CrdMissing {
+            crd: name,
+            detail: err.to_string(),
+        }),
+        Err(_) => Err(Error::CrdMissing {
+            crd: name,
+            detail: format!("not established within {timeout:?}"),
+        }),
     }
 }
 

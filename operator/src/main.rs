@@ -13,10 +13,16 @@ fn main() -> ExitCode {
     netslo_operator::telemetry::init_logging(config.log_format);
     // kube's rustls uses ring; install it as the process default before any TLS config exists
     // so that no second provider compiled in by a dependency can make rustls panic.
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
         tracing::debug!("a rustls crypto provider was already installed");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("netslo-operator: cannot start the async runtime: {err}");

@@ -19,8 +19,8 @@ use k8s_openapi::api::apps::v1::{
     RollingUpdateDaemonSet,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapProjection, Container, ContainerPort, EnvVar, EnvVarSource,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    Capabilities, ConfigMapProjection, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
     ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext,
     ServiceAccountTokenProjection, Sysctl, TCPSocketAction, Toleration, TopologySpreadConstraint,
     Volume, VolumeMount, VolumeProjection,
@@ -53,6 +53,7 @@ pub const LABEL_OWNER_UID: &str = "netslo.io/owner-uid";
 
 const TOKEN_DIR: &str = "/var/run/secrets/netslo";
 const CA_DIR: &str = "/etc/netslo/ca";
+const STATE_DIR: &str = "/var/lib/netslo";
 /// ConfigMap the operator publishes its channel CA certificate in (key `ca.crt`).
 pub const OPERATOR_CA_CONFIGMAP: &str = "netslo-operator-ca";
 
@@ -253,14 +254,21 @@ fn agent_pod_spec(settings: &AgentSettings, service_account: &str, mesh: bool) -
             ..EnvVar::default()
         },
     ];
-    let args = vec![
+    let mut args = vec![
         "run".to_string(),
         format!("--operator-url={}", settings.operator_url),
         format!("--operator-ca={CA_DIR}/ca.crt"),
         format!("--token-file={TOKEN_DIR}/token"),
+        // An agent restarted while the operator is away keeps probing its last assignment.
+        format!("--assignment-cache={STATE_DIR}/assignment.json"),
         format!("--echo-listen=0.0.0.0:{ECHO_PORT}"),
         format!("--echo-http-listen=0.0.0.0:{ECHO_HTTP_PORT}"),
     ];
+    if !mesh {
+        // Mesh agents are named by their node (one per node, bound to it); workload agents,
+        // several per node, by their pod.
+        args.push("--agent-name=$(POD_NAME)".into());
+    }
     let quantity = |q: &str| Quantity(q.into());
     let container = Container {
         name: "agent".into(),
@@ -329,6 +337,11 @@ fn agent_pod_spec(settings: &AgentSettings, service_account: &str, mesh: bool) -
                 read_only: Some(true),
                 ..VolumeMount::default()
             },
+            VolumeMount {
+                name: "state".into(),
+                mount_path: STATE_DIR.into(),
+                ..VolumeMount::default()
+            },
         ]),
         ..Container::default()
     };
@@ -381,6 +394,14 @@ fn agent_pod_spec(settings: &AgentSettings, service_account: &str, mesh: bool) -
                         ..VolumeProjection::default()
                     }]),
                     ..ProjectedVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "state".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("16Mi".into())),
+                    ..EmptyDirVolumeSource::default()
                 }),
                 ..Volume::default()
             },

@@ -7,6 +7,7 @@
 //! * [`aggregate`] and [`histogram`]: windowed per-series counters and latency histograms;
 //! * [`engine`]: schedules, bounds concurrency, judges and aggregates;
 //! * [`echo`]: the UDP/TCP/HTTP echo responder every agent serves;
+//! * [`report`]: the operator channel (assignments in, acknowledged result batches out);
 //! * `testbed` (feature): network-namespace topologies for integration tests.
 
 pub mod aggregate;
@@ -14,6 +15,7 @@ pub mod echo;
 pub mod engine;
 pub mod histogram;
 pub mod probe;
+pub mod report;
 pub mod schedule;
 pub mod spec;
 #[cfg(feature = "testbed")]

@@ -1,8 +1,10 @@
 //! `netslo-agent`: the probe agent binary.
 //!
-//! Today the agent probes a static assignment file (re-read on SIGHUP) and writes raw results
-//! or closed aggregation windows as JSON lines to stdout. The operator channel will feed the
-//! same engine through its `watch` input and drain the same aggregator outbox.
+//! The agent probes either a static assignment file (re-read on SIGHUP), writing raw results or
+//! closed aggregation windows as JSON lines to stdout, or what the operator assigns it
+//! (`--operator-url`): assignments arrive over the authenticated channel and closed windows go
+//! back over it (see `netslo_agent::report`). Both feed the same engine through its `watch`
+//! input and drain the same aggregator outbox.
 
 use std::future::Future;
 use std::io::Write;
@@ -13,9 +15,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use netslo_agent::echo::{Echo, EchoError};
-use netslo_agent::engine::{Engine, EngineConfig, compile};
+use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile};
+use netslo_agent::report::{OutboxLimits, ReportError, Reporter, ReporterConfig};
 use netslo_agent::spec::{Assignment, SpecError};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,14 +72,58 @@ struct EchoArgs {
     echo_http_listen: Vec<SocketAddr>,
 }
 
+#[derive(Debug, Args)]
+struct OperatorArgs {
+    /// Get assignments from and report results to the operator at this URL
+    /// (`https://host:port`) instead of probing a file.
+    #[arg(long, env = "NETSLO_OPERATOR_URL", conflicts_with = "config")]
+    operator_url: Option<http::Uri>,
+    /// PEM CA certificate of the operator's channel (re-read on every new connection).
+    #[arg(
+        long,
+        env = "NETSLO_OPERATOR_CA",
+        default_value = "/var/run/netslo/operator-ca/ca.crt"
+    )]
+    operator_ca: PathBuf,
+    /// Projected service-account token with audience `netslo` (re-read before every request).
+    #[arg(
+        long,
+        env = "NETSLO_TOKEN_FILE",
+        default_value = "/var/run/secrets/netslo/token"
+    )]
+    token_file: PathBuf,
+    /// This agent's name at the operator (default: the node name); also the default source
+    /// label of every series.
+    #[arg(long, env = "NETSLO_AGENT_NAME")]
+    agent_name: Option<String>,
+    /// Most bytes of unacknowledged results kept while the operator is away (oldest dropped
+    /// first, drops counted and reported).
+    #[arg(long, env = "NETSLO_OUTBOX_MAX_BYTES", default_value_t = 16 * 1024 * 1024)]
+    outbox_max_bytes: usize,
+    /// Oldest unacknowledged result kept, in seconds.
+    #[arg(long, env = "NETSLO_OUTBOX_MAX_AGE_SECONDS", default_value_t = 3_600)]
+    outbox_max_age_seconds: u64,
+    /// File where the last assignment is kept, so a restarted agent probes on while the
+    /// operator is away (mount an `emptyDir`).
+    #[arg(long, env = "NETSLO_ASSIGNMENT_CACHE")]
+    assignment_cache: Option<PathBuf>,
+    /// Seconds to keep trying to deliver pending results at shutdown.
+    #[arg(long, env = "NETSLO_FLUSH_SECONDS", default_value_t = 10)]
+    flush_seconds: u64,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Probe an assignment file continuously (SIGHUP re-reads it) and serve the echo responder.
+    /// Probe continuously and serve the echo responder: an assignment file (SIGHUP re-reads
+    /// it), or what the operator assigns (`--operator-url`).
     Run {
         /// Assignment file (JSON).
-        #[arg(long, env = "NETSLO_CONFIG")]
-        config: PathBuf,
-        /// What to write to stdout.
+        #[arg(long, env = "NETSLO_CONFIG", required_unless_present = "operator_url")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        operator: Box<OperatorArgs>,
+        /// What to write to stdout (with `--operator-url`, only `raw` writes anything:
+        /// closed windows go to the operator).
         #[arg(long, env = "NETSLO_OUTPUT", value_enum, default_value_t = Output::Summary)]
         output: Output,
         /// Most probes in flight at once.
@@ -118,6 +166,8 @@ enum CliError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Echo(#[from] EchoError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -131,6 +181,7 @@ impl CliError {
         match self {
             CliError::Spec(e) => e.reason(),
             CliError::Echo(e) => e.reason(),
+            CliError::Report(e) => e.reason(),
             CliError::Runtime(_) => "RuntimeFailed",
             CliError::Signal(_) => "SignalSetupFailed",
             CliError::Output(_) => "OutputFailed",
@@ -185,10 +236,7 @@ fn real_main(cli: Cli) -> Result<(), CliError> {
     rt.block_on(async_main(cli))
 }
 
-async fn start_echo(
-    args: &EchoArgs,
-    node: &str,
-) -> Result<Option<tokio::task::JoinHandle<()>>, CliError> {
+async fn start_echo(args: &EchoArgs, node: &str) -> Result<Option<JoinHandle<()>>, CliError> {
     if args.echo_listen.is_empty() && args.echo_http_listen.is_empty() {
         return Ok(None);
     }
@@ -253,6 +301,7 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
         }
         Command::Run {
             config,
+            operator,
             output,
             max_concurrency,
             max_lag_ms,
@@ -260,15 +309,46 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
             duration_seconds,
             echo,
         } => {
-            let a = Assignment::from_file(&config)?;
-            let jobs = compile(&a, &node)?;
+            let reporter = match &operator.operator_url {
+                Some(url) => Some(Arc::new(Reporter::new(reporter_config(
+                    url, &operator, &node,
+                ))?)),
+                None => None,
+            };
+            let (jobs, source) = match (&config, &reporter) {
+                (Some(config), _) => (
+                    compile(&Assignment::from_file(config)?, &node)?,
+                    config.display().to_string(),
+                ),
+                // Until the operator answers: the cached assignment, or nothing.
+                (None, Some(r)) => (
+                    r.load_cached_assignment()
+                        .unwrap_or_else(|| Jobs::from(Vec::new())),
+                    format!("operator as {}", r.agent_name()),
+                ),
+                (None, None) => {
+                    return Err(CliError::Report(ReportError::Config(
+                        "either --config or --operator-url is required".into(),
+                    )));
+                }
+            };
+            // With the operator, closed windows are the reporter's (only raw output prints) and
+            // the agent's name is the default source label.
+            let output = match (&reporter, output) {
+                (Some(_), Output::Summary) => Output::None,
+                (_, o) => o,
+            };
+            let source_label = reporter
+                .as_ref()
+                .map_or(node.clone(), |r| r.agent_name().to_owned());
             tracing::info!(
-                node = %node, config = %config.display(), targets = jobs.len(), max_concurrency, max_lag_ms,
-                window_seconds, output = ?output, "starting"
+                node = %node, assignment = %source, targets = jobs.len(), max_concurrency, max_lag_ms,
+                window_seconds, output = ?output, boot_id = reporter.as_ref().map(|r| r.boot_id()),
+                "starting"
             );
             let _server = start_echo(&echo, &node).await?;
             let cfg = EngineConfig {
-                source: node.clone(),
+                source: source_label,
                 max_concurrency,
                 max_lag: Duration::from_millis(max_lag_ms),
                 window: Duration::from_secs(window_seconds.max(1)),
@@ -281,14 +361,43 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
                 (Arc::new(Engine::new(cfg)), None)
             };
             let (tx, rx) = watch::channel(jobs);
-            let reload = tokio::spawn(reload_on_sighup(config.clone(), node.clone(), tx));
-            let printer = tokio::spawn(print_results(engine.clone(), raw, output));
+            let (feed, results) = match &reporter {
+                Some(r) => {
+                    let (r1, r2, e) = (r.clone(), r.clone(), engine.clone());
+                    (
+                        tokio::spawn(async move { r1.follow_assignments(tx).await }),
+                        tokio::spawn(async move { r2.report_results(&e).await }),
+                    )
+                }
+                None => (
+                    tokio::spawn(reload_on_sighup(
+                        config.unwrap_or_default(),
+                        node.clone(),
+                        tx,
+                    )),
+                    tokio::spawn(std::future::pending::<()>()),
+                ),
+            };
+            let printer = if reporter.is_some() && output == Output::None {
+                tokio::spawn(std::future::pending::<()>())
+            } else {
+                tokio::spawn(print_results(engine.clone(), raw, output))
+            };
             let stop = shutdown_signal(duration_seconds.map(Duration::from_secs)).await?;
             engine.run(rx, stop).await;
-            reload.abort();
+            feed.abort();
+            results.abort();
             // The engine's raw sender lives as long as the engine; stop the printer after a
             // last drain of closed windows.
             printer.abort();
+            if let Some(r) = &reporter {
+                let left = r
+                    .flush(&engine, Duration::from_secs(operator.flush_seconds))
+                    .await;
+                if left > 0 {
+                    tracing::warn!(pending = left, "stopping with unacknowledged results");
+                }
+            }
             if output == Output::Summary {
                 let mut out = std::io::stdout().lock();
                 for b in engine.with_aggregator(|a| a.drain()) {
@@ -301,11 +410,22 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-async fn reload_on_sighup(
-    config: PathBuf,
-    node: String,
-    tx: watch::Sender<netslo_agent::engine::Jobs>,
-) {
+fn reporter_config(url: &http::Uri, args: &OperatorArgs, node: &str) -> ReporterConfig {
+    let mut cfg = ReporterConfig::new(
+        url.clone(),
+        args.operator_ca.clone(),
+        args.token_file.clone(),
+        args.agent_name.clone().unwrap_or_else(|| node.to_owned()),
+    );
+    cfg.assignment_cache = args.assignment_cache.clone();
+    cfg.outbox = OutboxLimits {
+        max_bytes: args.outbox_max_bytes,
+        max_age: Duration::from_secs(args.outbox_max_age_seconds),
+    };
+    cfg
+}
+
+async fn reload_on_sighup(config: PathBuf, node: String, tx: watch::Sender<Jobs>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;

@@ -1,0 +1,603 @@
+//! The HTTPS server agents talk to.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use netslo_agent::report::{
+    AGENT_HEADER, ASSIGNMENT_PATH, BatchAck, ErrorBody, MAX_BATCH_BYTES, RESULTS_PATH,
+    RefusedBucket, ResultBatch, WAIT_HEADER, validate_agent_name,
+};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::ChannelError;
+use super::auth::{AgentIdentity, TokenVerifier};
+use super::dedup::Dedup;
+use super::sink::{AcceptedBatch, ResultSink};
+use super::source::{AgentEntry, AssignmentSource};
+use super::stats::ChannelStats;
+use super::tls::ServingCert;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    pub listen: SocketAddr,
+    /// Names of the serving certificate (DNS names or IP addresses as text).
+    pub names: Vec<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most concurrent connections (one or two per agent).
+    pub max_connections: usize,
+    /// Longest assignment long-poll.
+    pub max_wait: Duration,
+    /// TLS handshake, request head and request body deadlines.
+    pub handshake_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// Most agents whose de-duplication state is kept.
+    pub max_agents: usize,
+    /// Most result bodies read and ingested at once (bounds memory: this × `max_body_bytes`).
+    pub max_concurrent_batches: usize,
+}
+
+impl ChannelConfig {
+    pub fn new(listen: SocketAddr, names: Vec<String>) -> Self {
+        ChannelConfig {
+            listen,
+            names,
+            max_body_bytes: MAX_BATCH_BYTES,
+            max_connections: 12_000,
+            max_wait: netslo_agent::report::MAX_WAIT,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            max_agents: 100_000,
+            max_concurrent_batches: 32,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    cfg: ChannelConfig,
+    verifier: Arc<dyn TokenVerifier>,
+    source: Arc<dyn AssignmentSource>,
+    sink: Arc<dyn ResultSink>,
+    stats: Arc<ChannelStats>,
+    dedup: Dedup,
+    batches: Semaphore,
+}
+
+/// A running channel server; dropping it stops it at once (every connection is cut, as if
+/// the operator died).
+#[derive(Debug)]
+pub struct ChannelServer {
+    local_addr: SocketAddr,
+    ca_pem: String,
+    stats: Arc<ChannelStats>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for ChannelServer {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+impl ChannelServer {
+    /// Generates a serving certificate for `cfg.names` and starts serving.
+    pub async fn start(
+        cfg: ChannelConfig,
+        verifier: Arc<dyn TokenVerifier>,
+        source: Arc<dyn AssignmentSource>,
+        sink: Arc<dyn ResultSink>,
+    ) -> Result<Self, ChannelError> {
+        let cert = ServingCert::generate(&cfg.names)?;
+        Self::start_with_cert(cfg, &cert, verifier, source, sink).await
+    }
+
+    /// Starts serving with a given certificate.
+    pub async fn start_with_cert(
+        cfg: ChannelConfig,
+        cert: &ServingCert,
+        verifier: Arc<dyn TokenVerifier>,
+        source: Arc<dyn AssignmentSource>,
+        sink: Arc<dyn ResultSink>,
+    ) -> Result<Self, ChannelError> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config()?);
+        let listener =
+            TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|source| ChannelError::Bind {
+                    addr: cfg.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| ChannelError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let stats = Arc::new(ChannelStats::default());
+        let state = Arc::new(State {
+            dedup: Dedup::new(cfg.max_agents),
+            batches: Semaphore::new(cfg.max_concurrent_batches.clamp(1, Semaphore::MAX_PERMITS)),
+            cfg,
+            verifier,
+            source,
+            sink,
+            stats: stats.clone(),
+        });
+        let task = tokio::spawn(accept_loop(listener, acceptor, state));
+        tracing::info!(%local_addr, "agent channel listening");
+        Ok(ChannelServer {
+            local_addr,
+            ca_pem: cert.ca_pem().to_owned(),
+            stats,
+            task: Some(task),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The CA certificate (PEM) agents must trust; publish it with
+    /// [`publish_ca`](super::publish_ca).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    pub fn stats(&self) -> &Arc<ChannelStats> {
+        &self.stats
+    }
+
+    /// Stops at once, like dropping, and returns once the listening socket is closed (so the
+    /// port can be bound again). Requests in flight are cut, unacknowledged.
+    pub async fn stop(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+) {
+    let permits = Arc::new(Semaphore::new(
+        state.cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    // Owned here: when this task is aborted, every connection task is aborted with it.
+    let mut conns = JoinSet::new();
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let tls =
+                match tokio::time::timeout(state.cfg.handshake_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let header_timeout = state.cfg.header_timeout;
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(state.handle(req).await) }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(32 * 1024);
+            if let Err(e) = http.serve_connection(TokioIo::new(tls), svc).await {
+                tracing::debug!(%peer, error = %e, "agent connection ended");
+            }
+        });
+    }
+}
+
+/// A refused request: status, reason (PascalCase) and message.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        message.truncate(512);
+        Refusal {
+            status,
+            reason,
+            message,
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let body = serde_json::to_vec(&ErrorBody {
+            reason: self.reason.to_owned(),
+            message: self.message,
+        })
+        .unwrap_or_default();
+        let mut resp = json_response(self.status, Bytes::from(body));
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The version an `If-None-Match` names (`"v"`, `W/"v"` or `v`).
+fn known_version(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    let v = v.trim_matches('"');
+    (!v.is_empty() && v.len() <= 128).then(|| v.to_owned())
+}
+
+impl State {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        ChannelStats::add(&self.stats.requests, 1);
+        let result = match (req.method(), req.uri().path()) {
+            (&Method::GET, ASSIGNMENT_PATH) => self.assignment(req.headers()).await,
+            (&Method::POST, RESULTS_PATH) => self.results(req).await,
+            (_, ASSIGNMENT_PATH | RESULTS_PATH) => Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "method not allowed",
+            )),
+            _ => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "no such endpoint",
+            )),
+        };
+        match result {
+            Ok(resp) => resp,
+            Err(refusal) => {
+                tracing::debug!(reason = refusal.reason, status = %refusal.status, "{}", refusal.message);
+                refusal.into_response()
+            }
+        }
+    }
+
+    fn malformed(
+        &self,
+        status: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Refusal {
+        ChannelStats::add(&self.stats.refused_malformed, 1);
+        Refusal::new(status, reason, message)
+    }
+
+    fn unavailable(&self, reason: &'static str, message: impl Into<String>) -> Refusal {
+        ChannelStats::add(&self.stats.unavailable, 1);
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason, message)
+    }
+
+    fn forbidden(&self, reason: &'static str, message: impl Into<String>) -> Refusal {
+        ChannelStats::add(&self.stats.refused_forbidden, 1);
+        Refusal::new(StatusCode::FORBIDDEN, reason, message)
+    }
+
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<AgentIdentity>, Refusal> {
+        let unauthenticated = |reason: &'static str, message: String| {
+            ChannelStats::add(&self.stats.refused_unauthenticated, 1);
+            Refusal::new(StatusCode::UNAUTHORIZED, reason, message)
+        };
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(unauthenticated("TokenMissing", "no bearer token".into()));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return Err(unauthenticated(
+                "TokenMalformed",
+                "expected Authorization: Bearer <token>".into(),
+            ));
+        };
+        match self.verifier.verify(token).await {
+            Ok(v) => Ok(v.identity),
+            Err(e) if e.is_refusal() => Err(unauthenticated(e.reason(), e.to_string())),
+            Err(e) => {
+                tracing::warn!(reason = e.reason(), "cannot verify an agent token: {e}");
+                Err(self.unavailable(e.reason(), e.to_string()))
+            }
+        }
+    }
+
+    /// The agent's entry, if the plan is in and `id` may act as `agent`.
+    fn bind(&self, id: &AgentIdentity, agent: &str) -> Result<Arc<AgentEntry>, Refusal> {
+        if !self.source.ready() {
+            return Err(self.unavailable("NotReady", "assignments not planned yet"));
+        }
+        match self.source.agent(agent) {
+            Some(entry) if entry.binding.permits(id) => Ok(entry),
+            _ => Err(self.not_bound(id, agent)),
+        }
+    }
+
+    /// Unknown agents and foreign identities get the same answer.
+    fn not_bound(&self, id: &AgentIdentity, agent: &str) -> Refusal {
+        self.forbidden(
+            "AgentForbidden",
+            format!("{} may not act as agent {agent:?}", id.username),
+        )
+    }
+
+    async fn assignment(&self, headers: &HeaderMap) -> Result<Response<Full<Bytes>>, Refusal> {
+        let id = self.authenticate(headers).await?;
+        let agent = headers
+            .get(AGENT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|a| validate_agent_name(a).is_ok())
+            .ok_or_else(|| {
+                self.malformed(
+                    StatusCode::BAD_REQUEST,
+                    "AgentNameInvalid",
+                    format!("header {AGENT_HEADER} must name the agent"),
+                )
+            })?
+            .to_owned();
+        let wait = match headers.get(WAIT_HEADER) {
+            None => Duration::ZERO,
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(3_600)).min(self.cfg.max_wait))
+                .ok_or_else(|| {
+                    self.malformed(
+                        StatusCode::BAD_REQUEST,
+                        "WaitInvalid",
+                        format!("header {WAIT_HEADER} must be whole seconds"),
+                    )
+                })?,
+        };
+        let known = known_version(headers);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.source.changes();
+        loop {
+            changes.borrow_and_update();
+            let past = tokio::time::Instant::now() >= deadline;
+            if self.source.ready() {
+                match self.source.agent(&agent) {
+                    Some(entry) if !entry.binding.permits(&id) => {
+                        return Err(self.not_bound(&id, &agent));
+                    }
+                    Some(entry) if known.as_deref() != Some(entry.version.as_str()) => {
+                        ChannelStats::add(&self.stats.assignments_served, 1);
+                        let mut resp = json_response(StatusCode::OK, entry.body.clone());
+                        if let Ok(v) =
+                            http::HeaderValue::from_str(&format!("\"{}\"", entry.version))
+                        {
+                            resp.headers_mut().insert(header::ETAG, v);
+                        }
+                        return Ok(resp);
+                    }
+                    Some(_) if past => {
+                        ChannelStats::add(&self.stats.assignments_unchanged, 1);
+                        let mut resp = Response::new(Full::new(Bytes::new()));
+                        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                        return Ok(resp);
+                    }
+                    // An agent not planned yet (a new node) waits in the poll; it is refused
+                    // only if still unknown when the wait ends.
+                    None if past => return Err(self.not_bound(&id, &agent)),
+                    _ => {}
+                }
+            } else if past {
+                return Err(self.unavailable("NotReady", "assignments not planned yet"));
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) | Err(_) => {}
+                // The source is gone: nothing will change; wait out the poll.
+                Ok(Err(_)) => tokio::time::sleep_until(deadline).await,
+            }
+        }
+    }
+
+    async fn read_batch(&self, req: Request<Incoming>) -> Result<ResultBatch, Refusal> {
+        let max = self.cfg.max_body_bytes;
+        let too_large = || {
+            self.malformed(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BatchTooLarge",
+                format!("bodies are limited to {max} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let body = match tokio::time::timeout(
+            self.cfg.body_timeout,
+            Limited::new(req.into_body(), max).collect(),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(self.malformed(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "BodyTimeout",
+                    "request body too slow",
+                ));
+            }
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Ok(Err(e)) => {
+                return Err(self.malformed(
+                    StatusCode::BAD_REQUEST,
+                    "BodyUnreadable",
+                    e.to_string(),
+                ));
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        let batch: ResultBatch = serde_json::from_slice(&body).map_err(|e| {
+            self.malformed(StatusCode::BAD_REQUEST, "BatchMalformed", e.to_string())
+        })?;
+        batch
+            .validate()
+            .map_err(|e| self.malformed(StatusCode::BAD_REQUEST, "BatchInvalid", e.to_string()))?;
+        Ok(batch)
+    }
+
+    async fn results(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Refusal> {
+        // Authenticate before reading a byte of the body.
+        let id = self.authenticate(req.headers()).await?;
+        let _permit = self
+            .batches
+            .acquire()
+            .await
+            .map_err(|_| self.unavailable("ShuttingDown", "the channel is stopping"))?;
+        let batch = self.read_batch(req).await?;
+        let entry = self.bind(&id, &batch.agent_name)?;
+        let state = self.dedup.agent(&batch.agent_name);
+        // Held until the batch is settled: a concurrent resend waits and then sees duplicates.
+        let mut seqs = state.lock().await;
+        let now = Instant::now();
+        let mut duplicates = 0u64;
+        let mut refused = Vec::new();
+        let mut accepted = Vec::new();
+        for b in batch.buckets {
+            if seqs.contains(&batch.boot_id, b.seq) {
+                duplicates += 1;
+            } else if !entry.assigned(&b.check, &b.source, now) {
+                refused.push(RefusedBucket {
+                    seq: b.seq,
+                    reason: "Unassigned".into(),
+                });
+            } else {
+                accepted.push(b);
+            }
+        }
+        let accepted = AcceptedBatch {
+            agent_name: batch.agent_name,
+            boot_id: batch.boot_id,
+            dropped_buckets: batch.dropped_buckets,
+            buckets: accepted,
+        };
+        let mut stored = 0;
+        if !accepted.buckets.is_empty() {
+            match self.sink.ingest(&id, &accepted).await {
+                Ok(outcome) => {
+                    stored = outcome.stored;
+                    duplicates += outcome.duplicates;
+                }
+                Err(e) => {
+                    ChannelStats::add(&self.stats.sink_errors, 1);
+                    tracing::warn!(reason = e.reason(), agent = %accepted.agent_name, "{e}");
+                    return Err(self.unavailable(e.reason(), e.to_string()));
+                }
+            }
+        }
+        // Settled: stored, known duplicates and refusals alike.
+        for b in &accepted.buckets {
+            seqs.insert(&accepted.boot_id, b.seq);
+        }
+        for r in &refused {
+            seqs.insert(&accepted.boot_id, r.seq);
+        }
+        let dropped = seqs.dropped(&accepted.boot_id, accepted.dropped_buckets);
+        drop(seqs);
+        let s = &self.stats;
+        ChannelStats::add(&s.accepted, stored);
+        ChannelStats::add(&s.duplicates, duplicates);
+        ChannelStats::add(&s.refused_unassigned, refused.len() as u64);
+        ChannelStats::add(&s.agent_dropped, dropped);
+        ChannelStats::add(&s.batches_acked, 1);
+        if !refused.is_empty() {
+            tracing::warn!(agent = %accepted.agent_name, identity = %id.username,
+                refused = refused.len(), "refused results for unassigned checks");
+        }
+        let ack = BatchAck {
+            accepted: stored,
+            duplicates,
+            refused,
+        };
+        let body =
+            serde_json::to_vec(&ack).map_err(|e| self.unavailable("Internal", e.to_string()))?;
+        Ok(json_response(StatusCode::OK, Bytes::from(body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(known_version(&h), None);
+        for (v, want) in [
+            ("\"abc-1\"", Some("abc-1")),
+            ("W/\"abc-1\"", Some("abc-1")),
+            ("abc-1", Some("abc-1")),
+            ("\"\"", None),
+        ] {
+            h.insert(header::IF_NONE_MATCH, http::HeaderValue::from_static(v));
+            assert_eq!(known_version(&h).as_deref(), want, "{v}");
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Where agents' assignments come from: the reconciler's plan, per agent, with a version.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hyper::body::Bytes;
+use netslo_agent::report::AssignmentEnvelope;
+use netslo_agent::spec::{Assignment, SpecError};
+use tokio::sync::watch;
+
+use super::auth::AgentIdentity;
+
+/// Who may act as an agent: tokens of this service account, and when `node_name` is set only
+/// pod-bound tokens of a pod on that node (the API server adds the node to tokens it binds to
+/// a pod), so an agent cannot claim another node's assignment or report its results.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AgentBinding {
+    pub namespace: String,
+    pub service_account: String,
+    pub node_name: Option<String>,
+}
+
+impl AgentBinding {
+    pub fn service_account(namespace: &str, name: &str) -> Self {
+        AgentBinding {
+            namespace: namespace.to_owned(),
+            service_account: name.to_owned(),
+            node_name: None,
+        }
+    }
+
+    pub fn on_node(mut self, node: &str) -> Self {
+        self.node_name = Some(node.to_owned());
+        self
+    }
+
+    pub fn permits(&self, id: &AgentIdentity) -> bool {
+        id.namespace == self.namespace
+            && id.service_account == self.service_account
+            && match &self.node_name {
+                None => true,
+                Some(node) => id.node_name.as_deref() == Some(node.as_str()),
+            }
+    }
+}
+
+/// One agent's assignment as served.
+#[derive(Debug)]
+pub struct AgentEntry {
+    pub binding: AgentBinding,
+    pub version: String,
+    pub assignment: Arc<Assignment>,
+    /// The serialized [`AssignmentEnvelope`].
+    pub body: Bytes,
+    /// `(check, source)` → `None` while assigned, or when it stopped being assigned.
+    pairs: HashMap<(String, String), Option<Instant>>,
+    grace: Duration,
+}
+
+impl AgentEntry {
+    /// Whether results for `(check, source)` are accepted from this agent: assigned now, or
+    /// until `grace` after it stopped being assigned (results buffered before the change).
+    pub fn assigned(&self, check: &str, source: &str, now: Instant) -> bool {
+        match self.pairs.get(&(check.to_owned(), source.to_owned())) {
+            Some(None) => true,
+            Some(Some(retired)) => now.saturating_duration_since(*retired) <= self.grace,
+            None => false,
+        }
+    }
+}
+
+/// Per-agent assignments (object safe, so the reconciler's store can sit behind `Arc<dyn _>`).
+pub trait AssignmentSource: Send + Sync + std::fmt::Debug {
+    /// False until the first full plan is in: until then agents are told to retry, so an
+    /// operator restart refuses nothing for lack of a plan.
+    fn ready(&self) -> bool;
+    fn agent(&self, name: &str) -> Option<Arc<AgentEntry>>;
+    /// Ticks on every change (readiness included).
+    fn changes(&self) -> watch::Receiver<u64>;
+}
+
+/// The in-memory source the reconciler feeds.
+#[derive(Debug)]
+pub struct MemoryAssignments {
+    agents: Mutex<HashMap<String, Arc<AgentEntry>>>,
+    ready: AtomicBool,
+    tx: watch::Sender<u64>,
+    nonce: String,
+    counter: AtomicU64,
+    grace: Duration,
+}
+
+impl MemoryAssignments {
+    /// `grace`: how long results for a retired `(check, source)` are still accepted; match it
+    /// to the agents' outbox age (one hour by default).
+    pub fn new(grace: Duration) -> Self {
+        let (tx, _) = watch::channel(0);
+        MemoryAssignments {
+            agents: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+            tx,
+            // Versions of different operator runs never collide.
+            nonce: netslo_agent::report::new_boot_id()[..12].to_owned(),
+            counter: AtomicU64::new(0),
+            grace,
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<AgentEntry>>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self) {
+        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Sets an agent's binding and assignment; returns the version. An unchanged binding and
+    /// assignment keep their version and wake nobody.
+    pub fn set(
+        &self,
+        agent: &str,
+        binding: AgentBinding,
+        assignment: Assignment,
+    ) -> Result<String, SpecError> {
+        netslo_agent::report::validate_agent_name(agent)
+            .map_err(|e| SpecError::invalid("agent", e.to_string()))?;
+        assignment.validate()?;
+        let now = Instant::now();
+        let mut map = self.map();
+        let previous = map.get(agent).cloned();
+        if let Some(p) = &previous
+            && p.binding == binding
+            && *p.assignment == assignment
+        {
+            return Ok(p.version.clone());
+        }
+        let source = assignment
+            .source
+            .clone()
+            .unwrap_or_else(|| agent.to_owned());
+        let mut pairs: HashMap<(String, String), Option<Instant>> = HashMap::new();
+        if let Some(p) = &previous {
+            for (k, retired) in &p.pairs {
+                let retired = retired.unwrap_or(now);
+                if now.saturating_duration_since(retired) <= self.grace {
+                    pairs.insert(k.clone(), Some(retired));
+                }
+            }
+        }
+        for c in &assignment.checks {
+            pairs.insert((c.name.clone(), source.clone()), None);
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let version = format!("{}-{n}", self.nonce);
+        let envelope = AssignmentEnvelope {
+            version: version.clone(),
+            assignment,
+        };
+        let body = Bytes::from(serde_json::to_vec(&envelope)?);
+        map.insert(
+            agent.to_owned(),
+            Arc::new(AgentEntry {
+                binding,
+                version: version.clone(),
+                assignment: Arc::new(envelope.assignment),
+                body,
+                pairs,
+                grace: self.grace,
+            }),
+        );
+        drop(map);
+        self.notify();
+        Ok(version)
+    }
+
+    /// Forgets an agent (its results are refused from now on).
+    pub fn remove(&self, agent: &str) -> bool {
+        let removed = self.map().remove(agent).is_some();
+        if removed {
+            self.notify();
+        }
+        removed
+    }
+
+    /// Keeps only the agents for which `keep` is true (after a full replan).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let before = {
+            let mut map = self.map();
+            let n = map.len();
+            map.retain(|k, _| keep(k));
+            n - map.len()
+        };
+        if before > 0 {
+            self.notify();
+        }
+    }
+
+    /// Declares the plan complete: agents are served from now on.
+    pub fn mark_ready(&self) {
+        if !self.ready.swap(true, Ordering::SeqCst) {
+            self.notify();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl AssignmentSource for MemoryAssignments {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn agent(&self, name: &str) -> Option<Arc<AgentEntry>> {
+        self.map().get(name).cloned()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(checks: &[&str], source: Option<&str>) -> Assignment {
+        let checks: Vec<String> = checks
+            .iter()
+            .map(|c| {
+                format!(r#"{{"name":"{c}","probe":{{"tcp":{{}}}},"targets":[{{"address":"127.0.0.1:1"}}]}}"#)
+            })
+            .collect();
+        let src = source
+            .map(|s| format!(r#""source":"{s}","#))
+            .unwrap_or_default();
+        Assignment::from_json(format!(r#"{{{src}"checks":[{}]}}"#, checks.join(",")).as_bytes())
+            .unwrap()
+    }
+
+    #[test]
+    fn versions_change_only_with_content_and_pairs_retire_with_grace() {
+        let m = MemoryAssignments::new(Duration::from_millis(50));
+        let b = AgentBinding::service_account("ns", "agent");
+        let mut rx = m.changes();
+        let v1 = m
+            .set("node-a", b.clone(), assignment(&["ns/a", "ns/b"], None))
+            .unwrap();
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        assert_eq!(
+            m.set("node-a", b.clone(), assignment(&["ns/a", "ns/b"], None))
+                .unwrap(),
+            v1
+        );
+        assert!(!rx.has_changed().unwrap(), "no-op set wakes nobody");
+        let e = m.agent("node-a").unwrap();
+        let now = Instant::now();
+        assert!(
+            e.assigned("ns/a", "node-a", now),
+            "source defaults to the agent name"
+        );
+        assert!(!e.assigned("ns/a", "node-b", now));
+        assert!(!e.assigned("ns/c", "node-a", now));
+
+        let v2 = m
+            .set("node-a", b.clone(), assignment(&["ns/a"], Some("zone-1")))
+            .unwrap();
+        assert_ne!(v1, v2);
+        let e = m.agent("node-a").unwrap();
+        let now = Instant::now();
+        assert!(e.assigned("ns/a", "zone-1", now));
+        assert!(
+            e.assigned("ns/b", "node-a", now),
+            "retired pair within grace"
+        );
+        assert!(!e.assigned("ns/b", "node-a", now + Duration::from_secs(1)));
+        let body: AssignmentEnvelope = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(body.version, v2);
+        assert!(m.set("x\n", b, assignment(&["ns/a"], None)).is_err());
+    }
+
+    #[test]
+    fn versions_differ_across_instances() {
+        let b = AgentBinding::service_account("ns", "agent");
+        let v1 =
+            MemoryAssignments::new(Duration::ZERO).set("a", b.clone(), assignment(&["ns/a"], None));
+        let v2 = MemoryAssignments::new(Duration::ZERO).set("a", b, assignment(&["ns/a"], None));
+        assert_ne!(v1.unwrap(), v2.unwrap());
+    }
+
+    #[test]
+    fn bindings_check_service_account_and_node() {
+        let mut id = AgentIdentity::service_account("netslo", "agent");
+        let b = AgentBinding::service_account("netslo", "agent");
+        assert!(b.permits(&id));
+        assert!(!AgentBinding::service_account("netslo", "other").permits(&id));
+        assert!(!AgentBinding::service_account("other", "agent").permits(&id));
+        let on_node = b.on_node("node-1");
+        assert!(
+            !on_node.permits(&id),
+            "an unbound token cannot act for a node"
+        );
+        id.node_name = Some("node-2".into());
+        assert!(!on_node.permits(&id));
+        id.node_name = Some("node-1".into());
+        assert!(on_node.permits(&id));
+    }
+
+    #[test]
+    fn readiness_and_removal_notify() {
+        let m = MemoryAssignments::new(Duration::ZERO);
+        let mut rx = m.changes();
+        assert!(!m.ready());
+        m.mark_ready();
+        assert!(m.ready());
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        m.set(
+            "a",
+            AgentBinding::service_account("n", "s"),
+            assignment(&["ns/a"], None),
+        )
+        .unwrap();
+        m.set(
+            "b",
+            AgentBinding::service_account("n", "s"),
+            assignment(&["ns/a"], None),
+        )
+        .unwrap();
+        rx.borrow_and_update();
+        m.retain(|a| a == "a");
+        assert!(rx.has_changed().unwrap());
+        assert!(m.agent("b").is_none());
+        assert!(m.remove("a"));
+        assert!(m.is_empty());
+    }
+}
