@@ -5,7 +5,11 @@ pub mod assign;
 pub mod cache;
 pub mod channel;
 pub mod config;
+pub mod mesh;
 pub mod resolve;
+pub mod slo;
+pub mod status;
+pub mod store;
 pub mod telemetry;
 pub mod workloads;
 

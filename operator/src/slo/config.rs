@@ -20,7 +20,12 @@ const TARGET_MAX: Ppm = Ppm(999_990);
 /// the share of the whole budget that, spent within the long window, fires.
 const STANDARD_WINDOWS: [(AlertSeverity, i64, i64, Ppm); 4] = [
     (AlertSeverity::Page, HOUR_MS, 5 * MINUTE_MS, Ppm(20_000)),
-    (AlertSeverity::Page, 6 * HOUR_MS, 30 * MINUTE_MS, Ppm(50_000)),
+    (
+        AlertSeverity::Page,
+        6 * HOUR_MS,
+        30 * MINUTE_MS,
+        Ppm(50_000),
+    ),
     (AlertSeverity::Ticket, DAY_MS, 2 * HOUR_MS, Ppm(100_000)),
     (AlertSeverity::Ticket, 3 * DAY_MS, 6 * HOUR_MS, Ppm(100_000)),
 ];
@@ -167,7 +172,7 @@ impl SloConfig {
         let slice = match &spec.timeslice {
             None => SliceRule::DEFAULT,
             Some(t) => SliceRule {
-                duration_ms: match t.duration {
+                duration_ms: match &t.duration {
                     None => SliceRule::DEFAULT.duration_ms,
                     Some(d) => duration_in(
                         "timeslice.duration",
@@ -195,7 +200,10 @@ impl SloConfig {
             },
         };
         let alerting = spec.alerting.clone().unwrap_or_default();
-        let alert_windows = match (alerting.profile.unwrap_or_default(), alerting.burn_rate_windows) {
+        let alert_windows = match (
+            alerting.profile.unwrap_or_default(),
+            alerting.burn_rate_windows,
+        ) {
             (AlertingProfile::Custom, Some(windows)) if !windows.is_empty() => windows
                 .iter()
                 .map(parse_alert_window)
@@ -211,7 +219,7 @@ impl SloConfig {
                 })
                 .collect(),
         };
-        let no_data_after_ms = match spec.no_data_after {
+        let no_data_after_ms = match &spec.no_data_after {
             None => 5 * MINUTE_MS,
             Some(d) => duration_in("noDataAfter", d.get(), 30_000, DAY_MS, ("30s", "24h"))?,
         };
@@ -242,8 +250,20 @@ pub fn window_ms(window: SloWindow) -> i64 {
 }
 
 fn parse_alert_window(w: &BurnRateWindow) -> Result<AlertWindow, SpecError> {
-    let long_ms = duration_in("burnRateWindows.long", w.long.get(), 5 * MINUTE_MS, 7 * DAY_MS, ("5m", "168h"))?;
-    let short_ms = duration_in("burnRateWindows.short", w.short.get(), 1, long_ms, ("1ms", "long"))?;
+    let long_ms = duration_in(
+        "burnRateWindows.long",
+        w.long.get(),
+        5 * MINUTE_MS,
+        7 * DAY_MS,
+        ("5m", "168h"),
+    )?;
+    let short_ms = duration_in(
+        "burnRateWindows.short",
+        w.short.get(),
+        1,
+        long_ms,
+        ("1ms", "long"),
+    )?;
     if short_ms >= long_ms {
         return Err(SpecError::ShortNotShorter {
             short: w.short.to_string(),
@@ -315,7 +335,11 @@ pub fn parse_percent(field: &'static str, s: &str) -> Result<Ppm, SpecError> {
         return Err(bad());
     }
     let int: u32 = int.parse().map_err(|_| bad())?;
-    let frac_value: u32 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
+    let frac_value: u32 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| bad())?
+    };
     let frac_scaled = frac_value * 10u32.pow(4 - u32::try_from(frac.len()).unwrap_or(4));
     // percent × 10^4 = fraction × 10^6.
     Ok(Ppm(int * 10_000 + frac_scaled))
@@ -324,9 +348,7 @@ pub fn parse_percent(field: &'static str, s: &str) -> Result<Ppm, SpecError> {
 #[cfg(test)]
 mod tests {
     use netslo_crds::duration::GoDuration;
-    use netslo_crds::v1alpha1::{
-        Alerting, AvailabilityObjective, LatencyObjective, Timeslice,
-    };
+    use netslo_crds::v1alpha1::{Alerting, AvailabilityObjective, LatencyObjective, Timeslice};
 
     use super::*;
 
@@ -348,7 +370,11 @@ mod tests {
             ("-1", None),
         ];
         for (input, want) in cases {
-            assert_eq!(parse_percent("f", input).ok().map(|p| p.0), want, "{input:?}");
+            assert_eq!(
+                parse_percent("f", input).ok().map(|p| p.0),
+                want,
+                "{input:?}"
+            );
         }
     }
 
@@ -405,15 +431,26 @@ mod tests {
         let with = |f: fn(&mut Objectives)| {
             let mut o = Objectives::default();
             f(&mut o);
-            SloConfig::from_spec(Some(&o)).map(|_| ()).map_err(|e| e.reason())
+            SloConfig::from_spec(Some(&o))
+                .map(|_| ())
+                .map_err(|e| e.reason())
         };
-        let cases: [(fn(&mut Objectives), Result<(), &str>); 6] = [
+        type Case = (fn(&mut Objectives), Result<(), &'static str>);
+        let cases: [Case; 6] = [
             (
-                |o| o.availability = Some(AvailabilityObjective { target: "100".into() }),
+                |o| {
+                    o.availability = Some(AvailabilityObjective {
+                        target: "100".into(),
+                    })
+                },
                 Err("PercentOutOfRange"),
             ),
             (
-                |o| o.availability = Some(AvailabilityObjective { target: "ninety".into() }),
+                |o| {
+                    o.availability = Some(AvailabilityObjective {
+                        target: "ninety".into(),
+                    })
+                },
                 Err("NotAPercent"),
             ),
             (

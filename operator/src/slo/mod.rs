@@ -50,6 +50,15 @@ pub fn format_window(ms: i64) -> String {
     }
 }
 
+/// The wall clock as Unix ms: read at the edges only (the store stamping ingest, the
+/// reconciler's `now`); everything below takes `now` as an argument.
+pub fn now_ms() -> UnixMs {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,874 @@
+//! Localising a failure: which layer, and where, from a small failure matrix of the current
+//! evaluation period (design notes §7).
+//!
+//! The decision table, most specific first (an expected-deny violation comes before all of
+//! them: a hole in a policy is a security finding, whatever else fails):
+//!
+//! | Pattern | Scope |
+//! |---|---|
+//! | a Deny target connected | PolicyViolation |
+//! | a Service's DNS name fails while its ClusterIP or endpoints answer | DNS |
+//! | a Service's VIP fails from every source while its endpoints answer | ServiceRouting |
+//! | one endpoint fails from every source, other endpoints answer | Endpoint |
+//! | every target fails from one source node, other nodes reach them | SourceNode |
+//! | zone a → zone b fails, other zone pairs answer | ZonePair |
+//! | a target fails from every source | Target |
+//!
+//! Scattered failures that fit none of these give no verdict; the per-target summaries show
+//! them. A cell "fails" when at least half its probes were bad and "answers" when most were good.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use netslo_agent::histogram::Histogram;
+use netslo_agent::verdict::{FailureReason, Layer as AgentLayer};
+use netslo_crds::v1alpha1::{
+    FailureScope, FailureSummary, LatencySummary, Layer, MAX_TARGET_SUMMARIES, Protocol,
+    ServicePath, TargetSummary, Verdict,
+};
+
+use super::conditions::{condition_time, truncate};
+use super::quantise;
+use crate::slo::evaluate::Fraction;
+use crate::slo::{MINUTE_MS, UnixMs};
+
+/// Longest verdict summary (the schema's bound).
+pub const MAX_SUMMARY: usize = 256;
+/// Most sources or destinations a verdict lists.
+pub const MAX_PLACES: usize = 8;
+/// Longest name kept for a node, zone or endpoint in status; longer ones are cut.
+pub const MAX_PLACE_NAME: usize = 63;
+
+/// Results of one (source, destination) pair in the current evaluation period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    pub source_node: String,
+    pub source_zone: Option<String>,
+    /// Target name from the spec.
+    pub target: String,
+    pub protocol: Protocol,
+    /// For Service targets: the path probed.
+    pub path: Option<ServicePath>,
+    /// The address probed ("10.0.1.7:8080"), for endpoints, pods and mesh peers.
+    pub endpoint: Option<String>,
+    /// Zone of the endpoint, when known (pods, mesh peers).
+    pub dest_zone: Option<String>,
+    pub expect_deny: bool,
+    pub good: u64,
+    pub bad: u64,
+    /// The most frequent reason among the bad probes.
+    pub reason: Option<FailureReason>,
+}
+
+impl Cell {
+    fn fails(&self) -> bool {
+        self.bad > 0 && self.bad >= self.good
+    }
+
+    fn answers(&self) -> bool {
+        self.good > self.bad
+    }
+}
+
+/// The verdict for `cells`, keeping `previous.since` while the same verdict holds.
+pub fn localise(cells: &[Cell], previous: Option<&Verdict>, now: UnixMs) -> Option<Verdict> {
+    let found = policy_violation(cells)
+        .or_else(|| dns(cells))
+        .or_else(|| service_routing(cells))
+        .or_else(|| endpoint(cells))
+        .or_else(|| source_node(cells))
+        .or_else(|| zone_pair(cells))
+        .or_else(|| target(cells))?;
+    let since = previous
+        .filter(|p| {
+            p.scope == found.scope
+                && p.layer == found.layer
+                && p.reason == found.reason
+                && p.destinations == found.destinations
+        })
+        .and_then(|p| p.since.clone())
+        .unwrap_or_else(|| condition_time(now));
+    Some(Verdict {
+        since: Some(since),
+        ..found
+    })
+}
+
+/// Bad-probe-weighted most frequent reason of some cells.
+fn dominant<'a>(cells: impl IntoIterator<Item = &'a Cell>) -> Option<(FailureReason, Protocol)> {
+    let mut weights: BTreeMap<FailureReason, (u64, Protocol)> = BTreeMap::new();
+    for c in cells {
+        if let Some(r) = c.reason.filter(|_| c.bad > 0) {
+            let entry = weights.entry(r).or_insert((0, c.protocol));
+            entry.0 += c.bad;
+        }
+    }
+    weights
+        .into_iter()
+        .max_by_key(|(r, (w, _))| (*w, std::cmp::Reverse(*r)))
+        .map(|(r, (_, p))| (r, p))
+}
+
+/// The status layer of a reason; the agent's IP layer (unreachable routes) is reported at the
+/// transport the probe used, which the status API names.
+pub fn layer_of(reason: FailureReason, protocol: Protocol) -> Layer {
+    match reason.layer() {
+        AgentLayer::Dns => Layer::DNS,
+        AgentLayer::Tcp => Layer::TCP,
+        AgentLayer::Tls => Layer::TLS,
+        AgentLayer::Http => Layer::HTTP,
+        AgentLayer::Icmp => Layer::ICMP,
+        AgentLayer::Udp => Layer::UDP,
+        AgentLayer::Policy => Layer::Policy,
+        AgentLayer::Prober => Layer::Prober,
+        AgentLayer::Ip => match protocol {
+            Protocol::UDP => Layer::UDP,
+            Protocol::ICMP => Layer::ICMP,
+            Protocol::DNS => Layer::DNS,
+            Protocol::TCP | Protocol::HTTP | Protocol::HTTPS => Layer::TCP,
+        },
+    }
+}
+
+/// Cuts a name to [`MAX_PLACE_NAME`] bytes keeping both ends ("ip-10-0-1-7...compute.internal"):
+/// generated node names differ at the end, so a plain cut would merge them.
+pub fn shorten(name: String) -> String {
+    if name.len() <= MAX_PLACE_NAME {
+        return name;
+    }
+    let keep = (MAX_PLACE_NAME - 3) / 2;
+    let mut head = keep;
+    while !name.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = name.len() - keep;
+    while !name.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}...{}", &name[..head], &name[tail..])
+}
+
+fn verdict(
+    scope: FailureScope,
+    (reason, protocol): (FailureReason, Protocol),
+    summary: String,
+    sources: impl IntoIterator<Item = String>,
+    destinations: impl IntoIterator<Item = String>,
+) -> Verdict {
+    let places = |items: &mut dyn Iterator<Item = String>| {
+        let set: BTreeSet<String> = items.map(shorten).collect();
+        set.into_iter().take(MAX_PLACES).collect::<Vec<_>>()
+    };
+    Verdict {
+        layer: layer_of(reason, protocol),
+        scope,
+        reason: reason.as_str().to_owned(),
+        summary: truncate(summary, MAX_SUMMARY),
+        sources: places(&mut sources.into_iter()),
+        destinations: places(&mut destinations.into_iter()),
+        since: None,
+    }
+}
+
+/// Cells grouped by a key, in key order (deterministic verdicts).
+fn group_by<'a, K: Ord>(
+    cells: impl IntoIterator<Item = &'a Cell>,
+    key: impl Fn(&'a Cell) -> Option<K>,
+) -> BTreeMap<K, Vec<&'a Cell>> {
+    let mut groups: BTreeMap<K, Vec<&Cell>> = BTreeMap::new();
+    for c in cells {
+        if let Some(k) = key(c) {
+            groups.entry(k).or_default().push(c);
+        }
+    }
+    groups
+}
+
+fn sources_of<'a>(cells: impl IntoIterator<Item = &'a Cell>) -> BTreeSet<&'a str> {
+    cells.into_iter().map(|c| c.source_node.as_str()).collect()
+}
+
+fn reason_name<'a>(cells: impl IntoIterator<Item = &'a Cell>) -> &'static str {
+    dominant(cells).map_or("unknown", |(r, _)| r.as_str())
+}
+
+fn and_more(n: usize, what: &str) -> String {
+    match n {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more {what})", n - 1),
+    }
+}
+
+fn policy_violation(cells: &[Cell]) -> Option<Verdict> {
+    let violating = |c: &Cell| {
+        c.expect_deny && c.bad > 0 && c.reason == Some(FailureReason::UnexpectedlyReachable)
+    };
+    let by_target = group_by(cells.iter().filter(|c| c.expect_deny), |c| {
+        Some(c.target.as_str())
+    });
+    let open_targets: Vec<(&str, &Vec<&Cell>)> = by_target
+        .iter()
+        .filter(|(_, cs)| cs.iter().any(|c| violating(c)))
+        .map(|(t, cs)| (*t, cs))
+        .collect();
+    let (target, probed) = *open_targets
+        .iter()
+        .max_by_key(|(_, cs)| cs.iter().filter(|c| violating(c)).count())?;
+    let open: Vec<&Cell> = probed.iter().copied().filter(|c| violating(c)).collect();
+    let summary = format!(
+        "Deny target {target} is reachable from {}/{} sources{} (UnexpectedlyReachable)",
+        sources_of(open.iter().copied()).len(),
+        sources_of(probed.iter().copied()).len(),
+        and_more(open_targets.len(), "Deny targets"),
+    );
+    Some(verdict(
+        FailureScope::PolicyViolation,
+        (FailureReason::UnexpectedlyReachable, open[0].protocol),
+        summary,
+        open.iter().map(|c| c.source_node.clone()),
+        open_targets.iter().map(|(t, _)| (*t).to_owned()),
+    ))
+}
+
+fn dns(cells: &[Cell]) -> Option<Verdict> {
+    let by_target = group_by(cells.iter().filter(|c| c.path.is_some()), |c| {
+        Some(c.target.as_str())
+    });
+    for (target, cs) in by_target {
+        let dns_failing: Vec<&Cell> = cs
+            .iter()
+            .copied()
+            .filter(|c| c.path == Some(ServicePath::DNSName) && c.fails())
+            .filter(|c| c.reason.is_some_and(|r| r.layer() == AgentLayer::Dns))
+            .collect();
+        if dns_failing.is_empty() {
+            continue;
+        }
+        let failing_sources = sources_of(dns_failing.iter().copied());
+        // The addresses answer from the same sources that cannot resolve the name.
+        let direct: Vec<&Cell> = cs
+            .iter()
+            .copied()
+            .filter(|c| {
+                matches!(
+                    c.path,
+                    Some(ServicePath::ClusterIP | ServicePath::Endpoints)
+                )
+            })
+            .filter(|c| failing_sources.contains(c.source_node.as_str()))
+            .collect();
+        if direct.is_empty() || !direct.iter().all(|c| c.answers()) {
+            continue;
+        }
+        let probed = cs
+            .iter()
+            .copied()
+            .filter(|c| c.path == Some(ServicePath::DNSName));
+        let summary = format!(
+            "DNS name of {target} fails from {}/{} sources while its addresses answer ({})",
+            failing_sources.len(),
+            sources_of(probed).len(),
+            reason_name(dns_failing.iter().copied()),
+        );
+        return Some(verdict(
+            FailureScope::DNS,
+            dominant(dns_failing.iter().copied())?,
+            summary,
+            failing_sources.iter().map(|s| (*s).to_owned()),
+            [target.to_owned()],
+        ));
+    }
+    None
+}
+
+fn service_routing(cells: &[Cell]) -> Option<Verdict> {
+    let by_target = group_by(cells.iter().filter(|c| c.path.is_some()), |c| {
+        Some(c.target.as_str())
+    });
+    for (target, cs) in by_target {
+        let vip: Vec<&Cell> = cs
+            .iter()
+            .copied()
+            .filter(|c| c.path == Some(ServicePath::ClusterIP))
+            .collect();
+        let vip_by_source = group_by(vip.iter().copied(), |c| Some(c.source_node.as_str()));
+        let vip_fails_everywhere = !vip_by_source.is_empty()
+            && vip_by_source
+                .values()
+                .all(|cs| cs.iter().all(|c| c.fails()));
+        let by_endpoint = group_by(
+            cs.iter()
+                .copied()
+                .filter(|c| c.path == Some(ServicePath::Endpoints)),
+            |c| c.endpoint.as_deref(),
+        );
+        let every_endpoint_answers = !by_endpoint.is_empty()
+            && by_endpoint
+                .values()
+                .all(|cs| cs.iter().filter(|c| c.answers()).count() * 2 > cs.len());
+        if !vip_fails_everywhere || !every_endpoint_answers {
+            continue;
+        }
+        let summary = format!(
+            "Service VIP of {target} fails from {n}/{n} sources while {m}/{m} endpoints answer ({})",
+            reason_name(vip.iter().copied()),
+            n = vip_by_source.len(),
+            m = by_endpoint.len(),
+        );
+        return Some(verdict(
+            FailureScope::ServiceRouting,
+            dominant(vip.iter().copied())?,
+            summary,
+            vip_by_source.keys().map(|s| (*s).to_owned()),
+            [target.to_owned()],
+        ));
+    }
+    None
+}
+
+fn endpoint(cells: &[Cell]) -> Option<Verdict> {
+    let by_target = group_by(
+        cells
+            .iter()
+            .filter(|c| c.endpoint.is_some() && !c.expect_deny),
+        |c| Some(c.target.as_str()),
+    );
+    for (target, cs) in by_target {
+        let by_endpoint = group_by(cs.iter().copied(), |c| c.endpoint.as_deref());
+        let (failing, others): (Vec<_>, Vec<_>) = by_endpoint
+            .iter()
+            .partition(|(_, cs)| cs.iter().all(|c| c.fails()));
+        let another_answers = others.iter().any(|(_, cs)| cs.iter().any(|c| c.answers()));
+        let Some((first, first_cells)) = failing.first() else {
+            continue;
+        };
+        if !another_answers {
+            continue;
+        }
+        let n = sources_of(first_cells.iter().copied()).len();
+        let summary = format!(
+            "endpoint {first} of {target} fails from {n}/{n} sources{} ({})",
+            and_more(failing.len(), "endpoints"),
+            reason_name(first_cells.iter().copied()),
+        );
+        let all_cells: Vec<&Cell> = failing
+            .iter()
+            .flat_map(|(_, cs)| cs.iter().copied())
+            .collect();
+        return Some(verdict(
+            FailureScope::Endpoint,
+            dominant(all_cells.iter().copied())?,
+            summary,
+            all_cells.iter().map(|c| c.source_node.clone()),
+            failing.iter().map(|(e, _)| (**e).to_owned()),
+        ));
+    }
+    None
+}
+
+fn source_node(cells: &[Cell]) -> Option<Verdict> {
+    let by_source = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
+        Some(c.source_node.as_str())
+    });
+    let failing: Vec<(&str, &Vec<&Cell>)> = by_source
+        .iter()
+        .filter(|(_, cs)| cs.iter().all(|c| c.fails()))
+        .map(|(s, cs)| (*s, cs))
+        .collect();
+    // Only a minority of nodes may fail, and the others must reach the same targets.
+    if failing.is_empty() || failing.len() * 2 >= by_source.len() {
+        return None;
+    }
+    let failing_nodes: BTreeSet<&str> = failing.iter().map(|(s, _)| *s).collect();
+    let reached: BTreeSet<&str> = by_source
+        .iter()
+        .filter(|(s, _)| !failing_nodes.contains(*s))
+        .flat_map(|(_, cs)| cs.iter().filter(|c| c.answers()).map(|c| c.target.as_str()))
+        .collect();
+    let all_cells: Vec<&Cell> = failing
+        .iter()
+        .flat_map(|(_, cs)| cs.iter().copied())
+        .collect();
+    if !all_cells
+        .iter()
+        .all(|c| reached.contains(c.target.as_str()))
+    {
+        return None;
+    }
+    let (node, node_cells) = failing[0];
+    let targets: BTreeSet<&str> = node_cells.iter().map(|c| c.target.as_str()).collect();
+    let summary = format!(
+        "every target fails from node {node}{} ({t}/{t} targets, {}) while other nodes reach them",
+        and_more(failing.len(), "nodes"),
+        reason_name(node_cells.iter().copied()),
+        t = targets.len(),
+    );
+    Some(verdict(
+        FailureScope::SourceNode,
+        dominant(all_cells.iter().copied())?,
+        summary,
+        failing_nodes.iter().map(|s| (*s).to_owned()),
+        targets.iter().map(|t| (*t).to_owned()),
+    ))
+}
+
+fn zone_pair(cells: &[Cell]) -> Option<Verdict> {
+    let by_pair = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
+        Some((c.source_zone.as_deref()?, c.dest_zone.as_deref()?))
+    });
+    let (bad_pairs, good_pairs): (Vec<_>, Vec<_>) = by_pair
+        .iter()
+        .partition(|(_, cs)| cs.iter().filter(|c| c.fails()).count() * 2 > cs.len());
+    let ((from, to), pair_cells) = *bad_pairs.first()?;
+    if good_pairs.is_empty() {
+        return None;
+    }
+    // No path counts: mesh peers rotate every round, so they would move without a change.
+    let summary = format!(
+        "zone {from} to zone {to} fails{} ({}) while {} other zone pairs answer",
+        and_more(bad_pairs.len(), "zone pairs"),
+        reason_name(pair_cells.iter().copied()),
+        good_pairs.len(),
+    );
+    let all_cells: Vec<&Cell> = bad_pairs
+        .iter()
+        .flat_map(|(_, cs)| cs.iter().copied())
+        .collect();
+    Some(verdict(
+        FailureScope::ZonePair,
+        dominant(all_cells.iter().copied())?,
+        summary,
+        bad_pairs.iter().map(|((f, _), _)| (*f).to_owned()),
+        bad_pairs.iter().map(|((_, t), _)| (*t).to_owned()),
+    ))
+}
+
+fn target(cells: &[Cell]) -> Option<Verdict> {
+    let by_target = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
+        Some(c.target.as_str())
+    });
+    let failing: Vec<(&str, &Vec<&Cell>)> = by_target
+        .iter()
+        .filter(|(_, cs)| cs.iter().all(|c| c.fails()))
+        .map(|(t, cs)| (*t, cs))
+        .collect();
+    let (name, target_cells) = *failing.first()?;
+    let reason = dominant(target_cells.iter().copied())?;
+    let hint = match reason.0 {
+        FailureReason::TcpTimeout
+        | FailureReason::UdpTimeout
+        | FailureReason::IcmpTimeout
+        | FailureReason::TlsTimeout
+        | FailureReason::HttpTimeout => {
+            ": timeouts suggest packets are dropped (policy or firewall)"
+        }
+        FailureReason::TcpRefused | FailureReason::UdpRefused => {
+            ": refused suggests nothing listens on the port"
+        }
+        _ => "",
+    };
+    let summary = format!(
+        "{name} fails from all {} sources{} ({}{hint})",
+        sources_of(target_cells.iter().copied()).len(),
+        and_more(failing.len(), "targets"),
+        reason.0.as_str()
+    );
+    Some(verdict(
+        FailureScope::Target,
+        reason,
+        summary,
+        target_cells.iter().map(|c| c.source_node.clone()),
+        failing.iter().map(|(t, _)| (*t).to_owned()),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-target summaries
+// ---------------------------------------------------------------------------------------------
+
+/// The latest failure of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastFailure {
+    pub reason: FailureReason,
+    pub protocol: Protocol,
+    pub source: String,
+    pub at_ms: UnixMs,
+}
+
+/// Results of one target (or one path or endpoint of it) over the last hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetStats {
+    pub name: String,
+    pub via: Option<ServicePath>,
+    pub endpoint: Option<String>,
+    pub protocol: Protocol,
+    pub good: u64,
+    /// Good plus bad (invalid probes excluded).
+    pub valid: u64,
+    /// Latencies of good probes.
+    pub latency: Histogram,
+    pub last_failure: Option<LastFailure>,
+}
+
+/// At most [`MAX_TARGET_SUMMARIES`] summaries, worst success ratio first (targets without data
+/// count as worst: missing data is never good), ties by name.
+pub fn target_summaries(stats: &[TargetStats]) -> Vec<TargetSummary> {
+    let mut order: Vec<&TargetStats> = stats.iter().collect();
+    // Compare good/valid exactly: a·d < c·b.
+    order.sort_by(|a, b| {
+        let key = |s: &TargetStats| (u128::from(s.good.min(s.valid)), u128::from(s.valid.max(1)));
+        let ((ga, va), (gb, vb)) = (key(a), key(b));
+        (ga * vb)
+            .cmp(&(gb * va))
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.via.cmp(&b.via))
+            .then_with(|| a.endpoint.cmp(&b.endpoint))
+    });
+    order
+        .into_iter()
+        .take(MAX_TARGET_SUMMARIES)
+        .map(|s| TargetSummary {
+            name: shorten(s.name.clone()),
+            via: s.via,
+            endpoint: s.endpoint.clone().map(shorten),
+            protocol: s.protocol,
+            success_ratio: (s.valid > 0).then(|| {
+                quantise::ratio(
+                    Fraction {
+                        num: s.good.min(s.valid),
+                        den: s.valid,
+                    },
+                    quantise::TARGET_RATIO_DIGITS,
+                )
+            }),
+            latency: (s.latency.count > 0).then(|| LatencySummary {
+                p50: quantise::duration_us(s.latency.quantile(0.5).unwrap_or(0)),
+                p90: quantise::duration_us(s.latency.quantile(0.9).unwrap_or(0)),
+                p99: quantise::duration_us(s.latency.quantile(0.99).unwrap_or(0)),
+            }),
+            last_failure: s.last_failure.as_ref().map(|f| FailureSummary {
+                reason: f.reason.as_str().to_owned(),
+                layer: layer_of(f.reason, f.protocol),
+                source: shorten(f.source.clone()),
+                // The minute it was seen in: finer would move status for no reader's benefit.
+                time: Some(condition_time(f.at_ms - f.at_ms.rem_euclid(MINUTE_MS))),
+            }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: UnixMs = 1_767_225_600_000;
+
+    fn cell(source: &str, target: &str) -> Cell {
+        Cell {
+            source_node: source.into(),
+            source_zone: None,
+            target: target.into(),
+            protocol: Protocol::TCP,
+            path: None,
+            endpoint: None,
+            dest_zone: None,
+            expect_deny: false,
+            good: 30,
+            bad: 0,
+            reason: None,
+        }
+    }
+
+    fn failing(mut c: Cell, reason: FailureReason) -> Cell {
+        c.good = 0;
+        c.bad = 30;
+        c.reason = Some(reason);
+        c
+    }
+
+    fn via(mut c: Cell, path: ServicePath, endpoint: Option<&str>) -> Cell {
+        c.path = Some(path);
+        c.endpoint = endpoint.map(str::to_owned);
+        c
+    }
+
+    const SOURCES: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+    /// A Service probed from three nodes via its DNS name, ClusterIP and two endpoints, with
+    /// `broken` deciding which cells fail and why.
+    fn service(
+        broken: impl Fn(&str, ServicePath, Option<&str>) -> Option<FailureReason>,
+    ) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for s in SOURCES {
+            for (path, ep) in [
+                (ServicePath::DNSName, None),
+                (ServicePath::ClusterIP, None),
+                (ServicePath::Endpoints, Some("10.0.1.7:8080")),
+                (ServicePath::Endpoints, Some("10.0.2.9:8080")),
+            ] {
+                let c = via(cell(s, "web"), path, ep);
+                cells.push(match broken(s, path, ep) {
+                    Some(r) => failing(c, r),
+                    None => c,
+                });
+            }
+        }
+        cells
+    }
+
+    /// A mesh of nodes n0..n5 in zones a, b, c probing each other.
+    fn mesh(broken: impl Fn(&str, &str) -> Option<FailureReason>) -> Vec<Cell> {
+        let zone = |i: usize| ["a", "b", "c"][i % 3];
+        let mut cells = Vec::new();
+        for i in 0..6 {
+            for j in 0..6 {
+                if i == j {
+                    continue;
+                }
+                let mut c = cell(&format!("n{i}"), "mesh");
+                c.protocol = Protocol::ICMP;
+                c.source_zone = Some(zone(i).into());
+                c.dest_zone = Some(zone(j).into());
+                c.endpoint = Some(format!("10.0.0.{j}"));
+                cells.push(match broken(zone(i), zone(j)) {
+                    Some(r) => failing(c, r),
+                    None => c,
+                });
+            }
+        }
+        cells
+    }
+
+    fn targets(broken: impl Fn(&str, &str) -> Option<FailureReason>) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for s in ["node-a", "node-b", "node-c", "node-d"] {
+            for t in ["api", "db", "cache"] {
+                let c = cell(s, t);
+                cells.push(match broken(s, t) {
+                    Some(r) => failing(c, r),
+                    None => c,
+                });
+            }
+        }
+        cells
+    }
+
+    #[test]
+    fn the_decision_table() {
+        use FailureReason as R;
+        let mut deny = cell("node-a", "db-blocked");
+        deny.expect_deny = true;
+        let mut with_violation =
+            service(|_, p, _| (p == ServicePath::ClusterIP).then_some(R::TcpTimeout));
+        with_violation.push(failing(deny, R::UnexpectedlyReachable));
+
+        type Expected = Option<(FailureScope, Layer, &'static str)>;
+        let cases: Vec<(&str, Vec<Cell>, Expected)> = vec![
+            ("healthy", service(|_, _, _| None), None),
+            (
+                "dns",
+                service(|_, p, _| (p == ServicePath::DNSName).then_some(R::DnsNxDomain)),
+                Some((
+                    FailureScope::DNS,
+                    Layer::DNS,
+                    "DNS name of web fails from 3/3 sources while its addresses answer (DNSNXDomain)",
+                )),
+            ),
+            (
+                "service routing",
+                service(|_, p, _| (p == ServicePath::ClusterIP).then_some(R::TcpTimeout)),
+                Some((
+                    FailureScope::ServiceRouting,
+                    Layer::TCP,
+                    "Service VIP of web fails from 3/3 sources while 2/2 endpoints answer (TCPTimeout)",
+                )),
+            ),
+            (
+                "endpoint",
+                service(|_, _, ep| (ep == Some("10.0.1.7:8080")).then_some(R::TcpTimeout)),
+                Some((
+                    FailureScope::Endpoint,
+                    Layer::TCP,
+                    "endpoint 10.0.1.7:8080 of web fails from 3/3 sources (TCPTimeout)",
+                )),
+            ),
+            (
+                "source node",
+                targets(|s, _| (s == "node-b").then_some(R::HostUnreachable)),
+                Some((
+                    FailureScope::SourceNode,
+                    Layer::TCP,
+                    "every target fails from node node-b (3/3 targets, HostUnreachable) while other nodes reach them",
+                )),
+            ),
+            (
+                "zone pair",
+                mesh(|from, to| (from == "b" && to == "a").then_some(R::IcmpTimeout)),
+                Some((
+                    FailureScope::ZonePair,
+                    Layer::ICMP,
+                    "zone b to zone a fails (ICMPTimeout) while 8 other zone pairs answer",
+                )),
+            ),
+            (
+                "target refused",
+                targets(|_, t| (t == "db").then_some(R::TcpRefused)),
+                Some((
+                    FailureScope::Target,
+                    Layer::TCP,
+                    "db fails from all 4 sources (TCPRefused: refused suggests nothing listens on the port)",
+                )),
+            ),
+            (
+                "target dropped",
+                targets(|_, t| (t == "api").then_some(R::TcpTimeout)),
+                Some((
+                    FailureScope::Target,
+                    Layer::TCP,
+                    "api fails from all 4 sources (TCPTimeout: timeouts suggest packets are dropped (policy or firewall))",
+                )),
+            ),
+            (
+                "policy violation first",
+                with_violation,
+                Some((
+                    FailureScope::PolicyViolation,
+                    Layer::Policy,
+                    "Deny target db-blocked is reachable from 1/1 sources (UnexpectedlyReachable)",
+                )),
+            ),
+            (
+                "scattered",
+                targets(|s, t| {
+                    (s == "node-a" && t == "db" || s == "node-c" && t == "api")
+                        .then_some(R::TcpReset)
+                }),
+                None,
+            ),
+        ];
+        for (name, cells, want) in cases {
+            let got = localise(&cells, None, T0);
+            let got = got.as_ref().map(|v| (v.scope, v.layer, v.summary.as_str()));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn places_and_since() {
+        let cells =
+            service(|_, _, ep| (ep == Some("10.0.1.7:8080")).then_some(FailureReason::TcpTimeout));
+        let first = localise(&cells, None, T0).unwrap();
+        assert_eq!(first.sources, SOURCES.map(String::from));
+        assert_eq!(first.destinations, ["10.0.1.7:8080"]);
+        assert_eq!(first.reason, "TCPTimeout");
+        assert_eq!(first.since, Some(condition_time(T0)));
+        // The same verdict later keeps its start; a different one starts anew.
+        let again = localise(&cells, Some(&first), T0 + 600_000).unwrap();
+        assert_eq!(again.since, first.since);
+        let other =
+            service(|_, p, _| (p == ServicePath::ClusterIP).then_some(FailureReason::TcpTimeout));
+        let changed = localise(&other, Some(&first), T0 + 600_000).unwrap();
+        assert_eq!(changed.since, Some(condition_time(T0 + 600_000)));
+    }
+
+    #[test]
+    fn verdicts_stay_within_bounds_at_any_scale() {
+        // 5,000 nodes with 253-character names all failing one target.
+        let long = "n".repeat(240);
+        let cells: Vec<Cell> = (0..5_000)
+            .map(|i| {
+                failing(
+                    cell(&format!("{long}-{i:05}"), "api"),
+                    FailureReason::TcpTimeout,
+                )
+            })
+            .collect();
+        let v = localise(&cells, None, T0).unwrap();
+        assert_eq!(v.scope, FailureScope::Target);
+        assert!(v.summary.len() <= MAX_SUMMARY);
+        assert_eq!(v.sources.len(), MAX_PLACES);
+        assert!(v.sources.iter().all(|s| s.len() <= MAX_PLACE_NAME));
+        assert!(v.sources[0].ends_with("nnn-00000"), "{}", v.sources[0]);
+        assert_eq!(
+            shorten("é".repeat(40))
+                .chars()
+                .filter(|c| *c == 'é')
+                .count(),
+            30
+        );
+    }
+
+    #[test]
+    fn ip_layer_failures_report_the_probe_transport() {
+        let cases = [
+            (Protocol::TCP, Layer::TCP),
+            (Protocol::HTTPS, Layer::TCP),
+            (Protocol::UDP, Layer::UDP),
+            (Protocol::ICMP, Layer::ICMP),
+            (Protocol::DNS, Layer::DNS),
+        ];
+        for (protocol, want) in cases {
+            assert_eq!(layer_of(FailureReason::NetUnreachable, protocol), want);
+        }
+        assert_eq!(
+            layer_of(FailureReason::TlsCertificate, Protocol::HTTPS),
+            Layer::TLS
+        );
+    }
+
+    fn stats(name: &str, good: u64, valid: u64) -> TargetStats {
+        TargetStats {
+            name: name.into(),
+            via: None,
+            endpoint: None,
+            protocol: Protocol::TCP,
+            good,
+            valid,
+            latency: Histogram::new(),
+            last_failure: None,
+        }
+    }
+
+    #[test]
+    fn target_summaries_worst_first() {
+        let mut all: Vec<TargetStats> = (0..20)
+            .map(|i| stats(&format!("t{i:02}"), 100, 100))
+            .collect();
+        all.push(stats("silent", 0, 0));
+        let mut flaky = stats("flaky", 9_986, 10_000);
+        for us in [300, 400, 412, 500, 3_100] {
+            flaky.latency.record(us);
+        }
+        flaky.last_failure = Some(LastFailure {
+            reason: FailureReason::TcpRefused,
+            protocol: Protocol::TCP,
+            source: "node-a".into(),
+            at_ms: T0 + 61_234,
+        });
+        all.push(flaky);
+        all.push(stats("down", 0, 360));
+        let s = target_summaries(&all);
+        assert_eq!(s.len(), MAX_TARGET_SUMMARIES);
+        let names: Vec<&str> = s.iter().take(4).map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["down", "silent", "flaky", "t00"]);
+        assert_eq!(s[0].success_ratio.as_deref(), Some("0"));
+        assert_eq!(s[1].success_ratio, None);
+        let flaky = &s[2];
+        assert_eq!(flaky.success_ratio.as_deref(), Some("0.9986"));
+        let latency = flaky.latency.as_ref().unwrap();
+        assert_eq!(
+            (latency.p50.as_str(), latency.p99.as_str()),
+            ("410us", "3.1ms")
+        );
+        let failure = flaky.last_failure.as_ref().unwrap();
+        assert_eq!(
+            (failure.reason.as_str(), failure.layer),
+            ("TCPRefused", Layer::TCP)
+        );
+        assert_eq!(
+            failure.time,
+            Some(condition_time(T0 + 60_000)),
+            "the minute it was seen in"
+        );
+    }
+}
