@@ -25,7 +25,9 @@ pub struct GoDuration {
 impl GoDuration {
     /// Wraps a standard duration.
     pub fn new(duration: StdDuration) -> Self {
-        let text = kube::core::Duration::from(duration).to_string().into_boxed_str();
+        let text = kube::core::Duration::from(duration)
+            .to_string()
+            .into_boxed_str();
         Self { duration, text }
     }
 
@@ -100,7 +102,10 @@ impl FromStr for GoDuration {
             return Err(err("must not be negative"));
         }
         let parsed = kube::core::Duration::from_str(s).map_err(|_| err("not a Go duration"))?;
-        Ok(Self { duration: parsed.into(), text: s.into() })
+        Ok(Self {
+            duration: parsed.into(),
+            text: s.into(),
+        })
     }
 }
 

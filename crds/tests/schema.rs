@@ -9,7 +9,9 @@ use serde_json::Value;
 
 /// Upstream types netslo embeds as they are (LabelSelector, metav1.Condition).
 fn upstream(path: &str) -> bool {
-    ["matchLabels", "matchExpressions", "conditions"].iter().any(|p| path.contains(p))
+    ["matchLabels", "matchExpressions", "conditions"]
+        .iter()
+        .any(|p| path.contains(p))
         || path.ends_with(".nodeSelector")
         || path.contains(".nodeSelector.")
         || path.contains(".selector")
@@ -18,15 +20,21 @@ fn upstream(path: &str) -> bool {
 }
 
 fn walk(path: &str, schema: &Value, problems: &mut Vec<String>) {
-    let Some(obj) = schema.as_object() else { return };
-    if let Some(format) = obj.get("format").and_then(Value::as_str) {
-        if format.starts_with("uint") {
-            problems.push(format!("{path}: format {format}"));
-        }
+    let Some(obj) = schema.as_object() else {
+        return;
+    };
+    if let Some(format) = obj.get("format").and_then(Value::as_str)
+        && format.starts_with("uint")
+    {
+        problems.push(format!("{path}: format {format}"));
     }
     let ty = obj.get("type").and_then(Value::as_str);
     if !upstream(path) {
-        if ty == Some("string") && !obj.contains_key("maxLength") && !obj.contains_key("enum") && !obj.contains_key("format") {
+        if ty == Some("string")
+            && !obj.contains_key("maxLength")
+            && !obj.contains_key("enum")
+            && !obj.contains_key("format")
+        {
             problems.push(format!("{path}: string without maxLength"));
         }
         if ty == Some("array") && !obj.contains_key("maxItems") {
@@ -58,26 +66,61 @@ fn schemas_are_bounded_signed_and_documented() {
         let name = crd["metadata"]["name"].as_str().unwrap().to_string();
         for version in crd["spec"]["versions"].as_array().unwrap() {
             let schema = &version["schema"]["openAPIV3Schema"];
-            walk(&format!("{name}:spec"), &schema["properties"]["spec"], &mut problems);
-            walk(&format!("{name}:status"), &schema["properties"]["status"], &mut problems);
+            walk(
+                &format!("{name}:spec"),
+                &schema["properties"]["spec"],
+                &mut problems,
+            );
+            walk(
+                &format!("{name}:status"),
+                &schema["properties"]["status"],
+                &mut problems,
+            );
         }
     }
-    assert!(problems.is_empty(), "schema problems:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "schema problems:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn names_and_subresources_are_what_users_type() {
     let crds = netslo_crds::crds();
     let check = &crds[0];
-    assert_eq!(check.metadata.name.as_deref(), Some("connectivitychecks.netslo.io"));
+    assert_eq!(
+        check.metadata.name.as_deref(),
+        Some("connectivitychecks.netslo.io")
+    );
     assert_eq!(check.spec.scope, "Namespaced");
-    assert_eq!(check.spec.names.short_names.as_deref(), Some(&["conncheck".to_string(), "ncc".to_string()][..]));
-    assert_eq!(check.spec.names.categories.as_deref(), Some(&["netslo".to_string()][..]));
+    assert_eq!(
+        check.spec.names.short_names.as_deref(),
+        Some(&["conncheck".to_string(), "ncc".to_string()][..])
+    );
+    assert_eq!(
+        check.spec.names.categories.as_deref(),
+        Some(&["netslo".to_string()][..])
+    );
     let version = &check.spec.versions[0];
-    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status subresource");
-    let columns: Vec<&str> =
-        version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["Ready", "SLI", "Budget", "Reason", "Verdict", "Age"]);
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some(),
+        "status subresource"
+    );
+    let columns: Vec<&str> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Ready", "SLI", "Budget", "Reason", "Verdict", "Age"]
+    );
     let policy = &crds[1];
     assert_eq!(policy.spec.scope, "Cluster");
 }

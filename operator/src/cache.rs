@@ -174,14 +174,17 @@ fn trim_meta<K: Resource>(object: &mut K) {
     meta.annotations = None;
 }
 
-/// Pods are the bulk of a cluster: keep what resolution reads (labels, node, readiness, IP).
+/// Pods are the bulk of a cluster: keep what resolution reads (labels, node, readiness, IP)
+/// and, for agent pods, the service account their tokens must name.
 fn trim_pod(pod: &mut Pod) {
     trim_meta(pod);
     pod.metadata.owner_references = None;
     if let Some(spec) = pod.spec.as_mut() {
         let node_name = spec.node_name.take();
+        let service_account = spec.service_account_name.take();
         *spec = Default::default();
         spec.node_name = node_name;
+        spec.service_account_name = service_account;
     }
     if let Some(status) = pod.status.as_mut() {
         status.container_statuses = None;

@@ -19,6 +19,44 @@ pub struct Config {
     /// How long to wait for the netslo CRDs to be served before giving up at start.
     #[arg(long, env = "NETSLO_CRD_WAIT_SECONDS", default_value_t = 60)]
     pub crd_wait_seconds: u64,
+
+    /// The operator's namespace: mesh agents, external agents' service accounts, the channel's
+    /// CA ConfigMap.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "netslo-system")]
+    pub namespace: String,
+
+    /// This replica's name, as the reporting instance of Events.
+    #[arg(long, env = "POD_NAME", default_value = "netslo-operator")]
+    pub pod_name: String,
+
+    /// Address the agent channel (HTTPS) listens on.
+    #[arg(long, env = "NETSLO_CHANNEL_ADDR", default_value = "0.0.0.0:8443")]
+    pub channel_addr: SocketAddr,
+
+    /// Names (DNS or IP) the channel's serving certificate is valid for, besides the in-cluster
+    /// Service names `netslo-operator.<namespace>.svc[.<cluster domain>]`.
+    #[arg(long, env = "NETSLO_CHANNEL_NAMES", value_delimiter = ',')]
+    pub channel_names: Vec<String>,
+
+    /// URL agents report to.
+    #[arg(long, env = "NETSLO_OPERATOR_URL")]
+    pub operator_url: Option<String>,
+
+    /// Image of the agent workloads the operator runs.
+    #[arg(long, env = "NETSLO_AGENT_IMAGE", default_value = "netslo:0.1.0")]
+    pub agent_image: String,
+
+    /// Service account of the mesh agents.
+    #[arg(
+        long,
+        env = "NETSLO_AGENT_SERVICE_ACCOUNT",
+        default_value = "netslo-agent"
+    )]
+    pub agent_service_account: String,
+
+    /// The cluster's DNS domain.
+    #[arg(long, env = "NETSLO_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 /// Log output format.

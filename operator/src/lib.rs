@@ -5,6 +5,7 @@ pub mod assign;
 pub mod cache;
 pub mod channel;
 pub mod config;
+pub mod controller;
 pub mod mesh;
 pub mod resolve;
 pub mod slo;
@@ -13,6 +14,7 @@ pub mod store;
 pub mod telemetry;
 pub mod workloads;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -23,7 +25,14 @@ use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityPolicy};
 use tokio::sync::watch;
 
 use crate::admin::Readiness;
+use crate::cache::ClusterCache;
+use crate::channel::{
+    CachingVerifier, ChannelConfig, ChannelServer, MemoryAssignments, TokenReviewVerifier,
+};
 use crate::config::Config;
+use crate::controller::{Context, Settings};
+use crate::store::ResultStore;
+use crate::workloads::{AgentSettings, OPERATOR_CA_CONFIGMAP};
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +50,8 @@ pub enum Error {
     Api(#[source] kube::Error),
     #[error("cannot install the signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("agent channel: {0}")]
+    Channel(#[from] channel::ChannelError),
 }
 
 impl Error {
@@ -52,6 +63,7 @@ impl Error {
             Self::CrdMissing { .. } => "CrdMissing",
             Self::Api(_) => "ApiError",
             Self::Signal(_) => "Signal",
+            Self::Channel(err) => err.reason(),
         }
     }
 }
@@ -82,13 +94,73 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .list(&ListParams::default().limit(1))
         .await
         .map_err(Error::Api)?;
+
+    // The agent channel: a serving certificate made in memory, its CA published for agents.
+    let service = format!("netslo-operator.{}.svc", config.namespace);
+    let mut names = vec![
+        service.clone(),
+        format!("{service}.{}", config.cluster_domain),
+    ];
+    names.extend(config.channel_names.iter().cloned());
+    let assignments = Arc::new(MemoryAssignments::new(Duration::from_secs(3600)));
+    let results = Arc::new(ResultStore::new());
+    let verifier = Arc::new(CachingVerifier::new(TokenReviewVerifier::new(
+        client.clone(),
+    )));
+    let channel = ChannelServer::start(
+        ChannelConfig::new(config.channel_addr, names),
+        verifier,
+        assignments.clone(),
+        results.clone(),
+    )
+    .await?;
+    channel::publish_ca(
+        client.clone(),
+        &config.namespace,
+        OPERATOR_CA_CONFIGMAP,
+        channel.ca_pem(),
+    )
+    .await?;
+    tracing::info!(addr = %channel.local_addr(), "agent channel listening");
+
+    let cache = ClusterCache::start(&client, stop_rx.clone());
+    cache.wait_ready().await;
+    let settings = Settings {
+        namespace: config.namespace.clone(),
+        cluster_domain: config.cluster_domain.clone(),
+        agent: AgentSettings {
+            namespace: config.namespace.clone(),
+            image: config.agent_image.clone(),
+            mesh_service_account: config.agent_service_account.clone(),
+            operator_url: config
+                .operator_url
+                .clone()
+                .unwrap_or_else(|| format!("https://{service}:{}", config.channel_addr.port())),
+        },
+        instance: config.pod_name.clone(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        cache,
+        assignments,
+        results,
+    ));
+    let planner = tokio::spawn(controller::run_planner(ctx.clone(), stop_rx.clone()));
+    let mut controller_stop = stop_rx.clone();
+    let controller = tokio::spawn(controller::run_controller(ctx, async move {
+        let _ = controller_stop.wait_for(|stop| *stop).await;
+    }));
     readiness.set(true);
-    tracing::info!("netslo CRDs are served; ready");
+    tracing::info!("ready");
 
     shutdown_signal().await?;
     tracing::info!("shutting down");
     readiness.set(false);
     let _ = stop_tx.send(true);
+    let _ = controller.await;
+    let _ = planner.await;
+    channel.stop().await;
     let _ = admin.await;
     Ok(())
 }

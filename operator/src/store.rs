@@ -36,6 +36,17 @@ pub struct CheckConfig {
     pub slice: SliceRule,
 }
 
+/// One series as the reconciler reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeriesView {
+    /// Over the summary span (an hour).
+    pub summary: SeriesStats,
+    /// The newest agent bucket, if it started within the failure-matrix span.
+    pub matrix: SeriesStats,
+    /// Start of the latest slot with data.
+    pub last_slot_ms: UnixMs,
+}
+
 /// One series' counters over a span of recent slots.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeriesStats {
@@ -69,6 +80,9 @@ struct Slot {
 struct Series {
     slots: VecDeque<Slot>,
     last_failure: Option<(FailureReason, UnixMs)>,
+    /// The newest agent bucket: what the failure matrix reads, so a verdict follows the
+    /// network within one agent window rather than a minute slot.
+    latest: Option<Slot>,
 }
 
 #[derive(Debug)]
@@ -140,33 +154,39 @@ impl ResultStore {
         self.lock().unknown_check_buckets
     }
 
-    /// Reads a check: its history (for evaluation) and per-series stats over the last
-    /// `span_ms` (for verdicts and summaries), keyed by (source, target label).
+    /// Reads a check: its history (for evaluation) and, per series keyed by (source, target
+    /// label), its counters over the last `summary_ms` (target summaries) and the last
+    /// `matrix_ms`, its newest bucket (the failure matrix verdicts read).
     pub fn read<T>(
         &self,
         check: &str,
         now: UnixMs,
-        span_ms: i64,
-        f: impl FnOnce(&History, &BTreeMap<(String, String), SeriesStats>) -> T,
+        summary_ms: i64,
+        matrix_ms: i64,
+        f: impl FnOnce(&History, &BTreeMap<(String, String), SeriesView>) -> T,
     ) -> Option<T> {
         let mut inner = self.lock();
         let data = inner.checks.get_mut(check)?;
         data.history.advance(now);
-        let since = now - span_ms;
         // Series silent for longer than the recent span are forgotten: memory follows the
         // series that exist.
-        data.series.retain(|_, s| {
-            s.slots
-                .back()
-                .is_some_and(|slot| slot.start_ms >= now - SLOT_MS * RECENT_SLOTS as i64)
-        });
-        let stats: BTreeMap<(String, String), SeriesStats> = data
+        let horizon = now - SLOT_MS * RECENT_SLOTS as i64;
+        data.series
+            .retain(|_, s| s.slots.back().is_some_and(|slot| slot.start_ms >= horizon));
+        let views: BTreeMap<(String, String), SeriesView> = data
             .series
             .iter()
-            .map(|(key, series)| (key.clone(), series_stats(series, since)))
-            .filter(|(_, s)| s.good + s.bad + s.invalid > 0)
+            .map(|(key, series)| {
+                let view = SeriesView {
+                    summary: series_stats(series, now - summary_ms),
+                    matrix: latest_stats(series, now - matrix_ms),
+                    last_slot_ms: series.slots.back().map_or(UnixMs::MIN, |s| s.start_ms),
+                };
+                (key.clone(), view)
+            })
+            .filter(|(_, v)| v.summary.good + v.summary.bad + v.summary.invalid > 0)
             .collect();
-        Some(f(&data.history, &stats))
+        Some(f(&data.history, &views))
     }
 
     fn ingest_batch(&self, batch: &AcceptedBatch, now: UnixMs) -> IngestOutcome {
@@ -238,6 +258,30 @@ fn record_recent(data: &mut CheckData, report: &BucketReport) {
     let Some(slot) = series.slots.get_mut(index) else {
         return;
     };
+    add_bucket(slot, b);
+    match &mut series.latest {
+        Some(latest) if latest.start_ms == start => add_bucket(latest, b),
+        Some(latest) if latest.start_ms > start => {}
+        _ => {
+            let mut latest = Slot {
+                start_ms: start,
+                ..Slot::default()
+            };
+            add_bucket(&mut latest, b);
+            series.latest = Some(latest);
+        }
+    }
+    if let Some(first) = &b.first_failure
+        && !first.reason.is_prober_problem()
+    {
+        let at = start + i64::try_from(first.offset_ms).unwrap_or(0);
+        if series.last_failure.is_none_or(|(_, t)| t <= at) {
+            series.last_failure = Some((first.reason, at));
+        }
+    }
+}
+
+fn add_bucket(slot: &mut Slot, b: &netslo_agent::aggregate::Bucket) {
     let invalid = b.invalid.min(b.total);
     let good = b.good.min(b.total - invalid);
     slot.good += good;
@@ -249,14 +293,26 @@ fn record_recent(data: &mut CheckData, report: &BucketReport) {
         }
     }
     slot.latency.merge(&b.latency);
-    if let Some(first) = &b.first_failure
-        && !first.reason.is_prober_problem()
-    {
-        let at = start + i64::try_from(first.offset_ms).unwrap_or(0);
-        if series.last_failure.is_none_or(|(_, t)| t <= at) {
-            series.last_failure = Some((first.reason, at));
-        }
+}
+
+fn latest_stats(series: &Series, since: UnixMs) -> SeriesStats {
+    match &series.latest {
+        Some(slot) if slot.start_ms >= since => SeriesStats {
+            good: slot.good,
+            bad: slot.bad,
+            invalid: slot.invalid,
+            reasons: sorted_reasons(&slot.reasons),
+            latency: slot.latency.clone(),
+            last_failure: series.last_failure,
+        },
+        _ => SeriesStats::default(),
     }
+}
+
+fn sorted_reasons(counts: &BTreeMap<FailureReason, u64>) -> Vec<(FailureReason, u64)> {
+    let mut reasons: Vec<(FailureReason, u64)> = counts.iter().map(|(r, n)| (*r, *n)).collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    reasons
 }
 
 fn series_stats(series: &Series, since: UnixMs) -> SeriesStats {
@@ -274,9 +330,7 @@ fn series_stats(series: &Series, since: UnixMs) -> SeriesStats {
             *reasons.entry(*r).or_default() += n;
         }
     }
-    let mut reasons: Vec<(FailureReason, u64)> = reasons.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    stats.reasons = reasons;
+    stats.reasons = sorted_reasons(&reasons);
     stats
 }
 
@@ -376,7 +430,7 @@ mod tests {
             }
         );
         let (total, stats) = store
-            .read("shop/web", now, 300_000, |history, stats| {
+            .read("shop/web", now, 300_000, 300_000, |history, stats| {
                 (history.window(now, 3_600_000).counts.total, stats.clone())
             })
             .unwrap();
@@ -384,7 +438,8 @@ mod tests {
         let s = &stats[&(
             "node-a".to_string(),
             "api/ClusterIP/10.96.0.9:80".to_string(),
-        )];
+        )]
+            .summary;
         assert_eq!((s.good, s.bad), (9, 1));
         assert_eq!(s.dominant_reason(), Some(FailureReason::TcpTimeout));
         assert!(s.last_failure.is_some());
@@ -421,21 +476,36 @@ mod tests {
             ],
         );
         store.ingest_batch(&b, now);
-        let recent = store
-            .read("shop/web", now, 5 * 60_000, |_, s| s.clone())
+        let views = store
+            .read("shop/web", now, 60 * 60_000, 5 * 60_000, |_, s| s.clone())
             .unwrap();
+        let a = &views[&("node-a".into(), "api/Pod/a".into())];
         assert_eq!(
-            recent.len(),
-            1,
-            "only node-a reported in the last 5 minutes"
+            (a.summary.good, a.summary.bad),
+            (5, 5),
+            "the hour holds both"
         );
-        let hour = store
-            .read("shop/web", now, 60 * 60_000, |_, s| s.clone())
-            .unwrap();
-        assert_eq!(hour[&("node-a".into(), "api/Pod/a".into())].bad, 5);
+        assert_eq!(
+            (a.matrix.good, a.matrix.bad),
+            (5, 0),
+            "the matrix reads the newest bucket"
+        );
+        let b = &views[&("node-b".into(), "api/Pod/b".into())];
+        assert_eq!(
+            b.matrix.good + b.matrix.bad,
+            0,
+            "node-b's newest bucket is stale"
+        );
+        assert!(b.last_slot_ms < now - 40 * 60_000);
         // Two hours later every series is silent and forgotten.
         let later = store
-            .read("shop/web", now + 2 * 3_600_000, 60 * 60_000, |_, s| s.len())
+            .read(
+                "shop/web",
+                now + 2 * 3_600_000,
+                60 * 60_000,
+                5 * 60_000,
+                |_, s| s.len(),
+            )
             .unwrap();
         assert_eq!(later, 0);
     }

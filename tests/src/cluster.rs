@@ -16,7 +16,12 @@ use crate::Error;
 const FIELD_MANAGER: &str = "netslo-tests";
 
 /// Registers a Ready node with an InternalIP and a zone label.
-pub async fn register_node(client: &Client, name: &str, ip: &str, zone: &str) -> Result<Node, Error> {
+pub async fn register_node(
+    client: &Client,
+    name: &str,
+    ip: &str,
+    zone: &str,
+) -> Result<Node, Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
@@ -26,7 +31,13 @@ pub async fn register_node(client: &Client, name: &str, ip: &str, zone: &str) ->
         }},
     }))
     .map_err(|e| Error::NotReady(format!("node object: {e}")))?;
-    nodes.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&node)).await?;
+    nodes
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&node),
+        )
+        .await?;
     let status = json!({
         "apiVersion": "v1", "kind": "Node",
         "status": {
@@ -34,7 +45,13 @@ pub async fn register_node(client: &Client, name: &str, ip: &str, zone: &str) ->
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "stand-in node"}],
         },
     });
-    Ok(nodes.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(status)).await?)
+    Ok(nodes
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(status),
+        )
+        .await?)
 }
 
 /// Registers a running, Ready pod bound to `node` with `ip`.
@@ -62,7 +79,13 @@ pub async fn register_pod(
 }
 
 /// Flips a registered pod's readiness (what a failing readiness probe would do).
-pub async fn set_pod_ready(client: &Client, namespace: &str, name: &str, ip: &str, ready: bool) -> Result<Pod, Error> {
+pub async fn set_pod_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    ip: &str,
+    ready: bool,
+) -> Result<Pod, Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let status = if ready { "True" } else { "False" };
     let patch = json!({
@@ -79,7 +102,13 @@ pub async fn set_pod_ready(client: &Client, namespace: &str, name: &str, ip: &st
             ],
         },
     });
-    Ok(pods.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?)
+    Ok(pods
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?)
 }
 
 /// Creates a ClusterIP Service selecting `selector`, with one TCP port named `name`.

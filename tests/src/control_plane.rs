@@ -576,7 +576,9 @@ fn await_exit(pid: u32) {
     while Instant::now() < deadline {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Field 3 is the state; gone, zombie (Z) or dead (X) all mean it no longer runs.
-        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
         if !matches!(state, Some(s) if s != "Z" && s != "X") {
             return;
         }

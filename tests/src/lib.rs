@@ -65,12 +65,21 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf, Error> {
         .args(["build", "--quiet", "--bin", name])
         .current_dir(control_plane::repo_root())
         .output()
-        .map_err(|source| Error::Spawn { component: "cargo build", source })?;
+        .map_err(|source| Error::Spawn {
+            component: "cargo build",
+            source,
+        })?;
     if !out.status.success() {
-        return Err(Error::Build(format!("cargo build --bin {name}: {}", String::from_utf8_lossy(&out.stderr))));
+        return Err(Error::Build(format!(
+            "cargo build --bin {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     // Test binaries live in <target>/<profile>/deps; workspace binaries one level up.
     let exe = std::env::current_exe().map_err(|e| Error::io(Path::new("current_exe"), e))?;
-    let profile_dir = exe.parent().and_then(Path::parent).ok_or_else(|| Error::Build("no target dir".into()))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| Error::Build("no target dir".into()))?;
     Ok(profile_dir.join(name))
 }

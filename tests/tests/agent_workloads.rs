@@ -22,10 +22,19 @@ fn settings(ns: &str) -> AgentSettings {
 }
 
 async fn create_pod(pods: &Api<Pod>, name: &str, spec: PodSpec) -> Result<(), String> {
-    let mut pod = Pod { spec: Some(spec), ..Pod::default() };
+    let mut pod = Pod {
+        spec: Some(spec),
+        ..Pod::default()
+    };
     pod.metadata.name = Some(name.into());
-    let params = PostParams { dry_run: true, field_manager: Some("netslo-tests".into()) };
-    pods.create(&params, &pod).await.map(|_| ()).map_err(|e| e.to_string())
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some("netslo-tests".into()),
+    };
+    pods.create(&params, &pod)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test]
@@ -43,28 +52,57 @@ async fn agent_pods_pass_pod_security_restricted() {
         .unwrap();
     let settings = settings(&ns.name);
     let daemonset = workloads::mesh_daemonset(&settings);
-    let check = CheckRef { namespace: ns.name.clone(), name: "web-to-api".into(), uid: "0b7e7d5e-1c6c-4a53-9d9a-4f1d8d6f2c11".into() };
+    let check = CheckRef {
+        namespace: ns.name.clone(),
+        name: "web-to-api".into(),
+        uid: "0b7e7d5e-1c6c-4a53-9d9a-4f1d8d6f2c11".into(),
+    };
     let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
-    let deployment = workloads::workload_deployment(&settings, &check, &ns.name, &labels, "default", 2, None);
+    let deployment =
+        workloads::workload_deployment(&settings, &check, &ns.name, &labels, "default", 2, None);
 
     // The workload objects themselves are valid.
-    let params = PostParams { dry_run: true, field_manager: Some("netslo-tests".into()) };
-    Api::<DaemonSet>::namespaced(client.clone(), &ns.name).create(&params, &daemonset).await.unwrap();
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some("netslo-tests".into()),
+    };
+    Api::<DaemonSet>::namespaced(client.clone(), &ns.name)
+        .create(&params, &daemonset)
+        .await
+        .unwrap();
     let mut owned = deployment.clone();
     owned.metadata.owner_references = None; // the referenced check does not exist here
-    Api::<Deployment>::namespaced(client.clone(), &ns.name).create(&params, &owned).await.unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .create(&params, &owned)
+        .await
+        .unwrap();
 
     // Pods from their templates are admitted under `restricted`.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let mesh_pod = daemonset.spec.unwrap().template.spec.unwrap();
     let workload_pod = deployment.spec.unwrap().template.spec.unwrap();
-    create_pod(&pods, "mesh-agent", mesh_pod.clone()).await.expect("mesh agent is restricted-compliant");
-    create_pod(&pods, "workload-agent", workload_pod).await.expect("workload agent is restricted-compliant");
+    create_pod(&pods, "mesh-agent", mesh_pod.clone())
+        .await
+        .expect("mesh agent is restricted-compliant");
+    create_pod(&pods, "workload-agent", workload_pod)
+        .await
+        .expect("workload agent is restricted-compliant");
 
     // Negative control: the same pod asking for NET_RAW (what ping usually needs) is refused.
     let mut privileged = mesh_pod;
-    privileged.containers[0].security_context.as_mut().unwrap().capabilities =
-        Some(Capabilities { add: Some(vec!["NET_RAW".into()]), drop: Some(vec!["ALL".into()]) });
-    let err = create_pod(&pods, "privileged-agent", privileged).await.expect_err("NET_RAW violates restricted");
-    assert!(err.contains("restricted") && err.contains("NET_RAW"), "{err}");
+    privileged.containers[0]
+        .security_context
+        .as_mut()
+        .unwrap()
+        .capabilities = Some(Capabilities {
+        add: Some(vec!["NET_RAW".into()]),
+        drop: Some(vec!["ALL".into()]),
+    });
+    let err = create_pod(&pods, "privileged-agent", privileged)
+        .await
+        .expect_err("NET_RAW violates restricted");
+    assert!(
+        err.contains("restricted") && err.contains("NET_RAW"),
+        "{err}"
+    );
 }

@@ -13,7 +13,12 @@ use netslo_tests::control_plane::{self, ControlPlane, TestNamespace, repo_root};
 use serde_json::{Value, json};
 
 fn kubectl(plane: &ControlPlane, args: &[&str]) -> Output {
-    plane.kubectl().unwrap().args(args).output().expect("kubectl runs")
+    plane
+        .kubectl()
+        .unwrap()
+        .args(args)
+        .output()
+        .expect("kubectl runs")
 }
 
 fn kubectl_ok(plane: &ControlPlane, args: &[&str]) -> String {
@@ -108,7 +113,10 @@ async fn kubectl_rejects_unknown_fields() {
         &["apply", "-n", &ns.name, "-f", file.path().to_str().unwrap()],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a misspelt field must not be dropped silently");
+    assert!(
+        !out.status.success(),
+        "a misspelt field must not be dropped silently"
+    );
     assert!(
         stderr.contains("unknown field") && stderr.contains("portt"),
         "{stderr}"
@@ -120,7 +128,10 @@ async fn kubectl_get_shows_printer_columns_short_names_and_category() {
     let plane = control_plane::shared().expect("control plane");
     let ns = TestNamespace::create(plane, "columns").await.unwrap();
     let sample = repo_root().join("config/samples/service-from-workload.yaml");
-    kubectl_ok(plane, &["apply", "-n", &ns.name, "-f", sample.to_str().unwrap()]);
+    kubectl_ok(
+        plane,
+        &["apply", "-n", &ns.name, "-f", sample.to_str().unwrap()],
+    );
 
     let client = plane.client().await.unwrap();
     let checks: Api<ConnectivityCheck> = Api::namespaced(client, &ns.name);
@@ -154,13 +165,24 @@ async fn kubectl_get_shows_printer_columns_short_names_and_category() {
 
     let table = kubectl_ok(plane, &["get", "connectivitychecks", "-n", &ns.name]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "SLI", "BUDGET", "REASON", "AGE"], "{table}");
+    assert_eq!(
+        header,
+        ["NAME", "READY", "SLI", "BUDGET", "REASON", "AGE"],
+        "{table}"
+    );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(&row[..5], ["web-to-api", "False", "0.99521", "-3.79", "ObjectiveNotMet"], "{table}");
+    assert_eq!(
+        &row[..5],
+        ["web-to-api", "False", "0.99521", "-3.79", "ObjectiveNotMet"],
+        "{table}"
+    );
 
     let wide = kubectl_ok(plane, &["get", "ncc", "-n", &ns.name, "-o", "wide"]);
     assert!(wide.lines().next().unwrap().contains("VERDICT"), "{wide}");
-    assert!(wide.contains("endpoint 10.0.1.7:8080 fails from 3/3 sources"), "{wide}");
+    assert!(
+        wide.contains("endpoint 10.0.1.7:8080 fails from 3/3 sources"),
+        "{wide}"
+    );
 
     for alias in ["conncheck", "ncc", "netslo"] {
         let listed = kubectl_ok(plane, &["get", alias, "-n", &ns.name, "-o", "name"]);
@@ -177,7 +199,11 @@ async fn kubectl_explain_documents_the_fields() {
     // The API server publishes a new CRD's OpenAPI schema a few seconds after it is
     // Established; kubectl explain reads that schema.
     let mut attempts = 0;
-    while !kubectl(plane, &["explain", "connectivitycheck"]).status.success() && attempts < 60 {
+    while !kubectl(plane, &["explain", "connectivitycheck"])
+        .status
+        .success()
+        && attempts < 60
+    {
         attempts += 1;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
@@ -195,7 +221,10 @@ async fn kubectl_explain_documents_the_fields() {
         &["explain", "connectivitycheck.spec.objectives.latency"],
     );
     assert!(latency.contains("threshold"), "{latency}");
-    assert!(latency.contains("Percent of probes that must be at or below the threshold"), "{latency}");
+    assert!(
+        latency.contains("Percent of probes that must be at or below the threshold"),
+        "{latency}"
+    );
     let policy = kubectl_ok(plane, &["explain", "connectivitypolicy.spec.external"]);
     assert!(policy.contains("suffix wildcard"), "{policy}");
 }
@@ -205,7 +234,10 @@ async fn status_is_written_through_the_status_subresource_only() {
     let plane = control_plane::shared().expect("control plane");
     let ns = TestNamespace::create(plane, "status").await.unwrap();
     let sample = repo_root().join("config/samples/pods-by-selector.yaml");
-    kubectl_ok(plane, &["apply", "-n", &ns.name, "-f", sample.to_str().unwrap()]);
+    kubectl_ok(
+        plane,
+        &["apply", "-n", &ns.name, "-f", sample.to_str().unwrap()],
+    );
     let client = plane.client().await.unwrap();
     let checks: Api<ConnectivityCheck> = Api::namespaced(client, &ns.name);
     let name = "nodes-to-postgres";
@@ -230,7 +262,10 @@ async fn status_is_written_through_the_status_subresource_only() {
         )
         .await
         .unwrap();
-    assert!(patched.status.is_none(), "status was written through the main resource");
+    assert!(
+        patched.status.is_none(),
+        "status was written through the main resource"
+    );
     assert_eq!(patched.metadata.generation, before.metadata.generation);
 
     // Through /status it is stored, and the spec cannot be changed there.

@@ -12,12 +12,20 @@ use netslo_tests::cluster::{create_service, register_node, register_pod, set_pod
 use netslo_tests::control_plane::{self, TestNamespace};
 
 async fn endpoints(slices: &Api<EndpointSlice>) -> Vec<(String, bool)> {
-    let list = slices.list(&ListParams::default().labels("kubernetes.io/service-name=api")).await.unwrap();
+    let list = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=api"))
+        .await
+        .unwrap();
     let mut out: Vec<(String, bool)> = list
         .items
         .iter()
         .flat_map(|s| s.endpoints.iter())
-        .map(|e| (e.addresses[0].clone(), e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)))
+        .map(|e| {
+            (
+                e.addresses[0].clone(),
+                e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -31,7 +39,10 @@ async fn eventually(slices: &Api<EndpointSlice>, want: &[(&str, bool)]) {
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "EndpointSlices show {got:?}, want {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "EndpointSlices show {got:?}, want {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -43,15 +54,27 @@ async fn controller_manager_builds_endpoint_slices_from_stand_in_pods() {
     let ns = TestNamespace::create(plane, "fixture").await.unwrap();
     let node_a = format!("{}-a", ns.name);
     let node_b = format!("{}-b", ns.name);
-    register_node(&client, &node_a, "10.77.1.1", "zone-a").await.unwrap();
-    register_node(&client, &node_b, "10.77.2.1", "zone-b").await.unwrap();
+    register_node(&client, &node_a, "10.77.1.1", "zone-a")
+        .await
+        .unwrap();
+    register_node(&client, &node_b, "10.77.2.1", "zone-b")
+        .await
+        .unwrap();
     let labels = BTreeMap::from([("app".to_string(), "api".to_string())]);
-    register_pod(&client, &ns.name, "api-1", &labels, &node_a, "10.77.1.10").await.unwrap();
-    register_pod(&client, &ns.name, "api-2", &labels, &node_b, "10.77.2.10").await.unwrap();
-    create_service(&client, &ns.name, "api", &labels, "http", 80, 8080).await.unwrap();
+    register_pod(&client, &ns.name, "api-1", &labels, &node_a, "10.77.1.10")
+        .await
+        .unwrap();
+    register_pod(&client, &ns.name, "api-2", &labels, &node_b, "10.77.2.10")
+        .await
+        .unwrap();
+    create_service(&client, &ns.name, "api", &labels, "http", 80, 8080)
+        .await
+        .unwrap();
 
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns.name);
     eventually(&slices, &[("10.77.1.10", true), ("10.77.2.10", true)]).await;
-    set_pod_ready(&client, &ns.name, "api-2", "10.77.2.10", false).await.unwrap();
+    set_pod_ready(&client, &ns.name, "api-2", "10.77.2.10", false)
+        .await
+        .unwrap();
     eventually(&slices, &[("10.77.1.10", true), ("10.77.2.10", false)]).await;
 }

@@ -10,29 +10,62 @@ const OPERATOR: &str = "system:serviceaccount:netslo-system:netslo-operator";
 const AGENT: &str = "system:serviceaccount:netslo-system:netslo-agent";
 
 fn can_i(plane: &ControlPlane, user: &str, args: &[&str]) -> bool {
-    let out = plane.kubectl().unwrap().args(["auth", "can-i", "--as", user]).args(args).output().unwrap();
+    let out = plane
+        .kubectl()
+        .unwrap()
+        .args(["auth", "can-i", "--as", user])
+        .args(args)
+        .output()
+        .unwrap();
     let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(answer == "yes" || answer == "no", "kubectl auth can-i {args:?}: {answer} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        answer == "yes" || answer == "no",
+        "kubectl auth can-i {args:?}: {answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     answer == "yes"
 }
 
 fn kubectl_ok(plane: &ControlPlane, args: &[&str]) {
     let out = plane.kubectl().unwrap().args(args).output().unwrap();
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn operator_rbac_is_least_privilege() {
     let plane = control_plane::shared().expect("control plane");
-    kubectl_ok(plane, &["apply", "-k", repo_root().join("config/rbac").to_str().unwrap()]);
+    kubectl_ok(
+        plane,
+        &[
+            "apply",
+            "-k",
+            repo_root().join("config/rbac").to_str().unwrap(),
+        ],
+    );
     kubectl_ok(plane, &["create", "namespace", "shop"]);
 
     let allowed: &[&[&str]] = &[
         &["list", "connectivitychecks.netslo.io", "-A"],
         &["watch", "connectivitychecks.netslo.io", "-A"],
         &["patch", "connectivitychecks.netslo.io", "-n", "shop"],
-        &["patch", "connectivitychecks.netslo.io", "--subresource=status", "-n", "shop"],
-        &["update", "connectivitychecks.netslo.io", "--subresource=finalizers", "-n", "shop"],
+        &[
+            "patch",
+            "connectivitychecks.netslo.io",
+            "--subresource=status",
+            "-n",
+            "shop",
+        ],
+        &[
+            "update",
+            "connectivitychecks.netslo.io",
+            "--subresource=finalizers",
+            "-n",
+            "shop",
+        ],
         &["watch", "connectivitypolicies.netslo.io"],
         &["watch", "pods", "-A"],
         &["watch", "services", "-A"],
@@ -45,7 +78,12 @@ fn operator_rbac_is_least_privilege() {
         &["create", "tokenreviews.authentication.k8s.io"],
         &["create", "configmaps", "-n", "netslo-system"],
         &["create", "daemonsets.apps", "-n", "netslo-system"],
-        &["update", "leases.coordination.k8s.io", "-n", "netslo-system"],
+        &[
+            "update",
+            "leases.coordination.k8s.io",
+            "-n",
+            "netslo-system",
+        ],
     ];
     let denied: &[&[&str]] = &[
         &["get", "secrets", "-A"],
@@ -62,25 +100,58 @@ fn operator_rbac_is_least_privilege() {
         &["impersonate", "serviceaccounts", "-A"],
         &["bind", "clusterroles.rbac.authorization.k8s.io"],
         &["escalate", "clusterroles.rbac.authorization.k8s.io"],
-        &["create", "rolebindings.rbac.authorization.k8s.io", "-n", "shop"],
+        &[
+            "create",
+            "rolebindings.rbac.authorization.k8s.io",
+            "-n",
+            "shop",
+        ],
         &["*", "*", "-A"],
     ];
     let wrong: Vec<String> = allowed
         .iter()
         .filter(|args| !can_i(plane, OPERATOR, args))
         .map(|args| format!("operator should be allowed: {args:?}"))
-        .chain(denied.iter().filter(|args| can_i(plane, OPERATOR, args)).map(|args| format!("operator must be denied: {args:?}")))
+        .chain(
+            denied
+                .iter()
+                .filter(|args| can_i(plane, OPERATOR, args))
+                .map(|args| format!("operator must be denied: {args:?}")),
+        )
         .collect();
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
     // Running probe pods as a workload's identity needs a grant in that namespace.
-    kubectl_ok(plane, &[
-        "create", "rolebinding", "netslo-workload-agents", "-n", "shop",
-        "--clusterrole=netslo-workload-agents", "--serviceaccount=netslo-system:netslo-operator",
-    ]);
-    assert!(can_i(plane, OPERATOR, &["create", "deployments.apps", "-n", "shop"]));
-    assert!(can_i(plane, OPERATOR, &["delete", "deployments.apps", "-n", "shop"]));
-    assert!(!can_i(plane, OPERATOR, &["create", "deployments.apps", "-n", "default"]), "the grant is per namespace");
+    kubectl_ok(
+        plane,
+        &[
+            "create",
+            "rolebinding",
+            "netslo-workload-agents",
+            "-n",
+            "shop",
+            "--clusterrole=netslo-workload-agents",
+            "--serviceaccount=netslo-system:netslo-operator",
+        ],
+    );
+    assert!(can_i(
+        plane,
+        OPERATOR,
+        &["create", "deployments.apps", "-n", "shop"]
+    ));
+    assert!(can_i(
+        plane,
+        OPERATOR,
+        &["delete", "deployments.apps", "-n", "shop"]
+    ));
+    assert!(
+        !can_i(
+            plane,
+            OPERATOR,
+            &["create", "deployments.apps", "-n", "default"]
+        ),
+        "the grant is per namespace"
+    );
 
     // Agents need no API access at all.
     for args in [
@@ -88,7 +159,13 @@ fn operator_rbac_is_least_privilege() {
         &["get", "configmaps", "-n", "netslo-system"],
         &["create", "tokenreviews.authentication.k8s.io"],
         &["get", "connectivitychecks.netslo.io", "-A"],
-        &["patch", "connectivitychecks.netslo.io", "--subresource=status", "-n", "shop"],
+        &[
+            "patch",
+            "connectivitychecks.netslo.io",
+            "--subresource=status",
+            "-n",
+            "shop",
+        ],
     ] {
         assert!(!can_i(plane, AGENT, args), "agent must be denied: {args:?}");
     }

@@ -1,0 +1,732 @@
+//! The reconciler: the I/O shell around the pure planning and status logic.
+//!
+//! Per ConnectivityCheck: Gather (the cluster cache's snapshot, the result store) → Plan (pure:
+//! resolve targets, evaluate objectives, build the status) → Apply (agent workloads by
+//! server-side apply) → Status (server-side apply of the status subresource, only when a reader
+//! would see a difference, paced). A separate planner task turns every check's plan into one
+//! assignment per agent for the channel, because assignments change with time (mesh rounds) and
+//! with the cluster, not only with checks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource, ResourceExt};
+use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityCheckSpec, Expectation, ServicePath};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::assign::{AgentInfo, AgentKind, CheckPlan, assignments, sources};
+use crate::cache::ClusterCache;
+use crate::channel::{AgentBinding, MemoryAssignments};
+use crate::mesh::{self, MeshPlan};
+use crate::resolve::{self, ProblemKind, ResolvedTarget, SeriesId, Via};
+use crate::slo::config::SloConfig;
+use crate::slo::evaluate::evaluate;
+use crate::slo::{UnixMs, now_ms};
+use crate::status::conditions::{Setup, Stall, StallReason};
+use crate::status::events::{self, EventLimiter};
+use crate::status::pacing::{PacingLimits, WriteDecision, WritePacer};
+use crate::status::verdict::{Cell, LastFailure, TargetStats};
+use crate::status::{StatusInput, desired_status, material_change};
+use crate::store::{CheckConfig, ResultStore, SeriesView};
+use crate::workloads::{self, AgentSettings, CheckRef, LABEL_CHECK, LABEL_COMPONENT};
+
+/// The failure matrix reads each series' newest bucket if it is at most this old (agents
+/// report one bucket per window, 10 s by default); summaries cover the last hour.
+const MATRIX_SPAN_MS: i64 = 60_000;
+const SUMMARY_SPAN_MS: i64 = 60 * 60_000;
+/// Re-evaluate at least this often: windows move while nothing else does.
+const REQUEUE: Duration = Duration::from_secs(15);
+/// How often the planner recomputes assignments when nothing triggers it (mesh rounds).
+const PLAN_TICK: Duration = Duration::from_secs(5);
+
+/// What the reconciler needs to know about its deployment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The operator's namespace (mesh agents, external agents' service accounts).
+    pub namespace: String,
+    pub cluster_domain: String,
+    pub agent: AgentSettings,
+    /// Name under which the operator publishes Events (its pod name).
+    pub instance: String,
+}
+
+/// Why a reconcile failed; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("check has no namespace")]
+    NoNamespace,
+    #[error("cannot apply the probe Deployment {name}: {source}")]
+    ApplyWorkload { name: String, source: kube::Error },
+    #[error("cannot write status: {0}")]
+    WriteStatus(#[source] kube::Error),
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoNamespace => "NoNamespace",
+            Self::ApplyWorkload { .. } => "ApplyWorkloadFailed",
+            Self::WriteStatus(_) => "StatusWriteFailed",
+        }
+    }
+}
+
+/// A check as the planner needs it.
+#[derive(Debug, Clone)]
+struct PlannedCheck {
+    namespace: String,
+    name: String,
+    spec: ConnectivityCheckSpec,
+    targets: Vec<ResolvedTarget>,
+}
+
+#[derive(Debug)]
+struct State {
+    plans: BTreeMap<String, PlannedCheck>,
+    pacer: WritePacer,
+    events: EventLimiter,
+    /// The last status written (or read) per check, to compare against.
+    written: HashMap<String, netslo_crds::v1alpha1::ConnectivityCheckStatus>,
+}
+
+/// Shared by reconciles and the planner.
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    cache: ClusterCache,
+    assignments: Arc<MemoryAssignments>,
+    results: Arc<ResultStore>,
+    recorder: Recorder,
+    state: Mutex<State>,
+    replan: Notify,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        cache: ClusterCache,
+        assignments: Arc<MemoryAssignments>,
+        results: Arc<ResultStore>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "netslo-operator".into(),
+            instance: Some(settings.instance.clone()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            cache,
+            assignments,
+            results,
+            state: Mutex::new(State {
+                plans: BTreeMap::new(),
+                pacer: WritePacer::new(PacingLimits::default()),
+                events: EventLimiter::default(),
+                written: HashMap::new(),
+            }),
+            replan: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Runs the check controller until `shutdown` resolves.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let checks: Api<ConnectivityCheck> = Api::all(ctx.client.clone());
+    let deployments: Api<Deployment> = Api::all(ctx.client.clone());
+    Controller::new(checks, watcher::Config::default().any_semantic())
+        .owns(deployments, watcher::Config::default().labels(LABEL_CHECK))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!("reconcile: {err}");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_check: Arc<ConnectivityCheck>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(reason = err.reason(), "reconcile failed: {err}");
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = check.namespace().ok_or(Error::NoNamespace)?;
+    let name = check.name_any();
+    let key = format!("{namespace}/{name}");
+    let now = now_ms();
+
+    if check.meta().deletion_timestamp.is_some() {
+        forget(&ctx, &key);
+        return Ok(Action::await_change());
+    }
+
+    // Plan (pure): objectives, targets, and what stalls the check.
+    let mut stalled: Option<Stall> = None;
+    let slo = match SloConfig::from_spec(check.spec.objectives.as_ref()) {
+        Ok(slo) => Some(slo),
+        Err(err) => {
+            stalled = Some(Stall {
+                reason: StallReason::InvalidSpec,
+                message: err.to_string(),
+            });
+            None
+        }
+    };
+    let snapshot = ctx.cache.snapshot();
+    let cluster = snapshot.view(&ctx.settings.cluster_domain, None);
+    let resolution = resolve::resolve(&namespace, &check.spec.targets, &cluster);
+    if stalled.is_none()
+        && let Some(problem) = resolution.problems.iter().find(|p| p.kind.stalls())
+    {
+        let reason = if problem.kind == ProblemKind::NotFound {
+            StallReason::TargetNotFound
+        } else {
+            StallReason::InvalidSpec
+        };
+        stalled = Some(Stall {
+            reason,
+            message: problem.to_string(),
+        });
+    }
+
+    // Results for this check are counted as its spec says.
+    if let Some(slo) = &slo {
+        let config = CheckConfig {
+            latency_threshold_us: slo.latency.as_ref().map(|l| l.threshold_us),
+            deny_targets: check
+                .spec
+                .targets
+                .iter()
+                .filter(|t| t.expect == Some(Expectation::Deny))
+                .map(|t| t.name.clone())
+                .collect(),
+            slice: slo.slice,
+        };
+        ctx.results.configure(&key, config, now);
+    }
+
+    // Apply: the workload-identity probe Deployment, if the check has such a source.
+    let mut rolling_out = false;
+    if let Some(workload) = &check.spec.source.workload {
+        let source_ns = workload
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.clone());
+        if source_ns != namespace {
+            stalled.get_or_insert(Stall {
+                reason: StallReason::TargetNotPermitted,
+                message: format!("probing from namespace {source_ns} needs a ConnectivityPolicy grant, not supported yet"),
+            });
+        } else {
+            let check_ref = CheckRef {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                uid: check.uid().unwrap_or_default(),
+            };
+            let deployment = workloads::workload_deployment(
+                &ctx.settings.agent,
+                &check_ref,
+                &source_ns,
+                &workload.pod_labels,
+                &workload.service_account_name,
+                workload.replicas.unwrap_or(2),
+                workload.node_selector.as_ref(),
+            );
+            rolling_out = apply_deployment(&ctx.client, deployment).await?;
+        }
+    }
+
+    // Hand the plan to the planner, which assigns agents.
+    let plan = PlannedCheck {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        spec: check.spec.clone(),
+        targets: resolution.targets,
+    };
+    let agents = agent_infos(&ctx, &ctx.state().plans, &snapshot);
+    let desired = {
+        let plan_view = CheckPlan {
+            namespace: &plan.namespace,
+            name: &plan.name,
+            spec: &plan.spec,
+            targets: &plan.targets,
+        };
+        sources(&plan_view, &agents, &snapshot.nodes).len()
+    };
+    ctx.state().plans.insert(key.clone(), plan.clone());
+    ctx.replan.notify_one();
+
+    // Status: evaluate what arrived, localise failures, write if a reader would see a change.
+    let no_data_after = slo.as_ref().map_or(300_000, |s| s.no_data_after_ms);
+    let (evaluation, cells, target_stats, reporting) = ctx
+        .results
+        .read(
+            &key,
+            now,
+            SUMMARY_SPAN_MS,
+            MATRIX_SPAN_MS,
+            |history, series| {
+                let evaluation = slo.as_ref().map(|s| evaluate(s, history, now));
+                let reporting: BTreeSet<String> = series
+                    .iter()
+                    .filter(|(_, s)| s.last_slot_ms + crate::store::SLOT_MS >= now - no_data_after)
+                    .map(|((source, _), _)| source.clone())
+                    .collect();
+                let cells = failure_matrix(&plan, &agents, series);
+                let stats = target_stats(&plan, series);
+                (evaluation, cells, stats, reporting)
+            },
+        )
+        .unwrap_or_default();
+    let setup = Setup {
+        generation: check.metadata.generation,
+        suspended: check.spec.suspend == Some(true),
+        stalled,
+        agents: netslo_crds::v1alpha1::AgentCounts {
+            desired: i32::try_from(desired).unwrap_or(i32::MAX),
+            reporting: i32::try_from(reporting.len()).unwrap_or(i32::MAX),
+        },
+        agents_rolling_out: rolling_out,
+    };
+    let mesh = mesh_coverage(&plan, &agents);
+    let input = StatusInput {
+        setup: &setup,
+        evaluation: evaluation.as_ref(),
+        cells: &cells,
+        targets: &target_stats,
+        mesh,
+    };
+    let previous = ctx
+        .state()
+        .written
+        .get(&key)
+        .cloned()
+        .or_else(|| check.status.clone());
+    let status = desired_status(&input, previous.as_ref(), now);
+    if !material_change(previous.as_ref(), &status) {
+        return Ok(Action::requeue(REQUEUE));
+    }
+    let decision = ctx.state().pacer.request(&key, now);
+    if let WriteDecision::NotBefore(at) = decision {
+        let wait = u64::try_from((at - now).max(1_000)).unwrap_or(1_000);
+        return Ok(Action::requeue(Duration::from_millis(wait)));
+    }
+    let api: Api<ConnectivityCheck> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch =
+        json!({"apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck", "status": status});
+    api.patch_status(
+        &name,
+        &PatchParams::apply(netslo_crds::OPERATOR_FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(Error::WriteStatus)?;
+    publish_events(&ctx, &check, &key, previous.as_ref(), &status, now).await;
+    ctx.state().written.insert(key, status);
+    Ok(Action::requeue(REQUEUE))
+}
+
+fn forget(ctx: &Context, key: &str) {
+    let mut state = ctx.state();
+    state.plans.remove(key);
+    state.written.remove(key);
+    state.pacer.forget(key);
+    drop(state);
+    ctx.results.remove(key);
+    ctx.replan.notify_one();
+}
+
+/// Applies a probe Deployment; returns whether it is still rolling out.
+async fn apply_deployment(client: &Client, deployment: Deployment) -> Result<bool, Error> {
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let mut body = serde_json::to_value(&deployment).unwrap_or_default();
+    body["apiVersion"] = json!("apps/v1");
+    body["kind"] = json!("Deployment");
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(netslo_crds::OPERATOR_FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(|source| Error::ApplyWorkload {
+            name: format!("{namespace}/{name}"),
+            source,
+        })?;
+    let wanted = applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = applied
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    Ok(ready < wanted)
+}
+
+async fn publish_events(
+    ctx: &Context,
+    check: &ConnectivityCheck,
+    key: &str,
+    previous: Option<&netslo_crds::v1alpha1::ConnectivityCheckStatus>,
+    status: &netslo_crds::v1alpha1::ConnectivityCheckStatus,
+    now: UnixMs,
+) {
+    let reference = check.object_ref(&());
+    for transition in events::transition_events(previous, status) {
+        if !ctx.state().events.admit(key, transition.reason, now) {
+            continue;
+        }
+        let event = Event {
+            type_: match transition.type_ {
+                events::EventType::Normal => EventType::Normal,
+                events::EventType::Warning => EventType::Warning,
+            },
+            reason: transition.reason.as_str().into(),
+            note: Some(transition.note),
+            action: "Evaluate".into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(
+                check = key,
+                "cannot publish Event {}: {err}",
+                transition.reason.as_str()
+            );
+        }
+    }
+}
+
+/// The agents the operator knows: mesh agents (their pods), workload agents (the probe
+/// Deployments' pods) and external agents named by checks.
+fn agent_infos(
+    ctx: &Context,
+    plans: &BTreeMap<String, PlannedCheck>,
+    snapshot: &crate::cache::OwnedSnapshot,
+) -> Vec<AgentInfo> {
+    let mut agents = Vec::new();
+    for pod in &snapshot.pods {
+        let labels = pod.metadata.labels.as_ref();
+        let component = labels
+            .and_then(|l| l.get(LABEL_COMPONENT))
+            .map(String::as_str);
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let zone = node
+            .as_deref()
+            .and_then(|n| resolve::zone_of(&snapshot.nodes, n));
+        match component {
+            Some("mesh-agent")
+                if pod.metadata.namespace.as_deref() == Some(ctx.settings.namespace.as_str())
+                    && ip.is_some() =>
+            {
+                if let Some(node) = node {
+                    agents.push(AgentInfo {
+                        name: node.clone(),
+                        kind: AgentKind::Mesh,
+                        node: Some(node),
+                        zone,
+                        ip,
+                    });
+                }
+            }
+            Some("workload-agent") => {
+                let check = labels
+                    .and_then(|l| l.get(LABEL_CHECK))
+                    .cloned()
+                    .unwrap_or_default()
+                    .replacen('.', "/", 1);
+                agents.push(AgentInfo {
+                    name: pod.name_any(),
+                    kind: AgentKind::Workload { check },
+                    node,
+                    zone,
+                    ip,
+                });
+            }
+            _ => {}
+        }
+    }
+    let external: BTreeSet<&String> = plans
+        .values()
+        .filter_map(|p| p.spec.source.external.as_ref())
+        .flat_map(|e| e.agents.iter())
+        .collect();
+    for name in external {
+        agents.push(AgentInfo {
+            name: name.clone(),
+            kind: AgentKind::External,
+            node: None,
+            zone: None,
+            ip: None,
+        });
+    }
+    agents
+}
+
+fn binding(
+    ctx: &Context,
+    agent: &AgentInfo,
+    snapshot: &crate::cache::OwnedSnapshot,
+) -> AgentBinding {
+    match &agent.kind {
+        // One mesh agent per node, bound to it: one node's agent cannot report as another.
+        AgentKind::Mesh => AgentBinding::service_account(
+            &ctx.settings.namespace,
+            &ctx.settings.agent.mesh_service_account,
+        )
+        .on_node(agent.node.as_deref().unwrap_or_default()),
+        AgentKind::Workload { .. } => {
+            let pod: Option<&Arc<Pod>> = snapshot.pods.iter().find(|p| p.name_any() == agent.name);
+            let namespace = pod.and_then(|p| p.namespace()).unwrap_or_default();
+            let account = pod
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into());
+            AgentBinding::service_account(&namespace, &account)
+        }
+        // An external agent authenticates as the service account of its name in the
+        // operator's namespace: only those who may mint its tokens can run it.
+        AgentKind::External => AgentBinding::service_account(&ctx.settings.namespace, &agent.name),
+    }
+}
+
+/// Runs the planner: recomputes every agent's assignment on change and every tick.
+pub async fn run_planner(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        plan_once(&ctx);
+        tokio::select! {
+            _ = ctx.replan.notified() => {}
+            _ = ctx.cache.changed.notified() => {}
+            _ = tokio::time::sleep(PLAN_TICK) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+fn plan_once(ctx: &Context) {
+    let now = now_ms();
+    let snapshot = ctx.cache.snapshot();
+    let plans: Vec<PlannedCheck> = ctx.state().plans.values().cloned().collect();
+    let agents = agent_infos(ctx, &ctx.state().plans, &snapshot);
+    let views: Vec<CheckPlan<'_>> = plans
+        .iter()
+        .map(|p| CheckPlan {
+            namespace: &p.namespace,
+            name: &p.name,
+            spec: &p.spec,
+            targets: &p.targets,
+        })
+        .collect();
+    let per_agent = assignments(
+        &views,
+        &agents,
+        &snapshot.nodes,
+        |plan, target, agent, peers| mesh_peers(plan, target, agent, peers, now),
+    );
+    for agent in &agents {
+        let Some(assignment) = per_agent.get(&agent.name) else {
+            continue;
+        };
+        if let Err(err) = ctx.assignments.set(
+            &agent.name,
+            binding(ctx, agent, &snapshot),
+            assignment.clone(),
+        ) {
+            tracing::warn!(agent = agent.name, "assignment rejected: {err}");
+        }
+    }
+    let names: BTreeSet<String> = agents.iter().map(|a| a.name.clone()).collect();
+    ctx.assignments.retain(|name| names.contains(name));
+    ctx.assignments.mark_ready();
+}
+
+fn mesh_peers<'a>(
+    plan: &CheckPlan<'_>,
+    target: &ResolvedTarget,
+    agent: &AgentInfo,
+    peers: &[&'a AgentInfo],
+    now: UnixMs,
+) -> Vec<&'a AgentInfo> {
+    let mesh_agents: Vec<mesh::Agent> = peers
+        .iter()
+        .map(|a| mesh::Agent {
+            node: a.node.clone().unwrap_or_default(),
+            name: a.name.clone(),
+            zone: a.zone.clone(),
+        })
+        .collect();
+    let k = plan
+        .spec
+        .targets
+        .iter()
+        .find(|t| t.name == target.name)
+        .and_then(|t| t.mesh.as_ref())
+        .and_then(|m| m.peers_per_agent);
+    let plan_mesh = MeshPlan::new(mesh_agents, k);
+    let interval_ms = interval_ms(plan.spec);
+    let round = mesh::round_at(now, interval_ms);
+    let Some(i) = plan_mesh.agents().iter().position(|a| a.name == agent.name) else {
+        return Vec::new();
+    };
+    plan_mesh
+        .peers(i, round)
+        .filter_map(|peer| peers.iter().find(|a| a.name == peer.agent.name).copied())
+        .collect()
+}
+
+fn interval_ms(spec: &ConnectivityCheckSpec) -> i64 {
+    spec.schedule
+        .as_ref()
+        .and_then(|s| s.interval.as_ref())
+        .map_or(10_000, |d| {
+            i64::try_from(d.get().as_millis()).unwrap_or(10_000)
+        })
+}
+
+fn mesh_coverage(
+    plan: &PlannedCheck,
+    agents: &[AgentInfo],
+) -> Option<netslo_crds::v1alpha1::MeshCoverage> {
+    let target = plan.spec.targets.iter().find(|t| t.mesh.is_some())?;
+    let mesh_agents: Vec<mesh::Agent> = agents
+        .iter()
+        .filter(|a| a.kind == AgentKind::Mesh)
+        .map(|a| mesh::Agent {
+            node: a.node.clone().unwrap_or_default(),
+            name: a.name.clone(),
+            zone: a.zone.clone(),
+        })
+        .collect();
+    let k = target.mesh.as_ref().and_then(|m| m.peers_per_agent);
+    let interval = Duration::from_millis(u64::try_from(interval_ms(&plan.spec)).unwrap_or(10_000));
+    Some(MeshPlan::new(mesh_agents, k).coverage(interval, None))
+}
+
+/// The current failure matrix: one cell per (source, series), from its newest bucket.
+fn failure_matrix(
+    plan: &PlannedCheck,
+    agents: &[AgentInfo],
+    views: &BTreeMap<(String, String), SeriesView>,
+) -> Vec<Cell> {
+    views
+        .iter()
+        .filter_map(|((source, label), view)| {
+            let series = SeriesId::parse(label)?;
+            let target = plan.targets.iter().find(|t| t.name == series.target)?;
+            let recent = &view.matrix;
+            if recent.good + recent.bad == 0 {
+                return None;
+            }
+            let source_agent = agents.iter().find(|a| &a.name == source);
+            let endpoint_zone = target
+                .endpoints
+                .iter()
+                .find(|e| e.series == series)
+                .and_then(|e| e.zone.clone())
+                .or_else(|| {
+                    agents
+                        .iter()
+                        .find(|a| a.name == series.endpoint)
+                        .and_then(|a| a.zone.clone())
+                });
+            Some(Cell {
+                source_node: source_agent
+                    .and_then(|a| a.node.clone())
+                    .unwrap_or_else(|| source.clone()),
+                source_zone: source_agent.and_then(|a| a.zone.clone()),
+                target: series.target.clone(),
+                protocol: target.protocol,
+                path: series.via.service_path(),
+                endpoint: endpoint_label(&series),
+                dest_zone: endpoint_zone,
+                expect_deny: target.expect == netslo_agent::spec::Expect::Deny,
+                good: recent.good,
+                bad: recent.bad,
+                reason: recent.dominant_reason(),
+            })
+        })
+        .collect()
+}
+
+fn endpoint_label(series: &SeriesId) -> Option<String> {
+    match series.via {
+        Via::ClusterIP | Via::DNSName | Via::Dns | Via::ApiServer => None,
+        _ => Some(series.endpoint.clone()),
+    }
+}
+
+/// Per-target statistics of the last hour, one per (target, path, endpoint), all sources
+/// together.
+fn target_stats(
+    plan: &PlannedCheck,
+    views: &BTreeMap<(String, String), SeriesView>,
+) -> Vec<TargetStats> {
+    let mut by_series: BTreeMap<SeriesId, TargetStats> = BTreeMap::new();
+    for ((source, label), view) in views {
+        let stats = &view.summary;
+        let Some(series) = SeriesId::parse(label) else {
+            continue;
+        };
+        let Some(target) = plan.targets.iter().find(|t| t.name == series.target) else {
+            continue;
+        };
+        let via: Option<ServicePath> = series.via.service_path();
+        let entry = by_series
+            .entry(series.clone())
+            .or_insert_with(|| TargetStats {
+                name: series.target.clone(),
+                via,
+                endpoint: endpoint_label(&series),
+                protocol: target.protocol,
+                good: 0,
+                valid: 0,
+                latency: Default::default(),
+                last_failure: None,
+            });
+        entry.good += stats.good;
+        entry.valid += stats.good + stats.bad;
+        entry.latency.merge(&stats.latency);
+        if let Some((reason, at)) = stats.last_failure
+            && entry.last_failure.as_ref().is_none_or(|f| f.at_ms <= at)
+        {
+            entry.last_failure = Some(LastFailure {
+                reason,
+                protocol: target.protocol,
+                source: source.clone(),
+                at_ms: at,
+            });
+        }
+    }
+    by_series.into_values().collect()
+}
