@@ -24,7 +24,7 @@ deps:
 # Run every test: unit, integration against a real control plane, and real-network tests
 # (network namespaces and iptables: run as root).
 test: deps
-    cargo test --workspace --locked --all-targets --no-fail-fast
+    cargo test --workspace --locked --lib --bins --tests --no-fail-fast
 
 # Formatting and lints, as CI checks them.
 lint:
@@ -41,7 +41,7 @@ check-generated:
 
 # Benchmarks; each prints `name: value unit` lines beside a reference measured in the same run.
 bench:
-    cargo bench --locked -p netslo-agent
+    cargo bench --locked -p netslo-agent -p netslo-operator -p netslo-tests
 
 # A real control plane (etcd, kube-apiserver, kube-controller-manager) with the CRDs
 # installed: `just control-plane up` prints the kubeconfig path; `just control-plane down`.

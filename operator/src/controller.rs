@@ -262,7 +262,22 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
                 workload.replicas.unwrap_or(2),
                 workload.node_selector.as_ref(),
             );
-            rolling_out = apply_deployment(&ctx.client, deployment).await?;
+            match apply_deployment(&ctx.client, deployment).await {
+                Ok(pending) => rolling_out = pending,
+                // Running probe pods as a workload's identity is granted per namespace.
+                Err(Error::ApplyWorkload {
+                    source: kube::Error::Api(status),
+                    ..
+                }) if status.code == 403 => {
+                    stalled.get_or_insert(Stall {
+                        reason: StallReason::TargetNotPermitted,
+                        message: format!(
+                            "the operator may not run probe pods in namespace {source_ns}: bind the ClusterRole netslo-workload-agents to it there"
+                        ),
+                    });
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 

@@ -1,5 +1,5 @@
 //! `netslo-operator` starts against a real API server, becomes ready once the netslo CRDs are
-//! served, and stops cleanly on SIGTERM.
+//! served and its agent channel listens, and stops cleanly on SIGTERM.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
 
@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use netslo_tests::control_plane::TestNamespace;
 use netslo_tests::{control_plane, workspace_binary};
 
 fn get(addr: &str, path: &str) -> Option<String> {
@@ -41,18 +42,22 @@ fn help_lists_real_flags() {
     }
 }
 
-#[test]
-fn starts_becomes_ready_and_stops_on_sigterm() {
+#[tokio::test]
+async fn starts_becomes_ready_and_stops_on_sigterm() {
     let plane = control_plane::shared().expect("control plane");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let namespace = TestNamespace::create(plane, "netslo-system").await.unwrap();
+    let free_port = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut operator = Command::new(workspace_binary("netslo-operator").unwrap())
         .env("KUBECONFIG", plane.kubeconfig())
-        .args(["--admin-addr", &addr])
+        .args(["--admin-addr", &addr, "--namespace", &namespace.name])
+        .args(["--channel-addr", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
