@@ -158,10 +158,20 @@ pub async fn run(config: Config) -> Result<(), Error> {
     tracing::info!("shutting down");
     readiness.set(false);
     let _ = stop_tx.send(true);
-    let _ = controller.await;
-    let _ = planner.await;
-    channel.stop().await;
-    let _ = admin.await;
+    // In-flight reconciles and connections get a bounded grace period; a hung API call must
+    // not keep a terminating pod alive until SIGKILL.
+    let grace = Duration::from_secs(5);
+    if tokio::time::timeout(grace, async {
+        let _ = controller.await;
+        let _ = planner.await;
+        channel.stop().await;
+        let _ = admin.await;
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("shutdown grace period of {grace:?} ended with work in flight");
+    }
     Ok(())
 }
 

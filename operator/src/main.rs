@@ -29,7 +29,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(netslo_operator::run(config)) {
+    let result = runtime.block_on(netslo_operator::run(config));
+    // Background tasks (watches, connections) are cancelled, not awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(reason = err.reason(), "netslo-operator stopped: {err}");
