@@ -225,35 +225,26 @@ pub fn workload_deployment(
 }
 
 fn agent_pod_spec(settings: &AgentSettings, service_account: &str, mesh: bool) -> PodSpec {
-    let field = |path: &str| EnvVarSource {
-        field_ref: Some(ObjectFieldSelector {
-            field_path: path.into(),
-            ..ObjectFieldSelector::default()
+    // Downward API: the agent's own identity and address.
+    let env = [
+        ("NODE_NAME", "spec.nodeName"),
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_IP", "status.podIP"),
+    ]
+    .into_iter()
+    .map(|(name, path)| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
         }),
-        ..EnvVarSource::default()
-    };
-    let env = vec![
-        EnvVar {
-            name: "NODE_NAME".into(),
-            value_from: Some(field("spec.nodeName")),
-            ..EnvVar::default()
-        },
-        EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(field("metadata.name")),
-            ..EnvVar::default()
-        },
-        EnvVar {
-            name: "POD_NAMESPACE".into(),
-            value_from: Some(field("metadata.namespace")),
-            ..EnvVar::default()
-        },
-        EnvVar {
-            name: "POD_IP".into(),
-            value_from: Some(field("status.podIP")),
-            ..EnvVar::default()
-        },
-    ];
+        ..EnvVar::default()
+    })
+    .collect::<Vec<_>>();
     let mut args = vec![
         "run".to_string(),
         format!("--operator-url={}", settings.operator_url),
