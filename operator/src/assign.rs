@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Node;
 use netslo_agent::spec::{Assignment, CheckSpec, ProbeSpec, TargetSpec};
 use netslo_crds::v1alpha1::{ConnectivityCheckSpec, ProbeSource};
 
-use crate::resolve::{ResolvedTarget, ZONE_LABEL, selects};
+use crate::resolve::{ResolvedTarget, selects};
 
 /// Defaults documented on the API's `schedule` fields.
 const DEFAULT_INTERVAL_MS: u64 = 10_000;
@@ -156,9 +156,7 @@ pub fn assignments<'a>(
         }
         let sources = sources(plan, agents, nodes);
         let schedule = plan.spec.schedule.clone().unwrap_or_default();
-        let interval_ms = schedule
-            .interval
-            .map_or(DEFAULT_INTERVAL_MS, |d| millis(d.get()));
+        let interval_ms = interval_ms(plan.spec);
         let timeout_ms = schedule
             .timeout
             .map_or(DEFAULT_TIMEOUT_MS, |d| millis(d.get()));
@@ -246,21 +244,22 @@ fn mesh_target(target: &ResolvedTarget, agent: &AgentInfo, peer: &AgentInfo) -> 
     })
 }
 
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// A check's probe interval, default applied: also the length of a mesh round.
+pub fn interval_ms(spec: &ConnectivityCheckSpec) -> u64 {
+    spec.schedule
+        .as_ref()
+        .and_then(|s| s.interval.as_ref())
+        .map_or(DEFAULT_INTERVAL_MS, |d| millis(d.get()))
 }
 
-/// The zone of a node, for agents registered by node name.
-pub fn node_zone(nodes: &[Arc<Node>], node: &str) -> Option<String> {
-    nodes
-        .iter()
-        .find(|n| n.metadata.name.as_deref() == Some(node))
-        .and_then(|n| n.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned())
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resolve::ZONE_LABEL;
     use crate::resolve::{ClusterSnapshot, resolve};
     use k8s_openapi::api::core::v1::{Pod, Service};
     use netslo_agent::spec::Expect;

@@ -24,7 +24,7 @@ use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityCheckSpec, Expectatio
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::assign::{AgentInfo, AgentKind, CheckPlan, assignments, sources};
+use crate::assign::{self, AgentInfo, AgentKind, CheckPlan, assignments, sources};
 use crate::cache::ClusterCache;
 use crate::channel::{AgentBinding, MemoryAssignments};
 use crate::mesh::{self, MeshPlan};
@@ -552,10 +552,10 @@ pub async fn run_planner(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Re
 fn plan_once(ctx: &Context) {
     let now = now_ms();
     let snapshot = ctx.cache.snapshot();
-    let plans: Vec<PlannedCheck> = ctx.state().plans.values().cloned().collect();
-    let agents = agent_infos(ctx, &ctx.state().plans, &snapshot);
+    let plans = ctx.state().plans.clone();
+    let agents = agent_infos(ctx, &plans, &snapshot);
     let views: Vec<CheckPlan<'_>> = plans
-        .iter()
+        .values()
         .map(|p| CheckPlan {
             namespace: &p.namespace,
             name: &p.name,
@@ -563,11 +563,19 @@ fn plan_once(ctx: &Context) {
             targets: &p.targets,
         })
         .collect();
+    // One mesh plan per (check, target) and pass: its agents are the check's sources, the
+    // same for every agent, and sorting them per agent would cost O(N² log N) at N nodes.
+    let mut mesh_plans: HashMap<(String, String), MeshPlan> = HashMap::new();
     let per_agent = assignments(
         &views,
         &agents,
         &snapshot.nodes,
-        |plan, target, agent, peers| mesh_peers(plan, target, agent, peers, now),
+        |plan, target, agent, peers| {
+            let mesh_plan = mesh_plans
+                .entry((plan.key(), target.name.clone()))
+                .or_insert_with(|| mesh_plan_for(plan.spec, &target.name, peers.iter().copied()));
+            mesh_peers(mesh_plan, plan.spec, agent, peers, now)
+        },
     );
     for agent in &agents {
         let Some(assignment) = per_agent.get(&agent.name) else {
@@ -586,47 +594,45 @@ fn plan_once(ctx: &Context) {
     ctx.assignments.mark_ready();
 }
 
-fn mesh_peers<'a>(
-    plan: &CheckPlan<'_>,
-    target: &ResolvedTarget,
-    agent: &AgentInfo,
-    peers: &[&'a AgentInfo],
-    now: UnixMs,
-) -> Vec<&'a AgentInfo> {
-    let mesh_agents: Vec<mesh::Agent> = peers
-        .iter()
+/// The rotating peer plan of a mesh target over `agents`.
+fn mesh_plan_for<'a>(
+    spec: &ConnectivityCheckSpec,
+    target: &str,
+    agents: impl Iterator<Item = &'a AgentInfo>,
+) -> MeshPlan {
+    let agents = agents
         .map(|a| mesh::Agent {
             node: a.node.clone().unwrap_or_default(),
             name: a.name.clone(),
             zone: a.zone.clone(),
         })
         .collect();
-    let k = plan
-        .spec
+    let k = spec
         .targets
         .iter()
-        .find(|t| t.name == target.name)
+        .find(|t| t.name == target)
         .and_then(|t| t.mesh.as_ref())
         .and_then(|m| m.peers_per_agent);
-    let plan_mesh = MeshPlan::new(mesh_agents, k);
-    let interval_ms = interval_ms(plan.spec);
+    MeshPlan::new(agents, k)
+}
+
+/// The peers `agent` probes this round.
+fn mesh_peers<'a>(
+    mesh_plan: &MeshPlan,
+    spec: &ConnectivityCheckSpec,
+    agent: &AgentInfo,
+    peers: &[&'a AgentInfo],
+    now: UnixMs,
+) -> Vec<&'a AgentInfo> {
+    let interval_ms = i64::try_from(assign::interval_ms(spec)).unwrap_or(i64::MAX);
     let round = mesh::round_at(now, interval_ms);
-    let Some(i) = plan_mesh.agents().iter().position(|a| a.name == agent.name) else {
+    let Some(i) = mesh_plan.agents().iter().position(|a| a.name == agent.name) else {
         return Vec::new();
     };
-    plan_mesh
+    mesh_plan
         .peers(i, round)
         .filter_map(|peer| peers.iter().find(|a| a.name == peer.agent.name).copied())
         .collect()
-}
-
-fn interval_ms(spec: &ConnectivityCheckSpec) -> i64 {
-    spec.schedule
-        .as_ref()
-        .and_then(|s| s.interval.as_ref())
-        .map_or(10_000, |d| {
-            i64::try_from(d.get().as_millis()).unwrap_or(10_000)
-        })
 }
 
 fn mesh_coverage(
@@ -634,18 +640,9 @@ fn mesh_coverage(
     agents: &[AgentInfo],
 ) -> Option<netslo_crds::v1alpha1::MeshCoverage> {
     let target = plan.spec.targets.iter().find(|t| t.mesh.is_some())?;
-    let mesh_agents: Vec<mesh::Agent> = agents
-        .iter()
-        .filter(|a| a.kind == AgentKind::Mesh)
-        .map(|a| mesh::Agent {
-            node: a.node.clone().unwrap_or_default(),
-            name: a.name.clone(),
-            zone: a.zone.clone(),
-        })
-        .collect();
-    let k = target.mesh.as_ref().and_then(|m| m.peers_per_agent);
-    let interval = Duration::from_millis(u64::try_from(interval_ms(&plan.spec)).unwrap_or(10_000));
-    Some(MeshPlan::new(mesh_agents, k).coverage(interval, None))
+    let mesh_agents = agents.iter().filter(|a| a.kind == AgentKind::Mesh);
+    let interval = Duration::from_millis(assign::interval_ms(&plan.spec));
+    Some(mesh_plan_for(&plan.spec, &target.name, mesh_agents).coverage(interval, None))
 }
 
 /// The current failure matrix: one cell per (source, series), from its newest bucket.
