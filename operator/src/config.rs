@@ -54,6 +54,12 @@ pub struct Config {
     )]
     pub agent_service_account: String,
 
+    /// How often changed SLO windows are written to their ConfigMaps. Agents' results are
+    /// acknowledged once written, so this bounds both the acknowledgement delay and the
+    /// writes per check (at most one per interval).
+    #[arg(long, env = "NETSLO_PERSIST_INTERVAL_SECONDS", default_value_t = 5)]
+    pub persist_interval_seconds: u64,
+
     /// The cluster's DNS domain.
     #[arg(long, env = "NETSLO_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,

@@ -7,7 +7,9 @@ pub mod channel;
 pub mod config;
 pub mod controller;
 pub mod mesh;
+pub mod persist;
 pub mod resolve;
+pub mod settled;
 pub mod slo;
 pub mod status;
 pub mod store;
@@ -52,6 +54,8 @@ pub enum Error {
     Signal(#[source] std::io::Error),
     #[error("agent channel: {0}")]
     Channel(#[from] channel::ChannelError),
+    #[error("cannot read the stored SLO windows: {0}")]
+    Persist(#[from] persist::PersistError),
 }
 
 impl Error {
@@ -64,9 +68,14 @@ impl Error {
             Self::Api(_) => "ApiError",
             Self::Signal(_) => "Signal",
             Self::Channel(err) => err.reason(),
+            Self::Persist(err) => err.reason(),
         }
     }
 }
+
+/// Longest an agent's batch waits for the flush that makes it durable: under the agents'
+/// 30 s request timeout.
+const ACK_WAIT: Duration = Duration::from_secs(20);
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), Error> {
@@ -103,7 +112,23 @@ pub async fn run(config: Config) -> Result<(), Error> {
     ];
     names.extend(config.channel_names.iter().cloned());
     let assignments = Arc::new(MemoryAssignments::new(Duration::from_secs(3600)));
-    let results = Arc::new(ResultStore::new());
+    // Results are acknowledged to agents only once persisted; the windows stored by the
+    // previous operator process are loaded before the channel accepts anything.
+    let results = Arc::new(ResultStore::durable(ACK_WAIT));
+    let windows = persist::load(
+        &Api::namespaced(client.clone(), &config.namespace),
+        &results,
+    )
+    .await?;
+    tracing::info!(checks = windows, "SLO windows loaded");
+    let (flusher_stop_tx, flusher_stop_rx) = watch::channel(false);
+    let flusher = tokio::spawn(persist::run_flusher(
+        client.clone(),
+        config.namespace.clone(),
+        results.clone(),
+        Duration::from_secs(config.persist_interval_seconds.max(1)),
+        flusher_stop_rx,
+    ));
     let verifier = Arc::new(CachingVerifier::new(TokenReviewVerifier::new(
         client.clone(),
     )));
@@ -165,6 +190,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         let _ = controller.await;
         let _ = planner.await;
         channel.stop().await;
+        // Last, so that batches the channel was still settling are written.
+        let _ = flusher_stop_tx.send(true);
+        let _ = flusher.await;
         let _ = admin.await;
     })
     .await

@@ -5,18 +5,29 @@
 //!
 //! Memory is bounded: histories have a fixed number of buckets; recent data keeps at most
 //! [`RECENT_SLOTS`] one-minute slots per series and forgets series that stopped reporting.
+//!
+//! Durability: a store made with [`ResultStore::durable`] acknowledges a batch only once a
+//! flush has written every check it touched (its window and its [`Settled`] watermarks, one
+//! object per check, see `persist`). Flushes are group commits: one per interval for all the
+//! batches that arrived in it, so the API server sees at most one write per check and
+//! interval however many agents report. Recent per-series data (verdicts, target summaries)
+//! is not persisted: it refills within one agent window after a restart.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use netslo_agent::aggregate::BucketReport;
 use netslo_agent::histogram::Histogram;
 use netslo_agent::verdict::FailureReason;
 
 use crate::assign::parse_agent_check_name;
+use tokio::sync::watch;
+
 use crate::channel::{
-    AcceptedBatch, AgentIdentity, AgentSeqs, BoxFuture, IngestOutcome, ResultSink, SinkError,
+    AcceptedBatch, AgentIdentity, BoxFuture, IngestOutcome, ResultSink, SinkError,
 };
+use crate::settled::Settled;
 use crate::slo::UnixMs;
 use crate::slo::config::SliceRule;
 use crate::slo::window::{History, Sample};
@@ -87,28 +98,129 @@ struct Series {
 
 #[derive(Debug)]
 struct CheckData {
+    /// The check object's UID: a check deleted and created again under the same name starts
+    /// a new window.
+    uid: String,
     config: CheckConfig,
     history: History,
+    settled: Settled,
+    /// Changed since the last flush took it.
+    dirty: bool,
     /// Keyed by (source, target label).
     series: HashMap<(String, String), Series>,
 }
 
-#[derive(Debug, Default)]
+impl CheckData {
+    fn new(uid: &str, config: CheckConfig, now: UnixMs) -> Self {
+        CheckData {
+            uid: uid.to_owned(),
+            history: History::new(config.slice, now),
+            config,
+            settled: Settled::default(),
+            dirty: true,
+            series: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
 struct Inner {
     checks: HashMap<String, CheckData>,
-    seen: HashMap<String, AgentSeqs>,
+    /// Removed checks whose stored state the next flush deletes.
+    removed: BTreeSet<String>,
     unknown_check_buckets: u64,
+    /// The flush generation being filled: a batch ingested now is durable once this
+    /// generation's flush succeeds.
+    generation: u64,
+}
+
+/// One check's durable state, encoded, as a flush writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRecord {
+    /// `<namespace>/<name>`.
+    pub key: String,
+    pub uid: String,
+    pub latency_threshold_us: Option<u64>,
+    pub deny_targets: Vec<String>,
+    /// [`History::encode`].
+    pub history: Vec<u8>,
+    /// [`Settled::encode`].
+    pub settled: Vec<u8>,
+}
+
+/// A check's state read back from storage at start.
+#[derive(Debug, Clone)]
+pub struct RestoredCheck {
+    pub key: String,
+    pub uid: String,
+    pub latency_threshold_us: Option<u64>,
+    pub deny_targets: Vec<String>,
+    pub history: History,
+    pub settled: Settled,
+}
+
+/// What one flush must write and delete.
+#[derive(Debug, Default)]
+pub struct FlushWork {
+    pub generation: u64,
+    pub writes: Vec<CheckRecord>,
+    pub deletes: Vec<String>,
+}
+
+/// Outcome of the latest flushes, for batches waiting to be acknowledged.
+#[derive(Debug, Clone, Default)]
+struct Flushed {
+    /// Every generation up to this one is durable.
+    durable: u64,
+    /// The latest generation whose flush failed, and why.
+    failed: u64,
+    error: String,
+}
+
+#[derive(Debug)]
+struct Durability {
+    flushed: watch::Sender<Flushed>,
+    /// Longest a batch waits for its flush; below the agents' request timeout (30 s), so a
+    /// slow API server turns into a retried batch, not a cut connection.
+    max_wait: Duration,
 }
 
 /// The operator's result store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ResultStore {
     inner: Mutex<Inner>,
+    /// `None`: acknowledged once in memory (tests, benchmarks).
+    durability: Option<Durability>,
+}
+
+impl Default for ResultStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ResultStore {
+    /// A store whose acknowledgements mean "in memory".
     pub fn new() -> Self {
-        Self::default()
+        ResultStore {
+            inner: Mutex::new(Inner {
+                checks: HashMap::new(),
+                removed: BTreeSet::new(),
+                unknown_check_buckets: 0,
+                generation: 1,
+            }),
+            durability: None,
+        }
+    }
+
+    /// A store whose acknowledgements wait for a flush ([`ResultStore::take_flush`] and
+    /// [`ResultStore::finish_flush`], driven by `persist`), at most `max_wait`.
+    pub fn durable(max_wait: Duration) -> Self {
+        let (flushed, _) = watch::channel(Flushed::default());
+        ResultStore {
+            durability: Some(Durability { flushed, max_wait }),
+            ..Self::new()
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -119,34 +231,148 @@ impl ResultStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers or updates a check (`<namespace>/<name>`). Results for unregistered checks
-    /// are dropped and counted.
-    pub fn configure(&self, check: &str, config: CheckConfig, now: UnixMs) {
+    /// Registers or updates a check (`<namespace>/<name>`, object `uid`). Results for
+    /// unregistered checks are dropped and counted. A different `uid` (the check was deleted
+    /// and created again) starts a new window.
+    pub fn configure(&self, check: &str, uid: &str, config: CheckConfig, now: UnixMs) {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         match inner.checks.get_mut(check) {
-            Some(data) => {
+            Some(data) if data.uid == uid => {
                 if data.config.slice != config.slice {
                     data.history.set_slice_rule(config.slice, now);
                 }
-                data.config = config;
+                if data.config != config {
+                    data.config = config;
+                    data.dirty = true;
+                }
             }
-            None => {
-                let history = History::new(config.slice, now);
-                inner.checks.insert(
-                    check.to_string(),
-                    CheckData {
-                        config,
-                        history,
-                        series: HashMap::new(),
-                    },
-                );
+            _ => {
+                inner.removed.remove(check);
+                inner
+                    .checks
+                    .insert(check.to_owned(), CheckData::new(uid, config, now));
             }
         }
     }
 
-    /// Forgets a deleted check.
+    /// Adopts a check's stored state (at start, before results are accepted), so results
+    /// resent after a restart are counted against the window they belong to.
+    pub fn restore(&self, check: RestoredCheck, now: UnixMs) {
+        let mut history = check.history;
+        history.advance(now);
+        let mut settled = check.settled;
+        settled.prune(now);
+        let config = CheckConfig {
+            latency_threshold_us: check.latency_threshold_us,
+            deny_targets: check.deny_targets,
+            slice: history.slice_rule(),
+        };
+        self.lock().checks.insert(
+            check.key,
+            CheckData {
+                uid: check.uid,
+                config,
+                history,
+                settled,
+                dirty: false,
+                series: HashMap::new(),
+            },
+        );
+    }
+
+    /// Forgets a deleted check; a durable store deletes its stored state at the next flush.
     pub fn remove(&self, check: &str) {
-        self.lock().checks.remove(check);
+        let mut inner = self.lock();
+        if inner.checks.remove(check).is_some() && self.durability.is_some() {
+            inner.removed.insert(check.to_owned());
+        }
+    }
+
+    /// The checks held, `<namespace>/<name>`.
+    pub fn checks(&self) -> Vec<String> {
+        self.lock().checks.keys().cloned().collect()
+    }
+
+    /// Takes what the next flush writes: every changed check, encoded, and the removed
+    /// ones; starts a new generation.
+    pub fn take_flush(&self, now: UnixMs) -> FlushWork {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let generation = inner.generation;
+        inner.generation += 1;
+        let mut writes = Vec::new();
+        for (key, data) in inner.checks.iter_mut().filter(|(_, d)| d.dirty) {
+            data.dirty = false;
+            data.history.advance(now);
+            data.settled.prune(now);
+            writes.push(CheckRecord {
+                key: key.clone(),
+                uid: data.uid.clone(),
+                latency_threshold_us: data.config.latency_threshold_us,
+                deny_targets: data.config.deny_targets.clone(),
+                history: data.history.encode(),
+                settled: data.settled.encode(),
+            });
+        }
+        FlushWork {
+            generation,
+            writes,
+            deletes: std::mem::take(&mut inner.removed).into_iter().collect(),
+        }
+    }
+
+    /// Reports a flush: `failed` are the keys not written or deleted (retried next time).
+    /// Batches of this generation and before are acknowledged if nothing failed.
+    pub fn finish_flush(&self, generation: u64, failed: &[String], error: Option<String>) {
+        {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            for key in failed {
+                match inner.checks.get_mut(key) {
+                    Some(data) => data.dirty = true,
+                    None => {
+                        inner.removed.insert(key.clone());
+                    }
+                }
+            }
+        }
+        let Some(durability) = &self.durability else {
+            return;
+        };
+        durability.flushed.send_modify(|f| {
+            if failed.is_empty() {
+                f.durable = f.durable.max(generation);
+            } else {
+                f.failed = f.failed.max(generation);
+                f.error = error.unwrap_or_else(|| "flush failed".into());
+            }
+        });
+    }
+
+    /// Waits until `generation` is durable.
+    async fn durable_by(&self, generation: u64) -> Result<(), SinkError> {
+        let Some(durability) = &self.durability else {
+            return Ok(());
+        };
+        let mut flushed = durability.flushed.subscribe();
+        let waited = tokio::time::timeout(
+            durability.max_wait,
+            flushed.wait_for(|f| f.durable >= generation || f.failed >= generation),
+        )
+        .await;
+        match waited {
+            Ok(Ok(f)) if f.durable >= generation => Ok(()),
+            Ok(Ok(f)) => Err(SinkError::Unavailable(format!(
+                "results not persisted: {}",
+                f.error
+            ))),
+            Ok(Err(_)) => Err(SinkError::Unavailable("result store stopped".into())),
+            Err(_) => Err(SinkError::Unavailable(format!(
+                "results not persisted within {:?}",
+                durability.max_wait
+            ))),
+        }
     }
 
     /// Buckets dropped because their check was unknown (deleted, or never assigned).
@@ -189,34 +415,38 @@ impl ResultStore {
         Some(f(&data.history, &views))
     }
 
-    fn ingest_batch(&self, batch: &AcceptedBatch, now: UnixMs) -> IngestOutcome {
+    /// Counts a batch's new buckets; returns the outcome and the flush generation that makes
+    /// it durable.
+    fn ingest_batch(&self, batch: &AcceptedBatch, now: UnixMs) -> (IngestOutcome, u64) {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let seen = inner.seen.entry(batch.agent_name.clone()).or_default();
         let mut outcome = IngestOutcome::default();
         for report in &batch.buckets {
-            if seen.contains(&batch.boot_id, report.seq) {
-                outcome.duplicates += 1;
-                continue;
-            }
             let Some((ns, name, target)) = parse_agent_check_name(&report.check) else {
                 inner.unknown_check_buckets += 1;
-                seen.insert(&batch.boot_id, report.seq);
                 continue;
             };
             let Some(data) = inner.checks.get_mut(&format!("{ns}/{name}")) else {
                 inner.unknown_check_buckets += 1;
-                seen.insert(&batch.boot_id, report.seq);
                 continue;
             };
+            if data
+                .settled
+                .contains(&batch.agent_name, &batch.boot_id, report.seq)
+            {
+                outcome.duplicates += 1;
+                continue;
+            }
             let deny = data.config.deny_targets.iter().any(|t| t == target);
             let sample = Sample::from_report(report, data.config.latency_threshold_us, deny);
             data.history.ingest(&sample, now);
             record_recent(data, report);
-            seen.insert(&batch.boot_id, report.seq);
+            data.settled
+                .insert(&batch.agent_name, &batch.boot_id, report.seq, now);
+            data.dirty = true;
             outcome.stored += 1;
         }
-        outcome
+        (outcome, inner.generation)
     }
 }
 
@@ -340,8 +570,12 @@ impl ResultSink for ResultStore {
         _identity: &'a AgentIdentity,
         batch: &'a AcceptedBatch,
     ) -> BoxFuture<'a, Result<IngestOutcome, SinkError>> {
-        let now = crate::slo::now_ms();
-        Box::pin(std::future::ready(Ok(self.ingest_batch(batch, now))))
+        Box::pin(async move {
+            let (outcome, generation) = self.ingest_batch(batch, crate::slo::now_ms());
+            // Duplicates wait too: what they duplicate may still be in flight to storage.
+            self.durable_by(generation).await?;
+            Ok(outcome)
+        })
     }
 }
 
@@ -394,7 +628,7 @@ mod tests {
             deny_targets: vec![],
             slice: SliceRule::DEFAULT,
         };
-        store.configure("shop/web", config, now);
+        store.configure("shop/web", "uid-1", config, now);
         store
     }
 
@@ -416,14 +650,14 @@ mod tests {
             )],
         );
         assert_eq!(
-            store.ingest_batch(&b, now),
+            store.ingest_batch(&b, now).0,
             IngestOutcome {
                 stored: 1,
                 duplicates: 0
             }
         );
         assert_eq!(
-            store.ingest_batch(&b, now),
+            store.ingest_batch(&b, now).0,
             IngestOutcome {
                 stored: 0,
                 duplicates: 1
@@ -457,7 +691,7 @@ mod tests {
                 report(2, "garbage", "n", "t", start, 1, 0),
             ],
         );
-        assert_eq!(store.ingest_batch(&b, now).stored, 0);
+        assert_eq!(store.ingest_batch(&b, now).0.stored, 0);
         assert_eq!(store.unknown_check_buckets(), 2);
     }
 
@@ -508,5 +742,175 @@ mod tests {
             )
             .unwrap();
         assert_eq!(later, 0);
+    }
+
+    fn identity() -> AgentIdentity {
+        AgentIdentity::service_account("netslo-system", "netslo-agent")
+    }
+
+    fn durable_store(now: UnixMs) -> ResultStore {
+        let store = ResultStore::durable(Duration::from_secs(5));
+        let config = CheckConfig {
+            latency_threshold_us: Some(5000),
+            deny_targets: vec![],
+            slice: SliceRule::DEFAULT,
+        };
+        store.configure("shop/web", "uid-1", config, now);
+        store
+    }
+
+    fn window_total(store: &ResultStore, now: UnixMs) -> u64 {
+        store
+            .read("shop/web", now, 300_000, 300_000, |h, _| {
+                h.window(now, 3_600_000).counts.total
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_durable_store_acknowledges_after_its_flush() {
+        let now = crate::slo::now_ms();
+        let store = std::sync::Arc::new(durable_store(now));
+        let start = u64::try_from(now - 20_000).unwrap();
+        let b = batch(
+            "boot-1",
+            vec![report(
+                1,
+                "shop/web/api",
+                "node-a",
+                "api/Pod/a",
+                start,
+                10,
+                0,
+            )],
+        );
+        let id = identity();
+        let pending = {
+            let store = store.clone();
+            let b = b.clone();
+            tokio::spawn(async move { store.ingest(&identity(), &b).await })
+        };
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !pending.is_finished(),
+            "no acknowledgement before the flush"
+        );
+
+        // A failed flush fails the batch (the agent keeps it) and keeps the check dirty.
+        let work = store.take_flush(now);
+        assert_eq!(work.writes.len(), 1);
+        store.finish_flush(
+            work.generation,
+            &["shop/web".into()],
+            Some("etcd down".into()),
+        );
+        let err = pending.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("etcd down"), "{err}");
+
+        // The resend is a duplicate in memory, yet waits for the next flush too.
+        let resent = {
+            let store = store.clone();
+            tokio::spawn(async move { store.ingest(&identity(), &b).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!resent.is_finished());
+        let work = store.take_flush(now);
+        assert_eq!(work.writes.len(), 1, "the failed write is retried");
+        store.finish_flush(work.generation, &[], None);
+        let outcome = resent.await.unwrap().unwrap();
+        assert_eq!((outcome.stored, outcome.duplicates), (0, 1));
+        assert_eq!(window_total(&store, now), 10, "counted once");
+
+        // Nothing changed: the next flush writes nothing.
+        assert!(store.take_flush(now).writes.is_empty());
+        drop(id);
+    }
+
+    #[test]
+    fn stored_state_restores_the_window_and_what_was_counted() {
+        let now = 1_800_000_000_000;
+        let store = durable_store(now - 600_000);
+        let start = u64::try_from(now - 120_000).unwrap();
+        let first = batch(
+            "boot-1",
+            vec![report(
+                4,
+                "shop/web/api",
+                "node-a",
+                "api/Pod/a",
+                start,
+                9,
+                1,
+            )],
+        );
+        store.ingest_batch(&first, now);
+        let record = store.take_flush(now).writes.remove(0);
+        assert_eq!(
+            (record.key.as_str(), record.uid.as_str()),
+            ("shop/web", "uid-1")
+        );
+
+        // A new operator process reads the record back.
+        let restarted = ResultStore::durable(Duration::from_secs(5));
+        restarted.restore(
+            RestoredCheck {
+                key: record.key,
+                uid: record.uid,
+                latency_threshold_us: record.latency_threshold_us,
+                deny_targets: record.deny_targets,
+                history: History::decode(&record.history).unwrap(),
+                settled: Settled::decode(&record.settled).unwrap(),
+            },
+            now,
+        );
+        assert_eq!(window_total(&restarted, now), 10, "the budget is not reset");
+        assert!(
+            restarted.take_flush(now).writes.is_empty(),
+            "restored, not changed"
+        );
+        // The agent resends the batch whose acknowledgement was lost, plus a new bucket.
+        let resent = batch(
+            "boot-1",
+            vec![
+                report(4, "shop/web/api", "node-a", "api/Pod/a", start, 9, 1),
+                report(
+                    5,
+                    "shop/web/api",
+                    "node-a",
+                    "api/Pod/a",
+                    start + 10_000,
+                    5,
+                    0,
+                ),
+            ],
+        );
+        let (outcome, _) = restarted.ingest_batch(&resent, now);
+        assert_eq!((outcome.stored, outcome.duplicates), (1, 1));
+        assert_eq!(window_total(&restarted, now), 15);
+        // The same spec keeps the window; a new object under the same name starts over.
+        let config = CheckConfig {
+            latency_threshold_us: Some(5000),
+            deny_targets: vec![],
+            slice: SliceRule::DEFAULT,
+        };
+        restarted.configure("shop/web", "uid-1", config.clone(), now);
+        assert_eq!(window_total(&restarted, now), 15);
+        restarted.configure("shop/web", "uid-2", config, now);
+        assert_eq!(window_total(&restarted, now), 0);
+    }
+
+    #[test]
+    fn removing_a_check_schedules_the_deletion_of_its_stored_state() {
+        let now = 1_800_000_000_000;
+        let store = durable_store(now);
+        store.take_flush(now);
+        store.remove("shop/web");
+        let work = store.take_flush(now);
+        assert_eq!(work.deletes, vec!["shop/web".to_string()]);
+        // A failed deletion is retried.
+        store.finish_flush(work.generation, &["shop/web".into()], None);
+        assert_eq!(store.take_flush(now).deletes, vec!["shop/web".to_string()]);
+        assert!(store.take_flush(now).deletes.is_empty());
     }
 }
