@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityCheckSpec, Expectation, ServicePath};
@@ -26,7 +27,7 @@ use tokio::sync::Notify;
 
 use crate::assign::{self, AgentInfo, AgentKind, CheckPlan, assignments, sources};
 use crate::cache::ClusterCache;
-use crate::channel::{AgentBinding, MemoryAssignments};
+use crate::channel::{AgentBinding, AssignmentSource, MemoryAssignments};
 use crate::mesh::{self, MeshPlan};
 use crate::resolve::{self, ProblemKind, ResolvedTarget, SeriesId, Via};
 use crate::slo::config::SloConfig;
@@ -48,6 +49,11 @@ const SUMMARY_SPAN_MS: i64 = 60 * 60_000;
 const REQUEUE: Duration = Duration::from_secs(15);
 /// How often the planner recomputes assignments when nothing triggers it (mesh rounds).
 const PLAN_TICK: Duration = Duration::from_secs(5);
+/// How often state kept for checks that no longer exist is swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The channel serves assignments once every existing check has been planned, or after this
+/// long if some check cannot be (its reconcile keeps failing): agents must not wait forever.
+const FIRST_PLAN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// What the reconciler needs to know about its deployment.
 #[derive(Debug, Clone)]
@@ -109,6 +115,9 @@ pub struct Context {
     recorder: Recorder,
     state: Mutex<State>,
     replan: Notify,
+    /// The controller's cache of checks, once it has listed them all.
+    checks: OnceLock<Store<ConnectivityCheck>>,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Context {
@@ -145,6 +154,8 @@ impl Context {
                 written: HashMap::new(),
             }),
             replan: Notify::new(),
+            checks: OnceLock::new(),
+            started: Instant::now(),
         }
     }
 
@@ -162,7 +173,9 @@ pub async fn run_controller(
 ) {
     let checks: Api<ConnectivityCheck> = Api::all(ctx.client.clone());
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
-    Controller::new(checks, watcher::Config::default().any_semantic())
+    let controller = Controller::new(checks, watcher::Config::default().any_semantic());
+    let sweeper = tokio::spawn(sweep_deleted(ctx.clone(), controller.store()));
+    controller
         .owns(deployments, watcher::Config::default().labels(LABEL_CHECK))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -172,6 +185,106 @@ pub async fn run_controller(
             }
         })
         .await;
+    sweeper.abort();
+}
+
+/// Forgets checks that no longer exist: the controller only reconciles objects it still
+/// sees, and a check deleted without a finalizer (or while the operator was away) is simply
+/// gone. Its plan, pacing state and result window go, and its stored window is deleted.
+async fn sweep_deleted(ctx: Arc<Context>, store: Store<ConnectivityCheck>) {
+    // The store's readiness wakes only one waiter (a oneshot underneath), and the
+    // controller's own runner waits on it too: poll it again and again instead.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
+    }
+    let _ = ctx.checks.set(store.clone());
+    tracing::debug!(checks = store.len(), "checks listed");
+    ctx.replan.notify_one();
+    loop {
+        let existing: BTreeSet<String> = store
+            .state()
+            .iter()
+            .filter_map(|c| Some(format!("{}/{}", c.namespace()?, c.name_any())))
+            .collect();
+        let mut gone: BTreeSet<String> = ctx.state().plans.keys().cloned().collect();
+        gone.extend(ctx.results.checks());
+        gone.retain(|key| !existing.contains(key));
+        for key in &gone {
+            tracing::info!(check = key, "check deleted: forgetting it");
+            forget(&ctx, key);
+        }
+        if !gone.is_empty() {
+            ctx.replan.notify_one();
+        }
+        let uids: BTreeSet<String> = store.state().iter().filter_map(|c| c.uid()).collect();
+        sweep_orphaned_workloads(&ctx.client, &uids).await;
+        tokio::time::sleep(SWEEP_EVERY).await;
+    }
+}
+
+/// Deletes probe Deployments in other namespaces than their check (which owner references
+/// cannot reach, so garbage collection does not) whose check is gone: they carry its UID.
+async fn sweep_orphaned_workloads(client: &Client, existing_uids: &BTreeSet<String>) {
+    let all: Api<Deployment> = Api::all(client.clone());
+    let params = kube::api::ListParams::default().labels(workloads::LABEL_OWNER_UID);
+    let list = match all.list_metadata(&params).await {
+        Ok(list) => list,
+        Err(err) => {
+            tracing::debug!("cannot list probe Deployments to sweep: {err}");
+            return;
+        }
+    };
+    for (namespace, name) in orphaned(list.items.iter().map(|d| &d.metadata), existing_uids) {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => tracing::info!(
+                namespace,
+                name,
+                "deleted the probe Deployment of a deleted check"
+            ),
+            Err(err) => tracing::warn!(
+                namespace,
+                name,
+                "cannot delete an orphaned probe Deployment: {err}"
+            ),
+        }
+    }
+}
+
+/// `(namespace, name)` of objects whose owner-UID label names no existing check.
+fn orphaned<'a>(
+    objects: impl Iterator<Item = &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    existing_uids: &BTreeSet<String>,
+) -> Vec<(String, String)> {
+    objects
+        .filter(|m| m.deletion_timestamp.is_none())
+        .filter(|m| {
+            m.labels
+                .as_ref()
+                .and_then(|l| l.get(workloads::LABEL_OWNER_UID))
+                .is_some_and(|uid| !existing_uids.contains(uid))
+        })
+        .filter_map(|m| Some((m.namespace.clone()?, m.name.clone()?)))
+        .collect()
+}
+
+/// Whether every existing check has a plan (or the deadline for that passed): until then an
+/// agent that reports after an operator restart would be refused for checks not planned yet.
+fn first_plan_complete(ctx: &Context, plans: &BTreeMap<String, PlannedCheck>) -> bool {
+    if ctx.started.elapsed() >= FIRST_PLAN_DEADLINE {
+        return true;
+    }
+    let Some(store) = ctx.checks.get() else {
+        return false;
+    };
+    store.state().iter().all(|c| {
+        c.namespace()
+            .is_some_and(|ns| plans.contains_key(&format!("{ns}/{}", c.name_any())))
+    })
 }
 
 fn error_policy(_check: Arc<ConnectivityCheck>, err: &Error, _ctx: Arc<Context>) -> Action {
@@ -232,7 +345,8 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
                 .collect(),
             slice: slo.slice,
         };
-        ctx.results.configure(&key, config, now);
+        ctx.results
+            .configure(&key, &check.uid().unwrap_or_default(), config, now);
     }
 
     // Apply: the workload-identity probe Deployment, if the check has such a source.
@@ -289,21 +403,22 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
         targets: resolution.targets,
     };
     let agents = agent_infos(&ctx, &ctx.state().plans, &snapshot);
-    let desired = {
-        let plan_view = CheckPlan {
-            namespace: &plan.namespace,
-            name: &plan.name,
-            spec: &plan.spec,
-            targets: &plan.targets,
-        };
-        sources(&plan_view, &agents, &snapshot.nodes).len()
+    let plan_view = CheckPlan {
+        namespace: &plan.namespace,
+        name: &plan.name,
+        spec: &plan.spec,
+        targets: &plan.targets,
     };
+    // The agents this check probes from: what `agents.desired` counts and what its mesh
+    // coverage is measured over, the same set the planner assigns.
+    let source_agents = sources(&plan_view, &agents, &snapshot.nodes);
+    let desired = source_agents.len();
     ctx.state().plans.insert(key.clone(), plan.clone());
     ctx.replan.notify_one();
 
     // Status: evaluate what arrived, localise failures, write if a reader would see a change.
     let no_data_after = slo.as_ref().map_or(300_000, |s| s.no_data_after_ms);
-    let (evaluation, cells, target_stats, reporting) = ctx
+    let (evaluation, cells, target_stats, reporting, mesh) = ctx
         .results
         .read(
             &key,
@@ -319,10 +434,14 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
                     .collect();
                 let cells = failure_matrix(&plan, &agents, series);
                 let stats = target_stats(&plan, series);
-                (evaluation, cells, stats, reporting)
+                let mesh = mesh_coverage(&plan, &source_agents, series, now);
+                (evaluation, cells, stats, reporting, mesh)
             },
         )
-        .unwrap_or_default();
+        .unwrap_or_else(|| {
+            let mesh = mesh_coverage(&plan, &source_agents, &BTreeMap::new(), now);
+            (None, Vec::new(), Vec::new(), BTreeSet::new(), mesh)
+        });
     let setup = Setup {
         generation: check.metadata.generation,
         suspended: check.spec.suspend == Some(true),
@@ -333,7 +452,6 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
         },
         agents_rolling_out: rolling_out,
     };
-    let mesh = mesh_coverage(&plan, &agents);
     let input = StatusInput {
         setup: &setup,
         evaluation: evaluation.as_ref(),
@@ -591,7 +709,13 @@ fn plan_once(ctx: &Context) {
     }
     let names: BTreeSet<String> = agents.iter().map(|a| a.name.clone()).collect();
     ctx.assignments.retain(|name| names.contains(name));
-    ctx.assignments.mark_ready();
+    if !ctx.assignments.ready() && first_plan_complete(ctx, &plans) {
+        tracing::info!(
+            checks = plans.len(),
+            "every check planned: serving assignments"
+        );
+        ctx.assignments.mark_ready();
+    }
 }
 
 /// The rotating peer plan of a mesh target over `agents`.
@@ -635,14 +759,33 @@ fn mesh_peers<'a>(
         .collect()
 }
 
+/// Mesh coverage over the check's own source agents: the rotation, and the fraction of
+/// ordered pairs with results within the last rotation period (at the store's one-minute
+/// resolution).
 fn mesh_coverage(
     plan: &PlannedCheck,
-    agents: &[AgentInfo],
+    source_agents: &[&AgentInfo],
+    views: &BTreeMap<(String, String), SeriesView>,
+    now: UnixMs,
 ) -> Option<netslo_crds::v1alpha1::MeshCoverage> {
     let target = plan.spec.targets.iter().find(|t| t.mesh.is_some())?;
-    let mesh_agents = agents.iter().filter(|a| a.kind == AgentKind::Mesh);
+    let mesh_plan = mesh_plan_for(&plan.spec, &target.name, source_agents.iter().copied());
     let interval = Duration::from_millis(assign::interval_ms(&plan.spec));
-    Some(mesh_plan_for(&plan.spec, &target.name, mesh_agents).coverage(interval, None))
+    let period_ms =
+        i64::try_from(mesh_plan.rotation_period(interval).as_millis()).unwrap_or(i64::MAX);
+    let since = now.saturating_sub(period_ms);
+    let members: BTreeSet<&str> = mesh_plan.agents().iter().map(|a| a.name.as_str()).collect();
+    let probed = views
+        .iter()
+        .filter(|((source, label), view)| {
+            view.last_slot_ms.saturating_add(crate::store::SLOT_MS) > since
+                && members.contains(source.as_str())
+                && SeriesId::parse(label).is_some_and(|s| {
+                    s.target == target.name && members.contains(s.endpoint.as_str())
+                })
+        })
+        .count() as u64;
+    Some(mesh_plan.coverage(interval, Some(probed)))
 }
 
 /// The current failure matrix: one cell per (source, series), from its newest bucket.
@@ -741,4 +884,37 @@ fn target_stats(
         }
     }
     by_series.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[test]
+    fn only_workloads_of_missing_checks_are_orphans() {
+        let meta = |name: &str, uid: Option<&str>, deleting: bool| ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("payments".into()),
+            labels: uid
+                .map(|u| BTreeMap::from([(workloads::LABEL_OWNER_UID.to_string(), u.to_string())])),
+            deletion_timestamp: deleting.then_some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+            ),
+            ..ObjectMeta::default()
+        };
+        let objects = [
+            meta("live", Some("uid-live"), false),
+            meta("orphan", Some("uid-gone"), false),
+            meta("going", Some("uid-gone"), true),
+            meta("unlabelled", None, false),
+        ];
+        let existing = BTreeSet::from(["uid-live".to_string()]);
+        assert_eq!(
+            orphaned(objects.iter(), &existing),
+            vec![("payments".to_string(), "orphan".to_string())]
+        );
+    }
 }
