@@ -6,60 +6,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod operator_common;
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::Duration;
+
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use netslo_crds::v1alpha1::ConnectivityCheck;
 use netslo_tests::control_plane::{self, TestNamespace};
-use netslo_tests::workspace_binary;
+use operator_common::*;
 use serde_json::json;
-
-/// Kills a child process when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn condition(check: &ConnectivityCheck, type_: &str) -> Option<(String, String)> {
-    let status = check.status.as_ref()?;
-    let c = status.conditions.iter().find(|c| c.type_ == type_)?;
-    Some((c.status.clone(), c.reason.clone()))
-}
 
 #[tokio::test]
 async fn check_to_agent_to_status_and_back() {
@@ -83,67 +41,19 @@ async fn check_to_agent_to_status_and_back() {
     });
 
     // The operator, with its channel on loopback.
-    let channel_port = free_port();
-    let admin_port = free_port();
-    let _operator = Process(
-        Command::new(workspace_binary("netslo-operator").unwrap())
-            .env("KUBECONFIG", plane.kubeconfig())
-            .env("RUST_LOG", "info,netslo_operator=debug")
-            .args([
-                "--namespace",
-                &system.name,
-                "--pod-name",
-                "netslo-operator-test",
-            ])
-            .args([
-                "--channel-addr",
-                &format!("127.0.0.1:{channel_port}"),
-                "--channel-names",
-                "127.0.0.1",
-            ])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("operator.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let ports = OperatorPorts::free();
+    let _operator = start_operator(
+        plane,
+        &system.name,
+        &ports,
+        &dir.path().join("operator.log"),
+        &[],
     );
-
-    // The operator publishes its channel's CA; the agent trusts it.
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &system.name);
-    let ca = eventually(
-        "the operator's CA ConfigMap",
-        Duration::from_secs(60),
-        async || {
-            config_maps
-                .get_opt("netslo-operator-ca")
-                .await
-                .ok()??
-                .data?
-                .get("ca.crt")
-                .cloned()
-        },
-    )
-    .await;
-    std::fs::write(dir.path().join("ca.crt"), ca).unwrap();
-
-    // An external vantage point named "office": the service account of that name in the
-    // operator's namespace, and a token for the netslo audience.
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &system.name);
-    let account: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "office"}})).unwrap();
-    accounts
-        .create(&PostParams::default(), &account)
-        .await
-        .unwrap();
-    let request: TokenRequest = serde_json::from_value(
-        json!({"spec": {"audiences": ["netslo"], "expirationSeconds": 3600}}),
-    )
-    .unwrap();
-    let token = accounts
-        .create_token_request("office", &PostParams::default(), &request)
-        .await
-        .unwrap();
-    std::fs::write(dir.path().join("token"), token.status.unwrap().token).unwrap();
+    // The operator publishes its channel's CA; the agent trusts it. An external vantage
+    // point named "office": the service account of that name in the operator's namespace,
+    // and a token for the netslo audience.
+    let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
+    let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
 
     // The check: probe the target every second from "office", 99% over 28 days, with a
     // short custom alert window so the window is not "too young" for long.
@@ -166,40 +76,18 @@ async fn check_to_agent_to_status_and_back() {
     .unwrap();
     checks.create(&PostParams::default(), &check).await.unwrap();
 
-    let _agent = Process(
-        Command::new(workspace_binary("netslo-agent").unwrap())
-            .args(["--node-name", "office", "run"])
-            .args([
-                "--operator-url",
-                &format!("https://127.0.0.1:{channel_port}"),
-            ])
-            .arg("--operator-ca")
-            .arg(dir.path().join("ca.crt"))
-            .arg("--token-file")
-            .arg(dir.path().join("token"))
-            .args([
-                "--agent-name",
-                "office",
-                "--window-seconds",
-                "1",
-                "--output",
-                "none",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let _agent = start_external_agent(
+        "office",
+        ports.channel,
+        &ca,
+        &token,
+        "none",
+        Stdio::null(),
+        &dir.path().join("agent.log"),
     );
 
     // Results arrive: the agent is counted as reporting and the SLI is exactly 1.
-    let logs = || {
-        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
-        format!(
-            "--- operator\n{}\n--- agent\n{}",
-            read("operator.log"),
-            read("agent.log")
-        )
-    };
+    let logs = || logs(dir.path(), &["operator.log", "agent.log"]);
     let first = tokio::time::timeout(
         Duration::from_secs(90),
         eventually("results in status", Duration::from_secs(90), async || {

@@ -1,0 +1,226 @@
+//! Shared by the tests that run the real operator and agent binaries: processes that die with
+//! the test, the operator's command line, an external agent's identity, polling.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use netslo_crds::v1alpha1::ConnectivityCheck;
+use netslo_tests::control_plane::ControlPlane;
+use netslo_tests::workspace_binary;
+use serde_json::json;
+
+/// Kills a child process when the test ends, however it ends.
+pub struct Process(pub Child);
+
+impl Process {
+    /// Asks the process to stop (SIGTERM) and waits up to `timeout` for it to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `probe` every half second until it yields a value or `timeout` passes.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A condition's status and reason.
+pub fn condition(check: &ConnectivityCheck, type_: &str) -> Option<(String, String)> {
+    let status = check.status.as_ref()?;
+    let c = status.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+/// Where an operator process listens.
+#[derive(Debug, Clone)]
+pub struct OperatorPorts {
+    pub channel: u16,
+    pub admin: u16,
+}
+
+impl OperatorPorts {
+    pub fn free() -> Self {
+        OperatorPorts {
+            channel: free_port(),
+            admin: free_port(),
+        }
+    }
+}
+
+/// Starts `netslo-operator` for `namespace` with its channel on loopback, logging to `log`
+/// (appended, so a restarted operator's log follows the first one's).
+pub fn start_operator(
+    plane: &ControlPlane,
+    namespace: &str,
+    ports: &OperatorPorts,
+    log: &Path,
+    extra_args: &[&str],
+) -> Process {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Process(
+        Command::new(workspace_binary("netslo-operator").unwrap())
+            .env("KUBECONFIG", plane.kubeconfig())
+            .env("RUST_LOG", "info,netslo_operator=debug")
+            .args([
+                "--namespace",
+                namespace,
+                "--pod-name",
+                "netslo-operator-test",
+            ])
+            .args([
+                "--channel-addr",
+                &format!("127.0.0.1:{}", ports.channel),
+                "--channel-names",
+                "127.0.0.1",
+            ])
+            .args(["--admin-addr", &format!("127.0.0.1:{}", ports.admin)])
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits for the operator's channel CA and writes it to `dir/ca.crt`.
+pub async fn fetch_operator_ca(client: &Client, namespace: &str, dir: &Path) -> PathBuf {
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let ca = eventually(
+        "the operator's CA ConfigMap",
+        Duration::from_secs(60),
+        async || {
+            config_maps
+                .get_opt("netslo-operator-ca")
+                .await
+                .ok()??
+                .data?
+                .get("ca.crt")
+                .cloned()
+        },
+    )
+    .await;
+    let path = dir.join("ca.crt");
+    std::fs::write(&path, ca).unwrap();
+    path
+}
+
+/// Creates the service account of external agent `name` in the operator's namespace and
+/// writes a token for the netslo audience to `dir/<name>.token`.
+pub async fn external_agent_token(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    dir: &Path,
+) -> PathBuf {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let request: TokenRequest = serde_json::from_value(
+        json!({"spec": {"audiences": ["netslo"], "expirationSeconds": 3600}}),
+    )
+    .unwrap();
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap();
+    let path = dir.join(format!("{name}.token"));
+    std::fs::write(&path, token.status.unwrap().token).unwrap();
+    path
+}
+
+/// Starts `netslo-agent` as external agent `name` reporting to the operator on `channel_port`,
+/// with 1 s windows; `output` is the agent's `--output` and its stdout goes to `stdout`.
+pub fn start_external_agent(
+    name: &str,
+    channel_port: u16,
+    ca: &Path,
+    token: &Path,
+    output: &str,
+    stdout: Stdio,
+    log: &Path,
+) -> Process {
+    Process(
+        Command::new(workspace_binary("netslo-agent").unwrap())
+            .args(["--node-name", name, "run"])
+            .args([
+                "--operator-url",
+                &format!("https://127.0.0.1:{channel_port}"),
+            ])
+            .arg("--operator-ca")
+            .arg(ca)
+            .arg("--token-file")
+            .arg(token)
+            .args(["--agent-name", name, "--window-seconds", "1"])
+            .args(["--output", output])
+            .stdout(stdout)
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The operator's and agents' logs, for failure messages.
+pub fn logs(dir: &Path, files: &[&str]) -> String {
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+            format!("--- {f}\n{text}\n")
+        })
+        .collect()
+}
