@@ -63,6 +63,45 @@ pub struct Config {
     /// The cluster's DNS domain.
     #[arg(long, env = "NETSLO_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+
+    /// Act only while holding a coordination.k8s.io Lease in the operator's namespace, so that
+    /// more than one replica may run; until then /readyz is false. Losing the Lease stops the
+    /// process with an error (Kubernetes restarts it, and it becomes a candidate again).
+    #[arg(long, env = "NETSLO_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease (the Role in config/rbac grants this name only).
+    #[arg(
+        long,
+        env = "NETSLO_LEADER_ELECT_LEASE_NAME",
+        default_value = "netslo-operator"
+    )]
+    pub leader_elect_lease_name: String,
+
+    /// How long candidates wait, from seeing the last renewal, before taking over a Lease.
+    #[arg(
+        long,
+        env = "NETSLO_LEADER_ELECT_LEASE_DURATION_SECONDS",
+        default_value_t = 15
+    )]
+    pub leader_elect_lease_duration_seconds: u64,
+
+    /// How long the leader keeps failing to renew before it stops; less than the lease
+    /// duration, so it stops before anyone else may take over.
+    #[arg(
+        long,
+        env = "NETSLO_LEADER_ELECT_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10
+    )]
+    pub leader_elect_renew_deadline_seconds: u64,
+
+    /// Interval between renewals, and between a candidate's attempts (plus jitter).
+    #[arg(
+        long,
+        env = "NETSLO_LEADER_ELECT_RETRY_PERIOD_SECONDS",
+        default_value_t = 2
+    )]
+    pub leader_elect_retry_period_seconds: u64,
 }
 
 /// Log output format.

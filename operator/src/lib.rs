@@ -6,6 +6,7 @@ pub mod cache;
 pub mod channel;
 pub mod config;
 pub mod controller;
+pub mod leader;
 pub mod mesh;
 pub mod persist;
 pub mod resolve;
@@ -56,6 +57,8 @@ pub enum Error {
     Channel(#[from] channel::ChannelError),
     #[error("cannot read the stored SLO windows: {0}")]
     Persist(#[from] persist::PersistError),
+    #[error("leader election: {0}")]
+    Leader(#[from] leader::Error),
 }
 
 impl Error {
@@ -69,6 +72,7 @@ impl Error {
             Self::Signal(_) => "Signal",
             Self::Channel(err) => err.reason(),
             Self::Persist(err) => err.reason(),
+            Self::Leader(err) => err.reason(),
         }
     }
 }
@@ -98,6 +102,19 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let crd_wait = Duration::from_secs(config.crd_wait_seconds);
     await_crd_established::<ConnectivityCheck>(&client, crd_wait).await?;
     await_crd_established::<ConnectivityPolicy>(&client, crd_wait).await?;
+
+    // Leader election (--leader-elect): wait here, live but not ready, until this process
+    // holds the Lease; a signal meanwhile ends the process without having acted. The same
+    // signal future serves the shutdown below, so no signal is lost in between.
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut leadership = None;
+    if config.leader_elect {
+        let elector = leader::LeaderElector::from_config(client.clone(), &config)?;
+        match leader::elect(elector, shutdown.as_mut()).await {
+            leader::Elected::Leader(held) => leadership = Some(held),
+            leader::Elected::Stopped(signal) => return signal,
+        }
+    }
     // One read proves the types in this binary match what the API server serves.
     Api::<ConnectivityCheck>::all(client.clone())
         .list(&ListParams::default().limit(1))
@@ -179,7 +196,12 @@ pub async fn run(config: Config) -> Result<(), Error> {
     readiness.set(true);
     tracing::info!("ready");
 
-    shutdown_signal().await?;
+    // Losing the Lease takes the shutdown path too, and exits non-zero so that Kubernetes
+    // restarts the process as a candidate (controller-runtime's behaviour).
+    let lost = tokio::select! {
+        signal = &mut shutdown => { signal?; None }
+        lost = leader::lost(&mut leadership) => Some(lost),
+    };
     tracing::info!("shutting down");
     readiness.set(false);
     let _ = stop_tx.send(true);
@@ -200,7 +222,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
     {
         tracing::warn!("shutdown grace period of {grace:?} ended with work in flight");
     }
-    Ok(())
+    // Released only now that nothing acts any more, so that the successor starts alone.
+    if let Some(leadership) = leadership {
+        leadership.release().await;
+    }
+    lost.map_or(Ok(()), |err| Err(err.into()))
 }
 
 async fn await_crd_established<K: Resource<DynamicType = ()>>(

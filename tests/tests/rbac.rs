@@ -78,8 +78,21 @@ fn operator_rbac_is_least_privilege() {
         &["create", "tokenreviews.authentication.k8s.io"],
         &["create", "configmaps", "-n", "netslo-system"],
         &["create", "daemonsets.apps", "-n", "netslo-system"],
+        // Leader election: its own Lease, by name; create cannot be limited by name.
+        &[
+            "get",
+            "leases.coordination.k8s.io/netslo-operator",
+            "-n",
+            "netslo-system",
+        ],
         &[
             "update",
+            "leases.coordination.k8s.io/netslo-operator",
+            "-n",
+            "netslo-system",
+        ],
+        &[
+            "create",
             "leases.coordination.k8s.io",
             "-n",
             "netslo-system",
@@ -107,6 +120,51 @@ fn operator_rbac_is_least_privilege() {
             "shop",
         ],
         &["*", "*", "-A"],
+        // Nobody else's Lease (kube-controller-manager's, a node's heartbeat), nowhere else.
+        &[
+            "update",
+            "leases.coordination.k8s.io/kube-controller-manager",
+            "-n",
+            "netslo-system",
+        ],
+        &[
+            "get",
+            "leases.coordination.k8s.io/other",
+            "-n",
+            "netslo-system",
+        ],
+        &[
+            "update",
+            "leases.coordination.k8s.io",
+            "-n",
+            "netslo-system",
+        ],
+        &["list", "leases.coordination.k8s.io", "-n", "netslo-system"],
+        &[
+            "delete",
+            "leases.coordination.k8s.io/netslo-operator",
+            "-n",
+            "netslo-system",
+        ],
+        &[
+            "patch",
+            "leases.coordination.k8s.io/netslo-operator",
+            "-n",
+            "netslo-system",
+        ],
+        &[
+            "update",
+            "leases.coordination.k8s.io/netslo-operator",
+            "-n",
+            "kube-system",
+        ],
+        &["create", "leases.coordination.k8s.io", "-n", "kube-system"],
+        &[
+            "update",
+            "leases.coordination.k8s.io",
+            "-n",
+            "kube-node-lease",
+        ],
     ];
     let wrong: Vec<String> = allowed
         .iter()
