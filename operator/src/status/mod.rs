@@ -31,6 +31,13 @@ pub const MAX_STATUS_BYTES: usize = 4096;
 /// Latency percentiles alone justify a write only when one moves by more than this fraction:
 /// they are informational, and jitter of a few percent moves them on every evaluation.
 pub const LATENCY_WRITE_TOLERANCE: f64 = 0.25;
+/// The same for a target's failure fraction (1 − success ratio) and for burn rates: a
+/// steady 0.3% loss reads 0.9961 one minute and 0.9965 the next, and a 5-minute burn rate
+/// of 0.3 becomes 0.4. Readers act on thresholds, which conditions carry; appearing or
+/// vanishing failures on a target (its ratio leaving or reaching 1) always count.
+pub const FIGURE_WRITE_TOLERANCE: f64 = 0.25;
+/// Burn rates closer than this never justify a write alone.
+pub const BURN_RATE_WRITE_FLOOR: f64 = 0.5;
 
 /// Everything the status is built from, besides the previous status and `now`.
 #[derive(Debug, Clone)]
@@ -136,12 +143,62 @@ pub fn material_change(
     let (old, mut new) = (normalise(old), normalise(new));
     if old.targets.len() == new.targets.len() {
         for (o, n) in old.targets.iter().zip(new.targets.iter_mut()) {
-            if same_place(o, n) && latency_close(o, n) {
+            if !same_place(o, n) {
+                continue;
+            }
+            if latency_close(o, n) {
                 n.latency = o.latency.clone();
+            }
+            let failure =
+                |ratio: &Option<String>| ratio.as_deref().and_then(parse_fraction).map(|r| 1.0 - r);
+            if figure_close(failure(&o.success_ratio), failure(&n.success_ratio)) {
+                n.success_ratio = o.success_ratio.clone();
+            }
+        }
+    }
+    if let (Some(o), Some(n)) = (&old.slo, &mut new.slo)
+        && o.objectives.len() == n.objectives.len()
+    {
+        for (o, n) in o.objectives.iter().zip(n.objectives.iter_mut()) {
+            if o.name != n.name || o.burn_rates.len() != n.burn_rates.len() {
+                continue;
+            }
+            for (o, n) in o.burn_rates.iter().zip(n.burn_rates.iter_mut()) {
+                if o.window == n.window
+                    && rate_close(parse_fraction(&o.rate), parse_fraction(&n.rate))
+                {
+                    n.rate = o.rate.clone();
+                }
             }
         }
     }
     old != new
+}
+
+fn parse_fraction(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// Burn rates within [`FIGURE_WRITE_TOLERANCE`] of each other or within
+/// [`BURN_RATE_WRITE_FLOOR`]: below a rate of one the budget lasts the window, and a few
+/// failures more or less in a 5-minute window swing the rate by tenths.
+fn rate_close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            (a - b).abs() <= (FIGURE_WRITE_TOLERANCE * a.max(b)).max(BURN_RATE_WRITE_FLOOR)
+        }
+        _ => false,
+    }
+}
+
+/// Two non-negative figures within [`FIGURE_WRITE_TOLERANCE`] of each other, neither zero
+/// unless both are.
+fn figure_close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) if a == 0.0 || b == 0.0 => a == b,
+        (Some(a), Some(b)) => (a - b).abs() <= FIGURE_WRITE_TOLERANCE * a.max(b),
+        _ => false,
+    }
 }
 
 fn same_place(a: &TargetSummary, b: &TargetSummary) -> bool {
@@ -573,6 +630,52 @@ mod tests {
         let mut ratio_moved = with_target("420us");
         ratio_moved.targets[0].success_ratio = Some("0.9999".into());
         assert!(material_change(Some(&with_target("420us")), &ratio_moved));
+
+        // Failure fractions and burn rates: jitter is not a change, appearing or vanishing
+        // failures and larger moves are.
+        let with_ratio = |r: &str| {
+            let mut s = with_target("420us");
+            s.targets[0].success_ratio = Some(r.into());
+            s
+        };
+        for (old, new, material) in [
+            ("0.9965", "0.9961", false),
+            ("0.9965", "0.9950", true),
+            ("1", "0.9999", true),
+            ("0.9999", "1", true),
+            ("1", "1", false),
+        ] {
+            assert_eq!(
+                material_change(Some(&with_ratio(old)), &with_ratio(new)),
+                material,
+                "{old} -> {new}"
+            );
+        }
+        let lossy = build(
+            &setup(),
+            Some(&eval_at(&history(DAY_MS, 1), T0)),
+            &[],
+            None,
+            T0,
+        );
+        let with_rate = |rate: &str| {
+            let mut s = lossy.clone();
+            s.slo.as_mut().unwrap().objectives[0].burn_rates[0].rate = rate.into();
+            s
+        };
+        for (old, new, material) in [
+            ("0.3", "0.35", false),
+            ("0", "0.4", false),
+            ("0.3", "1.2", true),
+            ("14", "15", false),
+            ("14", "6", true),
+        ] {
+            assert_eq!(
+                material_change(Some(&with_rate(old)), &with_rate(new)),
+                material,
+                "{old} -> {new}"
+            );
+        }
     }
 
     #[test]
