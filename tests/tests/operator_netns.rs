@@ -8,8 +8,8 @@
 //! Ready; then faults are injected with iptables and the operator must say where they are:
 //! one endpoint dropping inbound traffic is named as the endpoint that fails from every
 //! source (and the healthy one is not), with an `ObjectiveBreached` Event and a burn-rate
-//! alert that stops after recovery; replies from zone a's pod dropped on zone b's nodes is
-//! named as the zone pair b → a.
+//! alert that stops after recovery; zone b's nodes dropping traffic to zone a's pod is named
+//! as the zone pair b → a.
 //!
 //! Needs root, `ip` and `iptables` (like the agent's netns tests).
 
@@ -472,22 +472,21 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
     )
     .await;
 
-    // Fault 2: zone-b's nodes lose the replies from zone-a's pod (api-1). Dropping the replies
-    // rather than the outgoing SYNs: a locally generated packet dropped in OUTPUT fails
-    // connect() at once with EPERM, which is not what a network in between does.
-    let reply_drops: Vec<_> = nodes
+    // Fault 2: zone-b's nodes drop what they send to zone-a's pod (api-1), as a firewall on
+    // those nodes would. api-1 still answers node-a, and zone-b still reaches api-2.
+    let zone_drops: Vec<_> = nodes
         .iter()
         .filter(|(_, zone, _)| *zone == "zone-b")
         .map(|(_, _, host)| {
             host.ns
                 .iptables(
-                    "INPUT",
+                    "OUTPUT",
                     &[
-                        "-s",
+                        "-d",
                         &api_1.ip.to_string(),
                         "-p",
                         "tcp",
-                        "--sport",
+                        "--dport",
                         &POD_PORT.to_string(),
                         "-j",
                         "DROP",
@@ -496,7 +495,7 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
                 .unwrap()
         })
         .collect();
-    phase("fault 2: zone-b loses replies from zone-a");
+    phase("fault 2: zone-b drops traffic to zone-a's pod");
     let zoned = eventually("a ZonePair verdict", Duration::from_secs(90), async || {
         let check = get().await?;
         match check.status.as_ref().and_then(|s| s.verdict.clone()) {
@@ -515,9 +514,14 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
             .starts_with("zone zone-b to zone zone-a fails"),
         "{zoned:?}"
     );
+    // a→a, a→b and b→b answer: zone-b still reaches api-2, and node-a still reaches api-1.
+    assert!(
+        zoned.summary.ends_with("while 3 other zone pairs answer"),
+        "{zoned:?}"
+    );
 
     phase("ZonePair verdict; fault 2 removed");
-    for rule in reply_drops {
+    for rule in zone_drops {
         rule.remove().unwrap();
     }
     eventually(
