@@ -172,6 +172,8 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
         &[
             ("KUBECONFIG", plane.kubeconfig().to_str().unwrap()),
             ("RUST_LOG", "info,netslo_operator=debug"),
+            // Plain text in the log files printed on failure.
+            ("NO_COLOR", "1"),
         ],
     );
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &system.name);
@@ -240,7 +242,7 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
                 "--output",
                 "none",
             ],
-            &[("RUST_LOG", "info")],
+            &[("RUST_LOG", "info"), ("NO_COLOR", "1")],
         ));
     }
 
