@@ -2,9 +2,11 @@
 //! iproute2 and `iptables`).
 //!
 //! A [`Topology`] is a "switch" namespace holding a bridge and one namespace per host, each
-//! joined to the bridge by a veth pair and addressed in 10.77.0.0/24. Nothing touches the
-//! host's own namespace: interfaces, addresses and iptables rules all live in namespaces the
-//! test created, and dropping a [`Netns`] deletes it (with everything in it), also when the
+//! joined to the bridge by a veth pair and addressed in 10.77.0.0/24 (or another /24, see
+//! [`Topology::star_in`]). Nothing touches the host's own namespace unless a test asks for an
+//! [`Uplink`] (one veth from the host onto the bridge, for processes that must stay on the
+//! host); interfaces, addresses and iptables rules live in namespaces the test created, and
+//! dropping a [`Netns`] or an [`Uplink`] deletes it (with everything in it), also when the
 //! test panics. Names carry the process id and a counter, so tests run in parallel.
 //!
 //! Code runs inside a namespace on a dedicated thread that `setns`es into it: sockets keep the
@@ -228,6 +230,14 @@ pub struct Topology {
 impl Topology {
     /// Builds a bridge with `n` hosts at 10.77.0.1 … 10.77.0.n.
     pub fn star(n: u8) -> io::Result<Topology> {
+        Topology::star_in(Ipv4Addr::new(10, 77, 0, 0), n)
+    }
+
+    /// Builds a bridge with `n` hosts at `.1` … `.n` of the /24 that `net` starts. A topology
+    /// with an [`Uplink`] puts a route into the host's namespace, so such tests pick a /24 of
+    /// their own rather than share 10.77.0.0/24.
+    pub fn star_in(net: Ipv4Addr, n: u8) -> io::Result<Topology> {
+        let [a, b, c, _] = net.octets();
         let switch = Netns::new("sw")?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         switch.ip(&["link", "set", "br0", "up"])?;
@@ -249,12 +259,66 @@ impl Topology {
             ])?;
             switch.ip(&["link", "set", &port, "master", "br0"])?;
             switch.ip(&["link", "set", &port, "up"])?;
-            let ip = Ipv4Addr::new(10, 77, 0, i + 1);
+            let ip = Ipv4Addr::new(a, b, c, i + 1);
             ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
             ns.ip(&["link", "set", "eth0", "up"])?;
             hosts.push(Host { ns, ip });
         }
         Ok(Topology { hosts, switch })
+    }
+
+    /// Joins the host's own namespace to the bridge at `address` (in the topology's /24), so that
+    /// processes running on the host (a control plane, an operator) and processes inside the
+    /// namespaces reach each other. The host's side of the veth is deleted on drop.
+    pub fn uplink(&self, address: Ipv4Addr) -> io::Result<Uplink> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // Interface names are at most 15 bytes: "nsl" + pid (≤ 7 digits) + "u" + counter.
+        let name = format!("nsl{}u{n}", std::process::id());
+        let port = format!("u{n}");
+        ip(&[
+            "link",
+            "add",
+            &name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            self.switch.name(),
+        ])?;
+        let uplink = Uplink { name };
+        self.switch.ip(&["link", "set", &port, "master", "br0"])?;
+        self.switch.ip(&["link", "set", &port, "up"])?;
+        ip(&["addr", "add", &format!("{address}/24"), "dev", &uplink.name])?;
+        ip(&["link", "set", &uplink.name, "up"])?;
+        Ok(uplink)
+    }
+}
+
+/// The host's end of a veth onto a [`Topology`]'s bridge, deleted on drop (which deletes
+/// both ends, its address and its route).
+#[derive(Debug)]
+pub struct Uplink {
+    name: String,
+}
+
+impl Uplink {
+    /// The interface's name in the host's namespace.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Uplink {
+    fn drop(&mut self) {
+        // Deleting the switch's namespace first already took the pair away.
+        if ip(&["link", "show", &self.name]).is_err() {
+            return;
+        }
+        if let Err(e) = ip(&["link", "del", &self.name]) {
+            eprintln!("testbed: cannot delete uplink {}: {e}", self.name);
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Node, Pod, Service, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -129,4 +130,84 @@ pub async fn create_service(
     }))
     .map_err(|e| Error::NotReady(format!("service object: {e}")))?;
     Ok(services.create(&PostParams::default(), &service).await?)
+}
+
+/// Registers the stand-in of a node-mesh agent pod as the operator finds its agents: a pod in
+/// the operator's namespace labelled `app.kubernetes.io/component=mesh-agent`, bound to `node`,
+/// running as `service_account`, Ready with `ip`. It is on the host network (its IP is the
+/// node's), so the agent's probes leave from the node's address. Only the component label is
+/// set, not the mesh DaemonSet's whole selector, so no DaemonSet could adopt the stand-in.
+pub async fn register_mesh_agent(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    ip: &str,
+    service_account: &str,
+) -> Result<Pod, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/component": "mesh-agent"}},
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": true,
+            "serviceAccountName": service_account,
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "agent", "image": "registry.k8s.io/pause:3.10.1"}],
+        },
+    }))
+    .map_err(|e| Error::NotReady(format!("pod object: {e}")))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    set_pod_ready(client, namespace, name, ip, true).await
+}
+
+/// Creates a service account (if missing).
+pub async fn ensure_service_account(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    if accounts.get_opt(name).await?.is_none() {
+        let account: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": name}}))
+                .map_err(|e| Error::NotReady(format!("service account object: {e}")))?;
+        accounts.create(&PostParams::default(), &account).await?;
+    }
+    Ok(())
+}
+
+/// A token of `pod`'s service account for `audience`, bound to the pod (TokenRequest with a
+/// `boundObjectRef`), as a projected token volume gives a real pod: the API server records the
+/// pod and its node in the token, and TokenReview reports them.
+pub async fn pod_bound_token(
+    client: &Client,
+    pod: &Pod,
+    audience: &str,
+    expiration_seconds: i64,
+) -> Result<String, Error> {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {
+        "audiences": [audience],
+        "expirationSeconds": expiration_seconds,
+        "boundObjectRef": {
+            "apiVersion": "v1", "kind": "Pod",
+            "name": pod.metadata.name, "uid": pod.metadata.uid,
+        },
+    }}))
+    .map_err(|e| Error::NotReady(format!("token request: {e}")))?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+    let response = accounts
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await?;
+    response
+        .status
+        .map(|s| s.token)
+        .ok_or_else(|| Error::NotReady(format!("no token for {namespace}/{account}")))
 }
