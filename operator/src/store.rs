@@ -22,7 +22,7 @@ use netslo_agent::histogram::Histogram;
 use netslo_agent::verdict::FailureReason;
 
 use crate::assign::parse_agent_check_name;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::channel::{
     AcceptedBatch, AgentIdentity, BoxFuture, IngestOutcome, ResultSink, SinkError,
@@ -191,6 +191,10 @@ pub struct ResultStore {
     inner: Mutex<Inner>,
     /// `None`: acknowledged once in memory (tests, benchmarks).
     durability: Option<Durability>,
+    /// Told the key of a check one of whose series started or stopped failing (or first
+    /// reported), so that its status follows within one agent window rather than at the next
+    /// periodic reconcile.
+    changes: Mutex<Option<mpsc::Sender<String>>>,
 }
 
 impl Default for ResultStore {
@@ -210,7 +214,14 @@ impl ResultStore {
                 generation: 1,
             }),
             durability: None,
+            changes: Mutex::new(None),
         }
+    }
+
+    /// Where to send the keys of checks whose failing state changed. Sends never block: when
+    /// the receiver lags, the periodic reconcile catches up.
+    pub fn notify_changes(&self, sender: mpsc::Sender<String>) {
+        *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
     }
 
     /// A store whose acknowledgements wait for a flush ([`ResultStore::take_flush`] and
@@ -418,15 +429,17 @@ impl ResultStore {
     /// Counts a batch's new buckets; returns the outcome and the flush generation that makes
     /// it durable.
     fn ingest_batch(&self, batch: &AcceptedBatch, now: UnixMs) -> (IngestOutcome, u64) {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let mut outcome = IngestOutcome::default();
         for report in &batch.buckets {
             let Some((ns, name, target)) = parse_agent_check_name(&report.check) else {
                 inner.unknown_check_buckets += 1;
                 continue;
             };
-            let Some(data) = inner.checks.get_mut(&format!("{ns}/{name}")) else {
+            let key = format!("{ns}/{name}");
+            let Some(data) = inner.checks.get_mut(&key) else {
                 inner.unknown_check_buckets += 1;
                 continue;
             };
@@ -440,19 +453,39 @@ impl ResultStore {
             let deny = data.config.deny_targets.iter().any(|t| t == target);
             let sample = Sample::from_report(report, data.config.latency_threshold_us, deny);
             data.history.ingest(&sample, now);
-            record_recent(data, report);
+            if record_recent(data, report) {
+                changed.insert(key);
+            }
             data.settled
                 .insert(&batch.agent_name, &batch.boot_id, report.seq, now);
             data.dirty = true;
             outcome.stored += 1;
         }
-        (outcome, inner.generation)
+        let generation = inner.generation;
+        drop(guard);
+        if !changed.is_empty()
+            && let Some(tx) = &*self.changes.lock().unwrap_or_else(|p| p.into_inner())
+        {
+            for key in changed {
+                let _ = tx.try_send(key);
+            }
+        }
+        (outcome, generation)
     }
 }
 
-fn record_recent(data: &mut CheckData, report: &BucketReport) {
+/// Adds a bucket to its series' recent slots; true if the series' newest bucket changed from
+/// failing to not failing or back (or the series is new).
+fn record_recent(data: &mut CheckData, report: &BucketReport) -> bool {
     let key = (report.source.to_string(), report.target.to_string());
     let series = data.series.entry(key).or_default();
+    let failing = |s: &Series| s.latest.as_ref().map(|l| l.bad > 0);
+    let before = failing(series);
+    record_in_series(series, report);
+    before != failing(series)
+}
+
+fn record_in_series(series: &mut Series, report: &BucketReport) {
     let start = i64::try_from(report.start_unix_ms).unwrap_or(i64::MAX);
     let slot_start = start - start.rem_euclid(SLOT_MS);
     let b = &report.bucket;
@@ -912,5 +945,47 @@ mod tests {
         store.finish_flush(work.generation, &["shop/web".into()], None);
         assert_eq!(store.take_flush(now).deletes, vec!["shop/web".to_string()]);
         assert!(store.take_flush(now).deletes.is_empty());
+    }
+
+    #[test]
+    fn a_series_that_starts_or_stops_failing_signals_its_check() {
+        let now = 1_800_000_000_000;
+        let store = store(now - 600_000);
+        let (tx, mut rx) = mpsc::channel(16);
+        store.notify_changes(tx);
+        let t = |i: i64| u64::try_from(now - 100_000 + i * 10_000).unwrap();
+        let ingest = |seq: u64, start: u64, bad: u64| {
+            let b = batch(
+                "boot-1",
+                vec![report(
+                    seq,
+                    "shop/web/api",
+                    "node-a",
+                    "api/Pod/a",
+                    start,
+                    10 - bad,
+                    bad,
+                )],
+            );
+            store.ingest_batch(&b, now);
+        };
+        ingest(1, t(0), 0);
+        assert_eq!(
+            rx.try_recv().ok().as_deref(),
+            Some("shop/web"),
+            "a new series"
+        );
+        ingest(2, t(1), 0);
+        assert!(rx.try_recv().is_err(), "still healthy: nothing to say");
+        ingest(3, t(2), 3);
+        assert_eq!(
+            rx.try_recv().ok().as_deref(),
+            Some("shop/web"),
+            "started failing"
+        );
+        ingest(4, t(3), 2);
+        assert!(rx.try_recv().is_err(), "still failing");
+        ingest(5, t(4), 0);
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("shop/web"), "recovered");
     }
 }
