@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "NETSLO_PERSIST_INTERVAL_SECONDS", default_value_t = 5)]
     pub persist_interval_seconds: u64,
 
+    /// Run the node-mesh agent DaemonSet in the operator's namespace when a check needs mesh
+    /// agents. Off when the mesh agents are deployed some other way.
+    #[arg(long, env = "NETSLO_MANAGE_MESH_AGENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub manage_mesh_agents: bool,
+
     /// The cluster's DNS domain.
     #[arg(long, env = "NETSLO_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,

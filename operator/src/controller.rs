@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -49,6 +49,9 @@ const SUMMARY_SPAN_MS: i64 = 60 * 60_000;
 const REQUEUE: Duration = Duration::from_secs(15);
 /// How often the planner recomputes assignments when nothing triggers it (mesh rounds).
 const PLAN_TICK: Duration = Duration::from_secs(5);
+/// How long a check whose results changed waits before it is reconciled: the other agents'
+/// buckets of the same window arrive within their flush interval (1 s).
+const CHANGE_SETTLE: Duration = Duration::from_millis(1_500);
 /// How often state kept for checks that no longer exist is swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// The channel serves assignments once every existing check has been planned, or after this
@@ -64,6 +67,8 @@ pub struct Settings {
     pub agent: AgentSettings,
     /// Name under which the operator publishes Events (its pod name).
     pub instance: String,
+    /// Whether the operator runs the mesh agent DaemonSet itself.
+    pub manage_mesh_agents: bool,
 }
 
 /// Why a reconcile failed; retried with backoff.
@@ -73,6 +78,8 @@ pub enum Error {
     NoNamespace,
     #[error("cannot apply the probe Deployment {name}: {source}")]
     ApplyWorkload { name: String, source: kube::Error },
+    #[error("cannot apply the mesh agent DaemonSet: {0}")]
+    ApplyMeshAgents(#[source] kube::Error),
     #[error("cannot write status: {0}")]
     WriteStatus(#[source] kube::Error),
 }
@@ -82,6 +89,7 @@ impl Error {
         match self {
             Self::NoNamespace => "NoNamespace",
             Self::ApplyWorkload { .. } => "ApplyWorkloadFailed",
+            Self::ApplyMeshAgents(_) => "ApplyMeshAgentsFailed",
             Self::WriteStatus(_) => "StatusWriteFailed",
         }
     }
@@ -118,6 +126,9 @@ pub struct Context {
     /// The controller's cache of checks, once it has listed them all.
     checks: OnceLock<Store<ConnectivityCheck>>,
     started: Instant,
+    /// The mesh DaemonSet was applied by this process (once per process: its content
+    /// depends only on the operator's settings).
+    mesh_applied: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Context {
@@ -156,6 +167,7 @@ impl Context {
             replan: Notify::new(),
             checks: OnceLock::new(),
             started: Instant::now(),
+            mesh_applied: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -175,8 +187,28 @@ pub async fn run_controller(
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
     let controller = Controller::new(checks, watcher::Config::default().any_semantic());
     let sweeper = tokio::spawn(sweep_deleted(ctx.clone(), controller.store()));
+    // A series that starts or stops failing reconciles its check at once: the verdict and
+    // the conditions follow within an agent window, not a requeue period.
+    let (changed_tx, changed_rx) = tokio::sync::mpsc::channel::<String>(1024);
+    ctx.results.notify_changes(changed_tx);
+    let changed = futures::stream::unfold(changed_rx, |mut rx| async move {
+        let key = rx.recv().await?;
+        Some((key, rx))
+    })
+    // Held one agent flush long first: agents close their windows together, and the
+    // reconcile should see every source's newest bucket, not the first one to arrive.
+    .map(|key| async move {
+        tokio::time::sleep(CHANGE_SETTLE).await;
+        key
+    })
+    .buffer_unordered(1024)
+    .filter_map(|key| async move {
+        let (namespace, name) = key.split_once('/')?;
+        Some(kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+    });
     controller
         .owns(deployments, watcher::Config::default().labels(LABEL_CHECK))
+        .reconcile_on(changed)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -349,6 +381,13 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
             .configure(&key, &check.uid().unwrap_or_default(), config, now);
     }
 
+    // Apply: the mesh agents, shared by every check that probes from or to them.
+    let needs_mesh =
+        check.spec.source.mesh.is_some() || check.spec.targets.iter().any(|t| t.mesh.is_some());
+    if needs_mesh && ctx.settings.manage_mesh_agents {
+        ensure_mesh_agents(&ctx).await?;
+    }
+
     // Apply: the workload-identity probe Deployment, if the check has such a source.
     let mut rolling_out = false;
     if let Some(workload) = &check.spec.source.workload {
@@ -500,6 +539,32 @@ fn forget(ctx: &Context, key: &str) {
 }
 
 /// Applies a probe Deployment; returns whether it is still rolling out.
+/// Applies the mesh agent DaemonSet once per operator process.
+async fn ensure_mesh_agents(ctx: &Context) -> Result<(), Error> {
+    use std::sync::atomic::Ordering;
+    if ctx.mesh_applied.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let daemonset = workloads::mesh_daemonset(&ctx.settings.agent);
+    let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let mut body = serde_json::to_value(&daemonset).unwrap_or_default();
+    body["apiVersion"] = json!("apps/v1");
+    body["kind"] = json!("DaemonSet");
+    api.patch(
+        workloads::MESH_DAEMONSET,
+        &PatchParams::apply(netslo_crds::OPERATOR_FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(Error::ApplyMeshAgents)?;
+    tracing::info!(
+        namespace = ctx.settings.namespace,
+        "mesh agent DaemonSet applied"
+    );
+    ctx.mesh_applied.store(true, Ordering::Release);
+    Ok(())
+}
+
 async fn apply_deployment(client: &Client, deployment: Deployment) -> Result<bool, Error> {
     let name = deployment.metadata.name.clone().unwrap_or_default();
     let namespace = deployment.metadata.namespace.clone().unwrap_or_default();

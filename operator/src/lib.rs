@@ -180,6 +180,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
                 .unwrap_or_else(|| format!("https://{service}:{}", config.channel_addr.port())),
         },
         instance: config.pod_name.clone(),
+        manage_mesh_agents: config.manage_mesh_agents,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
