@@ -168,6 +168,9 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
             &admin,
             "--agent-service-account",
             MESH_ACCOUNT,
+            // The mesh agents are the test's processes, registered as stand-in pods; a
+            // DaemonSet would have the controller manager adopt and replace them.
+            "--manage-mesh-agents=false",
         ],
         &[
             ("KUBECONFIG", plane.kubeconfig().to_str().unwrap()),
@@ -323,6 +326,26 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
         assert!(t.last_failure.is_none(), "{t:?}");
     }
 
+    // Steady state: a healthy check whose figures do not move is not written at all. Once
+    // its last write is older than the per-check pacing period (30 s), a fault is written
+    // as soon as the agents report it.
+    let mut version = ready.metadata.resource_version.clone();
+    let mut unchanged_since = std::time::Instant::now();
+    let steady_deadline = std::time::Instant::now() + Duration::from_secs(150);
+    while unchanged_since.elapsed() < Duration::from_secs(31) {
+        assert!(
+            std::time::Instant::now() < steady_deadline,
+            "the status of a healthy check kept being rewritten"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now_version = get().await.ok().and_then(|c| c.metadata.resource_version);
+        if now_version != version {
+            version = now_version;
+            unchanged_since = std::time::Instant::now();
+        }
+    }
+    phase("steady: no status write for 31 s");
+
     // Fault 1: api-2 drops everything that arrives on its port (a host firewall on that
     // pod). Every source times out on that endpoint, on both targets; api-1 still answers.
     let drop_inbound = api_2
@@ -333,6 +356,7 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
         )
         .unwrap();
     phase("fault 1: api-2 drops inbound");
+    let fault_at = std::time::Instant::now();
     let broken = eventually(
         "Ready=False with an Endpoint verdict",
         Duration::from_secs(90),
@@ -355,7 +379,14 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
         },
     )
     .await;
-    phase("Endpoint verdict");
+    let detected = fault_at.elapsed();
+    phase(&format!("Endpoint verdict {detected:?} after the fault"));
+    // The bound: two probe intervals (1 s) plus 5 s, from the first dropped packet
+    // to the localised verdict readable from the API server.
+    assert!(
+        detected <= Duration::from_secs(2 + 5),
+        "the fault took {detected:?} to reach the status"
+    );
     let status = broken.status.as_ref().unwrap();
     assert_eq!(
         condition(&broken, "SLOMet").unwrap(),
