@@ -3,6 +3,7 @@
 //! * [`spec`]: the assignment an agent runs (camelCase JSON, validated);
 //! * [`probe`]: TCP, HTTP(S), DNS, ICMP and UDP probes behind one interface;
 //! * [`verdict`]: outcome, failure reason and layer of each probe (pure);
+//! * [`guard`]: which destinations a check may contact, and IP spellings normalised (pure);
 //! * [`schedule`]: jittered per-target schedules (pure);
 //! * [`aggregate`] and [`histogram`]: windowed per-series counters and latency histograms;
 //! * [`engine`]: schedules, bounds concurrency, judges and aggregates;
@@ -13,6 +14,7 @@
 pub mod aggregate;
 pub mod echo;
 pub mod engine;
+pub mod guard;
 pub mod histogram;
 pub mod probe;
 pub mod report;

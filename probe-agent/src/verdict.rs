@@ -154,6 +154,10 @@ reasons! {
     ProberConfig => "ProberConfig", Prober, true;
     /// Any other local error.
     ProberError => "ProberError", Prober, true;
+    /// The agent refused to contact the destination (loopback, link-local or cloud metadata,
+    /// a node's address, outside the check's grant): nothing was sent. A configuration
+    /// problem, excluded from the SLI like the agent's own; see `guard`.
+    DestinationRefused => "DestinationRefused", Prober, true;
 }
 
 impl FailureReason {
@@ -423,6 +427,23 @@ mod tests {
             FailureReason::ALL[FailureReason::BodyMismatch.index()],
             FailureReason::BodyMismatch
         );
+    }
+
+    #[test]
+    fn refused_destinations_are_invalid_whatever_the_expectation() {
+        let r = FailureReason::DestinationRefused;
+        assert_eq!(r.as_str(), "DestinationRefused");
+        assert!(r.is_prober_problem());
+        assert_eq!(r.layer(), Layer::Prober);
+        // Not a way of being blocked: a refused Deny target must not pass for a blocked path.
+        assert_eq!(BlockMode::of(r), None);
+        let deny = Expectation::Deny(vec![BlockMode::Timeout, BlockMode::Refused]);
+        for expect in [Expectation::Allow, deny] {
+            let j = judge(&obs(Some(r)), &expect, LAG, MAX);
+            assert_eq!(j.outcome, Outcome::Invalid);
+            assert_eq!((j.reason, j.layer), (Some(r), Some(Layer::Prober)));
+            assert_eq!(j.blocked_by, None);
+        }
     }
 
     #[test]
