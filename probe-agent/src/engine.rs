@@ -69,6 +69,12 @@ pub type Jobs = Arc<[Arc<Job>]>;
 pub fn compile(a: &Assignment, default_source: &str) -> Result<Jobs, SpecError> {
     a.validate()?;
     let source: Arc<str> = Arc::from(a.source.as_deref().unwrap_or(default_source));
+    let carried = a.carries_address_policy();
+    let nodes = a.node_address_set();
+    // Assignment-wide inputs of every check's policy: a change restarts the jobs with it.
+    let mut sorted_nodes: Vec<_> = nodes.iter().collect();
+    sorted_nodes.sort();
+    let guard_inputs = format!("{carried}{sorted_nodes:?}");
     let mut jobs = Vec::new();
     for (i, c) in a.checks.iter().enumerate() {
         let check: Arc<str> = Arc::from(c.name.as_str());
@@ -80,9 +86,10 @@ pub fn compile(a: &Assignment, default_source: &str) -> Result<Jobs, SpecError> 
         let mut settings = c.clone();
         settings.targets.clear();
         let settings = serde_json::to_string(&settings)?;
+        let policy = Arc::new(c.guard_policy(carried, &nodes));
         for (j, t) in c.targets.iter().enumerate() {
             let field = format!("checks[{i}].targets[{j}].address");
-            let probe = Probe::from_spec(&c.probe, t, &field)?;
+            let probe = Probe::from_spec(&c.probe, t, &field, &policy)?;
             jobs.push(Arc::new(Job {
                 key: SeriesKey {
                     check: check.clone(),
@@ -95,7 +102,13 @@ pub fn compile(a: &Assignment, default_source: &str) -> Result<Jobs, SpecError> 
                 timeout: Duration::from_millis(c.timeout_ms),
                 jitter: c.jitter,
                 thresholds_us: thresholds.clone(),
-                fingerprint: stable_hash(&[&settings, &t.address, t.label(), &source]),
+                fingerprint: stable_hash(&[
+                    &settings,
+                    &t.address,
+                    t.label(),
+                    &source,
+                    &guard_inputs,
+                ]),
             }));
         }
     }

@@ -3,8 +3,13 @@
 //! camelCase JSON, unknown fields rejected, every size bounded; [`Assignment::validate`]
 //! reports the first problem with the path of the offending field.
 
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
+use crate::guard::{AddressPolicy, Cidr, Grant, canonical};
 use crate::verdict::BlockMode;
 
 /// Most checks in one assignment.
@@ -21,6 +26,11 @@ pub const MAX_BODY_BYTES: u32 = 64 * 1024;
 pub const MAX_PAYLOAD: u16 = 1_400;
 /// Largest assignment document accepted.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+/// Most node addresses in one assignment (5,000 nodes with a few addresses each).
+pub const MAX_NODE_ADDRESSES: usize = 65_536;
+/// Most CIDRs, and most ports, in one check's grant (as `ExternalGrant` allows).
+pub const MAX_GRANT_CIDRS: usize = 64;
+pub const MAX_GRANT_PORTS: usize = 32;
 
 /// Errors reading or validating an assignment.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +75,10 @@ pub struct Assignment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub checks: Vec<CheckSpec>,
+    /// Every node's own addresses, refused as destinations unless a check's `addressPolicy`
+    /// allows node addresses (the agent cannot know them: it never reads the cluster).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_addresses: Vec<IpAddr>,
 }
 
 /// Allow (the path must work) or Deny (the path must stay blocked).
@@ -108,6 +122,38 @@ pub struct CheckSpec {
     pub blocked_by: Vec<BlockMode>,
     pub probe: ProbeSpec,
     pub targets: Vec<TargetSpec>,
+    /// What this check's probes may contact (see [`crate::guard`]). When absent: the safe
+    /// default if the assignment carries any policy, else the legacy one (loopback allowed),
+    /// for operators that predate the guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_policy: Option<AddressPolicySpec>,
+}
+
+/// The destinations one check may contact: what the `ConnectivityPolicy` grants the check's
+/// namespace, as the operator sends it. Every permission defaults to refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddressPolicySpec {
+    /// Link-local addresses and cloud metadata (169.254.0.0/16, fe80::/10, fd00:ec2::254).
+    #[serde(default)]
+    pub allow_link_local: bool,
+    /// Loopback (127.0.0.0/8, ::1).
+    #[serde(default)]
+    pub allow_loopback: bool,
+    /// The addresses in the assignment's `nodeAddresses`.
+    #[serde(default)]
+    pub allow_node_addresses: bool,
+    /// When present, only addresses in these CIDRs (an external grant's `cidrs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// When present, only these ports (an external grant's `ports`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_ports: Option<Vec<u16>>,
+    /// Exact `ip:port` destinations the operator resolved itself from cluster state and
+    /// vouches for, allowed whatever the rest says: a `localhost` target's `127.0.0.1:port`
+    /// (probed from inside its own pod), a NodePort target's `nodeIP:nodePort`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt_destinations: Vec<SocketAddr>,
 }
 
 /// A target. The address's form depends on the probe kind: `host:port` (TCP, UDP), a URL
@@ -339,10 +385,32 @@ impl Assignment {
         Self::from_json(&bytes)
     }
 
+    /// Whether the assignment speaks address policies at all: then a check without one gets
+    /// the safe default, not the legacy one (see [`crate::guard`]).
+    pub fn carries_address_policy(&self) -> bool {
+        !self.node_addresses.is_empty() || self.checks.iter().any(|c| c.address_policy.is_some())
+    }
+
+    /// The node addresses, canonical, shared by every check's policy.
+    pub fn node_address_set(&self) -> Arc<HashSet<IpAddr>> {
+        Arc::new(
+            self.node_addresses
+                .iter()
+                .map(|ip| canonical(*ip))
+                .collect(),
+        )
+    }
+
     /// Checks every bound and cross-field rule.
     pub fn validate(&self) -> Result<(), SpecError> {
         if let Some(s) = &self.source {
             check_name("source", s, 253)?;
+        }
+        if self.node_addresses.len() > MAX_NODE_ADDRESSES {
+            return Err(SpecError::invalid(
+                "nodeAddresses",
+                format!("more than {MAX_NODE_ADDRESSES}"),
+            ));
         }
         if self.checks.len() > MAX_CHECKS {
             return Err(SpecError::invalid(
@@ -351,7 +419,7 @@ impl Assignment {
             ));
         }
         let mut total = 0usize;
-        let mut names = std::collections::HashSet::new();
+        let mut names = HashSet::new();
         for (i, c) in self.checks.iter().enumerate() {
             let f = |x: &str| format!("checks[{i}].{x}");
             c.validate(&f)?;
@@ -423,7 +491,7 @@ impl CheckSpec {
                 format!("more than {MAX_TARGETS_PER_CHECK}"),
             ));
         }
-        let mut labels = std::collections::HashSet::new();
+        let mut labels = HashSet::new();
         for (j, t) in self.targets.iter().enumerate() {
             check_name(&f(&format!("targets[{j}].address")), &t.address, 2_048)?;
             if let Some(n) = &t.name {
@@ -522,7 +590,46 @@ impl CheckSpec {
             }
             _ => {}
         }
+        if let Some(p) = &self.address_policy {
+            p.validate(&|x| f(&format!("addressPolicy.{x}")))?;
+        }
         Ok(())
+    }
+
+    /// The policy this check's probes apply. `carried`: whether the assignment carries any
+    /// policy ([`Assignment::carries_address_policy`]); `nodes`: its node addresses.
+    pub fn guard_policy(&self, carried: bool, nodes: &Arc<HashSet<IpAddr>>) -> AddressPolicy {
+        let base = AddressPolicy {
+            node_addresses: nodes.clone(),
+            ..AddressPolicy::default()
+        };
+        match &self.address_policy {
+            None if carried => base,
+            None => AddressPolicy {
+                allow_loopback: true,
+                ..base
+            },
+            Some(p) => {
+                let grant = (p.allowed_cidrs.is_some() || p.allowed_ports.is_some()).then(|| {
+                    Grant {
+                        // Validated: every entry parses.
+                        cidrs: p
+                            .allowed_cidrs
+                            .as_ref()
+                            .map(|c| c.iter().filter_map(|c| c.parse::<Cidr>().ok()).collect()),
+                        ports: p.allowed_ports.clone(),
+                    }
+                });
+                AddressPolicy {
+                    allow_link_local: p.allow_link_local,
+                    allow_loopback: p.allow_loopback,
+                    allow_node_addresses: p.allow_node_addresses,
+                    grant,
+                    exempt: p.exempt_destinations.clone(),
+                    ..base
+                }
+            }
+        }
     }
 
     /// The block modes that meet a Deny expectation.
@@ -537,6 +644,38 @@ impl CheckSpec {
         } else {
             self.blocked_by.clone()
         }
+    }
+}
+
+impl AddressPolicySpec {
+    fn validate(&self, f: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
+        if let Some(cidrs) = &self.allowed_cidrs {
+            if cidrs.len() > MAX_GRANT_CIDRS {
+                return Err(SpecError::invalid(
+                    f("allowedCidrs"),
+                    format!("more than {MAX_GRANT_CIDRS}"),
+                ));
+            }
+            for (k, c) in cidrs.iter().enumerate() {
+                c.parse::<Cidr>()
+                    .map_err(|m| SpecError::invalid(f(&format!("allowedCidrs[{k}]")), m))?;
+            }
+        }
+        if let Some(ports) = &self.allowed_ports
+            && (ports.len() > MAX_GRANT_PORTS || ports.contains(&0))
+        {
+            return Err(SpecError::invalid(
+                f("allowedPorts"),
+                format!("at most {MAX_GRANT_PORTS} ports, none of them 0"),
+            ));
+        }
+        if self.exempt_destinations.len() > MAX_TARGETS_PER_CHECK {
+            return Err(SpecError::invalid(
+                f("exemptDestinations"),
+                format!("more than {MAX_TARGETS_PER_CHECK}"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -644,6 +783,107 @@ mod tests {
             r#"{"checks":[{"name":"c","probe":{"tcp":{}},"targets":[{"address":"a:1"}]},{"name":"c","probe":{"tcp":{}},"targets":[{"address":"a:1"}]}]}"#,
         );
         assert!(e.contains("duplicate check"), "{e}");
+    }
+
+    #[test]
+    fn address_policies_default_safe_and_stay_compatible() {
+        use crate::guard::Refusal;
+        let lo: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let node: SocketAddr = "10.0.0.5:10250".parse().unwrap();
+        let check = |policy: &str| {
+            format!(
+                r#"{{"name":"c{}","probe":{{"tcp":{{}}}},"targets":[{{"address":"a:1"}}]{policy}}}"#,
+                policy.len()
+            )
+        };
+        // No policy anywhere: the legacy policy (loopback allowed, the rest refused).
+        let a =
+            Assignment::from_json(format!(r#"{{"checks":[{}]}}"#, check("")).as_bytes()).unwrap();
+        assert!(!a.carries_address_policy());
+        let p = a.checks[0].guard_policy(false, &a.node_address_set());
+        assert_eq!(p.check(lo), Ok(()));
+        assert_eq!(
+            p.check("169.254.169.254:80".parse().unwrap()),
+            Err(Refusal::LinkLocal)
+        );
+        // A policy in any check, or node addresses: a check without one gets the safe default.
+        let doc = format!(
+            r#"{{"nodeAddresses":["10.0.0.5","fd00::5"],"checks":[{},{}]}}"#,
+            check(""),
+            check(
+                r#","addressPolicy":{"allowLoopback":true,"exemptDestinations":["10.0.0.5:10250"]}"#
+            )
+        );
+        let a = Assignment::from_json(doc.as_bytes()).unwrap();
+        assert!(a.carries_address_policy());
+        let nodes = a.node_address_set();
+        let bare = a.checks[0].guard_policy(true, &nodes);
+        assert_eq!(bare.check(lo), Err(Refusal::Loopback));
+        assert_eq!(bare.check(node), Err(Refusal::NodeAddress));
+        let opened = a.checks[1].guard_policy(true, &nodes);
+        assert_eq!(opened.check(lo), Ok(()));
+        assert_eq!(opened.check(node), Ok(()));
+        assert_eq!(
+            opened.check("10.0.0.5:22".parse().unwrap()),
+            Err(Refusal::NodeAddress)
+        );
+        // Only node addresses: still the safe default for every check.
+        let doc = format!(
+            r#"{{"nodeAddresses":["10.0.0.5"],"checks":[{}]}}"#,
+            check("")
+        );
+        assert!(
+            Assignment::from_json(doc.as_bytes())
+                .unwrap()
+                .carries_address_policy()
+        );
+        // An empty policy object is the safe default.
+        let doc = format!(r#"{{"checks":[{}]}}"#, check(r#","addressPolicy":{}"#));
+        let a = Assignment::from_json(doc.as_bytes()).unwrap();
+        assert_eq!(
+            a.checks[0].address_policy,
+            Some(AddressPolicySpec::default())
+        );
+        assert_eq!(
+            a.checks[0]
+                .guard_policy(true, &a.node_address_set())
+                .check(lo),
+            Err(Refusal::Loopback)
+        );
+        // Grants.
+        let doc = format!(
+            r#"{{"checks":[{}]}}"#,
+            check(r#","addressPolicy":{"allowedCidrs":["203.0.113.0/24"],"allowedPorts":[443]}"#)
+        );
+        let a = Assignment::from_json(doc.as_bytes()).unwrap();
+        let p = a.checks[0].guard_policy(true, &a.node_address_set());
+        assert_eq!(p.check("203.0.113.1:443".parse().unwrap()), Ok(()));
+        assert_eq!(
+            p.check("203.0.113.1:80".parse().unwrap()),
+            Err(Refusal::NotInGrant)
+        );
+        // Round trip keeps the fields.
+        let again: Assignment = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(again, a);
+    }
+
+    #[test]
+    fn rejects_bad_address_policies() {
+        let with = |policy: &str| {
+            one(&format!(
+                r#"{{"name":"c","probe":{{"tcp":{{}}}},"targets":[{{"address":"a:1"}}],"addressPolicy":{policy}}}"#
+            ))
+        };
+        let e = invalid(&with(r#"{"allowedCidrs":["10.0.0.0/33"]}"#));
+        assert!(e.contains("checks[0].addressPolicy.allowedCidrs[0]"), "{e}");
+        let e = invalid(&with(r#"{"allowedPorts":[0]}"#));
+        assert!(e.contains("addressPolicy.allowedPorts"), "{e}");
+        let e = invalid(&with(r#"{"allowEverything":true}"#));
+        assert!(e.contains("unknown field"), "{e}");
+        let e = invalid(&with(r#"{"exemptDestinations":["127.0.0.1"]}"#));
+        assert!(e.contains("malformed"), "{e}");
+        let e = invalid(r#"{"nodeAddresses":["0x7f.1"],"checks":[]}"#);
+        assert!(e.contains("malformed"), "{e}");
     }
 
     #[test]

@@ -83,6 +83,11 @@ async fn tcp_drop_reject_and_unreachable() {
     let _echo = echo_in(server, SERVER);
     let r = probe_one_in(client, tcp_check(300)).await;
     assert_eq!(r.outcome, Outcome::Good, "{r:?}");
+    // A pod address passes the guard's safe default (an empty policy object).
+    let mut guarded = tcp_check(300);
+    guarded["addressPolicy"] = json!({});
+    let r = probe_one_in(client, guarded).await;
+    assert_eq!(r.outcome, Outcome::Good, "{r:?}");
 
     let rule = server
         .iptables("INPUT", &["-p", "tcp", "--dport", "7000", "-j", "DROP"])

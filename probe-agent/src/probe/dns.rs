@@ -16,7 +16,7 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RecordType};
 
-use super::Prober;
+use super::{Guard, Prober, refused};
 use crate::spec::{DnsSpec, Rcode, RecordKind, SpecError};
 use crate::verdict::{FailureReason, Observation, Phases, micros};
 
@@ -28,6 +28,10 @@ pub struct DnsProbe {
     expected_answers: Vec<String>,
     expected_rcode: Rcode,
     resolver: std::sync::Mutex<Option<(Duration, TokioResolver)>>,
+    /// Checks a server the check names; `None` for the pod's own nameserver (resolv.conf),
+    /// which is the agent's configuration, not the tenant's (and may well be link-local,
+    /// e.g. NodeLocal DNSCache on 169.254.20.10).
+    guard: Option<Guard>,
 }
 
 /// The first `nameserver` of a resolv.conf text.
@@ -85,7 +89,7 @@ pub fn judge_response(
 }
 
 impl DnsProbe {
-    pub fn new(name: &str, spec: &DnsSpec, field: &str) -> Result<Self, SpecError> {
+    pub fn new(name: &str, spec: &DnsSpec, field: &str, guard: Guard) -> Result<Self, SpecError> {
         let fqdn = if name.ends_with('.') {
             name.to_owned()
         } else {
@@ -124,6 +128,7 @@ impl DnsProbe {
             expected_answers: spec.expected_answers.clone(),
             expected_rcode: spec.expected_rcode,
             resolver: std::sync::Mutex::new(None),
+            guard: spec.server.is_some().then_some(guard),
         })
     }
 
@@ -161,6 +166,11 @@ impl DnsProbe {
 
 impl Prober for DnsProbe {
     async fn probe(&self, timeout: Duration) -> Observation {
+        if let Some(g) = &self.guard
+            && g.check(self.server).is_err()
+        {
+            return refused(Duration::ZERO, Phases::default());
+        }
         let resolver = match self.resolver(timeout) {
             Ok(r) => r,
             Err(_) => {
@@ -320,13 +330,19 @@ mod tests {
             server: Some("10.0.0.53".into()),
             ..DnsSpec::default()
         };
-        let p = DnsProbe::new("web.default.svc.cluster.local", &spec, "t").unwrap();
+        let p = DnsProbe::new(
+            "web.default.svc.cluster.local",
+            &spec,
+            "t",
+            Guard::default(),
+        )
+        .unwrap();
         assert!(p.name.is_fqdn());
         assert_eq!(p.server, "10.0.0.53:53".parse().unwrap());
         let spec = DnsSpec {
             server: Some("nope".into()),
             ..DnsSpec::default()
         };
-        assert!(DnsProbe::new("x.", &spec, "t").is_err());
+        assert!(DnsProbe::new("x.", &spec, "t", Guard::default()).is_err());
     }
 }

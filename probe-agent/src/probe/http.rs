@@ -5,6 +5,10 @@
 //! time to first byte (request written → response head received) and total. Every probe is a
 //! new client (new connection, no TLS session resumption) unless `reuseConnection` is set.
 //! Redirects are not followed unless asked; at most `maxBodyBytes` of the body are read.
+//!
+//! Every hop, the first and each redirect, is resolved and checked by the check's [`Guard`]
+//! and connected to at exactly the checked address; the Host header and the TLS server name
+//! still come from the URL, so name-based virtual hosts and certificates work as usual.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -21,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
 use super::tcp::{Connected, timed_connect};
-use super::{HostPort, Prober, resolve};
+use super::{Guard, HostPort, Prober, resolve};
 use crate::spec::{HttpSpec, SpecError};
 use crate::verdict::{
     FailureReason, Observation, Phases, classify_connect_error, classify_tls_io_error, micros,
@@ -68,6 +72,7 @@ pub struct HttpProbe {
     reuse: bool,
     max_body: usize,
     idle: Mutex<Option<Idle>>,
+    guard: Guard,
 }
 
 fn system_roots() -> Arc<RootCertStore> {
@@ -131,9 +136,12 @@ fn hop_from_uri(
     }
     let host = auth.host().trim_start_matches('[').trim_end_matches(']');
     let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let hp = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => HostPort::Addr((ip, port).into()),
-        Err(_) => HostPort::parse(&format!("{host}:{port}"), field)?,
+    // Every spelling of an address (`0x7f.1`, `2852039166`, `[::ffff:7f00:1]`) is that
+    // address, so it is checked as one rather than handed to getaddrinfo as a name.
+    let ip = crate::guard::normalise_ip(auth.host());
+    let hp = match ip {
+        Some(ip) => HostPort::Addr((ip, port).into()),
+        None => HostPort::parse(&format!("{host}:{port}"), field)?,
     };
     let path: Uri = uri
         .path_and_query()
@@ -141,9 +149,12 @@ fn hop_from_uri(
         .unwrap_or("/")
         .parse()
         .map_err(|_| bad("invalid path"))?;
-    let sni = server_name.unwrap_or(host);
-    let server_name =
-        ServerName::try_from(sni.to_owned()).map_err(|_| bad("invalid TLS server name"))?;
+    let sni = match (server_name, ip) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => host.to_owned(),
+    };
+    let server_name = ServerName::try_from(sni).map_err(|_| bad("invalid TLS server name"))?;
     let authority = HeaderValue::from_str(host_header.unwrap_or(auth.as_str()))
         .map_err(|_| bad("invalid Host header"))?;
     Ok(Hop {
@@ -156,7 +167,7 @@ fn hop_from_uri(
 }
 
 impl HttpProbe {
-    pub fn new(url: &str, spec: &HttpSpec, field: &str) -> Result<Self, SpecError> {
+    pub fn new(url: &str, spec: &HttpSpec, field: &str, guard: Guard) -> Result<Self, SpecError> {
         let uri: Uri = url
             .parse()
             .map_err(|_| SpecError::invalid(field, format!("{url:?} is not a URL")))?;
@@ -183,6 +194,7 @@ impl HttpProbe {
             reuse: spec.reuse_connection,
             max_body: spec.max_body_bytes as usize,
             idle: Mutex::new(None),
+            guard,
         })
     }
 
@@ -204,17 +216,20 @@ impl HttpProbe {
         *guard = Some(idle);
     }
 
-    /// Opens a connection (DNS, TCP, TLS) and performs the HTTP/1.1 handshake.
+    /// Opens a connection (DNS, guard, TCP, TLS) and performs the HTTP/1.1 handshake.
     async fn connect(
         &self,
         hop: &Hop,
         deadline: Instant,
         phases: &mut Phases,
     ) -> Result<Idle, FailureReason> {
-        let (addr, dns) = resolve(&hop.host, deadline).await.map_err(|o| {
-            phases.dns_us = o.phases.dns_us;
-            o.failure.unwrap_or(FailureReason::DnsError)
-        })?;
+        // `addr` is checked; it is the address connected to, never resolved again.
+        let (addr, dns) = resolve(&hop.host, deadline, &self.guard)
+            .await
+            .map_err(|o| {
+                phases.dns_us = o.phases.dns_us;
+                o.failure.unwrap_or(FailureReason::DnsError)
+            })?;
         phases.dns_us = dns.map(micros);
         let stream = match timed_connect(addr, deadline).await {
             Connected::Ok(s, took) => {
@@ -421,7 +436,13 @@ mod tests {
     #[test]
     fn parses_urls() {
         let spec = HttpSpec::default();
-        let p = HttpProbe::new("https://10.0.0.1:8443/healthz?x=1", &spec, "t").unwrap();
+        let p = HttpProbe::new(
+            "https://10.0.0.1:8443/healthz?x=1",
+            &spec,
+            "t",
+            Guard::default(),
+        )
+        .unwrap();
         assert!(p.first.https);
         assert_eq!(
             p.first.host,
@@ -429,24 +450,44 @@ mod tests {
         );
         assert_eq!(p.first.path, "/healthz?x=1");
         assert_eq!(p.first.authority, "10.0.0.1:8443");
-        let p = HttpProbe::new("http://web.default.svc.", &spec, "t").unwrap();
+        let p = HttpProbe::new("http://web.default.svc.", &spec, "t", Guard::default()).unwrap();
         assert_eq!(p.first.host, HostPort::Name("web.default.svc.".into(), 80));
         assert_eq!(p.first.path, "/");
-        let p = HttpProbe::new("http://[::1]:81/", &spec, "t").unwrap();
+        let p = HttpProbe::new("http://[::1]:81/", &spec, "t", Guard::default()).unwrap();
         assert_eq!(p.first.host, HostPort::Addr("[::1]:81".parse().unwrap()));
         let custom = HttpSpec {
             host: Some("example.test".into()),
             server_name: Some("sni.test".into()),
             ..spec.clone()
         };
-        let p = HttpProbe::new("https://10.0.0.1/", &custom, "t").unwrap();
+        let p = HttpProbe::new("https://10.0.0.1/", &custom, "t", Guard::default()).unwrap();
         assert_eq!(p.first.authority, "example.test");
         assert_eq!(
             p.first.server_name,
             ServerName::try_from("sni.test").unwrap()
         );
+        // Other spellings of addresses: connected to (and checked) as the address; the Host
+        // header keeps the URL's text, the TLS server name is the address.
+        let p = HttpProbe::new("https://0x7f.1:8443/", &spec, "t", Guard::default()).unwrap();
+        assert_eq!(
+            p.first.host,
+            HostPort::Addr("127.0.0.1:8443".parse().unwrap())
+        );
+        assert_eq!(p.first.authority, "0x7f.1:8443");
+        assert_eq!(
+            p.first.server_name,
+            ServerName::try_from("127.0.0.1").unwrap()
+        );
+        let p = HttpProbe::new("http://[::ffff:a9fe:a9fe]/", &spec, "t", Guard::default()).unwrap();
+        assert_eq!(
+            p.first.host,
+            HostPort::Addr("169.254.169.254:80".parse().unwrap())
+        );
         for bad in ["ftp://x/", "10.0.0.1:80", "http://user:pw@x/", "not a url"] {
-            assert!(HttpProbe::new(bad, &spec, "t").is_err(), "{bad}");
+            assert!(
+                HttpProbe::new(bad, &spec, "t", Guard::default()).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -456,17 +497,17 @@ mod tests {
             ca_bundle: Some("garbage".into()),
             ..HttpSpec::default()
         };
-        let e = HttpProbe::new("https://x.test/", &spec, "t").unwrap_err();
+        let e = HttpProbe::new("https://x.test/", &spec, "t", Guard::default()).unwrap_err();
         assert!(e.to_string().contains("caBundle"), "{e}");
     }
 
     #[test]
     fn status_and_body_matching() {
         let mut spec = HttpSpec::default();
-        let p = HttpProbe::new("http://x.test/", &spec, "t").unwrap();
+        let p = HttpProbe::new("http://x.test/", &spec, "t", Guard::default()).unwrap();
         assert!(p.status_ok(204) && !p.status_ok(301) && !p.status_ok(500));
         spec.expected_status = vec![301, 404];
-        let p = HttpProbe::new("http://x.test/", &spec, "t").unwrap();
+        let p = HttpProbe::new("http://x.test/", &spec, "t", Guard::default()).unwrap();
         assert!(p.status_ok(404) && !p.status_ok(200));
         assert!(contains(b"hello world", b"o w"));
         assert!(!contains(b"hello", b"hello!"));
@@ -474,7 +515,13 @@ mod tests {
 
     #[test]
     fn redirect_targets() {
-        let p = HttpProbe::new("http://10.0.0.1:8080/a", &HttpSpec::default(), "t").unwrap();
+        let p = HttpProbe::new(
+            "http://10.0.0.1:8080/a",
+            &HttpSpec::default(),
+            "t",
+            Guard::default(),
+        )
+        .unwrap();
         let h = p.next_hop(&p.first, &"/b?c".parse().unwrap()).unwrap();
         assert_eq!(
             (h.path.to_string(), h.host.clone()),
@@ -485,5 +532,16 @@ mod tests {
             .unwrap();
         assert!(h.https);
         assert!(p.next_hop(&p.first, &"relative".parse().unwrap()).is_none());
+        // A redirect's host is normalised like the first one's, so the guard sees the address.
+        let h = p
+            .next_hop(
+                &p.first,
+                &"http://2852039166/latest/meta-data/".parse().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            h.host,
+            HostPort::Addr("169.254.169.254:80".parse().unwrap())
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::Prober;
+use super::{Guard, Prober};
 use crate::schedule::splitmix64;
 use crate::spec::IcmpSpec;
 use crate::verdict::{FailureReason, Observation, Phases, classify_local_error, micros};
@@ -20,6 +20,7 @@ pub struct IcmpProbe {
     ip: IpAddr,
     payload: usize,
     seq: AtomicU16,
+    guard: Guard,
 }
 
 /// Maps an error from creating a ping socket.
@@ -68,16 +69,21 @@ pub fn is_reply(v6: bool, reply: &[u8], seq: u16, payload: &[u8]) -> bool {
 }
 
 impl IcmpProbe {
-    pub fn new(ip: IpAddr, spec: &IcmpSpec) -> Self {
+    pub fn new(ip: IpAddr, spec: &IcmpSpec, guard: Guard) -> Self {
         let seed = splitmix64(u64::from(std::process::id()) ^ ip_bits(ip));
         IcmpProbe {
             ip,
             payload: usize::from(spec.payload_bytes),
             seq: AtomicU16::new(seed as u16),
+            guard,
         }
     }
 
     async fn run(&self, timeout: Duration) -> Result<Duration, (Duration, FailureReason)> {
+        // Before the socket exists: a refused destination gets no packet.
+        self.guard
+            .check_ip(self.ip)
+            .map_err(|_| (Duration::ZERO, FailureReason::DestinationRefused))?;
         let v6 = self.ip.is_ipv6();
         let (domain, proto) = if v6 {
             (Domain::IPV6, Protocol::ICMPV6)

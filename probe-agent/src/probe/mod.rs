@@ -3,6 +3,10 @@
 //! [`Probe`] dispatches over the kinds; [`Probe::from_spec`] compiles a target of a check
 //! (parsing addresses, URLs, CA bundles once, up front) so that running a probe does no
 //! configuration work.
+//!
+//! Every destination passes the check's [`Guard`] before a packet is sent: names are
+//! resolved, every address is checked, and the probe connects to exactly the checked
+//! address, so a name rebound between the check and the connection cannot slip through.
 
 pub mod dns;
 pub mod http;
@@ -12,8 +16,11 @@ pub mod udp;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::guard::{AddressPolicy, Refusal, normalise_ip};
 use crate::spec::{ProbeSpec, SpecError, TargetSpec};
 use crate::verdict::{FailureReason, Observation, Phases, micros};
 
@@ -34,24 +41,33 @@ pub enum Probe {
 }
 
 impl Probe {
-    /// Compiles a target of a check. `field` names the target in errors.
+    /// Compiles a target of a check. `field` names the target in errors; `policy` is what
+    /// the check may contact.
     pub fn from_spec(
         spec: &ProbeSpec,
         target: &TargetSpec,
         field: &str,
+        policy: &Arc<AddressPolicy>,
     ) -> Result<Probe, SpecError> {
         let addr = &target.address;
+        let guard = Guard::new(policy.clone());
         Ok(match spec {
-            ProbeSpec::Tcp(s) => Probe::Tcp(tcp::TcpProbe::new(HostPort::parse(addr, field)?, s)),
-            ProbeSpec::Http(s) => Probe::Http(http::HttpProbe::new(addr, s, field)?),
-            ProbeSpec::Dns(s) => Probe::Dns(dns::DnsProbe::new(addr, s, field)?),
+            ProbeSpec::Tcp(s) => {
+                Probe::Tcp(tcp::TcpProbe::new(HostPort::parse(addr, field)?, s, guard))
+            }
+            ProbeSpec::Http(s) => Probe::Http(http::HttpProbe::new(addr, s, field, guard)?),
+            ProbeSpec::Dns(s) => Probe::Dns(dns::DnsProbe::new(addr, s, field, guard)?),
             ProbeSpec::Icmp(s) => {
-                let ip: IpAddr = addr.parse().map_err(|_| {
+                // Every spelling inet_aton accepts, canonical: the address judged is the
+                // address pinged.
+                let ip: IpAddr = normalise_ip(addr).ok_or_else(|| {
                     SpecError::invalid(field, format!("{addr:?} is not an IP address"))
                 })?;
-                Probe::Icmp(icmp::IcmpProbe::new(ip, s))
+                Probe::Icmp(icmp::IcmpProbe::new(ip, s, guard))
             }
-            ProbeSpec::Udp(s) => Probe::Udp(udp::UdpProbe::new(HostPort::parse(addr, field)?, s)),
+            ProbeSpec::Udp(s) => {
+                Probe::Udp(udp::UdpProbe::new(HostPort::parse(addr, field)?, s, guard))
+            }
         })
     }
 
@@ -64,6 +80,57 @@ impl Probe {
             Probe::Udp(p) => p.probe(timeout).await,
         }
     }
+}
+
+/// A check's address policy as its probes apply it.
+#[derive(Debug)]
+pub struct Guard {
+    policy: Arc<AddressPolicy>,
+    /// A refused target is refused on every probe: say so in the log once, not every interval
+    /// (each probe's result carries `DestinationRefused` anyway).
+    warned: AtomicBool,
+}
+
+impl Default for Guard {
+    /// The safe default policy.
+    fn default() -> Self {
+        Guard::new(Arc::new(AddressPolicy::default()))
+    }
+}
+
+impl Guard {
+    pub fn new(policy: Arc<AddressPolicy>) -> Self {
+        Guard {
+            policy,
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the probe may contact `addr`.
+    pub fn check(&self, addr: SocketAddr) -> Result<(), Refusal> {
+        let res = self.policy.check(addr);
+        self.log(addr.ip(), res)
+    }
+
+    /// Whether the probe may contact `ip`, for protocols without ports (ICMP).
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let res = self.policy.check_ip(ip);
+        self.log(ip, res)
+    }
+
+    fn log(&self, ip: IpAddr, res: Result<(), Refusal>) -> Result<(), Refusal> {
+        if let Err(r) = res
+            && !self.warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(%ip, class = r.reason(), "destination refused, not probed");
+        }
+        res
+    }
+}
+
+/// The observation of a probe whose destination was refused: nothing was sent.
+pub fn refused(took: Duration, phases: Phases) -> Observation {
+    Observation::failed(took, phases, FailureReason::DestinationRefused)
 }
 
 /// `host:port` where host is an IP literal (`[v6]:port` for IPv6) or a DNS name.
@@ -84,6 +151,13 @@ impl HostPort {
         let port: u16 = port
             .parse()
             .map_err(|_| SpecError::invalid(field, format!("{s:?} has an invalid port")))?;
+        // `0x7f.1`, `2852039166`, `[fe80::1%eth0]`: the system resolver would read these as
+        // addresses, so they are addresses here too, judged as what they reach.
+        if let Some(ip) = normalise_ip(host)
+            && port != 0
+        {
+            return Ok(HostPort::Addr(SocketAddr::new(ip, port)));
+        }
         let valid = !host.is_empty()
             && host.len() <= 253
             && host
@@ -96,16 +170,26 @@ impl HostPort {
     }
 }
 
-/// Resolves a target address before `deadline`, timing the lookup (`None` for IP literals).
+/// Most addresses of one name that are checked; a name with more is refused.
+const MAX_RESOLVED: usize = 64;
+
+/// Resolves a target address before `deadline`, timing the lookup (`None` for IP literals),
+/// and checks it against `guard`: the address returned is the one to connect to, as is.
 ///
 /// Names go through the system resolver (getaddrinfo on the blocking pool), as any client in
-/// the pod would; the first address is used.
+/// the pod would; the first address is used, but every address is checked: a name that
+/// mixes refused addresses with others is refused, since which one comes first may change
+/// from one lookup to the next.
 pub async fn resolve(
     hp: &HostPort,
     deadline: Instant,
+    guard: &Guard,
 ) -> Result<(SocketAddr, Option<Duration>), Observation> {
     match hp {
-        HostPort::Addr(a) => Ok((*a, None)),
+        HostPort::Addr(a) => match guard.check(*a) {
+            Ok(()) => Ok((*a, None)),
+            Err(_) => Err(refused(Duration::ZERO, Phases::default())),
+        },
         HostPort::Name(host, port) => {
             let t0 = Instant::now();
             let lookup = tokio::net::lookup_host((host.as_str(), *port));
@@ -130,14 +214,23 @@ pub async fn resolve(
                     };
                     Err(Observation::failed(took, phases, reason))
                 }
-                Ok(Ok(mut addrs)) => match addrs.next() {
-                    Some(a) => Ok((a, Some(took))),
-                    None => Err(Observation::failed(
-                        took,
-                        phases,
-                        FailureReason::DnsWrongAnswer,
-                    )),
-                },
+                Ok(Ok(addrs)) => {
+                    let mut first = None;
+                    for (i, a) in addrs.enumerate() {
+                        if i == MAX_RESOLVED || guard.check(a).is_err() {
+                            return Err(refused(took, phases));
+                        }
+                        first.get_or_insert(a);
+                    }
+                    match first {
+                        Some(a) => Ok((a, Some(took))),
+                        None => Err(Observation::failed(
+                            took,
+                            phases,
+                            FailureReason::DnsWrongAnswer,
+                        )),
+                    }
+                }
             }
         }
     }
@@ -162,9 +255,64 @@ mod tests {
             HostPort::Name("web.default.svc.cluster.local.".into(), 8080)
         );
         for bad in [
-            "", "nohost", "a:b", "a:0", ":80", "a b:80", "::1:80x", "x:70000",
+            "",
+            "nohost",
+            "a:b",
+            "a:0",
+            ":80",
+            "a b:80",
+            "::1:80x",
+            "x:70000",
+            "127.1:0",
+            "[::ffff:127.1]:80",
         ] {
             assert!(HostPort::parse(bad, "f").is_err(), "{bad}");
         }
+        // Other spellings of addresses are addresses, never names for getaddrinfo to read.
+        for (text, want) in [
+            ("0x7f.1:80", "127.0.0.1:80"),
+            ("2852039166:80", "169.254.169.254:80"),
+            ("0251.0376.0251.0376:80", "169.254.169.254:80"),
+            ("169.254.169.254.:80", "169.254.169.254:80"),
+            ("[fe80::1%eth0]:80", "[fe80::1]:80"),
+        ] {
+            assert_eq!(
+                HostPort::parse(text, "f").unwrap(),
+                HostPort::Addr(want.parse().unwrap()),
+                "{text}"
+            );
+        }
+    }
+
+    fn run<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn resolution_is_checked() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let safe = Guard::default();
+        for refused_target in ["127.0.0.1:80", "[::ffff:169.254.169.254]:80", "0x7f.1:80"] {
+            let hp = HostPort::parse(refused_target, "f").unwrap();
+            let obs = run(resolve(&hp, deadline, &safe)).unwrap_err();
+            assert_eq!(obs.failure, Some(FailureReason::DestinationRefused));
+        }
+        // A name is checked after resolution: `localhost` resolves to loopback.
+        let hp = HostPort::Name("localhost".into(), 80);
+        let obs = run(resolve(&hp, deadline, &safe)).unwrap_err();
+        assert_eq!(obs.failure, Some(FailureReason::DestinationRefused));
+        assert!(obs.phases.dns_us.is_some());
+        let legacy = Guard::new(Arc::new(AddressPolicy::legacy()));
+        let (addr, dns) = run(resolve(&hp, deadline, &legacy)).unwrap();
+        assert!(addr.ip().is_loopback() && dns.is_some());
+        let hp = HostPort::parse("10.77.0.2:7000", "f").unwrap();
+        assert_eq!(
+            run(resolve(&hp, deadline, &safe)).unwrap(),
+            ("10.77.0.2:7000".parse().unwrap(), None)
+        );
     }
 }

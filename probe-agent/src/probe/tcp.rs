@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::{HostPort, Prober, resolve};
+use super::{Guard, HostPort, Prober, resolve};
 use crate::spec::TcpSpec;
 use crate::verdict::{
     FailureReason, Observation, Phases, classify_connect_error, classify_local_error, micros,
@@ -15,13 +15,15 @@ use crate::verdict::{
 pub struct TcpProbe {
     target: HostPort,
     close_with_reset: bool,
+    guard: Guard,
 }
 
 impl TcpProbe {
-    pub fn new(target: HostPort, spec: &TcpSpec) -> Self {
+    pub fn new(target: HostPort, spec: &TcpSpec, guard: Guard) -> Self {
         TcpProbe {
             target,
             close_with_reset: spec.close_with_reset,
+            guard,
         }
     }
 }
@@ -63,7 +65,7 @@ impl Prober for TcpProbe {
     async fn probe(&self, timeout: Duration) -> Observation {
         let start = Instant::now();
         let deadline = start + timeout;
-        let (addr, dns) = match resolve(&self.target, deadline).await {
+        let (addr, dns) = match resolve(&self.target, deadline, &self.guard).await {
             Ok(x) => x,
             Err(obs) => return obs,
         };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use super::{HostPort, Prober, resolve};
+use super::{Guard, HostPort, Prober, resolve};
 use crate::schedule::splitmix64;
 use crate::spec::UdpSpec;
 use crate::verdict::{FailureReason, Observation, Phases, classify_local_error, micros};
@@ -21,6 +21,7 @@ pub struct UdpProbe {
     target: HostPort,
     payload: usize,
     counter: AtomicU64,
+    guard: Guard,
 }
 
 /// A probe datagram of `len` bytes (at least 12) for token `t`.
@@ -49,7 +50,7 @@ fn classify(e: &std::io::Error) -> FailureReason {
 }
 
 impl UdpProbe {
-    pub fn new(target: HostPort, spec: &UdpSpec) -> Self {
+    pub fn new(target: HostPort, spec: &UdpSpec, guard: Guard) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -59,6 +60,7 @@ impl UdpProbe {
             target,
             payload: usize::from(spec.payload_bytes),
             counter: AtomicU64::new(seed),
+            guard,
         }
     }
 }
@@ -67,7 +69,7 @@ impl Prober for UdpProbe {
     async fn probe(&self, timeout: Duration) -> Observation {
         let begin = Instant::now();
         let deadline = begin + timeout;
-        let (addr, dns) = match resolve(&self.target, deadline).await {
+        let (addr, dns) = match resolve(&self.target, deadline, &self.guard).await {
             Ok(x) => x,
             Err(obs) => return obs,
         };
