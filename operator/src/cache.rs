@@ -11,13 +11,14 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
+use netslo_crds::v1alpha1::ConnectivityPolicy;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 
@@ -31,6 +32,9 @@ pub struct ClusterCache {
     pub endpoint_slices: Store<EndpointSlice>,
     pub nodes: Store<Node>,
     pub ingresses: Store<Ingress>,
+    /// Namespaces (labels only) and the admins' policies: what checks may target.
+    pub namespaces: Store<Namespace>,
+    pub policies: Store<ConnectivityPolicy>,
     /// Signalled on every change, so the planner can re-plan promptly.
     pub changed: Arc<Notify>,
 }
@@ -55,6 +59,8 @@ pub struct OwnedSnapshot {
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub nodes: Vec<Arc<Node>>,
     pub ingresses: Vec<Arc<Ingress>>,
+    pub namespaces: Vec<Arc<Namespace>>,
+    pub policies: Vec<Arc<ConnectivityPolicy>>,
 }
 
 impl OwnedSnapshot {
@@ -108,6 +114,18 @@ impl ClusterCache {
                 Api::all(client.clone()),
                 trim_meta,
                 changed.clone(),
+                shutdown.clone(),
+            ),
+            namespaces: spawn_reflector(
+                Api::all(client.clone()),
+                trim_namespace,
+                changed.clone(),
+                shutdown.clone(),
+            ),
+            policies: spawn_reflector(
+                Api::all(client.clone()),
+                trim_meta,
+                changed.clone(),
                 shutdown,
             ),
             changed,
@@ -121,6 +139,8 @@ impl ClusterCache {
         let _ = self.endpoint_slices.wait_until_ready().await;
         let _ = self.nodes.wait_until_ready().await;
         let _ = self.ingresses.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
+        let _ = self.policies.wait_until_ready().await;
     }
 
     pub fn snapshot(&self) -> OwnedSnapshot {
@@ -130,6 +150,8 @@ impl ClusterCache {
             endpoint_slices: self.endpoint_slices.state(),
             nodes: self.nodes.state(),
             ingresses: self.ingresses.state(),
+            namespaces: self.namespaces.state(),
+            policies: self.policies.state(),
         }
     }
 }
@@ -191,6 +213,13 @@ fn trim_pod(pod: &mut Pod) {
         status.init_container_statuses = None;
         status.ephemeral_container_statuses = None;
     }
+}
+
+/// Namespaces matter only for their names and labels (policy selectors).
+fn trim_namespace(namespace: &mut Namespace) {
+    trim_meta(namespace);
+    namespace.spec = None;
+    namespace.status = None;
 }
 
 fn trim_node(node: &mut Node) {

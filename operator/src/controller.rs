@@ -364,6 +364,36 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
         });
     }
 
+    // Tenancy: targets the admins' policies do not grant are never probed.
+    let grants =
+        crate::policy::Grants::for_namespace(&namespace, &snapshot.policies, &snapshot.namespaces);
+    let denials = grants.denials(&check.spec);
+    let mut resolution = resolution;
+    if !denials.is_empty() {
+        let check_denied = denials.iter().any(|d| d.target.is_none());
+        resolution.targets.retain(|t| {
+            !check_denied
+                && !denials
+                    .iter()
+                    .any(|d| d.target.as_deref() == Some(t.name.as_str()))
+        });
+        let more = match denials.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        // A spec that cannot be read at all says so first; a missing grant outranks a
+        // missing object.
+        if stalled
+            .as_ref()
+            .is_none_or(|s| s.reason != StallReason::InvalidSpec)
+        {
+            stalled = Some(Stall {
+                reason: StallReason::TargetNotPermitted,
+                message: format!("{}{more}", denials[0]),
+            });
+        }
+    }
+
     // Results for this check are counted as its spec says.
     if let Some(slo) = &slo {
         let config = CheckConfig {

@@ -9,6 +9,7 @@ pub mod controller;
 pub mod leader;
 pub mod mesh;
 pub mod persist;
+pub mod policy;
 pub mod resolve;
 pub mod settled;
 pub mod slo;

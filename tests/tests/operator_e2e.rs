@@ -57,6 +57,8 @@ async fn check_to_agent_to_status_and_back() {
 
     // The check: probe the target every second from "office", 99% over 28 days, with a
     // short custom alert window so the window is not "too young" for long.
+    // The target is on loopback, outside the cluster: the admins must grant it.
+    grant_external(&client, &shop.name, &["127.0.0.0/8"]).await;
     let checks: Api<ConnectivityCheck> = Api::namespaced(client.clone(), &shop.name);
     let check: ConnectivityCheck = serde_json::from_value(json!({
         "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck",

@@ -59,6 +59,8 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
     let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
     let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
 
+    // The target is on loopback, outside the cluster: the admins must grant it.
+    grant_external(&client, &shop.name, &["127.0.0.0/8"]).await;
     let checks: Api<ConnectivityCheck> = Api::namespaced(client.clone(), &shop.name);
     let check: ConnectivityCheck = serde_json::from_value(json!({
         "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck",

@@ -224,3 +224,23 @@ pub fn logs(dir: &Path, files: &[&str]) -> String {
         })
         .collect()
 }
+
+/// Grants checks in `namespace` the external destinations `cidrs` with a ConnectivityPolicy
+/// (cluster-scoped, named after the namespace): without one, checks may probe only their own
+/// namespace and the cluster's services.
+pub async fn grant_external(client: &Client, namespace: &str, cidrs: &[&str]) {
+    let policies: Api<netslo_crds::v1alpha1::ConnectivityPolicy> = Api::all(client.clone());
+    let policy = serde_json::from_value(json!({
+        "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityPolicy",
+        "metadata": {"name": format!("grant-{namespace}")},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "external": {"cidrs": cidrs},
+        },
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+}

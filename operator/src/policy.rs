@@ -1,0 +1,456 @@
+//! Tenancy: what a check may probe, from the cluster admins' `ConnectivityPolicy` objects.
+//!
+//! A check is namespaced, yet its probes run from agents that reach the whole cluster network,
+//! so netslo must not let whoever may create a check in namespace A scan namespace B or the
+//! internet. With no policy, a check may target its own namespace, the agent mesh, cluster DNS
+//! (DNS names resolved by the cluster's resolver) and the API server. Each policy that selects
+//! the check's namespace widens that (other namespaces, external hosts, domains and CIDRs);
+//! policies add up, and of their limits the tightest applies. Denied targets are never handed
+//! to an agent: the reconciler drops them from the plan and reports the check `Stalled` with
+//! reason TargetNotPermitted, naming the missing grant.
+//!
+//! Pure: the policies and namespaces come from the cluster cache; tested on tables of cases.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Namespace;
+use netslo_crds::v1alpha1::{ConnectivityCheckSpec, ConnectivityPolicy, Target};
+
+use crate::resolve::selects;
+
+/// Why a target (or the whole check, `target: None`) may not be probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub target: Option<String>,
+    pub missing: String,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            Some(target) => write!(f, "target {target}: {}", self.missing),
+            None => write!(f, "{}", self.missing),
+        }
+    }
+}
+
+/// The policies in force for checks in one namespace.
+#[derive(Debug)]
+pub struct Grants<'a> {
+    namespace: &'a str,
+    policies: Vec<&'a ConnectivityPolicy>,
+    namespace_labels: BTreeMap<&'a str, Option<&'a BTreeMap<String, String>>>,
+}
+
+impl<'a> Grants<'a> {
+    /// The policies that select `namespace` (a policy without a namespace selector selects
+    /// every namespace).
+    pub fn for_namespace(
+        namespace: &'a str,
+        policies: &'a [Arc<ConnectivityPolicy>],
+        namespaces: &'a [Arc<Namespace>],
+    ) -> Self {
+        let namespace_labels: BTreeMap<&str, Option<&BTreeMap<String, String>>> = namespaces
+            .iter()
+            .filter_map(|ns| Some((ns.metadata.name.as_deref()?, ns.metadata.labels.as_ref())))
+            .collect();
+        let own_labels = namespace_labels.get(namespace).copied().flatten();
+        let policies = policies
+            .iter()
+            .map(|p| p.as_ref())
+            .filter(|p| {
+                p.spec
+                    .namespace_selector
+                    .as_ref()
+                    .is_none_or(|s| selects(s, own_labels))
+            })
+            .collect();
+        Grants {
+            namespace,
+            policies,
+            namespace_labels,
+        }
+    }
+
+    fn namespace_granted(&self, target_namespace: &str) -> bool {
+        target_namespace == self.namespace
+            || self.policies.iter().any(|p| {
+                p.spec.target_namespaces.as_ref().is_some_and(|g| {
+                    g.names
+                        .as_ref()
+                        .is_some_and(|names| names.iter().any(|n| n == target_namespace))
+                        || g.selector.as_ref().is_some_and(|s| {
+                            // An unknown namespace has no labels to match.
+                            self.namespace_labels
+                                .get(target_namespace)
+                                .is_some_and(|labels| selects(s, *labels))
+                        })
+                })
+            })
+    }
+
+    fn external_granted(&self, host: &str, port: Option<u16>) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let ip: Option<IpAddr> = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok();
+        self.policies.iter().any(|p| {
+            let Some(grant) = &p.spec.external else {
+                return false;
+            };
+            let port_ok = grant.ports.is_empty()
+                || port.is_some_and(|port| grant.ports.iter().any(|g| *g == i32::from(port)));
+            let host_ok = match ip {
+                Some(ip) => grant.cidrs.iter().any(|c| cidr_contains(c, ip)),
+                None => grant
+                    .hosts
+                    .iter()
+                    .any(|pattern| host_matches(pattern, &host)),
+            };
+            port_ok && host_ok
+        })
+    }
+
+    /// Every reason the check may not run as specified: per target, then the limits.
+    pub fn denials(&self, spec: &ConnectivityCheckSpec) -> Vec<Denial> {
+        let mut denials: Vec<Denial> = spec
+            .targets
+            .iter()
+            .filter_map(|t| {
+                self.target_denial(t).map(|missing| Denial {
+                    target: Some(t.name.clone()),
+                    missing,
+                })
+            })
+            .collect();
+        denials.extend(self.limit_denials(spec));
+        denials
+    }
+
+    fn target_denial(&self, target: &Target) -> Option<String> {
+        let other_namespace = target
+            .pods
+            .as_ref()
+            .and_then(|p| p.namespace.as_deref())
+            .or_else(|| target.service.as_ref().and_then(|s| s.namespace.as_deref()))
+            .or_else(|| target.ingress.as_ref().and_then(|i| i.namespace.as_deref()));
+        if let Some(ns) = other_namespace
+            && !self.namespace_granted(ns)
+        {
+            return Some(format!(
+                "namespace {ns} is not granted to checks in namespace {} by any ConnectivityPolicy (spec.targetNamespaces)",
+                self.namespace
+            ));
+        }
+        if let Some(external) = &target.external {
+            let (host, port) = match (&external.host, &external.url) {
+                (Some(host), _) => (
+                    host.clone(),
+                    external.port.and_then(|p| u16::try_from(p).ok()),
+                ),
+                (None, Some(url)) => url_host_port(url)?,
+                (None, None) => return None,
+            };
+            if !self.external_granted(&host, port) {
+                return Some(format!(
+                    "external destination {host}{} is not granted to checks in namespace {} by any ConnectivityPolicy (spec.external)",
+                    port.map(|p| format!(":{p}")).unwrap_or_default(),
+                    self.namespace
+                ));
+            }
+        }
+        if let Some(server) = target.dns.as_ref().and_then(|d| d.server.as_deref()) {
+            let port = target
+                .dns
+                .as_ref()
+                .and_then(|d| d.server_port)
+                .and_then(|p| u16::try_from(p).ok())
+                .or(Some(53));
+            if !self.external_granted(server, port) {
+                return Some(format!(
+                    "DNS server {server} is not granted to checks in namespace {} by any ConnectivityPolicy (spec.external); without a server the cluster's resolver is used",
+                    self.namespace
+                ));
+            }
+        }
+        None
+    }
+
+    fn limit_denials(&self, spec: &ConnectivityCheckSpec) -> Vec<Denial> {
+        let mut out = Vec::new();
+        let limits = self.policies.iter().filter_map(|p| p.spec.limits.as_ref());
+        let max_targets = limits.clone().filter_map(|l| l.max_targets_per_check).min();
+        if let Some(max) = max_targets
+            && spec.targets.len() > usize::try_from(max).unwrap_or(0)
+        {
+            out.push(Denial {
+                target: None,
+                missing: format!(
+                    "{} targets exceed the limit of {max} per check for namespace {} (ConnectivityPolicy spec.limits.maxTargetsPerCheck)",
+                    spec.targets.len(),
+                    self.namespace
+                ),
+            });
+        }
+        let min_interval = limits
+            .filter_map(|l| l.min_interval.as_ref().map(|d| d.get()))
+            .max();
+        let interval = std::time::Duration::from_millis(crate::assign::interval_ms(spec));
+        if let Some(min) = min_interval
+            && interval < min
+        {
+            out.push(Denial {
+                target: None,
+                missing: format!(
+                    "interval {interval:?} is shorter than the minimum {min:?} for namespace {} (ConnectivityPolicy spec.limits.minInterval)",
+                    self.namespace
+                ),
+            });
+        }
+        out
+    }
+}
+
+/// `*.example.com` matches strict sub-domains; anything else matches exactly.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        None => pattern == host,
+    }
+}
+
+fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
+    let Some((net, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else {
+        return false;
+    };
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match (net, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(net) & mask == u128::from(ip) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Host and port of an http(s) URL (the API server has validated its shape).
+fn url_host_port(url: &str) -> Option<(String, Option<u16>)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        (
+            host.to_string(),
+            after.strip_prefix(':').and_then(|p| p.parse().ok()),
+        )
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().ok()),
+            None => (authority.to_string(), None),
+        }
+    };
+    Some((host, Some(port.unwrap_or(default_port))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(spec: serde_json::Value) -> Arc<ConnectivityPolicy> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityPolicy",
+                "metadata": {"name": "p"}, "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn namespace(name: &str, labels: serde_json::Value) -> Arc<Namespace> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap(),
+        )
+    }
+
+    fn spec(targets: serde_json::Value) -> ConnectivityCheckSpec {
+        serde_json::from_value(json!({"source": {"mesh": {}}, "targets": targets})).unwrap()
+    }
+
+    fn denied(policies: &[Arc<ConnectivityPolicy>], targets: serde_json::Value) -> Vec<String> {
+        let namespaces = [
+            namespace("shop", json!({"team": "shop"})),
+            namespace("payments", json!({"tier": "backend"})),
+            namespace("secrets", json!({})),
+        ];
+        Grants::for_namespace("shop", policies, &namespaces)
+            .denials(&spec(targets))
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn with_no_policy_only_the_own_namespace_and_cluster_services() {
+        let allowed = json!([
+            {"name": "pods", "pods": {"selector": {"matchLabels": {"app": "x"}}, "port": 80}},
+            {"name": "own", "service": {"name": "api", "namespace": "shop", "port": 80}},
+            {"name": "dns", "dns": {"name": "example.com"}},
+            {"name": "kube", "apiServer": {}},
+            {"name": "peers", "mesh": {}},
+        ]);
+        assert_eq!(denied(&[], allowed), Vec::<String>::new());
+
+        let other = denied(
+            &[],
+            json!([{"name": "db", "service": {"name": "db", "namespace": "payments", "port": 5432}}]),
+        );
+        assert_eq!(other.len(), 1);
+        assert!(
+            other[0].starts_with("target db: namespace payments is not granted"),
+            "{other:?}"
+        );
+        for target in [
+            json!({"name": "meta", "external": {"host": "169.254.169.254", "port": 80}}),
+            json!({"name": "web", "external": {"url": "https://example.com/"}}),
+            json!({"name": "resolver", "dns": {"name": "example.com", "server": "8.8.8.8"}}),
+        ] {
+            let d = denied(&[], json!([target]));
+            assert_eq!(d.len(), 1, "{d:?}");
+            assert!(
+                d[0].contains("not granted to checks in namespace shop"),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn grants_widen_per_namespace_and_destination() {
+        let grant = policy(json!({
+            "namespaceSelector": {"matchLabels": {"team": "shop"}},
+            "targetNamespaces": {"selector": {"matchLabels": {"tier": "backend"}}},
+            "external": {"hosts": ["api.example.com", "*.cdn.example.net"], "cidrs": ["203.0.113.0/24"], "ports": [443]},
+        }));
+        let p = [grant];
+        assert!(denied(&p, json!([{"name": "db", "service": {"name": "db", "namespace": "payments", "port": 1}}])).is_empty());
+        assert_eq!(
+            denied(
+                &p,
+                json!([{"name": "s", "pods": {"namespace": "secrets", "selector": {}, "port": 1}}])
+            )
+            .len(),
+            1
+        );
+        for (target, ok) in [
+            (
+                json!({"external": {"host": "api.example.com", "port": 443}}),
+                true,
+            ),
+            (
+                json!({"external": {"host": "api.example.com.", "port": 443}}),
+                true,
+            ),
+            (
+                json!({"external": {"host": "api.example.com", "port": 80}}),
+                false,
+            ),
+            (
+                json!({"external": {"url": "https://a.cdn.example.net/x"}}),
+                true,
+            ),
+            (
+                json!({"external": {"url": "https://cdn.example.net/"}}),
+                false,
+            ),
+            (
+                json!({"external": {"url": "https://evilcdn.example.net/"}}),
+                false,
+            ),
+            (
+                json!({"external": {"host": "203.0.113.9", "port": 443}}),
+                true,
+            ),
+            (
+                json!({"external": {"host": "::ffff:203.0.113.9", "port": 443}}),
+                true,
+            ),
+            (
+                json!({"external": {"host": "203.0.114.9", "port": 443}}),
+                false,
+            ),
+        ] {
+            let mut t = target.clone();
+            t["name"] = json!("t");
+            assert_eq!(denied(&p, json!([t])).is_empty(), ok, "{target}");
+        }
+        // The same policy selects no other namespace.
+        let namespaces = [namespace("blog", json!({}))];
+        let grants = Grants::for_namespace("blog", &p, &namespaces);
+        assert_eq!(
+            grants
+                .denials(&spec(
+                    json!([{"name": "w", "external": {"url": "https://api.example.com/"}}])
+                ))
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_tightest_limits_apply() {
+        let p = [
+            policy(json!({"limits": {"maxTargetsPerCheck": 3, "minInterval": "5s"}})),
+            policy(json!({"limits": {"maxTargetsPerCheck": 1, "minInterval": "30s"}})),
+        ];
+        let two = json!([{"name": "a", "apiServer": {}}, {"name": "b", "apiServer": {}}]);
+        let d = denied(&p, two);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("limit of 1 per check"), "{d:?}");
+        assert!(d[1].contains("minimum 30s"), "{d:?}");
+    }
+
+    #[test]
+    fn urls_and_cidrs_parse_strictly() {
+        assert_eq!(
+            url_host_port("https://h.example/x"),
+            Some(("h.example".into(), Some(443)))
+        );
+        assert_eq!(
+            url_host_port("http://h:8080?q"),
+            Some(("h".into(), Some(8080)))
+        );
+        assert_eq!(
+            url_host_port("http://[2001:db8::1]:81/"),
+            Some(("2001:db8::1".into(), Some(81)))
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(cidr_contains("10.0.0.0/8", ip("10.2.3.4")));
+        assert!(!cidr_contains("10.0.0.0/8", ip("11.0.0.1")));
+        assert!(cidr_contains("0.0.0.0/0", ip("1.2.3.4")));
+        assert!(cidr_contains("2001:db8::/32", ip("2001:db8::5")));
+        assert!(!cidr_contains("garbage", ip("1.2.3.4")));
+        assert!(!cidr_contains("10.0.0.0/99", ip("10.0.0.1")));
+    }
+}
