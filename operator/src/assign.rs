@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
-use netslo_agent::spec::{Assignment, CheckSpec, ProbeSpec, TargetSpec};
+use netslo_agent::spec::{AddressPolicySpec, Assignment, CheckSpec, ProbeSpec, TargetSpec};
 use netslo_crds::v1alpha1::{ConnectivityCheckSpec, ProbeSource};
 
-use crate::resolve::{ResolvedTarget, selects};
+use crate::resolve::{ResolvedTarget, Via, selects};
 
 /// Defaults documented on the API's `schedule` fields.
 const DEFAULT_INTERVAL_MS: u64 = 10_000;
@@ -55,6 +55,8 @@ pub struct CheckPlan<'a> {
     pub name: &'a str,
     pub spec: &'a ConnectivityCheckSpec,
     pub targets: &'a [ResolvedTarget],
+    /// What the check's namespace is granted ([`crate::policy`]), for the agents' own check.
+    pub address_policy: &'a AddressPolicySpec,
 }
 
 impl CheckPlan<'_> {
@@ -146,6 +148,13 @@ pub fn assignments<'a>(
                 Assignment {
                     source: Some(a.name.clone()),
                     checks: Vec::new(),
+                    // The agent's own node (its kubelet, node services) is off limits unless
+                    // a check is granted node addresses.
+                    node_addresses: a
+                        .node
+                        .as_deref()
+                        .map(|n| node_addresses(nodes, n))
+                        .unwrap_or_default(),
                 },
             )
         })
@@ -198,6 +207,7 @@ pub fn assignments<'a>(
                 let Some(assignment) = out.get_mut(&agent.name) else {
                     continue;
                 };
+                let address_policy = target_address_policy(plan.address_policy, target, &targets);
                 assignment.checks.push(CheckSpec {
                     name: agent_check_name(plan.namespace, plan.name, &target.name),
                     interval_ms,
@@ -208,11 +218,46 @@ pub fn assignments<'a>(
                     blocked_by: target.blocked_by.clone(),
                     probe: target.probe.clone(),
                     targets,
+                    address_policy: Some(address_policy),
                 });
             }
         }
     }
     out
+}
+
+/// The namespace's grant plus the exact destinations the operator resolved from cluster
+/// state for paths that are sensitive by nature: a `localhost` target's loopback port inside
+/// its own pod, a NodePort on a node address.
+fn target_address_policy(
+    granted: &AddressPolicySpec,
+    target: &ResolvedTarget,
+    targets: &[TargetSpec],
+) -> AddressPolicySpec {
+    let mut policy = granted.clone();
+    if target.mesh {
+        return policy;
+    }
+    policy.exempt_destinations = target
+        .endpoints
+        .iter()
+        .filter(|e| matches!(e.series.via, Via::Localhost | Via::NodePort))
+        .filter(|e| targets.iter().any(|t| t.address == e.address))
+        .filter_map(|e| e.address.parse::<std::net::SocketAddr>().ok())
+        .collect();
+    policy
+}
+
+/// A node's InternalIP and ExternalIP addresses.
+fn node_addresses(nodes: &[Arc<Node>], name: &str) -> Vec<std::net::IpAddr> {
+    nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() == Some(name))
+        .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
 }
 
 /// A mesh peer as a target: its echo responder, labelled with the peer's name so verdicts can
@@ -235,7 +280,7 @@ fn mesh_target(target: &ResolvedTarget, agent: &AgentInfo, peer: &AgentInfo) -> 
     };
     let series = crate::resolve::SeriesId {
         target: target.name.clone(),
-        via: crate::resolve::Via::Pod,
+        via: Via::Pod,
         endpoint: peer.name.clone(),
     };
     Some(TargetSpec {
@@ -265,6 +310,15 @@ mod tests {
     use netslo_agent::spec::Expect;
     use netslo_crds::v1alpha1::ConnectivityCheck;
     use serde_json::json;
+
+    static NO_GRANTS: AddressPolicySpec = AddressPolicySpec {
+        allow_link_local: false,
+        allow_loopback: false,
+        allow_node_addresses: false,
+        allowed_cidrs: None,
+        allowed_ports: None,
+        exempt_destinations: Vec::new(),
+    };
 
     fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
         serde_json::from_value(v).unwrap()
@@ -306,7 +360,9 @@ mod tests {
     fn nodes() -> Vec<Arc<Node>> {
         vec![
             Arc::new(from(
-                json!({"metadata": {"name": "node-a", "labels": {ZONE_LABEL: "zone-a", "pool": "general"}}}),
+                json!({"metadata": {"name": "node-a", "labels": {ZONE_LABEL: "zone-a", "pool": "general"}},
+                       "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"},
+                                                {"type": "Hostname", "address": "node-a"}]}}),
             )),
             Arc::new(from(
                 json!({"metadata": {"name": "node-b", "labels": {ZONE_LABEL: "zone-b", "pool": "gpu"}}}),
@@ -353,6 +409,7 @@ mod tests {
                 name: c.metadata.name.as_deref().unwrap(),
                 spec: &c.spec,
                 targets: &r.targets,
+                address_policy: &NO_GRANTS,
             })
             .collect();
         let agents = agents();
@@ -462,5 +519,35 @@ mod tests {
         for bad in ["", "a/b", "a//c", "a/b/c/d"] {
             assert_eq!(parse_agent_check_name(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn agents_are_told_their_own_node_and_each_check_its_grants() {
+        let out = plan_and_assign(&[check(
+            "c",
+            json!({"source": {"mesh": {}},
+                   "targets": [{"name": "t", "external": {"host": "192.0.2.1", "port": 443}}]}),
+        )]);
+        let a = &out["mesh-a"];
+        assert_eq!(
+            a.node_addresses,
+            vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(
+            out["mesh-b"].node_addresses.is_empty(),
+            "node-b reports no address"
+        );
+        assert!(
+            out["office"].node_addresses.is_empty(),
+            "external agents have no node"
+        );
+        let policy = a.checks[0]
+            .address_policy
+            .as_ref()
+            .expect("every check carries one");
+        assert_eq!(
+            policy, &NO_GRANTS,
+            "nothing sensitive granted, nothing exempt"
+        );
     }
 }

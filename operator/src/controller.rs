@@ -102,6 +102,7 @@ struct PlannedCheck {
     name: String,
     spec: ConnectivityCheckSpec,
     targets: Vec<ResolvedTarget>,
+    address_policy: netslo_agent::spec::AddressPolicySpec,
 }
 
 #[derive(Debug)]
@@ -470,6 +471,7 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
         name: name.clone(),
         spec: check.spec.clone(),
         targets: resolution.targets,
+        address_policy: grants.address_policy(),
     };
     let agents = agent_infos(&ctx, &ctx.state().plans, &snapshot);
     let plan_view = CheckPlan {
@@ -477,6 +479,7 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
         name: &plan.name,
         spec: &plan.spec,
         targets: &plan.targets,
+        address_policy: &plan.address_policy,
     };
     // The agents this check probes from: what `agents.desired` counts and what its mesh
     // coverage is measured over, the same set the planner assigns.
@@ -774,6 +777,7 @@ fn plan_once(ctx: &Context) {
             name: &p.name,
             spec: &p.spec,
             targets: &p.targets,
+            address_policy: &p.address_policy,
         })
         .collect();
     // One mesh plan per (check, target) and pass: its agents are the check's sources, the

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
+use netslo_agent::spec::AddressPolicySpec;
 use netslo_crds::v1alpha1::{ConnectivityCheckSpec, ConnectivityPolicy, Target};
 
 use crate::resolve::selects;
@@ -114,6 +115,22 @@ impl<'a> Grants<'a> {
             };
             port_ok && host_ok
         })
+    }
+
+    /// What the agents may contact for this check, for their own last-moment check of every
+    /// resolved address: sensitive classes only where some policy allows them.
+    pub fn address_policy(&self) -> AddressPolicySpec {
+        let sensitive = self
+            .policies
+            .iter()
+            .filter_map(|p| p.spec.sensitive_destinations.as_ref());
+        let mut out = AddressPolicySpec::default();
+        for s in sensitive {
+            out.allow_link_local |= s.allow_link_local == Some(true);
+            out.allow_loopback |= s.allow_loopback == Some(true);
+            out.allow_node_addresses |= s.allow_node_addresses == Some(true);
+        }
+        out
     }
 
     /// Every reason the check may not run as specified: per target, then the limits.
@@ -416,6 +433,27 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn sensitive_destinations_open_only_where_a_policy_says_so() {
+        let namespaces = [namespace("shop", json!({"team": "shop"}))];
+        let none = Grants::for_namespace("shop", &[], &namespaces).address_policy();
+        assert_eq!(none, AddressPolicySpec::default(), "refused by default");
+        let p = [
+            policy(json!({"sensitiveDestinations": {"allowLoopback": true}})),
+            policy(
+                json!({"namespaceSelector": {"matchLabels": {"team": "other"}},
+                          "sensitiveDestinations": {"allowLinkLocal": true}}),
+            ),
+        ];
+        let granted = Grants::for_namespace("shop", &p, &namespaces).address_policy();
+        assert!(granted.allow_loopback);
+        assert!(
+            !granted.allow_link_local,
+            "that policy selects another namespace"
+        );
+        assert!(!granted.allow_node_addresses);
     }
 
     #[test]

@@ -227,7 +227,8 @@ pub fn logs(dir: &Path, files: &[&str]) -> String {
 
 /// Grants checks in `namespace` the external destinations `cidrs` with a ConnectivityPolicy
 /// (cluster-scoped, named after the namespace): without one, checks may probe only their own
-/// namespace and the cluster's services.
+/// namespace and the cluster's services. Loopback is granted too (the agents refuse it
+/// otherwise, whatever the CIDRs say): the tests' servers listen there.
 pub async fn grant_external(client: &Client, namespace: &str, cidrs: &[&str]) {
     let policies: Api<netslo_crds::v1alpha1::ConnectivityPolicy> = Api::all(client.clone());
     let policy = serde_json::from_value(json!({
@@ -236,6 +237,7 @@ pub async fn grant_external(client: &Client, namespace: &str, cidrs: &[&str]) {
         "spec": {
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
             "external": {"cidrs": cidrs},
+            "sensitiveDestinations": {"allowLoopback": true},
         },
     }))
     .unwrap();
