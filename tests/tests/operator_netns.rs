@@ -171,6 +171,11 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
             // The mesh agents are the test's processes, registered as stand-in pods; a
             // DaemonSet would have the controller manager adopt and replace them.
             "--manage-mesh-agents=false",
+            // An agent sends its next batch once the previous one is acknowledged, which is
+            // once it is persisted: the persist interval adds to the detection delay, so it
+            // is scaled down with the 1 s probe interval (the default 5 s suits 10 s).
+            "--persist-interval-seconds",
+            "1",
         ],
         &[
             ("KUBECONFIG", plane.kubeconfig().to_str().unwrap()),
