@@ -368,7 +368,23 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
     // Tenancy: targets the admins' policies do not grant are never probed.
     let grants =
         crate::policy::Grants::for_namespace(&namespace, &snapshot.policies, &snapshot.namespaces);
-    let denials = grants.denials(&check.spec);
+    let mut denials = grants.denials(&check.spec);
+    if let Some(store) = ctx.checks.get() {
+        let in_namespace: Vec<(Option<i64>, String)> = store
+            .state()
+            .iter()
+            .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+            .map(|c| {
+                let created = c
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_millisecond());
+                (created, c.name_any())
+            })
+            .collect();
+        denials.extend(grants.check_count_denial(&name, &in_namespace));
+    }
     let mut resolution = resolution;
     if !denials.is_empty() {
         let check_denied = denials.iter().any(|d| d.target.is_none());

@@ -133,6 +133,37 @@ impl<'a> Grants<'a> {
         out
     }
 
+    /// The tightest `maxChecks` of the policies in force.
+    pub fn max_checks(&self) -> Option<usize> {
+        self.policies
+            .iter()
+            .filter_map(|p| p.spec.limits.as_ref()?.max_checks)
+            .min()
+            .map(|m| usize::try_from(m).unwrap_or(0))
+    }
+
+    /// Refuses `name` when the namespace holds more checks than [`Grants::max_checks`]: the
+    /// oldest checks keep running (by creation time, then name), so adding one never stops
+    /// another that already ran.
+    pub fn check_count_denial(
+        &self,
+        name: &str,
+        checks_in_namespace: &[(Option<i64>, String)],
+    ) -> Option<Denial> {
+        let max = self.max_checks()?;
+        let mut order: Vec<&(Option<i64>, String)> = checks_in_namespace.iter().collect();
+        order.sort();
+        let rank = order.iter().position(|(_, n)| n == name)?;
+        (rank >= max).then(|| Denial {
+            target: None,
+            missing: format!(
+                "namespace {} has {} checks, over its limit of {max} (ConnectivityPolicy spec.limits.maxChecks); the oldest run",
+                self.namespace,
+                order.len()
+            ),
+        })
+    }
+
     /// Every reason the check may not run as specified: per target, then the limits.
     pub fn denials(&self, spec: &ConnectivityCheckSpec) -> Vec<Denial> {
         let mut denials: Vec<Denial> = spec
@@ -467,6 +498,27 @@ mod tests {
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].contains("limit of 1 per check"), "{d:?}");
         assert!(d[1].contains("minimum 30s"), "{d:?}");
+    }
+
+    #[test]
+    fn the_oldest_checks_run_within_max_checks() {
+        let p = [policy(json!({"limits": {"maxChecks": 2}}))];
+        let namespaces = [namespace("shop", json!({}))];
+        let grants = Grants::for_namespace("shop", &p, &namespaces);
+        let checks = vec![
+            (Some(30), "newest".to_string()),
+            (Some(10), "first".to_string()),
+            (Some(20), "second".to_string()),
+        ];
+        assert!(grants.check_count_denial("first", &checks).is_none());
+        assert!(grants.check_count_denial("second", &checks).is_none());
+        let d = grants.check_count_denial("newest", &checks).unwrap();
+        assert!(
+            d.to_string().contains("3 checks, over its limit of 2"),
+            "{d}"
+        );
+        let unlimited = Grants::for_namespace("shop", &[], &namespaces);
+        assert!(unlimited.check_count_denial("newest", &checks).is_none());
     }
 
     #[test]
