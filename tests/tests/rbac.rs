@@ -228,3 +228,129 @@ fn operator_rbac_is_least_privilege() {
         assert!(!can_i(plane, AGENT, args), "agent must be denied: {args:?}");
     }
 }
+
+/// The resource rules `kubectl auth can-i --list` reports for `user` in `namespace`, as
+/// `resource [names] verbs` lines, sorted. The rules every authenticated user has (self
+/// reviews, discovery URLs) are left out: they are the cluster's, not netslo's.
+fn listed_rules(plane: &ControlPlane, user: &str, namespace: &str) -> Vec<String> {
+    let out = plane
+        .kubectl()
+        .unwrap()
+        .args(["auth", "can-i", "--list", "--as", user, "-n", namespace])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rules: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter(|line| !line.starts_with(' '))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| !cols[0].starts_with("selfsubject"))
+        .map(|cols| {
+            // resource, [non-resource URLs] (always [] here), [resource names], [verbs...]
+            let rest = cols[2..].join(" ");
+            format!("{} {rest}", cols[0])
+        })
+        .collect();
+    rules.sort();
+    rules
+}
+
+fn sorted(lines: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The complete list of what each netslo service account may do, per kind of namespace:
+/// exactly the rules documented in `config/rbac`, nothing more.
+#[test]
+fn each_service_account_has_exactly_the_documented_rules() {
+    let plane = control_plane::shared().expect("control plane");
+    kubectl_ok(
+        plane,
+        &[
+            "apply",
+            "-k",
+            repo_root().join("config/rbac").to_str().unwrap(),
+        ],
+    );
+    kubectl_ok(plane, &["create", "namespace", "tenant-listed"]);
+    kubectl_ok(plane, &["create", "namespace", "granted-listed"]);
+    kubectl_ok(
+        plane,
+        &[
+            "create",
+            "rolebinding",
+            "netslo-workload-agents",
+            "-n",
+            "granted-listed",
+            "--clusterrole=netslo-workload-agents",
+            "--serviceaccount=netslo-system:netslo-operator",
+        ],
+    );
+
+    // Everywhere: read what resolution needs, write check status and Events, review tokens.
+    let cluster_wide = [
+        "connectivitychecks.netslo.io [] [get list watch patch]",
+        "connectivitychecks.netslo.io/finalizers [] [update]",
+        "connectivitychecks.netslo.io/status [] [patch]",
+        "connectivitypolicies.netslo.io [] [get list watch]",
+        "connectivitypolicies.netslo.io/status [] [patch]",
+        "deployments.apps [] [get list watch]",
+        "endpointslices.discovery.k8s.io [] [list watch]",
+        "events.events.k8s.io [] [create patch]",
+        "ingresses.networking.k8s.io [] [list watch]",
+        "namespaces [] [get list watch]",
+        "nodes [] [get list watch]",
+        "pods [] [get list watch]",
+        "services [] [get list watch]",
+        "tokenreviews.authentication.k8s.io [] [create]",
+    ];
+    assert_eq!(
+        listed_rules(plane, OPERATOR, "tenant-listed"),
+        sorted(&cluster_wide),
+        "operator in a tenant namespace"
+    );
+
+    // Its own namespace adds the CA and window ConfigMaps, the mesh DaemonSet, its Lease.
+    let mut own = cluster_wide.to_vec();
+    own.extend([
+        "configmaps [] [get list watch create patch delete]",
+        "daemonsets.apps [] [get list watch create patch]",
+        "leases.coordination.k8s.io [] [create]",
+        "leases.coordination.k8s.io [netslo-operator] [get update]",
+    ]);
+    assert_eq!(
+        listed_rules(plane, OPERATOR, "netslo-system"),
+        sorted(&own),
+        "operator in its own namespace"
+    );
+
+    // A namespace that granted workload-identity probes adds writing their Deployments, and
+    // only there (kubectl merges the verbs of one resource into one line).
+    let mut granted: Vec<&str> = cluster_wide
+        .iter()
+        .copied()
+        .filter(|r| !r.starts_with("deployments.apps "))
+        .collect();
+    granted.push("deployments.apps [] [get list watch create patch update delete]");
+    assert_eq!(
+        listed_rules(plane, OPERATOR, "granted-listed"),
+        sorted(&granted),
+        "operator where workload agents are granted"
+    );
+
+    // Agents have no permissions at all, anywhere.
+    for namespace in ["netslo-system", "tenant-listed", "granted-listed"] {
+        assert_eq!(
+            listed_rules(plane, AGENT, namespace),
+            Vec::<String>::new(),
+            "agent in {namespace}"
+        );
+    }
+}
