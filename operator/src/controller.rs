@@ -506,7 +506,7 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
 
     // Status: evaluate what arrived, localise failures, write if a reader would see a change.
     let no_data_after = slo.as_ref().map_or(300_000, |s| s.no_data_after_ms);
-    let (evaluation, cells, target_stats, reporting, mesh) = ctx
+    let (evaluation, cells, target_stats, reporting, mesh, refused) = ctx
         .results
         .read(
             &key,
@@ -523,13 +523,44 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
                 let cells = failure_matrix(&plan, &agents, series);
                 let stats = target_stats(&plan, series);
                 let mesh = mesh_coverage(&plan, &source_agents, series, now);
-                (evaluation, cells, stats, reporting, mesh)
+                (
+                    evaluation,
+                    cells,
+                    stats,
+                    reporting,
+                    mesh,
+                    refused_targets(series),
+                )
             },
         )
         .unwrap_or_else(|| {
             let mesh = mesh_coverage(&plan, &source_agents, &BTreeMap::new(), now);
-            (None, Vec::new(), Vec::new(), BTreeSet::new(), mesh)
+            (
+                None,
+                Vec::new(),
+                Vec::new(),
+                BTreeSet::new(),
+                mesh,
+                Vec::new(),
+            )
         });
+    // Agents refused to send probes the plan allowed: a granted name resolved to an address
+    // the namespace is not granted (loopback, link-local or metadata, the node itself), or a
+    // redirect led there. The check cannot run as written: say so like any missing grant.
+    if stalled.is_none()
+        && let Some(first) = refused.first()
+    {
+        stalled = Some(Stall {
+            reason: StallReason::TargetNotPermitted,
+            message: format!(
+                "target {first}: the agents refused its destination, which resolves or redirects to an address no ConnectivityPolicy grants to namespace {namespace} (loopback, link-local/metadata or the node's own){}",
+                match refused.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more targets)", n - 1),
+                }
+            ),
+        });
+    }
     let setup = Setup {
         generation: check.metadata.generation,
         suspended: check.spec.suspend == Some(true),
@@ -872,6 +903,16 @@ fn mesh_peers<'a>(
         .peers(i, round)
         .filter_map(|peer| peers.iter().find(|a| a.name == peer.agent.name).copied())
         .collect()
+}
+
+/// Targets (by name) whose probes the agents refused within the summary span.
+fn refused_targets(views: &BTreeMap<(String, String), SeriesView>) -> Vec<String> {
+    let names: BTreeSet<String> = views
+        .iter()
+        .filter(|(_, v)| v.summary.refused > 0)
+        .filter_map(|((_, label), _)| SeriesId::parse(label).map(|s| s.target))
+        .collect();
+    names.into_iter().collect()
 }
 
 /// Mesh coverage over the check's own source agents: the rotation, and the fraction of

@@ -64,6 +64,9 @@ pub struct SeriesStats {
     pub good: u64,
     pub bad: u64,
     pub invalid: u64,
+    /// Of the invalid probes, those the agents refused to send: the destination resolved to
+    /// an address the check's namespace is not granted (a tenancy finding, not a failure).
+    pub refused: u64,
     /// Bad-probe reasons, most frequent first.
     pub reasons: Vec<(FailureReason, u64)>,
     pub latency: Histogram,
@@ -83,6 +86,7 @@ struct Slot {
     good: u64,
     bad: u64,
     invalid: u64,
+    refused: u64,
     reasons: BTreeMap<FailureReason, u64>,
     latency: Histogram,
 }
@@ -551,7 +555,9 @@ fn add_bucket(slot: &mut Slot, b: &netslo_agent::aggregate::Bucket) {
     slot.bad += b.total - invalid - good;
     slot.invalid += invalid;
     for (reason, count) in &b.reasons {
-        if !reason.is_prober_problem() {
+        if *reason == FailureReason::DestinationRefused {
+            slot.refused += count;
+        } else if !reason.is_prober_problem() {
             *slot.reasons.entry(*reason).or_default() += count;
         }
     }
@@ -564,6 +570,7 @@ fn latest_stats(series: &Series, since: UnixMs) -> SeriesStats {
             good: slot.good,
             bad: slot.bad,
             invalid: slot.invalid,
+            refused: slot.refused,
             reasons: sorted_reasons(&slot.reasons),
             latency: slot.latency.clone(),
             last_failure: series.last_failure,
@@ -588,6 +595,7 @@ fn series_stats(series: &Series, since: UnixMs) -> SeriesStats {
         stats.good += slot.good;
         stats.bad += slot.bad;
         stats.invalid += slot.invalid;
+        stats.refused += slot.refused;
         stats.latency.merge(&slot.latency);
         for (r, n) in &slot.reasons {
             *reasons.entry(*r).or_default() += n;
