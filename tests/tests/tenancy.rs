@@ -74,6 +74,70 @@ async fn targets_outside_the_grants_are_never_probed() {
     )
     .await;
 
+    // A granted server that redirects to the metadata address.
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirect_port = redirector.local_addr().unwrap().port();
+    let _redirecting = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = redirector.accept().await {
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    create(
+        "redirected",
+        json!([{"name": "web", "external": {"url": format!("http://127.0.0.1:{redirect_port}/")},
+                "protocol": "HTTP", "http": {"followRedirects": true}}]),
+    )
+    .await;
+
+    // Another tenant is granted the name "localhost" but not loopback addresses: the name
+    // passes the operator's check, the address it resolves to does not pass the agent's.
+    let sneaky = TestNamespace::create(plane, "sneaky").await.unwrap();
+    let policies: Api<ConnectivityPolicy> = Api::all(client.clone());
+    let by_name: ConnectivityPolicy = serde_json::from_value(json!({
+        "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityPolicy",
+        "metadata": {"name": format!("grant-{}", sneaky.name)},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": sneaky.name}},
+            "external": {"hosts": ["localhost"]},
+        },
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &by_name)
+        .await
+        .unwrap();
+    let loopback_server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let loopback_port = loopback_server.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let _counting = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            while loopback_server.accept().await.is_ok() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let sneaky_checks: Api<ConnectivityCheck> = Api::namespaced(client.clone(), &sneaky.name);
+    let rebound: ConnectivityCheck = serde_json::from_value(json!({
+        "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck",
+        "metadata": {"name": "by-name"},
+        "spec": {
+            "source": {"external": {"agents": ["office"]}},
+            "targets": [{"name": "lo", "external": {"host": "localhost", "port": loopback_port}, "protocol": "TCP"}],
+            "schedule": {"interval": "1s", "timeout": "500ms"},
+        },
+    }))
+    .unwrap();
+    sneaky_checks
+        .create(&PostParams::default(), &rebound)
+        .await
+        .unwrap();
+
     // The agent that would run these probes prints every probe it runs.
     let probes_file = dir.path().join("probes.jsonl");
     let _agent = start_external_agent(
@@ -143,8 +207,45 @@ async fn targets_outside_the_grants_are_never_probed() {
         "a refused target was probed:\n{probes}"
     );
 
+    // Refused by the agents, at the last moment: a granted name that resolves to loopback,
+    // and a redirect to the metadata address. Both are reported like a missing grant.
+    for (api, name, target) in [
+        (&sneaky_checks, "by-name", "lo"),
+        (&checks, "redirected", "web"),
+    ] {
+        let message = eventually(
+            &format!("the agents' refusal of {name}"),
+            Duration::from_secs(60),
+            async || stalled_message(api, name).await,
+        )
+        .await;
+        assert!(
+            message.starts_with(&format!(
+                "target {target}: the agents refused its destination"
+            )),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no connection reached the loopback server"
+    );
+    let sneaky_events: Api<Event> = Api::namespaced(client.clone(), &sneaky.name);
+    eventually(
+        "the Stalled Event of by-name",
+        Duration::from_secs(30),
+        async || {
+            let list = sneaky_events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("Stalled"))
+                .then_some(())
+        },
+    )
+    .await;
+
     // The cluster admins grant the victim namespace to the tenant: the refusal lifts.
-    let policies: Api<ConnectivityPolicy> = Api::all(client.clone());
     let grant: ConnectivityPolicy = serde_json::from_value(json!({
         "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityPolicy",
         "metadata": {"name": format!("victims-{}", tenant.name)},
@@ -180,6 +281,7 @@ async fn targets_outside_the_grants_are_never_probed() {
     for name in [
         format!("victims-{}", tenant.name),
         format!("grant-{}", tenant.name),
+        format!("grant-{}", sneaky.name),
     ] {
         let _ = policies.delete(&name, &Default::default()).await;
     }
