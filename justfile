@@ -39,6 +39,27 @@ generate:
 check-generated:
     cargo test -q --locked -p netslo-crds --test golden
 
+# Fuzz every parser that reads untrusted bytes (agent result batches, assignments, addresses,
+# stored SLO windows) for a bounded time each. cargo-fuzz passes flags stable rustc accepts
+# only with RUSTC_BOOTSTRAP; without a sanitizer (`-s none`) no nightly runtime is needed:
+# the code has no `unsafe`, and what the fuzzer looks for is panics and runaway allocation.
+fuzz seconds="20":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2 --quiet
+    cd fuzz
+    export RUSTC_BOOTSTRAP=1
+    for target in $(cargo fuzz list); do
+        echo "fuzz: $target for {{seconds}} s" >&2
+        # Valid inputs to start from (fuzz/seeds), so the fuzzer gets past the parsers.
+        corpora=("corpus/$target")
+        [[ -d "seeds/$target" ]] && corpora+=("seeds/$target")
+        mkdir -p "corpus/$target"
+        cargo fuzz run -s none -O "$target" "${corpora[@]}" -- \
+            -max_total_time={{seconds}} -seed=1 -rss_limit_mb=2048 -malloc_limit_mb=512 \
+            -max_len=65536 -print_final_stats=1
+    done
+
 # Benchmarks; each prints `name: value unit` lines beside a reference measured in the same run.
 bench:
     cargo bench --locked -p netslo-agent -p netslo-operator -p netslo-tests

@@ -1,0 +1,47 @@
+//! An agent's result batch as the operator reads it: JSON, validation, then ingestion into a
+//! check's window and recent series. Hostile bytes must give an error, never a panic, and
+//! never an allocation they did not pay for.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use netslo_agent::report::ResultBatch;
+use netslo_operator::channel::{AcceptedBatch, AgentIdentity, ResultSink};
+use netslo_operator::slo::config::SliceRule;
+use netslo_operator::store::{CheckConfig, ResultStore};
+
+fn store() -> &'static ResultStore {
+    static STORE: OnceLock<ResultStore> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let store = ResultStore::new();
+        let config = CheckConfig {
+            latency_threshold_us: Some(5_000),
+            deny_targets: vec!["blocked".into()],
+            slice: SliceRule::DEFAULT,
+        };
+        store.configure("shop/web", "uid", config, netslo_operator::slo::now_ms());
+        store
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(batch) = serde_json::from_slice::<ResultBatch>(data) else {
+        return;
+    };
+    if batch.validate().is_err() {
+        return;
+    }
+    let accepted = AcceptedBatch {
+        agent_name: batch.agent_name,
+        boot_id: batch.boot_id,
+        dropped_buckets: batch.dropped_buckets,
+        buckets: batch.buckets,
+    };
+    let identity = AgentIdentity::service_account("netslo-system", "netslo-agent");
+    let _ = futures::executor::block_on(store().ingest(&identity, &accepted));
+    let now = netslo_operator::slo::now_ms();
+    let _ = store().read("shop/web", now, 3_600_000, 60_000, |history, series| {
+        (history.window(now, 3_600_000), series.len())
+    });
+});
