@@ -37,7 +37,7 @@ use crate::status::conditions::{Setup, Stall, StallReason};
 use crate::status::events::{self, EventLimiter};
 use crate::status::pacing::{PacingLimits, WriteDecision, WritePacer};
 use crate::status::verdict::{Cell, LastFailure, TargetStats};
-use crate::status::{StatusInput, desired_status, material_change};
+use crate::status::{StatusInput, desired_status, material_change, urgent_change};
 use crate::store::{CheckConfig, ResultStore, SeriesView};
 use crate::workloads::{self, AgentSettings, CheckRef, LABEL_CHECK, LABEL_COMPONENT};
 
@@ -442,12 +442,10 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
             .namespace
             .clone()
             .unwrap_or_else(|| namespace.clone());
-        if source_ns != namespace {
-            stalled.get_or_insert(Stall {
-                reason: StallReason::TargetNotPermitted,
-                message: format!("probing from namespace {source_ns} needs a ConnectivityPolicy grant, not supported yet"),
-            });
-        } else {
+        // A check the policies refuse as a whole (its source namespace, its limits) runs no
+        // probe pods; the stall above says why.
+        let refused = denials.iter().any(|d| d.target.is_none());
+        if !refused {
             let check_ref = CheckRef {
                 namespace: namespace.clone(),
                 name: name.clone(),
@@ -588,7 +586,12 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
     if !material_change(previous.as_ref(), &status) {
         return Ok(Action::requeue(REQUEUE));
     }
-    let decision = ctx.state().pacer.request(&key, now);
+    let urgent = urgent_change(previous.as_ref(), &status);
+    let decision = if urgent {
+        ctx.state().pacer.request_transition(&key, now)
+    } else {
+        ctx.state().pacer.request(&key, now)
+    };
     if let WriteDecision::NotBefore(at) = decision {
         let wait = u64::try_from((at - now).max(1_000)).unwrap_or(1_000);
         return Ok(Action::requeue(Duration::from_millis(wait)));
@@ -603,6 +606,7 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
     )
     .await
     .map_err(Error::WriteStatus)?;
+    tracing::debug!(check = key, urgent, "status written");
     publish_events(&ctx, &check, &key, previous.as_ref(), &status, now).await;
     ctx.state().written.insert(key, status);
     Ok(Action::requeue(REQUEUE))

@@ -175,6 +175,23 @@ pub fn material_change(
     old != new
 }
 
+/// Whether a condition's status flipped (or one appeared) or the verdict changed between
+/// `old` and `new`: what an operator on call is waiting for, written without waiting out
+/// the per-check floor. A fault's first write often carries a partial picture (the first
+/// sources to report); the settled verdict must not wait 30 s behind it.
+pub fn urgent_change(old: Option<&ConnectivityCheckStatus>, new: &ConnectivityCheckStatus) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    old.verdict != new.verdict
+        || new.conditions.iter().any(|n| {
+            old.conditions
+                .iter()
+                .find(|o| o.type_ == n.type_)
+                .is_none_or(|o| o.status != n.status)
+        })
+}
+
 fn parse_fraction(s: &str) -> Option<f64> {
     s.parse::<f64>().ok().filter(|v| v.is_finite())
 }
@@ -676,6 +693,40 @@ mod tests {
                 "{old} -> {new}"
             );
         }
+    }
+
+    #[test]
+    fn condition_flips_and_verdict_changes_are_urgent_figures_are_not() {
+        let healthy = build(
+            &setup(),
+            Some(&eval_at(&history(DAY_MS, 0), T0)),
+            &[],
+            None,
+            T0,
+        );
+        assert!(urgent_change(None, &healthy));
+        assert!(!urgent_change(Some(&healthy), &healthy.clone()));
+        let mut figures_moved = healthy.clone();
+        figures_moved.observed_generation = Some(9);
+        assert!(!urgent_change(Some(&healthy), &figures_moved));
+        let mut flipped = healthy.clone();
+        flipped.conditions[0].status = if flipped.conditions[0].status == "True" {
+            "False".into()
+        } else {
+            "True".into()
+        };
+        assert!(urgent_change(Some(&healthy), &flipped));
+        let mut localised = healthy.clone();
+        localised.verdict = Some(netslo_crds::v1alpha1::Verdict {
+            layer: netslo_crds::v1alpha1::Layer::TCP,
+            scope: FailureScope::Endpoint,
+            reason: "TCPTimeout".into(),
+            summary: "endpoint 10.0.0.5:80 of api fails from 3/3 sources".into(),
+            sources: vec!["node-a".into()],
+            destinations: vec!["10.0.0.5:80".into()],
+            since: None,
+        });
+        assert!(urgent_change(Some(&healthy), &localised));
     }
 
     #[test]

@@ -39,11 +39,16 @@ pub enum WriteDecision {
     NotBefore(UnixMs),
 }
 
+/// A condition flip may be written this soon after the previous write...
+const TRANSITION_GAP_MS: i64 = SECOND_MS;
+
 /// Per-object floors and the global bucket.
 #[derive(Debug, Clone)]
 pub struct WritePacer {
     limits: PacingLimits,
     last_write: HashMap<String, UnixMs>,
+    /// ...once per floor: when its last early write was.
+    last_early: HashMap<String, UnixMs>,
     tokens: f64,
     refilled_at: Option<UnixMs>,
 }
@@ -53,6 +58,7 @@ impl WritePacer {
         WritePacer {
             limits,
             last_write: HashMap::new(),
+            last_early: HashMap::new(),
             tokens: limits.burst,
             refilled_at: None,
         }
@@ -79,15 +85,49 @@ impl WritePacer {
         WriteDecision::Write
     }
 
+    /// Asks to write a status in which a condition flipped or the verdict changed: an outage
+    /// must show without waiting out the floor that a figure-only change (or a first,
+    /// partial picture of the same outage) started. Allowed [`TRANSITION_GAP_MS`] after the previous write, once
+    /// per floor, within the global bucket; otherwise as [`WritePacer::request`]. Flapping
+    /// therefore costs at most two writes per floor.
+    pub fn request_transition(&mut self, object: &str, now: UnixMs) -> WriteDecision {
+        let early_used = self
+            .last_early
+            .get(object)
+            .is_some_and(|t| *t <= now && now < t.saturating_add(self.limits.per_object_ms));
+        let last = self.last_write.get(object).copied();
+        let within_floor =
+            last.is_some_and(|l| l <= now && now < l.saturating_add(self.limits.per_object_ms));
+        if early_used || !within_floor {
+            return self.request(object, now);
+        }
+        let gap_end = last.map_or(now, |l| l.saturating_add(TRANSITION_GAP_MS));
+        if now < gap_end {
+            return WriteDecision::NotBefore(gap_end);
+        }
+        self.refill(now);
+        if self.tokens < 1.0 {
+            let wait_ms = ((1.0 - self.tokens) / self.limits.rate_per_s * 1_000.0).ceil() as i64;
+            return WriteDecision::NotBefore(now.saturating_add(wait_ms.max(1)));
+        }
+        self.tokens -= 1.0;
+        self.last_write.insert(object.to_owned(), now);
+        self.last_early.insert(object.to_owned(), now);
+        WriteDecision::Write
+    }
+
     /// Forgets a deleted object.
     pub fn forget(&mut self, object: &str) {
         self.last_write.remove(object);
+        self.last_early.remove(object);
     }
 
     /// Drops floors that have passed, so memory follows the objects written recently.
     pub fn prune(&mut self, now: UnixMs) {
         let floor = self.limits.per_object_ms;
         self.last_write
+            .retain(|_, last| now.saturating_sub(*last) < floor && *last <= now);
+        self.last_early
             .retain(|_, last| now.saturating_sub(*last) < floor && *last <= now);
     }
 
@@ -119,6 +159,34 @@ mod tests {
             assert_eq!(p.request("ns/a", T0 + at), want, "at +{at}");
         }
         assert_eq!(p.request("ns/b", T0 + 45_000), WriteDecision::Write);
+    }
+
+    #[test]
+    fn a_condition_flip_is_written_early_once_per_floor() {
+        let mut p = WritePacer::new(PacingLimits::default());
+        assert_eq!(p.request("ns/a", T0), WriteDecision::Write);
+        let cases = [
+            // Too soon even for a flip.
+            (500, WriteDecision::NotBefore(T0 + 1_000)),
+            // The flip goes out early...
+            (2_000, WriteDecision::Write),
+            // ...once: the next flip waits for the floor of that write.
+            (5_000, WriteDecision::NotBefore(T0 + 32_000)),
+            (32_000, WriteDecision::Write),
+        ];
+        for (at, want) in cases {
+            assert_eq!(p.request_transition("ns/a", T0 + at), want, "at +{at}");
+        }
+        // Figure-only changes keep the plain floor.
+        assert_eq!(
+            p.request("ns/a", T0 + 40_000),
+            WriteDecision::NotBefore(T0 + 62_000)
+        );
+        // Another early write is allowed once the previous one is a floor old.
+        assert_eq!(
+            p.request_transition("ns/a", T0 + 63_000),
+            WriteDecision::Write
+        );
     }
 
     #[test]
