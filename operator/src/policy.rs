@@ -164,18 +164,31 @@ impl<'a> Grants<'a> {
         })
     }
 
-    /// Every reason the check may not run as specified: per target, then the limits.
+    /// Every reason the check may not run as specified: its source, per target, then the
+    /// limits.
     pub fn denials(&self, spec: &ConnectivityCheckSpec) -> Vec<Denial> {
-        let mut denials: Vec<Denial> = spec
-            .targets
-            .iter()
-            .filter_map(|t| {
-                self.target_denial(t).map(|missing| Denial {
-                    target: Some(t.name.clone()),
-                    missing,
-                })
+        let mut denials = Vec::new();
+        if let Some(ns) = spec
+            .source
+            .workload
+            .as_ref()
+            .and_then(|w| w.namespace.as_deref())
+            && !self.namespace_granted(ns)
+        {
+            denials.push(Denial {
+                target: None,
+                missing: format!(
+                    "probing from namespace {ns} is not granted to checks in namespace {} by any ConnectivityPolicy (spec.targetNamespaces)",
+                    self.namespace
+                ),
+            });
+        }
+        denials.extend(spec.targets.iter().filter_map(|t| {
+            self.target_denial(t).map(|missing| Denial {
+                target: Some(t.name.clone()),
+                missing,
             })
-            .collect();
+        }));
         denials.extend(self.limit_denials(spec));
         denials
     }
@@ -485,6 +498,33 @@ mod tests {
             "that policy selects another namespace"
         );
         assert!(!granted.allow_node_addresses);
+    }
+
+    #[test]
+    fn probing_from_another_namespace_needs_a_grant() {
+        let namespaces = [
+            namespace("shop", json!({})),
+            namespace("payments", json!({"tier": "backend"})),
+        ];
+        let spec: ConnectivityCheckSpec = serde_json::from_value(json!({
+            "source": {"workload": {"namespace": "payments", "podLabels": {"app": "pay"}, "serviceAccountName": "pay"}},
+            "targets": [{"name": "kube", "apiServer": {}}],
+        }))
+        .unwrap();
+        let denied = Grants::for_namespace("shop", &[], &namespaces).denials(&spec);
+        assert_eq!(denied.len(), 1, "{denied:?}");
+        assert_eq!(denied[0].target, None, "the whole check");
+        assert!(
+            denied[0]
+                .missing
+                .starts_with("probing from namespace payments is not granted")
+        );
+        let p = [policy(json!({"targetNamespaces": {"names": ["payments"]}}))];
+        assert!(
+            Grants::for_namespace("shop", &p, &namespaces)
+                .denials(&spec)
+                .is_empty()
+        );
     }
 
     #[test]
