@@ -26,6 +26,22 @@ fn can_i(plane: &ControlPlane, user: &str, args: &[&str]) -> bool {
     answer == "yes"
 }
 
+/// Applies `config/rbac` once per test binary: two concurrent client-side applies race to
+/// create the same objects.
+fn install_rbac(plane: &ControlPlane) {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        kubectl_ok(
+            plane,
+            &[
+                "apply",
+                "-k",
+                repo_root().join("config/rbac").to_str().unwrap(),
+            ],
+        );
+    });
+}
+
 fn kubectl_ok(plane: &ControlPlane, args: &[&str]) {
     let out = plane.kubectl().unwrap().args(args).output().unwrap();
     assert!(
@@ -38,14 +54,7 @@ fn kubectl_ok(plane: &ControlPlane, args: &[&str]) {
 #[test]
 fn operator_rbac_is_least_privilege() {
     let plane = control_plane::shared().expect("control plane");
-    kubectl_ok(
-        plane,
-        &[
-            "apply",
-            "-k",
-            repo_root().join("config/rbac").to_str().unwrap(),
-        ],
-    );
+    install_rbac(plane);
     kubectl_ok(plane, &["create", "namespace", "shop"]);
 
     let allowed: &[&[&str]] = &[
@@ -271,14 +280,7 @@ fn sorted(lines: &[&str]) -> Vec<String> {
 #[test]
 fn each_service_account_has_exactly_the_documented_rules() {
     let plane = control_plane::shared().expect("control plane");
-    kubectl_ok(
-        plane,
-        &[
-            "apply",
-            "-k",
-            repo_root().join("config/rbac").to_str().unwrap(),
-        ],
-    );
+    install_rbac(plane);
     kubectl_ok(plane, &["create", "namespace", "tenant-listed"]);
     kubectl_ok(plane, &["create", "namespace", "granted-listed"]);
     kubectl_ok(
