@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use crate::slo::UnixMs;
-use crate::slo::window::{DecodeError, Reader, fnv1a, put_varint, unzigzag, zigzag};
+use crate::slo::window::{DecodeError, Reader, put_varint, seal, unzigzag, zigzag};
 
 /// An agent process silent this long has nothing left to resend: agents drop unacknowledged
 /// buckets after an hour (their outbox age limit), plus margin.
@@ -108,30 +108,13 @@ impl Settled {
             put_varint(&mut out, mark.seq);
             put_varint(&mut out, zigzag(mark.seen_ms));
         }
-        let checksum = fnv1a(&out);
-        out.extend_from_slice(&checksum.to_le_bytes());
+        seal(&mut out);
         out
     }
 
     /// Reads what [`Settled::encode`] wrote; corrupt or hostile input is an error, not a panic.
     pub fn decode(bytes: &[u8]) -> Result<Settled, DecodeError> {
-        if bytes.len() < MAGIC.len() + 1 + 4 {
-            return Err(DecodeError::Truncated);
-        }
-        if &bytes[..MAGIC.len()] != MAGIC {
-            return Err(DecodeError::BadMagic);
-        }
-        if bytes[MAGIC.len()] != VERSION {
-            return Err(DecodeError::UnsupportedVersion(bytes[MAGIC.len()]));
-        }
-        let (body, sum) = bytes.split_at(bytes.len() - 4);
-        if fnv1a(body).to_le_bytes() != sum {
-            return Err(DecodeError::Checksum);
-        }
-        let mut r = Reader {
-            bytes: body,
-            pos: MAGIC.len() + 1,
-        };
+        let mut r = Reader::framed(bytes, MAGIC, VERSION)?;
         let n = r.length(MAX_ENTRIES as u64)?;
         let mut marks = HashMap::with_capacity(usize::try_from(n).unwrap_or(0));
         for _ in 0..n {
@@ -148,9 +131,7 @@ impl Settled {
                 return Err(DecodeError::OutOfRange("duplicate agent process"));
             }
         }
-        if r.pos != body.len() {
-            return Err(DecodeError::TrailingBytes);
-        }
+        r.finish()?;
         Ok(Settled { marks })
     }
 }
@@ -226,8 +207,7 @@ mod tests {
         let mut huge = MAGIC.to_vec();
         huge.push(VERSION);
         put_varint(&mut huge, u64::MAX);
-        let sum = fnv1a(&huge);
-        huge.extend_from_slice(&sum.to_le_bytes());
+        seal(&mut huge);
         assert_eq!(
             Settled::decode(&huge),
             Err(DecodeError::OutOfRange("length"))

@@ -614,31 +614,14 @@ impl History {
                 put_varint(&mut out, v);
             }
         }
-        let checksum = fnv1a(&out);
-        out.extend_from_slice(&checksum.to_le_bytes());
+        seal(&mut out);
         out
     }
 
     /// Reads what [`History::encode`] wrote. Call [`History::advance`] with `now` afterwards
     /// to drop what aged out while it was stored.
     pub fn decode(bytes: &[u8]) -> Result<History, DecodeError> {
-        if bytes.len() < MAGIC.len() + 1 + 4 {
-            return Err(DecodeError::Truncated);
-        }
-        if &bytes[..MAGIC.len()] != MAGIC {
-            return Err(DecodeError::BadMagic);
-        }
-        if bytes[MAGIC.len()] != VERSION {
-            return Err(DecodeError::UnsupportedVersion(bytes[MAGIC.len()]));
-        }
-        let (body, sum) = bytes.split_at(bytes.len() - 4);
-        if fnv1a(body).to_le_bytes() != sum {
-            return Err(DecodeError::Checksum);
-        }
-        let mut r = Reader {
-            bytes: body,
-            pos: MAGIC.len() + 1,
-        };
+        let mut r = Reader::framed(bytes, MAGIC, VERSION)?;
         let duration_ms = i64::try_from(r.varint()?)
             .ok()
             .filter(|d| (MINUTE_MS..=HOUR_MS).contains(d))
@@ -685,9 +668,7 @@ impl History {
                 latency_valid,
             });
         }
-        if r.pos != body.len() {
-            return Err(DecodeError::TrailingBytes);
-        }
+        r.finish()?;
         Ok(history)
     }
 }
@@ -825,6 +806,12 @@ pub(crate) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
+/// Appends the FNV-1a checksum of everything written so far: the frame's end.
+pub(crate) fn seal(out: &mut Vec<u8>) {
+    let checksum = fnv1a(out);
+    out.extend_from_slice(&checksum.to_le_bytes());
+}
+
 pub(crate) fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
@@ -833,11 +820,45 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u32 {
 
 /// Reads varint-coded fields, never past its bytes.
 pub(crate) struct Reader<'a> {
-    pub(crate) bytes: &'a [u8],
-    pub(crate) pos: usize,
+    bytes: &'a [u8],
+    pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// Checks a frame written by `magic`, `version`, fields and [`seal`], and reads its fields.
+    pub(crate) fn framed(
+        bytes: &'a [u8],
+        magic: &[u8; 4],
+        version: u8,
+    ) -> Result<Self, DecodeError> {
+        if bytes.len() < magic.len() + 1 + 4 {
+            return Err(DecodeError::Truncated);
+        }
+        if &bytes[..magic.len()] != magic {
+            return Err(DecodeError::BadMagic);
+        }
+        if bytes[magic.len()] != version {
+            return Err(DecodeError::UnsupportedVersion(bytes[magic.len()]));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 4);
+        if fnv1a(body).to_le_bytes() != sum {
+            return Err(DecodeError::Checksum);
+        }
+        Ok(Reader {
+            bytes: body,
+            pos: magic.len() + 1,
+        })
+    }
+
+    /// Every byte of the frame was read.
+    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes)
+        }
+    }
+
     pub(crate) fn byte(&mut self) -> Result<u8, DecodeError> {
         let b = *self.bytes.get(self.pos).ok_or(DecodeError::Truncated)?;
         self.pos += 1;
