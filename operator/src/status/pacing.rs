@@ -76,13 +76,7 @@ impl WritePacer {
                 return WriteDecision::NotBefore(allowed);
             }
         }
-        if self.tokens < 1.0 {
-            let wait_ms = ((1.0 - self.tokens) / self.limits.rate_per_s * 1_000.0).ceil() as i64;
-            return WriteDecision::NotBefore(now.saturating_add(wait_ms.max(1)));
-        }
-        self.tokens -= 1.0;
-        self.last_write.insert(object.to_owned(), now);
-        WriteDecision::Write
+        self.take_token(object, now)
     }
 
     /// Asks to write a status in which a condition flipped or the verdict changed: an outage
@@ -106,13 +100,22 @@ impl WritePacer {
             return WriteDecision::NotBefore(gap_end);
         }
         self.refill(now);
+        let decision = self.take_token(object, now);
+        if decision == WriteDecision::Write {
+            self.last_early.insert(object.to_owned(), now);
+        }
+        decision
+    }
+
+    /// The global bucket's say (after [`WritePacer::refill`]): a write now, taking a token
+    /// and starting the object's floor, or when the next token is due.
+    fn take_token(&mut self, object: &str, now: UnixMs) -> WriteDecision {
         if self.tokens < 1.0 {
             let wait_ms = ((1.0 - self.tokens) / self.limits.rate_per_s * 1_000.0).ceil() as i64;
             return WriteDecision::NotBefore(now.saturating_add(wait_ms.max(1)));
         }
         self.tokens -= 1.0;
         self.last_write.insert(object.to_owned(), now);
-        self.last_early.insert(object.to_owned(), now);
         WriteDecision::Write
     }
 
