@@ -7,67 +7,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod operator_common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use netslo_crds::v1alpha1::ConnectivityCheck;
 use netslo_tests::control_plane::{self, ControlPlane, StartOptions, TestNamespace};
 use netslo_tests::workspace_binary;
+use operator_common::{Process, eventually_every, free_port, http_status};
 use serde_json::json;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_status(addr: &str, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.get(9..12)?.parse().ok()
-}
-
-/// Kills a child process when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    logs: impl Fn() -> String,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+/// How often waits poll: handovers are timed to within a poll.
+const POLL: Duration = Duration::from_millis(250);
 
 fn check(name: &str, interval: &str) -> ConnectivityCheck {
     serde_json::from_value(json!({
@@ -120,9 +73,10 @@ async fn operator_keeps_working_across_an_apiserver_restart() {
         .create(&PostParams::default(), &check("before", "1s"))
         .await
         .unwrap();
-    eventually(
+    eventually_every(
         "status of the first check",
         Duration::from_secs(90),
+        POLL,
         logs,
         async || status_current(&checks, "before").await,
     )
@@ -153,9 +107,10 @@ async fn operator_keeps_working_across_an_apiserver_restart() {
         .await
         .unwrap();
     let recovered = Instant::now();
-    eventually(
+    eventually_every(
         "status of a check created after the restart",
         Duration::from_secs(120),
+        POLL,
         logs,
         async || status_current(&checks, "after").await,
     )
@@ -166,9 +121,10 @@ async fn operator_keeps_working_across_an_apiserver_restart() {
     );
     // Status writes are paced (at most one per check every 30 s), so this one may wait for
     // the pacer after the first check's earlier write; the deadline allows for it.
-    let generation = eventually(
+    let generation = eventually_every(
         "status of a spec changed after the restart",
         Duration::from_secs(120),
+        POLL,
         logs,
         async || status_current(&checks, "before").await.filter(|g| *g >= 2),
     )

@@ -5,8 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod operator_common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -19,31 +19,14 @@ use netslo_tests::control_plane::{self, ControlPlane, TestNamespace};
 use netslo_tests::workspace_binary;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use operator_common::{eventually_every, free_port, http_status};
+
+/// How often waits poll: handovers are timed to within a poll.
+const POLL: Duration = Duration::from_millis(200);
 
 const LEASE: &str = "netslo-operator";
 /// The operator's default lease duration.
 const LEASE_DURATION: Duration = Duration::from_secs(15);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_status(addr: &str, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.get(9..12)?.parse().ok()
-}
 
 /// One operator process, killed when the test ends however it ends.
 struct Operator {
@@ -151,26 +134,6 @@ fn acquire_time(lease: &Lease) -> Timestamp {
     lease.spec.as_ref().unwrap().acquire_time.clone().unwrap().0
 }
 
-async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    logs: impl Fn() -> String,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn one_leader_hands_over_on_sigterm_at_once_and_after_sigkill_on_expiry() {
     let plane = control_plane::shared().expect("control plane");
@@ -191,9 +154,10 @@ async fn one_leader_hands_over_on_sigterm_at_once_and_after_sigkill_on_expiry() 
 
     // Exactly one becomes ready, and the Lease names it.
     let started = Instant::now();
-    let leader = eventually(
+    let leader = eventually_every(
         "one ready operator",
         Duration::from_secs(90),
+        POLL,
         || logs(&operators),
         async || {
             let ready: Vec<usize> = (0..operators.len())
@@ -209,17 +173,19 @@ async fn one_leader_hands_over_on_sigterm_at_once_and_after_sigkill_on_expiry() 
     let lease = leases.get(LEASE).await.unwrap();
     assert!(operators[leader].holds(&lease), "{lease:?}");
     assert_eq!(transitions(&lease), 0, "created, not taken over");
-    eventually(
+    eventually_every(
         "the candidate live",
         Duration::from_secs(30),
+        POLL,
         || logs(&operators),
         async || (http_status(&operators[follower].admin, "/livez") == Some(200)).then_some(()),
     )
     .await;
     // It contends: it has seen the Lease held by the leader.
-    eventually(
+    eventually_every(
         "the candidate waiting for the Lease",
         Duration::from_secs(30),
+        POLL,
         || logs(&operators),
         async || {
             operators[follower]
@@ -237,9 +203,10 @@ async fn one_leader_hands_over_on_sigterm_at_once_and_after_sigkill_on_expiry() 
 
     // The leader renews: renewTime moves, the holder does not.
     let first_renewal = renew_time(&lease);
-    let renewed = eventually(
+    let renewed = eventually_every(
         "a renewal",
         Duration::from_secs(30),
+        POLL,
         || logs(&operators),
         async || {
             let lease = leases.get(LEASE).await.ok()?;
@@ -262,9 +229,10 @@ async fn one_leader_hands_over_on_sigterm_at_once_and_after_sigkill_on_expiry() 
         operators[leader].log()
     );
     let handed_over = Instant::now();
-    eventually(
+    eventually_every(
         "the follower ready",
         Duration::from_secs(60),
+        POLL,
         || logs(&operators),
         async || operators[follower].ready().then_some(()),
     )
@@ -288,9 +256,10 @@ async fn one_leader_hands_over_on_sigterm_at_once_and_after_sigkill_on_expiry() 
     operators.push(Operator::start(plane, &system.name, "op-c", dir.path()));
     let newcomer = operators.len() - 1;
     let killed = Instant::now();
-    eventually(
+    eventually_every(
         "the newcomer ready",
         Duration::from_secs(90),
+        POLL,
         || logs(&operators),
         async || operators[newcomer].ready().then_some(()),
     )

@@ -56,6 +56,25 @@ pub fn free_port() -> u16 {
 pub async fn eventually<T>(
     what: &str,
     timeout: Duration,
+    probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    eventually_every(
+        what,
+        timeout,
+        Duration::from_millis(500),
+        String::new,
+        probe,
+    )
+    .await
+}
+
+/// Polls `probe` every `poll` until it yields a value or `timeout` passes, then fails with
+/// `logs()` in the message.
+pub async fn eventually_every<T>(
+    what: &str,
+    timeout: Duration,
+    poll: Duration,
+    logs: impl Fn() -> String,
     mut probe: impl AsyncFnMut() -> Option<T>,
 ) -> T {
     let deadline = Instant::now() + timeout;
@@ -65,10 +84,26 @@ pub async fn eventually<T>(
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            logs()
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(poll).await;
     }
+}
+
+/// The status code of `GET path` on a plain-HTTP endpoint (the admin port), if it answers.
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.get(9..12)?.parse().ok()
 }
 
 /// A condition's status and reason.
