@@ -286,3 +286,364 @@ async fn targets_outside_the_grants_are_never_probed() {
         let _ = policies.delete(&name, &Default::default()).await;
     }
 }
+
+/// Two tricks that pass the operator's name-based grant and must still be refused by the
+/// agent: a name whose DNS answers alternate between a granted address and loopback (DNS
+/// rebinding: checked once, connected to again after a second lookup), and an IP written in
+/// hex inside a URL (`http://0x7f000001/`, which connects to 127.0.0.1). One server listens
+/// on every address and records which one each connection reached: the granted address gets
+/// probes, loopback gets none.
+#[tokio::test]
+async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
+    use netslo_agent::testbed::{DnsMode, dns_response};
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::{Arc, Mutex};
+
+    let granted: Ipv4Addr = host_address().expect("a global IPv4 address on this host");
+    let plane = control_plane::shared().expect("control plane");
+    let client = plane.client().await.unwrap();
+    let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
+    let tenant = TestNamespace::create(plane, "rebinder").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = OperatorPorts::free();
+    let _operator = start_operator(
+        plane,
+        &system.name,
+        &ports,
+        &dir.path().join("operator.log"),
+        &[],
+    );
+    let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
+    let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
+
+    // Both names are granted, and the one address the name should resolve to; loopback is not.
+    let policies: Api<ConnectivityPolicy> = Api::all(client.clone());
+    let policy_name = format!("grant-{}", tenant.name);
+    let policy: ConnectivityPolicy = serde_json::from_value(json!({
+        "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityPolicy",
+        "metadata": {"name": policy_name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": tenant.name}},
+            "external": {"hosts": ["rebind.netslo.test", "0x7f000001"], "cidrs": [format!("{granted}/32")]},
+        },
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+
+    // Every connection, by the local address it reached.
+    let server = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let reached: Arc<Mutex<Vec<IpAddr>>> = Arc::default();
+    let _serving = {
+        let reached = reached.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = server.accept().await {
+                reached
+                    .lock()
+                    .unwrap()
+                    .push(socket.local_addr().unwrap().ip());
+            }
+        })
+    };
+
+    // The rebinding DNS server: each A answer alternates between the granted address and
+    // loopback (TTL aside, getaddrinfo asks again for every probe).
+    let dns = tokio::net::UdpSocket::bind("127.0.0.1:53").await.unwrap();
+    let _rebinding = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        let mut answers = [granted, Ipv4Addr::LOCALHOST].into_iter().cycle();
+        let mut next = answers.next().unwrap();
+        while let Ok((n, peer)) = dns.recv_from(&mut buf).await {
+            if let Some(response) = dns_response(&buf[..n], DnsMode::Answer(next)) {
+                // The answer count's low byte: 1 for an A answer, 0 for AAAA.
+                if response[7] == 1 {
+                    next = answers.next().unwrap();
+                }
+                let _ = dns.send_to(&response, peer).await;
+            }
+        }
+    });
+
+    let checks: Api<ConnectivityCheck> = Api::namespaced(client.clone(), &tenant.name);
+    for (name, target) in [
+        (
+            "rebinding",
+            json!({"name": "rebind", "external": {"host": "rebind.netslo.test", "port": port}, "protocol": "TCP"}),
+        ),
+        (
+            "hex",
+            json!({"name": "hex", "external": {"url": format!("http://0x7f000001:{port}/")}, "protocol": "HTTP"}),
+        ),
+    ] {
+        let check: ConnectivityCheck = serde_json::from_value(json!({
+            "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck",
+            "metadata": {"name": name},
+            "spec": {
+                "source": {"external": {"agents": ["office"]}},
+                "targets": [target],
+                "schedule": {"interval": "1s", "timeout": "500ms"},
+            },
+        }))
+        .unwrap();
+        checks.create(&PostParams::default(), &check).await.unwrap();
+    }
+
+    // The agent resolves through the rebinding server: a private mount namespace gives it
+    // its own /etc/resolv.conf.
+    let resolv_conf = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv_conf,
+        "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n",
+    )
+    .unwrap();
+    let agent = external_agent_command("office", ports.channel, &ca, &token, "summary");
+    let _agent = Process(
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+            .arg(&resolv_conf)
+            .arg(agent.get_program())
+            .args(agent.get_args())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    for (name, target) in [("rebinding", "rebind"), ("hex", "hex")] {
+        let message = eventually(
+            &format!("the agents' refusal of {name}"),
+            Duration::from_secs(60),
+            async || stalled_message(&checks, name).await,
+        )
+        .await;
+        assert!(
+            message.starts_with(&format!(
+                "target {target}: the agents refused its destination"
+            )),
+            "{message}"
+        );
+    }
+    // The granted answers were probed, at exactly the address that was checked.
+    eventually(
+        "probes of the granted address",
+        Duration::from_secs(30),
+        async || {
+            let reached = reached.lock().unwrap();
+            (reached
+                .iter()
+                .filter(|ip| **ip == IpAddr::V4(granted))
+                .count()
+                >= 3)
+                .then_some(())
+        },
+    )
+    .await;
+    let reached = reached.lock().unwrap().clone();
+    assert!(
+        reached.iter().all(|ip| *ip == IpAddr::V4(granted)),
+        "a connection reached a refused address: {reached:?}\n{}",
+        logs(dir.path(), &["agent.log", "operator.log"])
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &tenant.name);
+    eventually(
+        "Stalled Events for both",
+        Duration::from_secs(30),
+        async || {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            let stalled: Vec<&str> = list
+                .items
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("Stalled"))
+                .filter_map(|e| e.regarding.as_ref()?.name.as_deref())
+                .collect();
+            (stalled.contains(&"rebinding") && stalled.contains(&"hex")).then_some(())
+        },
+    )
+    .await;
+    let _ = policies.delete(&policy_name, &Default::default()).await;
+}
+
+/// The first global IPv4 address of this host (`ip -4 -o addr show scope global`).
+fn host_address() -> Option<std::net::Ipv4Addr> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// What a check's author may read back is outcomes, timings and reason codes, never what the
+/// probed servers sent: a tenant could otherwise read a service's responses through netslo.
+/// Servers put a canary in a response body, a header, a TCP banner and a certificate's
+/// names; once every failure is reported, the canary is in no check object and no Event.
+#[tokio::test]
+async fn status_and_events_never_carry_what_servers_send() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CANARY: &str = "netslo-canary-7d1f";
+
+    let plane = control_plane::shared().expect("control plane");
+    let client = plane.client().await.unwrap();
+    let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
+    let tenant = TestNamespace::create(plane, "reader").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = OperatorPorts::free();
+    let _operator = start_operator(
+        plane,
+        &system.name,
+        &ports,
+        &dir.path().join("operator.log"),
+        &[],
+    );
+    let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
+    let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
+    grant_external(&client, &tenant.name, &["127.0.0.0/8"]).await;
+
+    // Each server answers every connection with the same bytes, then closes.
+    let serve = async |reply: String| {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 2048];
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(200), socket.read(&mut request))
+                            .await;
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        port
+    };
+    let http = |status: &str, body: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nX-Secret: {CANARY}-header\r\nServer: {CANARY}-server\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let failing = serve(http("503 Service Unavailable", &format!("{CANARY}-body"))).await;
+    let mismatching = serve(http("200 OK", &format!("{CANARY}-body"))).await;
+    let banner = serve(format!("220 {CANARY}-banner ESMTP\r\n")).await;
+
+    // A TLS server whose certificate names and organisation carry the canary, so a
+    // certificate error that quoted the certificate would leak it.
+    let tls_port = {
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![format!("{CANARY}.example")]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, format!("{CANARY}-org"));
+        let cert = params.self_signed(&key).unwrap();
+        let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key_der)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(socket).await;
+                });
+            }
+        });
+        port
+    };
+
+    let checks: Api<ConnectivityCheck> = Api::namespaced(client.clone(), &tenant.name);
+    let check: ConnectivityCheck = serde_json::from_value(json!({
+        "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck",
+        "metadata": {"name": "leaks"},
+        "spec": {
+            "source": {"external": {"agents": ["office"]}},
+            "targets": [
+                {"name": "status", "external": {"url": format!("http://127.0.0.1:{failing}/")}, "protocol": "HTTP"},
+                {"name": "body", "external": {"url": format!("http://127.0.0.1:{mismatching}/")}, "protocol": "HTTP",
+                 "http": {"bodyContains": "expected text"}},
+                {"name": "banner", "external": {"host": "127.0.0.1", "port": banner}, "protocol": "TCP"},
+                {"name": "cert", "external": {"url": format!("https://127.0.0.1:{tls_port}/")}, "protocol": "HTTPS"},
+            ],
+            "schedule": {"interval": "1s", "timeout": "500ms"},
+        },
+    }))
+    .unwrap();
+    checks.create(&PostParams::default(), &check).await.unwrap();
+    let _agent = start_external_agent(
+        "office",
+        ports.channel,
+        &ca,
+        &token,
+        "summary",
+        Stdio::null(),
+        &dir.path().join("agent.log"),
+    );
+
+    // Every server was probed and every failure is in the status, by its reason code.
+    let expected = [
+        ("status", Some("HTTPStatus")),
+        ("body", Some("BodyMismatch")),
+        ("banner", None),
+        ("cert", Some("TLSCertificate")),
+    ];
+    let reported = eventually(
+        "every target's outcome in the status",
+        Duration::from_secs(90),
+        async || {
+            let check = checks.get("leaks").await.ok()?;
+            let targets = &check.status.as_ref()?.targets;
+            expected
+                .iter()
+                .all(|(name, reason)| {
+                    targets.iter().any(|t| {
+                        t.name == *name
+                            && t.success_ratio.is_some()
+                            && t.last_failure.as_ref().map(|f| f.reason.as_str()) == *reason
+                    })
+                })
+                .then_some(check)
+        },
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &tenant.name);
+    let events = eventually("the check's Events", Duration::from_secs(30), async || {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        (!list.items.is_empty()).then_some(list)
+    })
+    .await;
+    for (what, text) in [
+        (
+            "the check",
+            serde_json::to_string_pretty(&reported).unwrap(),
+        ),
+        ("the Events", serde_json::to_string_pretty(&events).unwrap()),
+    ] {
+        assert!(
+            !text.to_ascii_lowercase().contains(CANARY),
+            "{what} carry what a server sent:\n{text}"
+        );
+    }
+    let policies: Api<ConnectivityPolicy> = Api::all(client.clone());
+    let _ = policies
+        .delete(&format!("grant-{}", tenant.name), &Default::default())
+        .await;
+}

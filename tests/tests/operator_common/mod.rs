@@ -230,23 +230,36 @@ pub fn start_external_agent(
     log: &Path,
 ) -> Process {
     Process(
-        Command::new(workspace_binary("netslo-agent").unwrap())
-            .args(["--node-name", name, "run"])
-            .args([
-                "--operator-url",
-                &format!("https://127.0.0.1:{channel_port}"),
-            ])
-            .arg("--operator-ca")
-            .arg(ca)
-            .arg("--token-file")
-            .arg(token)
-            .args(["--agent-name", name, "--window-seconds", "1"])
-            .args(["--output", output])
+        external_agent_command(name, channel_port, ca, token, output)
             .stdout(stdout)
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap(),
     )
+}
+
+/// The command line of [`start_external_agent`], for tests that run the agent differently.
+pub fn external_agent_command(
+    name: &str,
+    channel_port: u16,
+    ca: &Path,
+    token: &Path,
+    output: &str,
+) -> Command {
+    let mut command = Command::new(workspace_binary("netslo-agent").unwrap());
+    command
+        .args(["--node-name", name, "run"])
+        .args([
+            "--operator-url",
+            &format!("https://127.0.0.1:{channel_port}"),
+        ])
+        .arg("--operator-ca")
+        .arg(ca)
+        .arg("--token-file")
+        .arg(token)
+        .args(["--agent-name", name, "--window-seconds", "1"])
+        .args(["--output", output]);
+    command
 }
 
 /// The operator's and agents' logs, for failure messages.
