@@ -40,7 +40,7 @@ check-generated:
     cargo test -q --locked -p netslo-crds --test golden
 
 # Fuzz every parser that reads untrusted bytes (agent result batches, assignments, addresses,
-# stored SLO windows) for a bounded time each. cargo-fuzz passes flags stable rustc accepts
+# stored SLO windows, probed servers' HTTP and DNS responses) for a bounded time each. cargo-fuzz passes flags stable rustc accepts
 # only with RUSTC_BOOTSTRAP; without a sanitizer (`-s none`) no nightly runtime is needed:
 # the code has no `unsafe`, and what the fuzzer looks for is panics and runaway allocation.
 fuzz seconds="20":

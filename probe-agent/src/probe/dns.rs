@@ -14,7 +14,7 @@ use hickory_resolver::config::{
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::{Name, RecordType};
+use hickory_resolver::proto::rr::{Name, Record, RecordType};
 
 use super::{Guard, Prober, refused};
 use crate::spec::{DnsSpec, Rcode, RecordKind, SpecError};
@@ -49,6 +49,16 @@ pub fn normalize_answer(s: &str) -> String {
         return ip.to_string();
     }
     s.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The answers of the probed type, as text (pure). The server's records are untrusted: the
+/// text is compared with the expected answers, never reported.
+pub fn answers_of(records: &[Record], record_type: RecordType) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.record_type() == record_type)
+        .map(|r| r.data.to_string())
+        .collect()
 }
 
 /// What the rcode and answers mean for the expectation (pure).
@@ -197,15 +207,9 @@ impl Prober for DnsProbe {
         let failure = match res {
             Err(_) => Some(FailureReason::DnsTimeout),
             Ok(Ok(lookup)) => {
-                let answers: Vec<String> = lookup
-                    .answers()
-                    .iter()
-                    .filter(|r| r.record_type() == self.record_type)
-                    .map(|r| r.data.to_string())
-                    .collect();
                 judge_response(
                     ResponseCode::NoError,
-                    &answers,
+                    &answers_of(lookup.answers(), self.record_type),
                     self.expected_rcode,
                     &self.expected_answers,
                 )
