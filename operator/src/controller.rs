@@ -29,6 +29,7 @@ use crate::assign::{self, AgentInfo, AgentKind, CheckPlan, assignments, sources}
 use crate::cache::ClusterCache;
 use crate::channel::{AgentBinding, AssignmentSource, MemoryAssignments};
 use crate::mesh::{self, MeshPlan};
+use crate::metrics::OperatorMetrics;
 use crate::resolve::{self, ProblemKind, ResolvedTarget, SeriesId, Via};
 use crate::slo::config::SloConfig;
 use crate::slo::evaluate::evaluate;
@@ -130,6 +131,7 @@ pub struct Context {
     /// The mesh DaemonSet was applied by this process (once per process: its content
     /// depends only on the operator's settings).
     mesh_applied: std::sync::atomic::AtomicBool,
+    metrics: OperatorMetrics,
 }
 
 impl std::fmt::Debug for Context {
@@ -147,6 +149,7 @@ impl Context {
         cache: ClusterCache,
         assignments: Arc<MemoryAssignments>,
         results: Arc<ResultStore>,
+        metrics: OperatorMetrics,
     ) -> Self {
         let reporter = Reporter {
             controller: "netslo-operator".into(),
@@ -169,6 +172,7 @@ impl Context {
             checks: OnceLock::new(),
             started: Instant::now(),
             mesh_applied: std::sync::atomic::AtomicBool::new(false),
+            metrics,
         }
     }
 
@@ -325,7 +329,34 @@ fn error_policy(_check: Arc<ConnectivityCheck>, err: &Error, _ctx: Arc<Context>)
     Action::requeue(Duration::from_secs(10))
 }
 
+/// One reconcile, counted in the metrics and, when traces are exported, a span.
 async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use opentelemetry::trace::{Span as _, Status, Tracer as _};
+    let tracer = opentelemetry::global::tracer("netslo-operator");
+    let mut span = tracer
+        .span_builder("reconcile")
+        .with_attributes([
+            opentelemetry::KeyValue::new(
+                netslo_agent::metrics::CHECK_NAMESPACE,
+                check.namespace().unwrap_or_default(),
+            ),
+            opentelemetry::KeyValue::new(netslo_agent::metrics::CHECK_NAME, check.name_any()),
+        ])
+        .start(&tracer);
+    let result = reconcile_check(check, ctx.clone()).await;
+    let error = result.as_ref().err().map(Error::reason);
+    ctx.metrics.reconciled(error);
+    if let Some(reason) = error {
+        span.set_status(Status::error(reason));
+    }
+    span.end();
+    result
+}
+
+async fn reconcile_check(
+    check: Arc<ConnectivityCheck>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let namespace = check.namespace().ok_or(Error::NoNamespace)?;
     let name = check.name_any();
     let key = format!("{namespace}/{name}");
@@ -542,6 +573,13 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
                 Vec::new(),
             )
         });
+    ctx.results.set_objective_figures(
+        &key,
+        evaluation
+            .as_ref()
+            .map(crate::store::ObjectiveFigures::of)
+            .unwrap_or_default(),
+    );
     // Agents refused to send probes the plan allowed: a granted name resolved to an address
     // the namespace is not granted (loopback, link-local or metadata, the node itself), or a
     // redirect led there. The check cannot run as written: say so like any missing grant.
@@ -606,6 +644,7 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
     )
     .await
     .map_err(Error::WriteStatus)?;
+    ctx.metrics.status_written();
     tracing::debug!(check = key, urgent, "status written");
     publish_events(&ctx, &check, &key, previous.as_ref(), &status, now).await;
     ctx.state().written.insert(key, status);

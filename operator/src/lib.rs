@@ -8,6 +8,7 @@ pub mod config;
 pub mod controller;
 pub mod leader;
 pub mod mesh;
+pub mod metrics;
 pub mod persist;
 pub mod policy;
 pub mod resolve;
@@ -35,8 +36,10 @@ use crate::channel::{
 };
 use crate::config::Config;
 use crate::controller::{Context, Settings};
+use crate::metrics::OperatorMetrics;
 use crate::store::ResultStore;
 use crate::workloads::{AgentSettings, OPERATOR_CA_CONFIGMAP};
+use netslo_agent::otel::{Otel, OtelError};
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,8 @@ pub enum Error {
     Persist(#[from] persist::PersistError),
     #[error("leader election: {0}")]
     Leader(#[from] leader::Error),
+    #[error("OpenTelemetry: {0}")]
+    Otel(#[from] OtelError),
 }
 
 impl Error {
@@ -70,6 +75,7 @@ impl Error {
             Self::AdminBind { .. } => "AdminBind",
             Self::CrdMissing { .. } => "CrdMissing",
             Self::Api(_) => "ApiError",
+            Self::Otel(e) => e.reason(),
             Self::Signal(_) => "Signal",
             Self::Channel(err) => err.reason(),
             Self::Persist(err) => err.reason(),
@@ -89,6 +95,19 @@ pub async fn run(config: Config) -> Result<(), Error> {
         "starting netslo-operator {}",
         env!("CARGO_PKG_VERSION")
     );
+    let otel = Otel::from_env(
+        "netslo-operator",
+        &[
+            ("k8s.pod.name", config.pod_name.as_str()),
+            ("k8s.namespace.name", config.namespace.as_str()),
+        ],
+    )?;
+    let result = run_with(config).await;
+    otel.shutdown();
+    result
+}
+
+async fn run_with(config: Config) -> Result<(), Error> {
     let client = Client::try_default().await.map_err(Error::ClientConfig)?;
     let readiness = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -183,12 +202,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
         instance: config.pod_name.clone(),
         manage_mesh_agents: config.manage_mesh_agents,
     };
+    let metrics = OperatorMetrics::global(results.clone(), channel.stats().clone());
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings,
         cache,
         assignments,
         results,
+        metrics,
     ));
     let planner = tokio::spawn(controller::run_planner(ctx.clone(), stop_rx.clone()));
     let mut controller_stop = stop_rx.clone();

@@ -112,6 +112,9 @@ struct CheckData {
     dirty: bool,
     /// Keyed by (source, target label).
     series: HashMap<(String, String), Series>,
+    /// What the metrics export: events counted since this process started, and the
+    /// objectives' figures as last evaluated.
+    metrics: CheckMetrics,
 }
 
 impl CheckData {
@@ -123,6 +126,7 @@ impl CheckData {
             settled: Settled::default(),
             dirty: true,
             series: HashMap::new(),
+            metrics: CheckMetrics::default(),
         }
     }
 }
@@ -292,8 +296,26 @@ impl ResultStore {
                 settled,
                 dirty: false,
                 series: HashMap::new(),
+                metrics: CheckMetrics::default(),
             },
         );
+    }
+
+    /// Records a check's objectives as just evaluated, for the metrics.
+    pub fn set_objective_figures(&self, check: &str, objectives: Vec<ObjectiveFigures>) {
+        if let Some(data) = self.lock().checks.get_mut(check) {
+            data.metrics.objectives = objectives;
+        }
+    }
+
+    /// What the metrics export, per check (`<namespace>/<name>`). A deleted check is gone
+    /// from here with the rest of its data, and so are its series.
+    pub fn metric_snapshot(&self) -> Vec<(String, CheckMetrics)> {
+        self.lock()
+            .checks
+            .iter()
+            .map(|(key, data)| (key.clone(), data.metrics.clone()))
+            .collect()
     }
 
     /// Forgets a deleted check; a durable store deletes its stored state at the next flush.
@@ -457,6 +479,7 @@ impl ResultStore {
             let deny = data.config.deny_targets.iter().any(|t| t == target);
             let sample = Sample::from_report(report, data.config.latency_threshold_us, deny);
             data.history.ingest(&sample, now);
+            data.metrics.events.add(&sample);
             if record_recent(data, report) {
                 changed.insert(key);
             }
@@ -475,6 +498,73 @@ impl ResultStore {
             }
         }
         (outcome, generation)
+    }
+}
+
+/// A check's figures for the metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckMetrics {
+    pub events: SloEvents,
+    pub objectives: Vec<ObjectiveFigures>,
+}
+
+/// SLO events counted since this process started: cumulative counters, which alerting
+/// rules turn into ratios over any window (a restart is a counter reset, which `rate()`
+/// handles).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SloEvents {
+    pub availability_good: u64,
+    pub availability_bad: u64,
+    pub latency_good: u64,
+    pub latency_bad: u64,
+}
+
+impl SloEvents {
+    fn add(&mut self, sample: &Sample) {
+        let valid = sample.total.saturating_sub(sample.invalid);
+        let good = sample.good.min(valid);
+        self.availability_good += good;
+        self.availability_bad += valid - good;
+        let latency_good = sample.latency_good.min(sample.latency_valid);
+        self.latency_good += latency_good;
+        self.latency_bad += sample.latency_valid - latency_good;
+    }
+}
+
+/// One objective's figures as last evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectiveFigures {
+    /// `availability` or `latency`.
+    pub objective: &'static str,
+    /// The target, e.g. 0.999.
+    pub target: f64,
+    /// Over the SLO window; `None` without valid events.
+    pub sli: Option<f64>,
+    pub budget_remaining: Option<f64>,
+    /// Per alert window ("5m", "1h", ...): the burn rate, where there were events.
+    pub burn_rates: Vec<(String, f64)>,
+}
+
+impl ObjectiveFigures {
+    /// The figures of each objective of an evaluation (pure).
+    pub fn of(evaluation: &crate::slo::evaluate::Evaluation) -> Vec<ObjectiveFigures> {
+        evaluation
+            .objectives
+            .iter()
+            .map(|o| ObjectiveFigures {
+                objective: crate::status::conditions::objective_name(o.name),
+                target: o.target.as_f64(),
+                sli: o.sli().map(|f| f.num as f64 / f.den as f64),
+                budget_remaining: o.budget_remaining(),
+                burn_rates: o
+                    .burn_rates
+                    .iter()
+                    .filter_map(|w| {
+                        Some((crate::slo::format_window(w.window_ms), w.rate(o.target)?))
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::aggregate::{Aggregator, SeriesKey};
+use crate::metrics::{ProbeMetrics, SeriesAttributes};
 use crate::probe::Probe;
 use crate::schedule::{Schedule, stable_hash};
 use crate::spec::{Assignment, Expect, SpecError};
@@ -34,6 +35,8 @@ pub struct EngineConfig {
     pub window: Duration,
     /// Most closed buckets held for the result channel.
     pub max_outbox: usize,
+    /// OpenTelemetry instruments every judged probe is recorded in.
+    pub metrics: Option<Arc<ProbeMetrics>>,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +47,7 @@ impl Default for EngineConfig {
             max_lag: Duration::from_millis(5),
             window: Duration::from_secs(10),
             max_outbox: 10_000,
+            metrics: None,
         }
     }
 }
@@ -168,9 +172,12 @@ impl Shared {
         judge(&obs, &job.expect, lag, self.cfg.max_lag)
     }
 
-    async fn record(&self, job: &Job, result: ProbeResult) {
+    async fn record(&self, job: &Job, attributes: Option<&SeriesAttributes>, result: ProbeResult) {
         self.aggregator()
             .record(&job.key, &job.thresholds_us, &result, Instant::now());
+        if let (Some(metrics), Some(attributes)) = (&self.cfg.metrics, attributes) {
+            metrics.record(&job.key, attributes, &result);
+        }
         if let Some(tx) = &self.raw {
             let rec = RawRecord {
                 check: job.key.check.clone(),
@@ -186,13 +193,14 @@ impl Shared {
 async fn run_job(shared: Arc<Shared>, job: Arc<Job>, start: Instant) {
     let hash = stable_hash(&[&job.key.check, &job.key.target, &job.key.source]);
     let sched = Schedule::new(job.interval, job.jitter, hash);
+    let attributes = shared.cfg.metrics.as_ref().map(|m| m.attributes(&job.key));
     let mut last = None;
     loop {
         let (round, at) = sched.next(start, Instant::now(), last);
         last = Some(round);
         tokio::time::sleep_until(at.into()).await;
         let result = shared.probe(&job, at).await;
-        shared.record(&job, result).await;
+        shared.record(&job, attributes.as_ref(), result).await;
     }
 }
 

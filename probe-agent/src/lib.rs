@@ -9,6 +9,7 @@
 //! * [`engine`]: schedules, bounds concurrency, judges and aggregates;
 //! * [`echo`]: the UDP/TCP/HTTP echo responder every agent serves;
 //! * [`report`]: the operator channel (assignments in, acknowledged result batches out);
+//! * [`otel`] and [`metrics`]: OpenTelemetry export (OTLP) and the agent's instruments;
 //! * `testbed` (feature): network-namespace topologies for integration tests.
 
 pub mod aggregate;
@@ -16,6 +17,8 @@ pub mod echo;
 pub mod engine;
 pub mod guard;
 pub mod histogram;
+pub mod metrics;
+pub mod otel;
 pub mod probe;
 pub mod report;
 pub mod schedule;

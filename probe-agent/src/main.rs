@@ -11,11 +11,14 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use netslo_agent::echo::{Echo, EchoError};
 use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile};
+use netslo_agent::metrics::ProbeMetrics;
+use netslo_agent::otel::{Otel, OtelError};
 use netslo_agent::report::{OutboxLimits, ReportError, Reporter, ReporterConfig};
 use netslo_agent::spec::{Assignment, SpecError};
 use tokio::sync::watch;
@@ -138,6 +141,10 @@ enum Command {
         /// Stop after this many seconds (default: run until SIGTERM/SIGINT).
         #[arg(long, env = "NETSLO_DURATION_SECONDS")]
         duration_seconds: Option<u64>,
+        /// Name each endpoint (pod IP, mesh peer) in exported metrics: a drill-down whose
+        /// series grow with endpoints and mesh rotation. Off by default.
+        #[arg(long, env = "NETSLO_METRICS_PER_ENDPOINT")]
+        metrics_per_endpoint: bool,
         #[command(flatten)]
         echo: EchoArgs,
     },
@@ -174,6 +181,8 @@ enum CliError {
     Signal(#[source] std::io::Error),
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
+    #[error(transparent)]
+    Otel(#[from] OtelError),
 }
 
 impl CliError {
@@ -185,6 +194,7 @@ impl CliError {
             CliError::Runtime(_) => "RuntimeFailed",
             CliError::Signal(_) => "SignalSetupFailed",
             CliError::Output(_) => "OutputFailed",
+            CliError::Otel(e) => e.reason(),
         }
     }
 }
@@ -307,8 +317,19 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
             max_lag_ms,
             window_seconds,
             duration_seconds,
+            metrics_per_endpoint,
             echo,
         } => {
+            let pod = std::env::var("POD_NAME").unwrap_or_default();
+            let namespace = std::env::var("POD_NAMESPACE").unwrap_or_default();
+            let otel = Otel::from_env(
+                "netslo-agent",
+                &[
+                    ("k8s.node.name", node.as_str()),
+                    ("k8s.pod.name", pod.as_str()),
+                    ("k8s.namespace.name", namespace.as_str()),
+                ],
+            )?;
             let reporter = match &operator.operator_url {
                 Some(url) => Some(Arc::new(Reporter::new(reporter_config(
                     url, &operator, &node,
@@ -347,11 +368,19 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
                 "starting"
             );
             let _server = start_echo(&echo, &node).await?;
+            // A static assignment is as confirmed as it gets when it is read.
+            let assignment_confirmed = match &reporter {
+                Some(r) => r.stats().assignment_confirmed_unix_ms.clone(),
+                None => Arc::new(AtomicU64::new(unix_ms())),
+            };
+            let metrics =
+                ProbeMetrics::global(metrics_per_endpoint, otel.tracing(), assignment_confirmed);
             let cfg = EngineConfig {
                 source: source_label,
                 max_concurrency,
                 max_lag: Duration::from_millis(max_lag_ms),
                 window: Duration::from_secs(window_seconds.max(1)),
+                metrics: Some(Arc::new(metrics)),
                 ..EngineConfig::default()
             };
             let (engine, raw) = if output == Output::Raw {
@@ -405,9 +434,16 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
                 }
                 out.flush().map_err(CliError::Output)?;
             }
+            otel.shutdown();
             Ok(())
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn reporter_config(url: &http::Uri, args: &OperatorArgs, node: &str) -> ReporterConfig {

@@ -546,6 +546,9 @@ pub struct ReporterStats {
     pub send_errors: AtomicU64,
     pub assignments_received: AtomicU64,
     pub assignment_errors: AtomicU64,
+    /// Unix ms when the operator last confirmed the assignment (sent one that compiled, or
+    /// said it is unchanged); 0 until then. Shared with the assignment-age gauge.
+    pub assignment_confirmed_unix_ms: std::sync::Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -852,6 +855,15 @@ impl Reporter {
         }
     }
 
+    fn confirm_assignment(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.stats
+            .assignment_confirmed_unix_ms
+            .store(now, Ordering::Relaxed);
+    }
+
     fn save_assignment(&self, env: &AssignmentEnvelope) {
         let Some(path) = &self.cfg.assignment_cache else {
             return;
@@ -880,7 +892,10 @@ impl Reporter {
                 .fetch_assignment(version.as_deref(), self.cfg.poll_wait)
                 .await
             {
-                Ok(None) => backoff.reset(),
+                Ok(None) => {
+                    backoff.reset();
+                    self.confirm_assignment();
+                }
                 Ok(Some(env)) => {
                     backoff.reset();
                     self.stats
@@ -895,6 +910,7 @@ impl Reporter {
                                 "assignment received"
                             );
                             jobs.send_replace(compiled);
+                            self.confirm_assignment();
                             self.save_assignment(&env);
                         }
                         Err(e) => {

@@ -318,7 +318,7 @@ fn objective_line(o: &ObjectiveEvaluation) -> String {
     )
 }
 
-fn objective_name(name: ObjectiveName) -> &'static str {
+pub fn objective_name(name: ObjectiveName) -> &'static str {
     match name {
         ObjectiveName::Availability => "availability",
         ObjectiveName::Latency => "latency",

@@ -206,14 +206,12 @@ impl Prober for DnsProbe {
         };
         let failure = match res {
             Err(_) => Some(FailureReason::DnsTimeout),
-            Ok(Ok(lookup)) => {
-                judge_response(
-                    ResponseCode::NoError,
-                    &answers_of(lookup.answers(), self.record_type),
-                    self.expected_rcode,
-                    &self.expected_answers,
-                )
-            }
+            Ok(Ok(lookup)) => judge_response(
+                ResponseCode::NoError,
+                &answers_of(lookup.answers(), self.record_type),
+                self.expected_rcode,
+                &self.expected_answers,
+            ),
             Ok(Err(e)) => classify_net_error(&e, self.expected_rcode, &self.expected_answers),
         };
         Observation {

@@ -138,6 +138,18 @@ pub fn start_operator(
     log: &Path,
     extra_args: &[&str],
 ) -> Process {
+    start_operator_with_env(plane, namespace, ports, log, extra_args, &[])
+}
+
+/// [`start_operator`] with extra environment variables.
+pub fn start_operator_with_env(
+    plane: &ControlPlane,
+    namespace: &str,
+    ports: &OperatorPorts,
+    log: &Path,
+    extra_args: &[&str],
+    env: &[(&str, String)],
+) -> Process {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -161,6 +173,7 @@ pub fn start_operator(
             ])
             .args(["--admin-addr", &format!("127.0.0.1:{}", ports.admin)])
             .args(extra_args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

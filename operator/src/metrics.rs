@@ -1,0 +1,263 @@
+//! The operator's OpenTelemetry instruments: every check's SLO as counters and gauges an
+//! alerting system can use as they are, and the operator's own health.
+//!
+//! SLO series are named by the check and the objective only, so a check costs a fixed number
+//! of series whatever its targets and sources:
+//!
+//! | instrument | unit | attributes | series per check |
+//! |---|---|---|---|
+//! | `netslo.slo.events` (counter) | `{event}` | check, `netslo.objective`, `netslo.outcome` (good, bad) | 2 per objective |
+//! | `netslo.slo.objective` (gauge) | `1` | check, objective | 1 per objective |
+//! | `netslo.slo.sli` (gauge) | `1` | check, objective | 1 per objective |
+//! | `netslo.slo.error_budget.remaining` (gauge) | `1` | check, objective | 1 per objective |
+//! | `netslo.slo.burn_rate` (gauge) | `1` | check, objective, `netslo.slo.window` | 1 per objective and alert window |
+//!
+//! The counters are cumulative since the operator started (a restart is a counter reset);
+//! with the objective's target they are all Sloth, Pyrra or hand-written burn-rate rules
+//! need (`config/alerting/`). All are observed from the result store at each export, so a
+//! deleted check's series end with it.
+//!
+//! Operator health: `netslo.operator.reconciles` (`netslo.result` ok/error),
+//! `netslo.operator.reconcile.errors` (`netslo.reason`), `netslo.operator.status.writes`,
+//! `netslo.operator.results.ingested`, `netslo.operator.results.duplicate` and
+//! `netslo.operator.results.refused` (`netslo.reason`: Unauthenticated, Forbidden,
+//! Unassigned, Malformed), all in `{...}` count units.
+
+use std::sync::Arc;
+
+use netslo_agent::metrics::{CHECK_NAME, CHECK_NAMESPACE, OUTCOME};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Meter, ObservableCounter, ObservableGauge};
+
+use crate::channel::{ChannelCounters, ChannelStats};
+use crate::store::{CheckMetrics, ObjectiveFigures, ResultStore};
+
+pub const OBJECTIVE: &str = "netslo.objective";
+pub const SLO_WINDOW: &str = "netslo.slo.window";
+pub const RESULT: &str = "netslo.result";
+pub const REASON: &str = "netslo.reason";
+
+/// Values of one gauge from an objective's figures: (alert window, value) pairs.
+type ReadObjective = fn(&ObjectiveFigures) -> Vec<(Option<String>, f64)>;
+/// Values of one counter from the channel's counters: (value, reason) pairs.
+type ReadChannel = fn(&ChannelCounters) -> Vec<(u64, Option<&'static str>)>;
+
+/// The operator's instruments.
+pub struct OperatorMetrics {
+    reconciles: Counter<u64>,
+    reconcile_errors: Counter<u64>,
+    status_writes: Counter<u64>,
+    _observed_counters: Vec<ObservableCounter<u64>>,
+    _observed_gauges: Vec<ObservableGauge<f64>>,
+}
+
+impl std::fmt::Debug for OperatorMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorMetrics").finish_non_exhaustive()
+    }
+}
+
+impl OperatorMetrics {
+    /// Instruments from `meter`, observing `store` and `channel` at each collection.
+    pub fn new(meter: &Meter, store: Arc<ResultStore>, channel: Arc<ChannelStats>) -> Self {
+        let observed_counters = vec![
+            {
+                let store = store.clone();
+                meter
+                    .u64_observable_counter("netslo.slo.events")
+                    .with_unit("{event}")
+                    .with_description("SLO events (valid probes, judged against each objective) by outcome, since the operator started")
+                    .with_callback(move |observer| {
+                        for (check, m) in store.metric_snapshot() {
+                            for (objective, good, bad) in events(&m) {
+                                let attrs = objective_attributes(&check, objective);
+                                observer.observe(good, &with(&attrs, KeyValue::new(OUTCOME, "good")));
+                                observer.observe(bad, &with(&attrs, KeyValue::new(OUTCOME, "bad")));
+                            }
+                        }
+                    })
+                    .build()
+            },
+            channel_counter(
+                meter,
+                "netslo.operator.results.ingested",
+                "{bucket}",
+                "Result buckets accepted from agents and stored",
+                channel.clone(),
+                |c| vec![(c.accepted, None)],
+            ),
+            channel_counter(
+                meter,
+                "netslo.operator.results.duplicate",
+                "{bucket}",
+                "Result buckets agents sent again, counted once",
+                channel.clone(),
+                |c| vec![(c.duplicates, None)],
+            ),
+            channel_counter(
+                meter,
+                "netslo.operator.results.refused",
+                "{request}",
+                "Agent requests and result buckets refused, by reason",
+                channel,
+                |c| {
+                    vec![
+                        (c.refused_unauthenticated, Some("Unauthenticated")),
+                        (c.refused_forbidden, Some("Forbidden")),
+                        (c.refused_unassigned, Some("Unassigned")),
+                        (c.refused_malformed, Some("Malformed")),
+                    ]
+                },
+            ),
+        ];
+        let gauge = |name: &'static str, description: &'static str, read: ReadObjective| {
+            let store = store.clone();
+            meter
+                .f64_observable_gauge(name)
+                .with_unit("1")
+                .with_description(description)
+                .with_callback(move |observer| {
+                    for (check, m) in store.metric_snapshot() {
+                        for o in &m.objectives {
+                            let attrs = objective_attributes(&check, o.objective);
+                            for (window, value) in read(o) {
+                                match window {
+                                    Some(w) => observer.observe(
+                                        value,
+                                        &with(&attrs, KeyValue::new(SLO_WINDOW, w)),
+                                    ),
+                                    None => observer.observe(value, &attrs),
+                                }
+                            }
+                        }
+                    }
+                })
+                .build()
+        };
+        let observed_gauges = vec![
+            gauge(
+                "netslo.slo.objective",
+                "The objective's target, e.g. 0.999",
+                |o| vec![(None, o.target)],
+            ),
+            gauge(
+                "netslo.slo.sli",
+                "Good over valid events in the SLO window",
+                |o| o.sli.map(|v| (None, v)).into_iter().collect(),
+            ),
+            gauge(
+                "netslo.slo.error_budget.remaining",
+                "Share of the SLO window's error budget left (negative: overspent, down to -1)",
+                |o| o.budget_remaining.map(|v| (None, v)).into_iter().collect(),
+            ),
+            gauge(
+                "netslo.slo.burn_rate",
+                "Error rate over the window divided by the error budget rate (1: spent exactly at the end of the SLO window)",
+                |o| {
+                    o.burn_rates
+                        .iter()
+                        .map(|(w, v)| (Some(w.clone()), *v))
+                        .collect()
+                },
+            ),
+        ];
+        OperatorMetrics {
+            reconciles: meter
+                .u64_counter("netslo.operator.reconciles")
+                .with_unit("{reconcile}")
+                .with_description("Reconciles of ConnectivityChecks, by result")
+                .build(),
+            reconcile_errors: meter
+                .u64_counter("netslo.operator.reconcile.errors")
+                .with_unit("{error}")
+                .with_description("Failed reconciles, by reason")
+                .build(),
+            status_writes: meter
+                .u64_counter("netslo.operator.status.writes")
+                .with_unit("{write}")
+                .with_description("Status writes to ConnectivityChecks")
+                .build(),
+            _observed_counters: observed_counters,
+            _observed_gauges: observed_gauges,
+        }
+    }
+
+    /// Instruments from the global meter provider (no-ops while export is off).
+    pub fn global(store: Arc<ResultStore>, channel: Arc<ChannelStats>) -> Self {
+        Self::new(
+            &opentelemetry::global::meter("netslo-operator"),
+            store,
+            channel,
+        )
+    }
+
+    /// Counts a reconcile; `error` is the failure's reason.
+    pub fn reconciled(&self, error: Option<&'static str>) {
+        match error {
+            None => self.reconciles.add(1, &[KeyValue::new(RESULT, "ok")]),
+            Some(reason) => {
+                self.reconciles.add(1, &[KeyValue::new(RESULT, "error")]);
+                self.reconcile_errors
+                    .add(1, &[KeyValue::new(REASON, reason)]);
+            }
+        }
+    }
+
+    pub fn status_written(&self) {
+        self.status_writes.add(1, &[]);
+    }
+}
+
+/// (objective, good, bad) for each objective the check has.
+fn events(m: &CheckMetrics) -> Vec<(&'static str, u64, u64)> {
+    m.objectives
+        .iter()
+        .map(|o| match o.objective {
+            "latency" => (o.objective, m.events.latency_good, m.events.latency_bad),
+            _ => (
+                o.objective,
+                m.events.availability_good,
+                m.events.availability_bad,
+            ),
+        })
+        .collect()
+}
+
+fn objective_attributes(check: &str, objective: &'static str) -> Vec<KeyValue> {
+    let (namespace, name) = check.split_once('/').unwrap_or(("", check));
+    vec![
+        KeyValue::new(CHECK_NAMESPACE, namespace.to_owned()),
+        KeyValue::new(CHECK_NAME, name.to_owned()),
+        KeyValue::new(OBJECTIVE, objective),
+    ]
+}
+
+fn with(attrs: &[KeyValue], extra: KeyValue) -> Vec<KeyValue> {
+    let mut all = attrs.to_vec();
+    all.push(extra);
+    all
+}
+
+/// A counter observed from the channel's counters: `read` picks (value, reason) pairs.
+fn channel_counter(
+    meter: &Meter,
+    name: &'static str,
+    unit: &'static str,
+    description: &'static str,
+    channel: Arc<ChannelStats>,
+    read: ReadChannel,
+) -> ObservableCounter<u64> {
+    meter
+        .u64_observable_counter(name)
+        .with_unit(unit)
+        .with_description(description)
+        .with_callback(move |observer| {
+            for (value, reason) in read(&channel.snapshot()) {
+                match reason {
+                    Some(r) => observer.observe(value, &[KeyValue::new(REASON, r)]),
+                    None => observer.observe(value, &[]),
+                }
+            }
+        })
+        .build()
+}
