@@ -28,7 +28,11 @@ PROMTOOL_TAGS="${PROMTOOL_TAGS:-netgo,remove_all_sd}"
 repo_root="$(cd "$(dirname "$0")/../.." && pwd)"
 target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
 out_root="${1:-$target_dir/otel}"
-bin_dir="$out_root/otelcol-$OTELCOL_VERSION-$OTELCOL_CONTRIB_VERSION-prometheus-$PROMETHEUS_MODULE_VERSION-${PROMTOOL_TAGS//,/-}"
+# The collector's source is in the repo: its hash joins the versions in the cache key.
+collector_src="$repo_root/tests/otel/collector/main.go"
+src_hash="$(sha256sum "$collector_src" | cut -c1-12)"
+bin_dir="$out_root/otelcol-$OTELCOL_VERSION-$OTELCOL_STABLE_VERSION-contrib-$OTELCOL_CONTRIB_VERSION-$src_hash"
+bin_dir="$bin_dir-promtool-$PROMETHEUS_MODULE_VERSION-${PROMTOOL_TAGS//,/-}"
 tools=(otelcol-netslo promtool)
 
 log() { printf 'otel build: %s\n' "$*" >&2; }
@@ -54,7 +58,7 @@ build_collector() {
   log "building otelcol-netslo (collector $OTELCOL_VERSION / $OTELCOL_STABLE_VERSION, contrib $OTELCOL_CONTRIB_VERSION)"
   local start=$SECONDS m="$work/otelcol"
   mkdir -p "$m"
-  cp "$repo_root/tests/otel/collector/main.go" "$m/"
+  cp "$collector_src" "$m/"
   local core="go.opentelemetry.io/collector" contrib="github.com/open-telemetry/opentelemetry-collector-contrib"
   cat >"$m/go.mod" <<MOD
 module local.test/otelcol-netslo
