@@ -24,7 +24,7 @@ use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
 
 use crate::aggregate::SeriesKey;
 use crate::otel::{PROBE_DURATION, SCHEDULE_LAG};
-use crate::verdict::{Outcome, ProbeResult};
+use crate::verdict::{Layer, Outcome, ProbeResult};
 
 pub const CHECK_NAMESPACE: &str = "netslo.check.namespace";
 pub const CHECK_NAME: &str = "netslo.check.name";
@@ -114,16 +114,18 @@ impl ProbeMetrics {
         )
     }
 
-    /// The attributes of a series. A check is `namespace/name`; an operator's series label is
-    /// `target/path/endpoint`; anything else is a target name as is.
+    /// The attributes of a series. The operator names a check's part of an assignment
+    /// `namespace/name/target` and labels a series `target/path/endpoint`; anything else (a
+    /// static assignment) is taken as it is.
     pub fn attributes(&self, key: &SeriesKey) -> SeriesAttributes {
         let mut base = Vec::with_capacity(5);
-        match key.check.split_once('/') {
-            Some((ns, name)) => {
+        let mut check = key.check.splitn(3, '/');
+        match (check.next(), check.next()) {
+            (Some(ns), Some(name)) => {
                 base.push(KeyValue::new(CHECK_NAMESPACE, ns.to_owned()));
                 base.push(KeyValue::new(CHECK_NAME, name.to_owned()));
             }
-            None => base.push(KeyValue::new(CHECK_NAME, key.check.to_string())),
+            _ => base.push(KeyValue::new(CHECK_NAME, key.check.to_string())),
         }
         let mut parts = key.target.splitn(3, '/');
         match (parts.next(), parts.next(), parts.next()) {
@@ -174,8 +176,9 @@ impl ProbeMetrics {
     }
 }
 
-/// A span for a failed probe, ending now, with a child span per phase it went through
-/// (`dns`, `connect`, `tls`, `ttfb`), laid end to end from the probe's start.
+/// A span for a failed probe, ending now, with a child span per phase it completed (`dns`,
+/// `connect`, `tls`, `ttfb`), laid end to end from the probe's start, and one for the phase
+/// that failed, from there to the end, with the error.
 fn trace_failure(key: &SeriesKey, series: &SeriesAttributes, result: &ProbeResult) {
     let tracer = opentelemetry::global::tracer("netslo-agent");
     let end = SystemTime::now();
@@ -213,6 +216,25 @@ fn trace_failure(key: &SeriesKey, series: &SeriesAttributes, result: &ProbeResul
             .end_with_timestamp(until);
         at = until;
     }
+    let failed_phase = result.layer.and_then(|layer| match layer {
+        Layer::Dns => Some("dns"),
+        Layer::Tcp => Some("connect"),
+        Layer::Tls => Some("tls"),
+        Layer::Http => Some("http"),
+        Layer::Icmp => Some("icmp echo"),
+        Layer::Udp => Some("udp echo"),
+        Layer::Ip | Layer::Policy | Layer::Prober => None,
+    });
+    if let Some(name) = failed_phase
+        && at < end
+    {
+        let mut failed = tracer
+            .span_builder(name)
+            .with_start_time(at)
+            .start_with_context(&tracer, &cx);
+        failed.set_status(Status::error(reason));
+        failed.end_with_timestamp(end);
+    }
     cx.span().end_with_timestamp(end);
 }
 
@@ -246,7 +268,7 @@ mod tests {
     fn series_attributes_name_check_target_and_path_not_the_endpoint() {
         let meter = opentelemetry::global::meter("test");
         let m = ProbeMetrics::new(&meter, false, false, Arc::default());
-        let a = m.attributes(&key("shop/web", "api/Endpoint/10.0.1.7:8080"));
+        let a = m.attributes(&key("shop/web/api", "api/Endpoint/10.0.1.7:8080"));
         assert_eq!(value(&a.base, CHECK_NAMESPACE).as_deref(), Some("shop"));
         assert_eq!(value(&a.base, CHECK_NAME).as_deref(), Some("web"));
         assert_eq!(value(&a.base, TARGET).as_deref(), Some("api"));
@@ -255,7 +277,7 @@ mod tests {
         assert_eq!(value(&a.good, OUTCOME).as_deref(), Some("good"));
 
         let drill = ProbeMetrics::new(&meter, true, false, Arc::default());
-        let a = drill.attributes(&key("shop/web", "mesh/Mesh/node-b"));
+        let a = drill.attributes(&key("shop/web/mesh", "mesh/Mesh/node-b"));
         assert_eq!(value(&a.base, ENDPOINT).as_deref(), Some("node-b"));
 
         // A static assignment's labels are taken as they are.

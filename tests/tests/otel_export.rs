@@ -350,7 +350,8 @@ async fn metrics_and_traces_reach_a_real_collector() {
             "netslo.check.name",
             "netslo.check.namespace",
             "netslo.outcome",
-            "netslo.target"
+            "netslo.target",
+            "netslo.target.path"
         ],
         "{probe:?}"
     );
