@@ -514,6 +514,65 @@ async fn metrics_and_traces_reach_a_real_collector() {
         )
         .is_some()
     );
+    rules_use_exported_names(&broken);
     let age = last(&broken, "netslo.agent.assignment.age", &[]).unwrap();
     assert!((0.0..60.0).contains(&age), "assignment age {age} s");
+}
+
+/// The Prometheus name an OpenTelemetry Collector gives an OTLP metric (the default
+/// `UnderscoreEscapingWithSuffixes` translation): dots become underscores, the unit becomes a
+/// suffix (`s`: `_seconds`; `1` on a gauge: `_ratio`; annotations like `{probe}`: none) and a
+/// monotonic sum ends in `_total`.
+fn prometheus_name(p: &Point) -> String {
+    let mut name = p.metric.replace('.', "_");
+    match (p.unit.as_str(), p.kind.as_str()) {
+        ("s", _) => name.push_str("_seconds"),
+        ("1", "gauge") => name.push_str("_ratio"),
+        _ => {}
+    }
+    if p.kind == "sum" && p.monotonic {
+        name.push_str("_total");
+    }
+    name
+}
+
+/// Every `netslo_…` metric or label name in the shipped alerting rules is one this export
+/// produces, as a collector translates it: the rules evaluate against what arrives.
+fn rules_use_exported_names(points: &[Point]) {
+    let mut exported: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for p in points {
+        exported.insert(prometheus_name(p));
+        for key in p.attributes.keys().chain(p.resource.keys()) {
+            exported.insert(key.replace('.', "_"));
+        }
+    }
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/alerting/netslo-rules.yaml"),
+    )
+    .unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for line in rules.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let bytes = line.as_bytes();
+        let mut i = 0;
+        while let Some(at) = line[i..].find("netslo_") {
+            let start = i + at;
+            let preceded =
+                start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b':');
+            let end = line[start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(line.len(), |n| start + n);
+            if !preceded && line.as_bytes().get(end) != Some(&b':') {
+                used.insert(line[start..end].to_owned());
+            }
+            i = end;
+        }
+    }
+    let unknown: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(
+        unknown.is_empty(),
+        "the rules use {unknown:?}, which nothing exported is called; exported: {exported:?}"
+    );
+    assert!(
+        used.contains("netslo_slo_events_total") && used.contains("netslo_slo_objective_ratio")
+    );
 }
