@@ -8,7 +8,8 @@ default:
     @just --list --unsorted
 
 # Install what the tests need on a fresh Debian machine (root): iproute2 and iptables for the
-# network-namespace tests, and the pinned control plane built from the Go module proxy.
+# network-namespace tests, and, built from the Go module proxy, the pinned control plane and
+# the OpenTelemetry Collector and promtool the observability tests run.
 deps:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -20,6 +21,7 @@ deps:
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     bash tests/control-plane/build.sh >/dev/null
+    bash tests/otel/build.sh >/dev/null
 
 # Run every test: unit, integration against a real control plane, and real-network tests
 # (network namespaces and iptables: run as root).
