@@ -54,6 +54,14 @@ pub struct Config {
     )]
     pub agent_service_account: String,
 
+    /// Environment variables for the agent workloads the operator runs, `NAME=value`
+    /// (repeatable): the agents' OpenTelemetry export (`OTEL_EXPORTER_OTLP_ENDPOINT=...`,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`, `OTEL_RESOURCE_ATTRIBUTES=...`) or
+    /// `NETSLO_METRICS_PER_ENDPOINT=true`. Only `OTEL_*` and `NETSLO_*` names are accepted:
+    /// the agents' identity variables are the downward API's.
+    #[arg(long = "agent-env", env = "NETSLO_AGENT_ENV", value_delimiter = ';', value_parser = parse_agent_env)]
+    pub agent_env: Vec<(String, String)>,
+
     /// How often changed SLO windows are written to their ConfigMaps. Agents' results are
     /// acknowledged once written, so this bounds both the acknowledgement delay and the
     /// writes per check (at most one per interval).
@@ -109,6 +117,23 @@ pub struct Config {
     pub leader_elect_retry_period_seconds: u64,
 }
 
+/// `NAME=value` for [`Config::agent_env`].
+fn parse_agent_env(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=value"))?;
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !valid_name || !(name.starts_with("OTEL_") || name.starts_with("NETSLO_")) {
+        return Err(format!(
+            "{name:?}: only OTEL_* and NETSLO_* variables are passed to agents"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -116,4 +141,38 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log pipelines.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_env_accepts_telemetry_and_netslo_variables_only() {
+        assert_eq!(
+            parse_agent_env("OTEL_EXPORTER_OTLP_ENDPOINT=http://c:4317").unwrap(),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                "http://c:4317".to_owned()
+            )
+        );
+        assert_eq!(
+            parse_agent_env("OTEL_RESOURCE_ATTRIBUTES=k8s.cluster.name=prod")
+                .unwrap()
+                .1,
+            "k8s.cluster.name=prod"
+        );
+        for bad in ["NODE_NAME=evil", "OTEL_X", "=x", "otel_x=1", "PATH=/tmp"] {
+            assert!(parse_agent_env(bad).is_err(), "{bad}");
+        }
+        let config = Config::try_parse_from([
+            "netslo-operator",
+            "--agent-env",
+            "OTEL_EXPORTER_OTLP_ENDPOINT=http://c:4317",
+            "--agent-env",
+            "NETSLO_METRICS_PER_ENDPOINT=true",
+        ])
+        .unwrap();
+        assert_eq!(config.agent_env.len(), 2);
+    }
 }

@@ -198,6 +198,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
                 .operator_url
                 .clone()
                 .unwrap_or_else(|| format!("https://{service}:{}", config.channel_addr.port())),
+            env: config.agent_env.clone(),
         },
         instance: config.pod_name.clone(),
         manage_mesh_agents: config.manage_mesh_agents,

@@ -67,6 +67,8 @@ pub struct AgentSettings {
     pub mesh_service_account: String,
     /// URL agents report to, e.g. `https://netslo-operator.netslo-system.svc:8443`.
     pub operator_url: String,
+    /// Extra environment of every agent container (`--agent-env`): telemetry settings.
+    pub env: Vec<(String, String)>,
 }
 
 /// Name of the mesh DaemonSet.
@@ -244,6 +246,11 @@ fn agent_pod_spec(settings: &AgentSettings, service_account: &str, mesh: bool) -
         }),
         ..EnvVar::default()
     })
+    .chain(settings.env.iter().map(|(name, value)| EnvVar {
+        name: name.clone(),
+        value: Some(value.clone()),
+        ..EnvVar::default()
+    }))
     .collect::<Vec<_>>();
     let mut args = vec![
         "run".to_string(),
@@ -427,6 +434,10 @@ mod tests {
             image: "ghcr.io/netslo/netslo:0.1.0".into(),
             mesh_service_account: "netslo-agent".into(),
             operator_url: "https://netslo-operator.netslo-system.svc:8443".into(),
+            env: vec![(
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                "http://otel-collector.monitoring:4318".into(),
+            )],
         }
     }
 
@@ -485,6 +496,17 @@ mod tests {
                 .clone()
                 .unwrap();
             assert_eq!(token.audience.as_deref(), Some(TOKEN_AUDIENCE));
+            // The operator's --agent-env reaches every agent, after the downward API's.
+            let env = pod.containers[0].env.clone().unwrap();
+            assert_eq!(env[0].name, "NODE_NAME");
+            let otel = env
+                .iter()
+                .find(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
+                .unwrap();
+            assert_eq!(
+                otel.value.as_deref(),
+                Some("http://otel-collector.monitoring:4318")
+            );
         }
     }
 

@@ -18,6 +18,10 @@ fn settings(ns: &str) -> AgentSettings {
         image: "registry.example/netslo:0.1.0".into(),
         mesh_service_account: "default".into(),
         operator_url: format!("https://netslo-operator.{ns}.svc:8443"),
+        env: vec![(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            "http://collector:4318".into(),
+        )],
     }
 }
 
