@@ -23,6 +23,14 @@ deps:
     bash tests/control-plane/build.sh >/dev/null
     bash tests/otel/build.sh >/dev/null
 
+# The whole product on one machine (root): a real control plane, three stand-in nodes in two
+# zones as network namespaces, the operator and agents, the checks in config/samples/demo,
+# two faults and their recoveries; everything is removed on exit (also on Ctrl-C).
+# `just demo --keep` leaves it running until Ctrl-C and prints how to use kubectl on it.
+demo *args: deps
+    cargo build --quiet --locked -p netslo-operator -p netslo-agent
+    cargo run --quiet --locked -p netslo-tests --example demo -- {{args}}
+
 # Run every test: unit, integration against a real control plane, and real-network tests
 # (network namespaces and iptables: run as root).
 test: deps
