@@ -352,11 +352,14 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
     // The rebinding DNS server: each A answer alternates between the granted address and
     // loopback (TTL aside, getaddrinfo asks again for every probe).
     let dns = tokio::net::UdpSocket::bind("127.0.0.1:53").await.unwrap();
+    let dns_queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = dns_queries.clone();
     let _rebinding = tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         let mut answers = [granted, Ipv4Addr::LOCALHOST].into_iter().cycle();
         let mut next = answers.next().unwrap();
         while let Ok((n, peer)) = dns.recv_from(&mut buf).await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(response) = dns_response(&buf[..n], DnsMode::Answer(next)) {
                 // The answer count's low byte: 1 for an A answer, 0 for AAAA.
                 if response[7] == 1 {
@@ -414,12 +417,21 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
     );
 
     for (name, target) in [("rebinding", "rebind"), ("hex", "hex")] {
-        let message = eventually(
-            &format!("the agents' refusal of {name}"),
-            Duration::from_secs(60),
-            async || stalled_message(&checks, name).await,
-        )
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let message = loop {
+            if let Some(message) = stalled_message(&checks, name).await {
+                break message;
+            }
+            if std::time::Instant::now() > deadline {
+                let status = checks.get(name).await.ok().and_then(|c| c.status);
+                panic!(
+                    "no refusal of {name} in 120 s; status {status:#?}\nrebinding DNS answered {} queries\n{}",
+                    dns_queries.load(std::sync::atomic::Ordering::Relaxed),
+                    logs(dir.path(), &["agent.log", "operator.log"])
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
         assert!(
             message.starts_with(&format!(
                 "target {target}: the agents refused its destination"
