@@ -18,6 +18,11 @@ use netslo_tests::control_plane::{self, TestNamespace};
 use operator_common::*;
 use serde_json::json;
 
+/// One test at a time: each runs an operator, and an operator reconciles every check on the
+/// shared control plane, assigning each to its own agent named `office`. Two at once would
+/// write each other's checks' status.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn stalled_message(checks: &Api<ConnectivityCheck>, name: &str) -> Option<String> {
     let check = checks.get(name).await.ok()?;
     let status = check.status.as_ref()?;
@@ -27,6 +32,7 @@ async fn stalled_message(checks: &Api<ConnectivityCheck>, name: &str) -> Option<
 
 #[tokio::test]
 async fn targets_outside_the_grants_are_never_probed() {
+    let _serial = SERIAL.lock().await;
     let plane = control_plane::shared().expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
@@ -295,6 +301,7 @@ async fn targets_outside_the_grants_are_never_probed() {
 /// probes, loopback gets none.
 #[tokio::test]
 async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
+    let _serial = SERIAL.lock().await;
     use netslo_agent::testbed::{DnsMode, dns_response};
     use std::net::{IpAddr, Ipv4Addr};
     use std::sync::{Arc, Mutex};
@@ -501,6 +508,7 @@ fn host_address() -> Option<std::net::Ipv4Addr> {
 /// names; once every failure is reported, the canary is in no check object and no Event.
 #[tokio::test]
 async fn status_and_events_never_carry_what_servers_send() {
+    let _serial = SERIAL.lock().await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const CANARY: &str = "netslo-canary-7d1f";
 
