@@ -58,8 +58,8 @@ static HTTP: LazyLock<Http> = LazyLock::new(|| {
     };
     // Loopback is this harness's server; nothing else is allowed.
     let guard = Guard::new(Arc::new(AddressPolicy::legacy()));
-    let probe = HttpProbe::new(&format!("http://127.0.0.1:{port}/"), &spec, "fuzz", guard)
-        .expect("probe");
+    let probe =
+        HttpProbe::new(&format!("http://127.0.0.1:{port}/"), &spec, "fuzz", guard).expect("probe");
     Http {
         runtime,
         reply,
