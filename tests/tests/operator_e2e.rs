@@ -40,20 +40,10 @@ async fn check_to_agent_to_status_and_back() {
         }
     });
 
-    // The operator, with its channel on loopback.
-    let ports = OperatorPorts::free();
-    let _operator = start_operator(
-        plane,
-        &system.name,
-        &ports,
-        &dir.path().join("operator.log"),
-        &[],
-    );
-    // The operator publishes its channel's CA; the agent trusts it. An external vantage
-    // point named "office": the service account of that name in the operator's namespace,
-    // and a token for the netslo audience.
-    let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
-    let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
+    // The operator, with its channel on loopback. It publishes its channel's CA; the agent
+    // trusts it. An external vantage point named "office": the service account of that name
+    // in the operator's namespace, and a token for the netslo audience.
+    let office = operator_for_office(plane, &client, &system.name, dir.path(), &[], &[]).await;
 
     // The check: probe the target every second from "office", 99% over 28 days, with a
     // short custom alert window so the window is not "too young" for long.
@@ -80,9 +70,9 @@ async fn check_to_agent_to_status_and_back() {
 
     let _agent = start_external_agent(
         "office",
-        ports.channel,
-        &ca,
-        &token,
+        office.channel_port,
+        &office.ca,
+        &office.token,
         "none",
         Stdio::null(),
         &dir.path().join("agent.log"),

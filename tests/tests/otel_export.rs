@@ -231,7 +231,6 @@ async fn metrics_and_traces_reach_a_real_collector() {
         }
     });
 
-    let ports = OperatorPorts::free();
     let otel_env = |endpoint: String, protocol: &str| {
         vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
@@ -244,16 +243,15 @@ async fn metrics_and_traces_reach_a_real_collector() {
             ),
         ]
     };
-    let _operator = start_operator_with_env(
+    let office = operator_for_office(
         plane,
+        &client,
         &system.name,
-        &ports,
-        &dir.path().join("operator.log"),
+        dir.path(),
         &["--persist-interval-seconds", "1"],
         &otel_env(format!("http://127.0.0.1:{}", collector.grpc), "grpc"),
-    );
-    let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
-    let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
+    )
+    .await;
     grant_external(&client, &tenant.name, &["10.78.0.0/24"]).await;
     let checks: Api<ConnectivityCheck> = Api::namespaced(client.clone(), &tenant.name);
     let check: ConnectivityCheck = serde_json::from_value(json!({
@@ -274,7 +272,13 @@ async fn metrics_and_traces_reach_a_real_collector() {
     }))
     .unwrap();
     checks.create(&PostParams::default(), &check).await.unwrap();
-    let mut agent = external_agent_command("office", ports.channel, &ca, &token, "none");
+    let mut agent = external_agent_command(
+        "office",
+        office.channel_port,
+        &office.ca,
+        &office.token,
+        "none",
+    );
     for (k, v) in otel_env(
         format!("http://127.0.0.1:{}", collector.http),
         "http/protobuf",

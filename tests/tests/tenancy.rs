@@ -39,16 +39,7 @@ async fn targets_outside_the_grants_are_never_probed() {
     let tenant = TestNamespace::create(plane, "tenant").await.unwrap();
     let victim = TestNamespace::create(plane, "victim").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ports = OperatorPorts::free();
-    let _operator = start_operator(
-        plane,
-        &system.name,
-        &ports,
-        &dir.path().join("operator.log"),
-        &[],
-    );
-    let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
-    let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
+    let office = operator_for_office(plane, &client, &system.name, dir.path(), &[], &[]).await;
 
     // Loopback is granted, so the agent has something to probe: the proof that it runs.
     grant_external(&client, &tenant.name, &["127.0.0.0/8"]).await;
@@ -148,9 +139,9 @@ async fn targets_outside_the_grants_are_never_probed() {
     let probes_file = dir.path().join("probes.jsonl");
     let _agent = start_external_agent(
         "office",
-        ports.channel,
-        &ca,
-        &token,
+        office.channel_port,
+        &office.ca,
+        &office.token,
         "raw",
         Stdio::from(std::fs::File::create(&probes_file).unwrap()),
         &dir.path().join("agent.log"),
@@ -312,16 +303,7 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let tenant = TestNamespace::create(plane, "rebinder").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ports = OperatorPorts::free();
-    let _operator = start_operator(
-        plane,
-        &system.name,
-        &ports,
-        &dir.path().join("operator.log"),
-        &[],
-    );
-    let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
-    let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
+    let office = operator_for_office(plane, &client, &system.name, dir.path(), &[], &[]).await;
 
     // Both names are granted, and the one address the name should resolve to; loopback is not.
     let policies: Api<ConnectivityPolicy> = Api::all(client.clone());
@@ -409,7 +391,13 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
         "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n",
     )
     .unwrap();
-    let agent = external_agent_command("office", ports.channel, &ca, &token, "summary");
+    let agent = external_agent_command(
+        "office",
+        office.channel_port,
+        &office.ca,
+        &office.token,
+        "summary",
+    );
     let _agent = Process(
         std::process::Command::new("unshare")
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
@@ -517,16 +505,7 @@ async fn status_and_events_never_carry_what_servers_send() {
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let tenant = TestNamespace::create(plane, "reader").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ports = OperatorPorts::free();
-    let _operator = start_operator(
-        plane,
-        &system.name,
-        &ports,
-        &dir.path().join("operator.log"),
-        &[],
-    );
-    let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
-    let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
+    let office = operator_for_office(plane, &client, &system.name, dir.path(), &[], &[]).await;
     grant_external(&client, &tenant.name, &["127.0.0.0/8"]).await;
 
     // Each server answers every connection with the same bytes, then closes.
@@ -610,9 +589,9 @@ async fn status_and_events_never_carry_what_servers_send() {
     checks.create(&PostParams::default(), &check).await.unwrap();
     let _agent = start_external_agent(
         "office",
-        ports.channel,
-        &ca,
-        &token,
+        office.channel_port,
+        &office.ca,
+        &office.token,
         "summary",
         Stdio::null(),
         &dir.path().join("agent.log"),

@@ -181,6 +181,44 @@ pub fn start_operator_with_env(
     )
 }
 
+/// A running operator and what an external agent named `office` needs to report to it: the
+/// channel's port, its CA and a token, all in `dir`.
+pub struct OperatorForOffice {
+    pub operator: Process,
+    pub channel_port: u16,
+    pub ca: PathBuf,
+    pub token: PathBuf,
+}
+
+/// Starts the operator for `system` (logging to `dir/operator.log`, with `extra_args` and
+/// `env`) and registers the external agent `office` with it.
+pub async fn operator_for_office(
+    plane: &ControlPlane,
+    client: &Client,
+    system: &str,
+    dir: &Path,
+    extra_args: &[&str],
+    env: &[(&str, String)],
+) -> OperatorForOffice {
+    let ports = OperatorPorts::free();
+    let operator = start_operator_with_env(
+        plane,
+        system,
+        &ports,
+        &dir.join("operator.log"),
+        extra_args,
+        env,
+    );
+    let ca = fetch_operator_ca(client, system, dir).await;
+    let token = external_agent_token(client, system, "office", dir).await;
+    OperatorForOffice {
+        operator,
+        channel_port: ports.channel,
+        ca,
+        token,
+    }
+}
+
 /// Waits for the operator's channel CA and writes it to `dir/ca.crt`.
 pub async fn fetch_operator_ca(client: &Client, namespace: &str, dir: &Path) -> PathBuf {
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
