@@ -119,6 +119,13 @@ pub fn compile(a: &Assignment, default_source: &str) -> Result<Jobs, SpecError> 
     Ok(jobs.into())
 }
 
+/// The wall clock as Unix milliseconds (0 before 1970), for timestamps agents report.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// One judged probe, with its series.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -226,11 +233,7 @@ impl Engine {
     }
 
     fn build(cfg: EngineConfig, raw: Option<mpsc::Sender<RawRecord>>) -> Self {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        let aggregator = Aggregator::new(cfg.window, Instant::now(), unix_ms, cfg.max_outbox);
+        let aggregator = Aggregator::new(cfg.window, Instant::now(), unix_ms(), cfg.max_outbox);
         Engine {
             shared: Arc::new(Shared {
                 permits: Semaphore::new(cfg.max_concurrency.clamp(1, Semaphore::MAX_PERMITS)),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use netslo_agent::echo::{Echo, EchoError};
-use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile};
+use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile, unix_ms};
 use netslo_agent::metrics::ProbeMetrics;
 use netslo_agent::otel::{Otel, OtelError};
 use netslo_agent::report::{OutboxLimits, ReportError, Reporter, ReporterConfig};
@@ -438,12 +438,6 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn reporter_config(url: &http::Uri, args: &OperatorArgs, node: &str) -> ReporterConfig {

@@ -16,13 +16,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
 
 use crate::aggregate::SeriesKey;
+use crate::engine::unix_ms;
 use crate::otel::{PROBE_DURATION, SCHEDULE_LAG};
 use crate::verdict::{Layer, Outcome, ProbeResult};
 
@@ -236,13 +237,6 @@ fn trace_failure(key: &SeriesKey, series: &SeriesAttributes, result: &ProbeResul
         failed.end_with_timestamp(end);
     }
     cx.span().end_with_timestamp(end);
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

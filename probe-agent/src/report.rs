@@ -856,12 +856,9 @@ impl Reporter {
     }
 
     fn confirm_assignment(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.stats
             .assignment_confirmed_unix_ms
-            .store(now, Ordering::Relaxed);
+            .store(crate::engine::unix_ms(), Ordering::Relaxed);
     }
 
     fn save_assignment(&self, env: &AssignmentEnvelope) {
