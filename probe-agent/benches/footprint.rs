@@ -5,11 +5,12 @@
 
 mod support;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{ChildGuard, cpu_seconds, echo_responder, free_port, line, rss_kib};
+use support::{
+    ChildGuard, cpu_seconds, echo_responder, free_port, line, loopback_assignment, rss_kib,
+};
 
 const TARGETS: usize = 1_000;
 const WARMUP: Duration = Duration::from_secs(12);
@@ -18,15 +19,7 @@ const MEASURE: Duration = Duration::from_secs(30);
 fn main() {
     let (port, http) = (free_port(), free_port());
     let responder = echo_responder(port, http);
-    let targets: Vec<String> = (0..TARGETS)
-        .map(|i| format!(r#"{{"name":"t{i}","address":"127.0.0.1:{port}"}}"#))
-        .collect();
-    let doc = format!(
-        r#"{{"checks":[{{"name":"bench/mesh","intervalMs":10000,"timeoutMs":1000,"latencyThresholdsUs":[1000,10000,100000],"probe":{{"tcp":{{}}}},"targets":[{}]}}]}}"#,
-        targets.join(",")
-    );
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(doc.as_bytes()).unwrap();
+    let cfg = loopback_assignment(port, TARGETS);
     let agent = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_netslo-agent"))
             .args([

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{ChildGuard, cpu_seconds, echo_responder, free_port, line, rss_kib};
+use support::{
+    ChildGuard, cpu_seconds, echo_responder, free_port, line, loopback_assignment, rss_kib,
+};
 
 const TARGETS: usize = 1_000;
 const WARMUP: Duration = Duration::from_secs(12);
@@ -92,15 +94,7 @@ fn agent(config: &std::path::Path, export_to: Option<u16>) -> ChildGuard {
 fn main() {
     let (port, http) = (free_port(), free_port());
     let _responder = echo_responder(port, http);
-    let targets: Vec<String> = (0..TARGETS)
-        .map(|i| format!(r#"{{"name":"t{i}","address":"127.0.0.1:{port}"}}"#))
-        .collect();
-    let doc = format!(
-        r#"{{"checks":[{{"name":"bench/mesh","intervalMs":10000,"timeoutMs":1000,"latencyThresholdsUs":[1000,10000,100000],"probe":{{"tcp":{{}}}},"targets":[{}]}}]}}"#,
-        targets.join(",")
-    );
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    cfg.write_all(doc.as_bytes()).unwrap();
+    let cfg = loopback_assignment(port, TARGETS);
     let (sink_port, exports) = sink();
     let off = agent(cfg.path(), None);
     let on = agent(cfg.path(), Some(sink_port));

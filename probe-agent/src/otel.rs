@@ -286,23 +286,21 @@ fn resource(service: &str, attributes: &[(&'static str, &str)]) -> Resource {
 mod tests {
     use super::*;
 
-    fn signals(vars: &[(&str, &str)]) -> Signals {
-        Signals::from_lookup(|name| {
+    /// An environment holding only `vars`.
+    fn env<'a>(vars: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
-        })
+        }
+    }
+
+    fn signals(vars: &[(&str, &str)]) -> Signals {
+        Signals::from_lookup(env(vars))
     }
 
     #[test]
     fn transport_per_signal_then_shared_then_http() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         assert_eq!(
             Transport::for_signal("METRICS", env(&[])).unwrap(),
             Transport::HttpProtobuf
