@@ -109,6 +109,8 @@ fn run(scenario: &Scenario) -> Counts {
             reporting: AGENTS as i32,
         },
         agents_rolling_out: false,
+        // The simulated check has had results for days: silent agents would be missing.
+        agents_due: true,
     };
     let mut pacer = WritePacer::new(PacingLimits::default());
     let mut written: Option<ConnectivityCheckStatus> = None;

@@ -11,7 +11,7 @@
 //! - the source label is the agent's name (its pod name, or an external agent's name), and
 //!   [`AgentInfo`] maps it back to a node and zone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
@@ -46,6 +46,11 @@ pub enum AgentKind {
     Workload { check: String },
     /// An agent outside the cluster.
     External,
+    /// A probe sidecar inside a workload's pod (label [`LABEL_PROBE_SIDECAR`]), named
+    /// `<namespace>/<pod>`: it probes only the `localhost` targets of its own pod.
+    ///
+    /// [`LABEL_PROBE_SIDECAR`]: crate::workloads::LABEL_PROBE_SIDECAR
+    Sidecar,
 }
 
 /// A check ready to be assigned: its key, spec and resolved targets.
@@ -78,16 +83,33 @@ pub fn parse_agent_check_name(name: &str) -> Option<(&str, &str, &str)> {
         .then_some((ns, check, target))
 }
 
-/// The agents that probe for a check, by its source.
+/// Whether every target of a check is a `localhost` target. Such a check is probed only by
+/// the sidecars inside its target pods: its `source` then starts no agents of its own.
+pub fn localhost_only(spec: &ConnectivityCheckSpec) -> bool {
+    !spec.targets.is_empty() && spec.targets.iter().all(|t| t.localhost.is_some())
+}
+
+/// The agents that probe for a check: those its source names, and the probe sidecars inside
+/// the pods of its `localhost` targets.
 pub fn sources<'a>(
     plan: &CheckPlan<'_>,
     agents: &'a [AgentInfo],
     nodes: &[Arc<Node>],
 ) -> Vec<&'a AgentInfo> {
     let key = plan.key();
+    let only_localhost = localhost_only(plan.spec);
+    let inside: BTreeSet<&str> = plan
+        .targets
+        .iter()
+        .flat_map(|t| &t.endpoints)
+        .filter_map(|e| e.inside_pod.as_deref())
+        .collect();
     agents
         .iter()
-        .filter(|agent| source_includes(&plan.spec.source, &key, agent, nodes))
+        .filter(|agent| match agent.kind {
+            AgentKind::Sidecar => inside.contains(agent.name.as_str()),
+            _ => !only_localhost && source_includes(&plan.spec.source, &key, agent, nodes),
+        })
         .collect()
 }
 
@@ -164,6 +186,12 @@ pub fn assignments<'a>(
             continue;
         }
         let sources = sources(plan, agents, nodes);
+        // Sidecars probe their own pod's localhost and nothing else: they are no mesh peers.
+        let mesh_sources: Vec<&AgentInfo> = sources
+            .iter()
+            .copied()
+            .filter(|a| a.kind != AgentKind::Sidecar)
+            .collect();
         let schedule = plan.spec.schedule.clone().unwrap_or_default();
         let interval_ms = interval_ms(plan.spec);
         let timeout_ms = schedule
@@ -183,9 +211,10 @@ pub fn assignments<'a>(
             .map(|l| vec![u64::try_from(l.threshold.get().as_micros()).unwrap_or(u64::MAX)])
             .unwrap_or_default();
         for target in plan.targets {
-            for agent in &sources {
+            let probing = if target.mesh { &mesh_sources } else { &sources };
+            for agent in probing {
                 let targets: Vec<TargetSpec> = if target.mesh {
-                    mesh_peers(plan, target, agent, &sources)
+                    mesh_peers(plan, target, agent, &mesh_sources)
                         .into_iter()
                         .filter_map(|peer| mesh_target(target, agent, peer))
                         .collect()
@@ -193,8 +222,12 @@ pub fn assignments<'a>(
                     target
                         .endpoints
                         .iter()
-                        // Localhost endpoints are probed only from inside their own pod.
-                        .filter(|e| e.inside_pod.as_ref().is_none_or(|pod| *pod == agent.name))
+                        // Localhost endpoints are probed only from inside their own pod, and a
+                        // sidecar probes nothing else.
+                        .filter(|e| match &e.inside_pod {
+                            Some(pod) => *pod == agent.name,
+                            None => agent.kind != AgentKind::Sidecar,
+                        })
                         .map(|e| TargetSpec {
                             name: Some(e.series.label()),
                             address: e.address.clone(),
@@ -238,14 +271,26 @@ fn target_address_policy(
     if target.mesh {
         return policy;
     }
-    policy.exempt_destinations = target
+    // A set: every pod's localhost endpoint has the same address.
+    let exempt: BTreeSet<std::net::SocketAddr> = target
         .endpoints
         .iter()
         .filter(|e| matches!(e.series.via, Via::Localhost | Via::NodePort))
         .filter(|e| targets.iter().any(|t| t.address == e.address))
-        .filter_map(|e| e.address.parse::<std::net::SocketAddr>().ok())
+        .filter_map(|e| socket_address_of(&e.address))
         .collect();
+    policy.exempt_destinations = exempt.into_iter().collect();
     policy
+}
+
+/// The socket address an endpoint connects to: `ip:port`, or an HTTP(S) URL's `ip:port`
+/// authority. Names and URLs without an explicit port have none.
+fn socket_address_of(address: &str) -> Option<std::net::SocketAddr> {
+    let authority = match address.split_once("://") {
+        Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or(rest),
+        None => address,
+    };
+    authority.parse().ok()
 }
 
 /// A node's InternalIP and ExternalIP addresses.
@@ -354,7 +399,29 @@ mod tests {
                 zone: None,
                 ip: None,
             },
+            // Only the first checkout pod runs the probe sidecar.
+            agent(
+                "shop/checkout-1",
+                AgentKind::Sidecar,
+                "node-a",
+                "zone-a",
+                "10.244.1.20",
+            ),
         ]
+    }
+
+    fn checkout_pods() -> Vec<Arc<Pod>> {
+        ["checkout-1", "checkout-2"]
+            .into_iter()
+            .map(|name| {
+                Arc::new(from(json!({
+                    "metadata": {"namespace": "shop", "name": name, "labels": {"app": "checkout"}},
+                    "spec": {"nodeName": "node-a"},
+                    "status": {"phase": "Running", "podIP": "10.244.1.20",
+                               "conditions": [{"type": "Ready", "status": "True"}]}
+                })))
+            })
+            .collect()
     }
 
     fn nodes() -> Vec<Arc<Node>> {
@@ -387,7 +454,7 @@ mod tests {
     fn plan_and_assign(checks: &[ConnectivityCheck]) -> BTreeMap<String, Assignment> {
         let services = services();
         let nodes = nodes();
-        let pods: Vec<Arc<Pod>> = Vec::new();
+        let pods = checkout_pods();
         let snapshot = ClusterSnapshot {
             pods: &pods,
             services: &services,
@@ -413,8 +480,91 @@ mod tests {
             })
             .collect();
         let agents = agents();
-        // All peers: enough to test wiring; rotation is tested in `mesh`.
-        assignments(&plans, &agents, &nodes, |_, _, _, peers| peers.to_vec())
+        let out = assignments(&plans, &agents, &nodes, |_, _, _, peers| peers.to_vec());
+        // Every assignment is one the agent accepts.
+        for assignment in out.values() {
+            assignment
+                .validate()
+                .expect("the agent accepts what the operator sends");
+        }
+        out
+    }
+
+    fn check_names(out: &BTreeMap<String, Assignment>, agent: &str) -> Vec<String> {
+        out[agent].checks.iter().map(|c| c.name.clone()).collect()
+    }
+
+    #[test]
+    fn localhost_targets_run_only_in_the_sidecar_of_their_own_pod() {
+        let c = check(
+            "local",
+            json!({"source": {"mesh": {}},
+            "targets": [{"name": "app", "localhost": {"podSelector": {"matchLabels": {"app": "checkout"}}, "port": 9091},
+                         "protocol": "HTTP", "http": {"path": "/ready"}}]}),
+        );
+        assert!(localhost_only(&c.spec));
+        let out = plan_and_assign(std::slice::from_ref(&c));
+        let sidecar = &out["shop/checkout-1"].checks;
+        assert_eq!(check_names(&out, "shop/checkout-1"), ["shop/local/app"]);
+        assert_eq!(
+            sidecar[0].targets[0].name.as_deref(),
+            Some("app/Localhost/checkout-1"),
+            "only its own pod's endpoint"
+        );
+        assert_eq!(sidecar[0].targets[0].address, "http://127.0.0.1:9091/ready");
+        assert_eq!(
+            sidecar[0]
+                .address_policy
+                .as_ref()
+                .unwrap()
+                .exempt_destinations,
+            ["127.0.0.1:9091".parse::<std::net::SocketAddr>().unwrap()],
+            "its own loopback port is exempt from the loopback refusal, also as a URL"
+        );
+        for other in ["mesh-a", "mesh-b", "web-probe-1", "office"] {
+            assert!(out[other].checks.is_empty(), "{other} probes no localhost");
+        }
+    }
+
+    #[test]
+    fn a_mixed_check_keeps_its_source_and_sidecars_probe_only_localhost() {
+        let c = check(
+            "mixed",
+            json!({"source": {"mesh": {}},
+            "targets": [{"name": "api", "service": {"name": "api", "port": 80, "via": ["ClusterIP"]}},
+                        {"name": "peers", "mesh": {}},
+                        {"name": "app", "localhost": {"podSelector": {"matchLabels": {"app": "checkout"}}, "port": 9091}}]}),
+        );
+        assert!(!localhost_only(&c.spec));
+        let out = plan_and_assign(std::slice::from_ref(&c));
+        assert_eq!(
+            check_names(&out, "mesh-a"),
+            ["shop/mixed/api", "shop/mixed/peers"]
+        );
+        assert_eq!(
+            out["mesh-a"].checks[1].targets.len(),
+            1,
+            "the sidecar is no mesh peer"
+        );
+        assert_eq!(check_names(&out, "shop/checkout-1"), ["shop/mixed/app"]);
+    }
+
+    #[test]
+    fn socket_addresses_of_endpoints() {
+        for (address, expected) in [
+            ("127.0.0.1:9091", Some("127.0.0.1:9091")),
+            ("http://127.0.0.1:9091/ready?x=1", Some("127.0.0.1:9091")),
+            ("https://[::1]:8443/", Some("[::1]:8443")),
+            ("http://127.0.0.1/", None),
+            ("http://localhost:80/", None),
+            ("192.0.2.1", None),
+        ] {
+            assert_eq!(
+                socket_address_of(address),
+                expected.map(|e| e.parse().unwrap()),
+                "{address}"
+            );
+        }
     }
 
     #[test]

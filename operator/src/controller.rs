@@ -70,6 +70,11 @@ pub struct Settings {
     pub instance: String,
     /// Whether the operator runs the mesh agent DaemonSet itself.
     pub manage_mesh_agents: bool,
+    /// The cluster CA (PEM), which API server probes verify the server against.
+    pub cluster_ca_pem: Option<String>,
+    /// The agent channel's CA (PEM): published in every namespace where agents the operator
+    /// does not run itself (workload probe pods, probe sidecars) must verify the channel.
+    pub channel_ca_pem: String,
 }
 
 /// Why a reconcile failed; retried with backoff.
@@ -83,6 +88,11 @@ pub enum Error {
     ApplyMeshAgents(#[source] kube::Error),
     #[error("cannot write status: {0}")]
     WriteStatus(#[source] kube::Error),
+    #[error("cannot publish the channel CA in namespace {namespace}: {source}")]
+    PublishCa {
+        namespace: String,
+        source: crate::channel::ChannelError,
+    },
 }
 
 impl Error {
@@ -92,6 +102,7 @@ impl Error {
             Self::ApplyWorkload { .. } => "ApplyWorkloadFailed",
             Self::ApplyMeshAgents(_) => "ApplyMeshAgentsFailed",
             Self::WriteStatus(_) => "StatusWriteFailed",
+            Self::PublishCa { .. } => "PublishCaFailed",
         }
     }
 }
@@ -113,6 +124,8 @@ struct State {
     events: EventLimiter,
     /// The last status written (or read) per check, to compare against.
     written: HashMap<String, netslo_crds::v1alpha1::ConnectivityCheckStatus>,
+    /// Namespaces this process has published the channel CA in.
+    ca_published: BTreeSet<String>,
 }
 
 /// Shared by reconciles and the planner.
@@ -167,6 +180,7 @@ impl Context {
                 pacer: WritePacer::new(PacingLimits::default()),
                 events: EventLimiter::default(),
                 written: HashMap::new(),
+                ca_published: BTreeSet::new(),
             }),
             replan: Notify::new(),
             checks: OnceLock::new(),
@@ -380,7 +394,10 @@ async fn reconcile_check(
         }
     };
     let snapshot = ctx.cache.snapshot();
-    let cluster = snapshot.view(&ctx.settings.cluster_domain, None);
+    let cluster = snapshot.view(
+        &ctx.settings.cluster_domain,
+        ctx.settings.cluster_ca_pem.as_deref(),
+    );
     let resolution = resolve::resolve(&namespace, &check.spec.targets, &cluster);
     if stalled.is_none()
         && let Some(problem) = resolution.problems.iter().find(|p| p.kind.stalls())
@@ -460,15 +477,29 @@ async fn reconcile_check(
     }
 
     // Apply: the mesh agents, shared by every check that probes from or to them.
-    let needs_mesh =
-        check.spec.source.mesh.is_some() || check.spec.targets.iter().any(|t| t.mesh.is_some());
+    // A check of localhost targets only is probed by the sidecars in its target pods: its
+    // source starts no agents.
+    let localhost_only = assign::localhost_only(&check.spec);
+    let needs_mesh = !localhost_only
+        && (check.spec.source.mesh.is_some()
+            || check.spec.targets.iter().any(|t| t.mesh.is_some()));
     if needs_mesh && ctx.settings.manage_mesh_agents {
         ensure_mesh_agents(&ctx).await?;
+    }
+    // Probe sidecars verify the channel with the CA in their own namespace.
+    if check.spec.targets.iter().any(|t| t.localhost.is_some()) {
+        ensure_channel_ca(&ctx, &namespace).await?;
     }
 
     // Apply: the workload-identity probe Deployment, if the check has such a source.
     let mut rolling_out = false;
-    if let Some(workload) = &check.spec.source.workload {
+    if let Some(workload) = check
+        .spec
+        .source
+        .workload
+        .as_ref()
+        .filter(|_| !localhost_only)
+    {
         let source_ns = workload
             .namespace
             .clone()
@@ -477,6 +508,7 @@ async fn reconcile_check(
         // probe pods; the stall above says why.
         let refused = denials.iter().any(|d| d.target.is_none());
         if !refused {
+            ensure_channel_ca(&ctx, &source_ns).await?;
             let check_ref = CheckRef {
                 namespace: namespace.clone(),
                 name: name.clone(),
@@ -530,12 +562,25 @@ async fn reconcile_check(
     // coverage is measured over, the same set the planner assigns.
     let source_agents = sources(&plan_view, &agents, &snapshot.nodes);
     let desired = source_agents.len();
+    let mesh_agents: Vec<&AgentInfo> = source_agents
+        .iter()
+        .copied()
+        .filter(|a| a.kind != AgentKind::Sidecar)
+        .collect();
+    if stalled.is_none()
+        && let Some(message) = missing_sidecars(&plan, &agents)
+    {
+        stalled = Some(Stall {
+            reason: StallReason::SidecarMissing,
+            message,
+        });
+    }
     ctx.state().plans.insert(key.clone(), plan.clone());
     ctx.replan.notify_one();
 
     // Status: evaluate what arrived, localise failures, write if a reader would see a change.
     let no_data_after = slo.as_ref().map_or(300_000, |s| s.no_data_after_ms);
-    let (evaluation, cells, target_stats, reporting, mesh, refused) = ctx
+    let (evaluation, cells, target_stats, reporting, mesh, refused, agents_due) = ctx
         .results
         .read(
             &key,
@@ -551,7 +596,10 @@ async fn reconcile_check(
                     .collect();
                 let cells = failure_matrix(&plan, &agents, series);
                 let stats = target_stats(&plan, series);
-                let mesh = mesh_coverage(&plan, &source_agents, series, now);
+                let mesh = mesh_coverage(&plan, &mesh_agents, series, now);
+                let agents_due = history
+                    .first_result_ms()
+                    .is_some_and(|first| now - first >= no_data_after);
                 (
                     evaluation,
                     cells,
@@ -559,11 +607,12 @@ async fn reconcile_check(
                     reporting,
                     mesh,
                     refused_targets(series),
+                    agents_due,
                 )
             },
         )
         .unwrap_or_else(|| {
-            let mesh = mesh_coverage(&plan, &source_agents, &BTreeMap::new(), now);
+            let mesh = mesh_coverage(&plan, &mesh_agents, &BTreeMap::new(), now);
             (
                 None,
                 Vec::new(),
@@ -571,6 +620,7 @@ async fn reconcile_check(
                 BTreeSet::new(),
                 mesh,
                 Vec::new(),
+                false,
             )
         });
     ctx.results.set_objective_figures(
@@ -606,6 +656,7 @@ async fn reconcile_check(
             reporting: i32::try_from(reporting.len()).unwrap_or(i32::MAX),
         },
         agents_rolling_out: rolling_out,
+        agents_due,
     };
     let input = StatusInput {
         setup: &setup,
@@ -661,7 +712,54 @@ fn forget(ctx: &Context, key: &str) {
     ctx.replan.notify_one();
 }
 
-/// Applies a probe Deployment; returns whether it is still rolling out.
+/// Publishes the channel CA in `namespace` once per operator process (its content is this
+/// process's CA); a failure is retried by the reconcile's backoff.
+async fn ensure_channel_ca(ctx: &Context, namespace: &str) -> Result<(), Error> {
+    if ctx.state().ca_published.contains(namespace) {
+        return Ok(());
+    }
+    crate::channel::publish_ca(
+        ctx.client.clone(),
+        namespace,
+        workloads::OPERATOR_CA_CONFIGMAP,
+        &ctx.settings.channel_ca_pem,
+    )
+    .await
+    .map_err(|source| Error::PublishCa {
+        namespace: namespace.to_owned(),
+        source,
+    })?;
+    tracing::info!(namespace, "channel CA published");
+    ctx.state().ca_published.insert(namespace.to_owned());
+    Ok(())
+}
+
+/// The pods of `localhost` targets that run no probe sidecar, as a stall message, or `None`
+/// when every such pod has one.
+fn missing_sidecars(plan: &PlannedCheck, agents: &[AgentInfo]) -> Option<String> {
+    let sidecars: BTreeSet<&str> = agents
+        .iter()
+        .filter(|a| a.kind == AgentKind::Sidecar)
+        .map(|a| a.name.as_str())
+        .collect();
+    let missing: BTreeSet<&str> = plan
+        .targets
+        .iter()
+        .flat_map(|t| &t.endpoints)
+        .filter_map(|e| e.inside_pod.as_deref())
+        .filter(|pod| !sidecars.contains(pod))
+        .collect();
+    let first = missing.first()?;
+    let more = match missing.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    Some(format!(
+        "pod {first}{more} runs no netslo probe sidecar: localhost targets are probed from inside the pod, by a sidecar in pods labelled {}=true",
+        workloads::LABEL_PROBE_SIDECAR
+    ))
+}
+
 /// Applies the mesh agent DaemonSet once per operator process.
 async fn ensure_mesh_agents(ctx: &Context) -> Result<(), Error> {
     use std::sync::atomic::Ordering;
@@ -781,6 +879,19 @@ fn agent_infos(
                     });
                 }
             }
+            _ if labels
+                .and_then(|l| l.get(workloads::LABEL_PROBE_SIDECAR))
+                .is_some_and(|v| v == "true")
+                && ip.is_some() =>
+            {
+                agents.push(AgentInfo {
+                    name: format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
+                    kind: AgentKind::Sidecar,
+                    node,
+                    zone,
+                    ip,
+                });
+            }
             Some("workload-agent") => {
                 let check = labels
                     .and_then(|l| l.get(LABEL_CHECK))
@@ -839,6 +950,21 @@ fn binding(
         // An external agent authenticates as the service account of its name in the
         // operator's namespace: only those who may mint its tokens can run it.
         AgentKind::External => AgentBinding::service_account(&ctx.settings.namespace, &agent.name),
+        // A sidecar speaks for its own pod only: the pod's service account, with a token the
+        // API server bound to that very pod.
+        AgentKind::Sidecar => {
+            let (namespace, pod_name) = agent.name.split_once('/').unwrap_or_default();
+            let account = snapshot
+                .pods
+                .iter()
+                .find(|p| {
+                    p.metadata.namespace.as_deref() == Some(namespace)
+                        && p.metadata.name.as_deref() == Some(pod_name)
+                })
+                .and_then(|p| p.spec.as_ref()?.service_account_name.clone())
+                .unwrap_or_else(|| "default".into());
+            AgentBinding::service_account(namespace, &account).in_pod(pod_name)
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod workloads;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
 use kube::runtime::{conditions, wait};
@@ -40,6 +41,9 @@ use crate::metrics::OperatorMetrics;
 use crate::store::ResultStore;
 use crate::workloads::{AgentSettings, OPERATOR_CA_CONFIGMAP};
 use netslo_agent::otel::{Otel, OtelError};
+
+/// The ConfigMap Kubernetes publishes the cluster CA in, in every namespace.
+const CLUSTER_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +206,8 @@ async fn run_with(config: Config) -> Result<(), Error> {
         },
         instance: config.pod_name.clone(),
         manage_mesh_agents: config.manage_mesh_agents,
+        cluster_ca_pem: cluster_ca(&client, &config.namespace).await,
+        channel_ca_pem: channel.ca_pem().to_owned(),
     };
     let metrics = OperatorMetrics::global(results.clone(), channel.stats().clone());
     let ctx = Arc::new(Context::new(
@@ -251,6 +257,29 @@ async fn run_with(config: Config) -> Result<(), Error> {
         leadership.release().await;
     }
     lost.map_or(Ok(()), |err| Err(err.into()))
+}
+
+/// The cluster CA as Kubernetes publishes it to every namespace (`kube-root-ca.crt`, written by
+/// kube-controller-manager): what pods, and so agents, verify the API server against.
+async fn cluster_ca(client: &Client, namespace: &str) -> Option<String> {
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    match configmaps.get_opt(CLUSTER_CA_CONFIGMAP).await {
+        Ok(found) => {
+            let pem = found.and_then(|cm| cm.data?.remove("ca.crt"));
+            if pem.is_none() {
+                tracing::warn!(
+                    "ConfigMap {namespace}/{CLUSTER_CA_CONFIGMAP} has no ca.crt: apiServer targets cannot verify the API server"
+                );
+            }
+            pem
+        }
+        Err(err) => {
+            tracing::warn!(
+                "cannot read ConfigMap {namespace}/{CLUSTER_CA_CONFIGMAP}: {err}; apiServer targets cannot verify the API server"
+            );
+            None
+        }
+    }
 }
 
 async fn await_crd_established<K: Resource<DynamicType = ()>>(

@@ -149,7 +149,8 @@ pub struct Endpoint {
     /// Node hosting the endpoint, where known (for same-node vs cross-node and zone verdicts).
     pub node: Option<String>,
     pub zone: Option<String>,
-    /// For localhost targets: the pod inside which the probe must run.
+    /// For localhost targets: the pod inside which the probe must run, as `<namespace>/<pod>`,
+    /// which is also the name of the probe sidecar agent in that pod.
     pub inside_pod: Option<String>,
 }
 
@@ -386,7 +387,7 @@ fn resolve_target(
                 address: address_for(protocol, "127.0.0.1", local.port, path),
                 zone: node.as_deref().and_then(|n| zone_of(cluster.nodes, n)),
                 node,
-                inside_pod: Some(pod_name),
+                inside_pod: Some(format!("{check_ns}/{pod_name}")),
             });
         }
     } else if target.mesh.is_some() {
@@ -1191,7 +1192,7 @@ mod tests {
         assert_eq!(r.targets[4].endpoints[0].address, "127.0.0.1:9090");
         assert_eq!(
             r.targets[4].endpoints[0].inside_pod.as_deref(),
-            Some("api-1")
+            Some("shop/api-1")
         );
     }
 

@@ -50,6 +50,9 @@ pub const LABEL_CHECK: &str = "netslo.io/check";
 pub const LABEL_OWNER_NAMESPACE: &str = "netslo.io/owner-namespace";
 pub const LABEL_OWNER_NAME: &str = "netslo.io/owner-name";
 pub const LABEL_OWNER_UID: &str = "netslo.io/owner-uid";
+/// Label (value `"true"`) of a workload pod that runs the netslo probe sidecar, which probes
+/// the `localhost` targets of that pod (README: container to container).
+pub const LABEL_PROBE_SIDECAR: &str = "netslo.io/probe-sidecar";
 
 const TOKEN_DIR: &str = "/var/run/secrets/netslo";
 const CA_DIR: &str = "/etc/netslo/ca";

@@ -76,6 +76,14 @@ fn operator_rbac_is_least_privilege() {
             "shop",
         ],
         &["watch", "connectivitypolicies.netslo.io"],
+        &[
+            "get",
+            "customresourcedefinitions.apiextensions.k8s.io/connectivitychecks.netslo.io",
+        ],
+        &[
+            "watch",
+            "customresourcedefinitions.apiextensions.k8s.io/connectivitypolicies.netslo.io",
+        ],
         &["watch", "pods", "-A"],
         &["watch", "services", "-A"],
         &["watch", "nodes"],
@@ -86,6 +94,9 @@ fn operator_rbac_is_least_privilege() {
         &["patch", "events.events.k8s.io", "-n", "shop"],
         &["create", "tokenreviews.authentication.k8s.io"],
         &["create", "configmaps", "-n", "netslo-system"],
+        // The channel CA, by name, wherever probe pods or sidecars run.
+        &["create", "configmaps/netslo-operator-ca", "-n", "shop"],
+        &["patch", "configmaps/netslo-operator-ca", "-n", "shop"],
         &["create", "daemonsets.apps", "-n", "netslo-system"],
         // Leader election: its own Lease, by name; create cannot be limited by name.
         &[
@@ -115,10 +126,22 @@ fn operator_rbac_is_least_privilege() {
         &["create", "deployments.apps", "-n", "shop"],
         &["create", "daemonsets.apps", "-n", "shop"],
         &["create", "configmaps", "-n", "shop"],
+        &["patch", "configmaps/app-settings", "-n", "shop"],
+        &["get", "configmaps/netslo-operator-ca", "-n", "shop"],
         &["update", "connectivitychecks.netslo.io", "-n", "shop"],
         &["delete", "connectivitychecks.netslo.io", "-n", "shop"],
         &["create", "connectivitychecks.netslo.io", "-n", "shop"],
         &["create", "customresourcedefinitions.apiextensions.k8s.io"],
+        // Only its own CRDs, and only to read them.
+        &["list", "customresourcedefinitions.apiextensions.k8s.io"],
+        &[
+            "get",
+            "customresourcedefinitions.apiextensions.k8s.io/ingresses.example.com",
+        ],
+        &[
+            "patch",
+            "customresourcedefinitions.apiextensions.k8s.io/connectivitychecks.netslo.io",
+        ],
         &["impersonate", "serviceaccounts", "-A"],
         &["bind", "clusterroles.rbac.authorization.k8s.io"],
         &["escalate", "clusterroles.rbac.authorization.k8s.io"],
@@ -298,11 +321,13 @@ fn each_service_account_has_exactly_the_documented_rules() {
 
     // Everywhere: read what resolution needs, write check status and Events, review tokens.
     let cluster_wide = [
+        "configmaps [netslo-operator-ca] [create patch]",
         "connectivitychecks.netslo.io [] [get list watch patch]",
         "connectivitychecks.netslo.io/finalizers [] [update]",
         "connectivitychecks.netslo.io/status [] [patch]",
         "connectivitypolicies.netslo.io [] [get list watch]",
         "connectivitypolicies.netslo.io/status [] [patch]",
+        "customresourcedefinitions.apiextensions.k8s.io [connectivitychecks.netslo.io connectivitypolicies.netslo.io] [get list watch]",
         "deployments.apps [] [get list watch]",
         "endpointslices.discovery.k8s.io [] [list watch]",
         "events.events.k8s.io [] [create patch]",

@@ -27,6 +27,8 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
     pub const TARGET_NOT_PERMITTED: &str = "TargetNotPermitted";
+    /// A `localhost` target's pod runs no probe sidecar.
+    pub const SIDECAR_MISSING: &str = "SidecarMissing";
     pub const EXPECTED_DENY_VIOLATED: &str = "ExpectedDenyViolated";
 
     // SLOMet

@@ -14,12 +14,15 @@ use super::auth::AgentIdentity;
 
 /// Who may act as an agent: tokens of this service account, and when `node_name` is set only
 /// pod-bound tokens of a pod on that node (the API server adds the node to tokens it binds to
-/// a pod), so an agent cannot claim another node's assignment or report its results.
+/// a pod), so an agent cannot claim another node's assignment or report its results. When
+/// `pod_name` is set, only tokens bound to that pod: a probe sidecar speaks for its own pod
+/// and no other, even one of the same service account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AgentBinding {
     pub namespace: String,
     pub service_account: String,
     pub node_name: Option<String>,
+    pub pod_name: Option<String>,
 }
 
 impl AgentBinding {
@@ -28,6 +31,7 @@ impl AgentBinding {
             namespace: namespace.to_owned(),
             service_account: name.to_owned(),
             node_name: None,
+            pod_name: None,
         }
     }
 
@@ -36,13 +40,21 @@ impl AgentBinding {
         self
     }
 
+    /// Only tokens bound to this pod (in the binding's namespace).
+    pub fn in_pod(mut self, pod: &str) -> Self {
+        self.pod_name = Some(pod.to_owned());
+        self
+    }
+
     pub fn permits(&self, id: &AgentIdentity) -> bool {
+        let bound_to = |wanted: &Option<String>, got: &Option<String>| match wanted {
+            None => true,
+            Some(wanted) => got.as_deref() == Some(wanted.as_str()),
+        };
         id.namespace == self.namespace
             && id.service_account == self.service_account
-            && match &self.node_name {
-                None => true,
-                Some(node) => id.node_name.as_deref() == Some(node.as_str()),
-            }
+            && bound_to(&self.node_name, &id.node_name)
+            && bound_to(&self.pod_name, &id.pod_name)
     }
 }
 
@@ -312,6 +324,23 @@ mod tests {
         assert!(!on_node.permits(&id));
         id.node_name = Some("node-1".into());
         assert!(on_node.permits(&id));
+    }
+
+    #[test]
+    fn a_sidecar_binding_takes_only_its_own_pods_tokens() {
+        let mut id = AgentIdentity::service_account("shop", "checkout");
+        let b = AgentBinding::service_account("shop", "checkout").in_pod("checkout-1");
+        assert!(
+            !b.permits(&id),
+            "a token bound to no pod cannot act for one"
+        );
+        id.pod_name = Some("checkout-2".into());
+        assert!(!b.permits(&id), "nor one bound to a sibling pod");
+        id.pod_name = Some("checkout-1".into());
+        assert!(b.permits(&id));
+        let mut other_namespace = id.clone();
+        other_namespace.namespace = "web".into();
+        assert!(!b.permits(&other_namespace));
     }
 
     #[test]

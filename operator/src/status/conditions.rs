@@ -24,6 +24,7 @@ pub enum StallReason {
     InvalidSpec,
     TargetNotFound,
     TargetNotPermitted,
+    SidecarMissing,
 }
 
 impl StallReason {
@@ -32,6 +33,7 @@ impl StallReason {
             StallReason::InvalidSpec => reasons::INVALID_SPEC,
             StallReason::TargetNotFound => reasons::TARGET_NOT_FOUND,
             StallReason::TargetNotPermitted => reasons::TARGET_NOT_PERMITTED,
+            StallReason::SidecarMissing => reasons::SIDECAR_MISSING,
         }
     }
 }
@@ -52,6 +54,10 @@ pub struct Setup {
     pub agents: AgentCounts,
     /// The agent workload is still rolling out (new pods not yet ready).
     pub agents_rolling_out: bool,
+    /// Whether silent agents count as missing: only once the check has had results for
+    /// noDataAfter. Before that its agents are starting (a new check, a fresh install) and
+    /// `Ready` says they are pending; calling them missing would page on every `kubectl apply`.
+    pub agents_due: bool,
 }
 
 /// Longest condition message: enough for two objective lines or a stall naming its object,
@@ -86,7 +92,7 @@ pub fn desired_conditions(
         out.push(builder.build(types::SLO_MET, status, reason, message));
         let (status, reason, message) = budget_burning(eval);
         out.push(builder.build(types::BUDGET_BURNING, status, reason, message));
-        let (status, reason, message) = no_data(eval, setup.agents);
+        let (status, reason, message) = no_data(eval, setup);
         out.push(builder.build(types::NO_DATA, status, reason, message));
     }
     if setup.stalled.is_none() && !setup.suspended {
@@ -273,7 +279,8 @@ fn budget_burning(eval: &Evaluation) -> (&'static str, &'static str, String) {
     )
 }
 
-fn no_data(eval: &Evaluation, agents: AgentCounts) -> (&'static str, &'static str, String) {
+fn no_data(eval: &Evaluation, setup: &Setup) -> (&'static str, &'static str, String) {
+    let agents = setup.agents;
     if eval.no_data {
         return (
             STATUS_TRUE,
@@ -281,7 +288,7 @@ fn no_data(eval: &Evaluation, agents: AgentCounts) -> (&'static str, &'static st
             "no results within noDataAfter".into(),
         );
     }
-    if agents.reporting < agents.desired {
+    if setup.agents_due && agents.reporting < agents.desired {
         return (
             STATUS_TRUE,
             reasons::AGENTS_MISSING,

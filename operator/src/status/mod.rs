@@ -267,6 +267,7 @@ mod tests {
                 reporting: 3,
             },
             agents_rolling_out: false,
+            agents_due: true,
         }
     }
 
@@ -425,6 +426,19 @@ mod tests {
                 [
                     (types::READY, pair("False", reasons::AGENTS_PENDING)),
                     (types::NO_DATA, pair("True", reasons::AGENTS_MISSING)),
+                ],
+            ),
+            (
+                "a new check's agents are starting, not missing",
+                with(|s| {
+                    s.agents.reporting = 0;
+                    s.agents_due = false;
+                }),
+                &healthy,
+                vec![],
+                [
+                    (types::READY, pair("False", reasons::AGENTS_PENDING)),
+                    (types::NO_DATA, pair("False", reasons::RESULTS_FRESH)),
                 ],
             ),
             (
