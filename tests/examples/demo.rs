@@ -5,7 +5,8 @@
 //! * three nodes in two zones, two `api` pods behind a Service, a cluster DNS server and an
 //!   "external" web server, each a network namespace on one bridge (10.213.0.0/24), joined to
 //!   the host by an uplink;
-//! * the real `netslo-operator` on the host and a real `netslo-agent` in each node.
+//! * the real `netslo-operator` on the host and a real `netslo-agent` in each node, plus a
+//!   probe sidecar agent in each `api` pod for its metrics endpoint on localhost.
 //!
 //! It applies the checks in `config/samples/demo/`, shows them converge to Ready, then breaks
 //! things with iptables and shows what netslo says:
@@ -50,6 +51,8 @@ const NET: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 0);
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 254);
 const POD_PORT: u16 = 8080;
 const ADMIN_PORT: u16 = 9090;
+/// Each api pod's metrics endpoint, on 127.0.0.1 only: container to container.
+const METRICS_PORT: u16 = 9091;
 /// The Service's ClusterIP, fixed so that the DNS check in the samples can expect it.
 const API_CLUSTER_IP: &str = "10.96.100.10";
 const MESH_ACCOUNT: &str = "netslo-agent";
@@ -276,11 +279,29 @@ async fn scenario(args: &Args, n: &Narrator, cluster: &mut Option<Cluster>) -> R
 
     n.step("starting the workloads");
     let labels = BTreeMap::from([("app".to_string(), "api".to_string())]);
+    let mut pod_labels = labels.clone();
+    pod_labels.insert("netslo.io/probe-sidecar".into(), "true".into());
+    let mut api_pods = Vec::new();
     for (pod, node, i) in PODS {
         let ip = c.host(i).ip;
-        register_pod(&client, NAMESPACE, pod, &labels, node, &ip.to_string())
+        let registered = register_pod(&client, NAMESPACE, pod, &pod_labels, node, &ip.to_string())
             .await
             .map_err(|e| e.to_string())?;
+        api_pods.push((registered, node, i));
+        // The pod's metrics container: reachable on the pod's own loopback only.
+        let metrics = Process::spawn(
+            &c.dir,
+            &format!("{pod}-metrics"),
+            Some(&c.host(i).ns),
+            &agent_bin,
+            [
+                "echo",
+                "--echo-http-listen",
+                &format!("127.0.0.1:{METRICS_PORT}"),
+            ],
+            &[],
+        );
+        c.processes.push(metrics);
         let process = Process::spawn(
             &c.dir,
             pod,
@@ -313,7 +334,7 @@ async fn scenario(args: &Args, n: &Narrator, cluster: &mut Option<Cluster>) -> R
             ])
             .map_err(|e| format!("iptables in {pod}: {e}"))?;
         n.info(&format!(
-            "pod {pod} on {node} at {ip}:{POD_PORT} (admin port {ADMIN_PORT} blocked)"
+            "pod {pod} on {node} at {ip}:{POD_PORT} (admin port {ADMIN_PORT} blocked, metrics on 127.0.0.1:{METRICS_PORT})"
         ));
     }
     let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
@@ -453,6 +474,45 @@ async fn scenario(args: &Args, n: &Narrator, cluster: &mut Option<Cluster>) -> R
         );
         c.processes.push(agent);
         n.info(&format!("agent on {name}"));
+    }
+
+    n.step("starting the probe sidecar in each api pod (container to container)");
+    for (pod, node, i) in &api_pods {
+        let name = pod.name_any();
+        // What a projected token gives a real pod: its service account, bound to the pod.
+        let token = pod_bound_token(&client, pod, "netslo", 3600)
+            .await
+            .map_err(|e| e.to_string())?;
+        let token_file = c.dir.join(format!("{name}.token"));
+        std::fs::write(&token_file, token).map_err(|e| e.to_string())?;
+        let sidecar = Process::spawn(
+            &c.dir,
+            &format!("{name}-sidecar"),
+            Some(&c.host(*i).ns),
+            &agent_bin,
+            [
+                "--node-name",
+                node,
+                "run",
+                "--operator-url",
+                &format!("https://{channel}"),
+                "--operator-ca",
+                ca_file.to_str().unwrap(),
+                "--token-file",
+                token_file.to_str().unwrap(),
+                "--agent-name",
+                &format!("{NAMESPACE}/{name}"),
+                "--window-seconds",
+                "1",
+                "--max-lag-ms",
+                "200",
+                "--output",
+                "none",
+            ],
+            &[("RUST_LOG", "info"), ("NO_COLOR", "1")],
+        );
+        c.processes.push(sidecar);
+        n.info(&format!("probe sidecar in {name}, as {NAMESPACE}/{name}"));
     }
 
     n.step("kubectl apply -n demo -f config/samples/demo/");

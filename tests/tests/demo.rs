@@ -160,7 +160,7 @@ fn the_demo_converges_localises_both_faults_recovers_and_cleans_up() {
         .take_while(|l| !l.contains("==> fault 1"))
         .filter(|l| l.contains("ObjectivesMet"))
         .collect();
-    assert_eq!(ready_rows.len(), 5, "{ready_rows:?}");
+    assert_eq!(ready_rows.len(), 6, "{ready_rows:?}");
 
     // Still up with --keep: Ctrl-C ends it and removes everything.
     let status = child.interrupt();
