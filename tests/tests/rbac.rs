@@ -327,7 +327,9 @@ fn each_service_account_has_exactly_the_documented_rules() {
         "connectivitychecks.netslo.io/status [] [patch]",
         "connectivitypolicies.netslo.io [] [get list watch]",
         "connectivitypolicies.netslo.io/status [] [patch]",
-        "customresourcedefinitions.apiextensions.k8s.io [connectivitychecks.netslo.io connectivitypolicies.netslo.io] [get list watch]",
+        // kubectl lists a rule's resource names one per line.
+        "customresourcedefinitions.apiextensions.k8s.io [connectivitychecks.netslo.io] [get list watch]",
+        "customresourcedefinitions.apiextensions.k8s.io [connectivitypolicies.netslo.io] [get list watch]",
         "deployments.apps [] [get list watch]",
         "endpointslices.discovery.k8s.io [] [list watch]",
         "events.events.k8s.io [] [create patch]",
