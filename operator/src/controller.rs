@@ -568,7 +568,13 @@ async fn reconcile_check(
         .filter(|a| a.kind != AgentKind::Sidecar)
         .collect();
     if stalled.is_none()
-        && let Some(message) = missing_sidecars(&plan, &agents)
+        && let Some(message) = missing_sidecars(
+            plan.targets
+                .iter()
+                .flat_map(|t| &t.endpoints)
+                .filter_map(|e| e.inside_pod.as_deref()),
+            &agents,
+        )
     {
         stalled = Some(Stall {
             reason: StallReason::SidecarMissing,
@@ -734,21 +740,18 @@ async fn ensure_channel_ca(ctx: &Context, namespace: &str) -> Result<(), Error> 
     Ok(())
 }
 
-/// The pods of `localhost` targets that run no probe sidecar, as a stall message, or `None`
-/// when every such pod has one.
-fn missing_sidecars(plan: &PlannedCheck, agents: &[AgentInfo]) -> Option<String> {
+/// The pods of `localhost` targets (`<namespace>/<pod>`) that run no probe sidecar, as a
+/// stall message, or `None` when every such pod has one.
+fn missing_sidecars<'a>(
+    inside_pods: impl Iterator<Item = &'a str>,
+    agents: &[AgentInfo],
+) -> Option<String> {
     let sidecars: BTreeSet<&str> = agents
         .iter()
         .filter(|a| a.kind == AgentKind::Sidecar)
         .map(|a| a.name.as_str())
         .collect();
-    let missing: BTreeSet<&str> = plan
-        .targets
-        .iter()
-        .flat_map(|t| &t.endpoints)
-        .filter_map(|e| e.inside_pod.as_deref())
-        .filter(|pod| !sidecars.contains(pod))
-        .collect();
+    let missing: BTreeSet<&str> = inside_pods.filter(|pod| !sidecars.contains(pod)).collect();
     let first = missing.first()?;
     let more = match missing.len() {
         1 => String::new(),
@@ -1241,5 +1244,33 @@ mod tests {
             orphaned(objects.iter(), &existing),
             vec![("payments".to_string(), "orphan".to_string())]
         );
+    }
+
+    #[test]
+    fn pods_without_a_probe_sidecar_are_named() {
+        let agent = |name: &str, kind: AgentKind| AgentInfo {
+            name: name.into(),
+            kind,
+            node: None,
+            zone: None,
+            ip: None,
+        };
+        let agents = [
+            agent("shop/checkout-1", AgentKind::Sidecar),
+            // A mesh agent of the same name is no sidecar.
+            agent("shop/checkout-2", AgentKind::Mesh),
+        ];
+        let pods = ["shop/checkout-1", "shop/checkout-2", "shop/checkout-3"];
+        let message = missing_sidecars(pods.into_iter(), &agents).expect("two lack one");
+        assert!(
+            message.starts_with("pod shop/checkout-2 (and 1 more) runs no netslo probe sidecar"),
+            "{message}"
+        );
+        assert!(
+            message.contains("netslo.io/probe-sidecar=true"),
+            "{message}"
+        );
+        assert_eq!(missing_sidecars(pods[..1].iter().copied(), &agents), None);
+        assert_eq!(missing_sidecars(std::iter::empty(), &agents), None);
     }
 }
