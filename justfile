@@ -82,3 +82,29 @@ control-plane action="up": deps
 # Release builds of both binaries.
 build:
     cargo build --release --locked -p netslo-operator -p netslo-agent
+
+# A real single node on this machine (root): etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, containerd + runc, bridge CNI, kubelet, kube-proxy and CoreDNS, built from the
+# Go module proxy and Debian (cached), with netslo's image imported. `just cluster up` prints
+# the kubeconfig path; `just cluster down` removes everything it created.
+cluster action="up":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [[ "{{action}}" == up ]] && cargo build --quiet --locked -p netslo-operator -p netslo-agent
+    bash tests/cluster/cluster.sh {{action}}
+
+# The end-to-end suite on a real node (root): installs netslo with `kubectl apply -k
+# config/default` and proves every connectivity area with real pods; the node is removed after.
+e2e:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    trap 'bash tests/cluster/cluster.sh down' EXIT
+    cargo build --quiet --locked -p netslo-operator -p netslo-agent
+    kubeconfig="$(bash tests/cluster/cluster.sh up | tail -1)"
+    NETSLO_E2E_KUBECONFIG="$kubeconfig" \
+        cargo test --locked -p netslo-tests --test e2e_cluster -- --ignored --nocapture
+
+# netslo's image (both binaries, release build) as an OCI archive: target/netslo-image.tar.
+image:
+    cargo build --release --locked -p netslo-operator -p netslo-agent
+    bash tests/cluster/netslo-image.sh "${CARGO_TARGET_DIR:-target}/release" "${CARGO_TARGET_DIR:-target}/netslo-image.tar"

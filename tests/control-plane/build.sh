@@ -5,6 +5,8 @@
 # the other. Outputs are cached by version: a warm run only checks that the binaries exist.
 #
 # Usage: build.sh [OUT_DIR]     (default: ${CARGO_TARGET_DIR:-target}/control-plane)
+# With KUBE_NODE=1 it also builds the node binaries (kubelet, kube-proxy) that `just cluster`
+# runs, at the same version (a kubelet must never be newer than its API server).
 # Prints the directory holding the binaries on its last line.
 set -euo pipefail
 
@@ -16,6 +18,7 @@ target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
 out_root="${1:-$target_dir/control-plane}"
 bin_dir="$out_root/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION"
 kube_tools=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+[[ "${KUBE_NODE:-0}" == 1 ]] && kube_tools+=(kubelet kube-proxy)
 
 log() { printf 'control-plane build: %s\n' "$*" >&2; }
 
