@@ -106,12 +106,13 @@ EOF
 
 host_prepare() {
   mkdir -p "$RUN"/{logs,pids,cni,cni-ipam} "$STATE"
-  sysctl -qw net.ipv4.ip_forward=1
   # Pod-to-pod traffic on the bridge must pass iptables: replies of Service traffic are
-  # un-NATed there, and the suite's firewall rules apply there. Restored by `down`.
-  [[ -f "$RUN/bridge-nf-call-iptables" ]] ||
-    cat /proc/sys/net/bridge/bridge-nf-call-iptables >"$RUN/bridge-nf-call-iptables"
-  sysctl -qw net.bridge.bridge-nf-call-iptables=1
+  # un-NATed there, and the suite's firewall rules apply there. Both restored by `down`.
+  local setting
+  for setting in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; do
+    [[ -f "$RUN/$setting" ]] || sysctl -n "$setting" >"$RUN/$setting"
+    sysctl -qw "$setting=1"
+  done
   # Forwarding for the pod bridge and the external host even where the FORWARD policy is DROP
   # (a Docker host): appended, so rules a test inserts still come first. Removed by `down`.
   local dev dir
@@ -351,8 +352,10 @@ down() {
   ip link delete netslo-ext0 2>/dev/null || true
   iptables_clean
   ip addr del "$NODE_IP/32" dev lo 2>/dev/null || true
-  [[ -f "$RUN/bridge-nf-call-iptables" ]] &&
-    sysctl -qw net.bridge.bridge-nf-call-iptables="$(cat "$RUN/bridge-nf-call-iptables")"
+  local setting
+  for setting in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; do
+    [[ -f "$RUN/$setting" ]] && sysctl -qw "$setting=$(cat "$RUN/$setting")"
+  done
   rm -rf "$RUN" "$STATE" /var/log/pods /var/log/containers
   log "down"
 }
