@@ -789,6 +789,7 @@ async fn ensure_mesh_agents(ctx: &Context) -> Result<(), Error> {
     Ok(())
 }
 
+/// Applies a probe Deployment; returns whether it is still rolling out.
 async fn apply_deployment(client: &Client, deployment: Deployment) -> Result<bool, Error> {
     let name = deployment.metadata.name.clone().unwrap_or_default();
     let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
