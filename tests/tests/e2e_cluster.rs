@@ -85,6 +85,18 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits until a Deployment has rolled out.
+    fn rolled_out(&self, namespace: &str, deployment: &str) {
+        self.kubectl_ok(&[
+            "-n",
+            namespace,
+            "rollout",
+            "status",
+            &format!("deployment/{deployment}"),
+            "--timeout=180s",
+        ]);
+    }
+
     fn api<K>(&self, namespace: &str) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -222,14 +234,7 @@ async fn netslo_on_a_real_node() {
         sidecar_sample.to_str().unwrap(),
     ]);
     for deployment in ["web", "checkout"] {
-        node.kubectl_ok(&[
-            "-n",
-            NAMESPACE,
-            "rollout",
-            "status",
-            &format!("deployment/{deployment}"),
-            "--timeout=180s",
-        ]);
+        node.rolled_out(NAMESPACE, deployment);
     }
     // The contract the expected-deny check verifies: the node's firewall refuses the admin
     // port on every pod (a real rule in the forwarding path between pods on the bridge).
@@ -303,14 +308,7 @@ async fn install(node: &Node) {
         "a privileged pod in {SYSTEM} must be refused: {stderr}"
     );
 
-    node.kubectl_ok(&[
-        "-n",
-        SYSTEM,
-        "rollout",
-        "status",
-        "deployment/netslo-operator",
-        "--timeout=180s",
-    ]);
+    node.rolled_out(SYSTEM, "netslo-operator");
 }
 
 async fn every_area_is_proven(node: &Node) {
@@ -568,14 +566,7 @@ async fn operator_pod_killed(node: &Node) {
         "deployment/netslo-operator",
         "--replicas=1",
     ]);
-    node.kubectl_ok(&[
-        "-n",
-        SYSTEM,
-        "rollout",
-        "status",
-        "deployment/netslo-operator",
-        "--timeout=180s",
-    ]);
+    node.rolled_out(SYSTEM, "netslo-operator");
     let back = Instant::now();
     node.step("operator back: the agents' buffered results must fill the gap");
 
@@ -665,104 +656,72 @@ async fn removal_leaves_nothing(node: &Node) {
     assert!(left.is_empty());
 }
 
+/// The names of every object of kind `K` that `params` selects, in all namespaces.
+async fn listed<K>(client: &Client, params: &ListParams) -> Vec<String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Api::<K>::all(client.clone())
+        .list(params)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect()
+}
+
 /// Everything netslo created or was installed with that still exists.
 async fn leftovers(client: &Client) -> BTreeMap<&'static str, Vec<String>> {
-    let netslo = |name: &str| name.contains("netslo");
-    let mut left = BTreeMap::new();
-    let names = |items: Vec<String>| items.into_iter().filter(|n| netslo(n)).collect::<Vec<_>>();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    left.insert(
-        "CustomResourceDefinitions",
-        names(
-            crds.list(&ListParams::default())
+    let all = ListParams::default();
+    let netslo = |names: Vec<String>| {
+        names
+            .into_iter()
+            .filter(|n| n.contains("netslo"))
+            .collect::<Vec<_>>()
+    };
+    let mut left = BTreeMap::from([
+        (
+            "CustomResourceDefinitions",
+            netslo(listed::<CustomResourceDefinition>(client, &all).await),
+        ),
+        (
+            "Namespaces",
+            listed::<Namespace>(client, &all)
                 .await
-                .unwrap()
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
+                .into_iter()
+                .filter(|n| n == SYSTEM || n == NAMESPACE)
                 .collect(),
         ),
-    );
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    left.insert(
-        "Namespaces",
-        namespaces
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .filter(|n| n == SYSTEM || n == NAMESPACE)
-            .collect(),
-    );
-    let roles: Api<ClusterRole> = Api::all(client.clone());
-    left.insert(
-        "ClusterRoles",
-        names(
-            roles
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect(),
+        (
+            "ClusterRoles",
+            netslo(listed::<ClusterRole>(client, &all).await),
         ),
-    );
-    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
-    left.insert(
-        "ClusterRoleBindings",
-        names(
-            bindings
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect(),
+        (
+            "ClusterRoleBindings",
+            netslo(listed::<ClusterRoleBinding>(client, &all).await),
         ),
-    );
-    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=netslo-operator");
-    let deployments: Api<Deployment> = Api::all(client.clone());
-    left.insert(
-        "Deployments",
-        deployments
-            .list(&managed)
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect(),
-    );
-    let configmaps: Api<ConfigMap> = Api::all(client.clone());
-    left.insert(
-        "ConfigMaps",
-        names(
-            configmaps
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect(),
+        (
+            "Deployments",
+            listed::<Deployment>(
+                client,
+                &ListParams::default().labels("app.kubernetes.io/managed-by=netslo-operator"),
+            )
+            .await,
         ),
-    );
-    let pods: Api<Pod> = Api::all(client.clone());
-    left.insert(
-        "Pods",
-        pods.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|p| p.namespace().as_deref() == Some(SYSTEM))
-            .map(ResourceExt::name_any)
-            .collect(),
-    );
+        (
+            "ConfigMaps",
+            netslo(listed::<ConfigMap>(client, &all).await),
+        ),
+        (
+            "Pods",
+            listed::<Pod>(
+                client,
+                &ListParams::default().fields(&format!("metadata.namespace={SYSTEM}")),
+            )
+            .await,
+        ),
+    ]);
     left.retain(|_, v| !v.is_empty());
     left
 }
