@@ -37,13 +37,13 @@ use kube::{Client, ResourceExt};
 use netslo_agent::testbed::{self, DnsMode, Host, Topology, Uplink, dns_response};
 use netslo_crds::v1alpha1::{ConnectivityCheck, FailureScope};
 use netslo_tests::cluster::{
-    ensure_service_account, pod_bound_token, register_mesh_agent, register_node, register_pod,
+    ensure_service_account, register_mesh_agent, register_node, register_pod,
 };
 use netslo_tests::control_plane::{ControlPlane, StartOptions, install_crds, repo_root};
 use netslo_tests::workspace_binary;
 use serde_json::json;
 
-use netns_common::{Process, free_loopback_port};
+use netns_common::{AgentLauncher, Process, free_loopback_port};
 
 const NAMESPACE: &str = "demo";
 const SYSTEM: &str = "netslo-system";
@@ -422,6 +422,15 @@ async fn scenario(args: &Args, n: &Narrator, cluster: &mut Option<Cluster>) -> R
     let ca = operator_ca(&client).await?;
     let ca_file = c.dir.join("operator-ca.crt");
     std::fs::write(&ca_file, ca).map_err(|e| e.to_string())?;
+    let operator_url = format!("https://{channel}");
+    let dir = c.dir.clone();
+    let agents = AgentLauncher {
+        client: &client,
+        dir: &dir,
+        agent_bin: &agent_bin,
+        operator_url: &operator_url,
+        ca_file: &ca_file,
+    };
 
     n.step("starting a netslo-agent in each node");
     ensure_service_account(&client, SYSTEM, MESH_ACCOUNT)
@@ -439,39 +448,15 @@ async fn scenario(args: &Args, n: &Narrator, cluster: &mut Option<Cluster>) -> R
         )
         .await
         .map_err(|e| e.to_string())?;
-        let token = pod_bound_token(&client, &pod, "netslo", 3600)
-            .await
-            .map_err(|e| e.to_string())?;
-        let token_file = c.dir.join(format!("{name}.token"));
-        std::fs::write(&token_file, token).map_err(|e| e.to_string())?;
-        let agent = Process::spawn(
-            &c.dir,
-            &format!("agent-{name}"),
-            Some(&c.host(i).ns),
-            &agent_bin,
-            [
-                "--node-name",
+        let agent = agents
+            .start(
+                &c.host(i).ns,
+                &pod,
                 name,
-                "run",
-                "--operator-url",
-                &format!("https://{channel}"),
-                "--operator-ca",
-                ca_file.to_str().unwrap(),
-                "--token-file",
-                token_file.to_str().unwrap(),
-                "--agent-name",
                 name,
-                "--window-seconds",
-                "1",
-                "--max-lag-ms",
-                "200",
-                "--echo-listen",
-                &format!("0.0.0.0:{ECHO_PORT}"),
-                "--output",
-                "none",
-            ],
-            &[("RUST_LOG", "info"), ("NO_COLOR", "1")],
-        );
+                &["--echo-listen", &format!("0.0.0.0:{ECHO_PORT}")],
+            )
+            .await?;
         c.processes.push(agent);
         n.info(&format!("agent on {name}"));
     }
@@ -479,38 +464,15 @@ async fn scenario(args: &Args, n: &Narrator, cluster: &mut Option<Cluster>) -> R
     n.step("starting the probe sidecar in each api pod (container to container)");
     for (pod, node, i) in &api_pods {
         let name = pod.name_any();
-        // What a projected token gives a real pod: its service account, bound to the pod.
-        let token = pod_bound_token(&client, pod, "netslo", 3600)
-            .await
-            .map_err(|e| e.to_string())?;
-        let token_file = c.dir.join(format!("{name}.token"));
-        std::fs::write(&token_file, token).map_err(|e| e.to_string())?;
-        let sidecar = Process::spawn(
-            &c.dir,
-            &format!("{name}-sidecar"),
-            Some(&c.host(*i).ns),
-            &agent_bin,
-            [
-                "--node-name",
+        let sidecar = agents
+            .start(
+                &c.host(*i).ns,
+                pod,
                 node,
-                "run",
-                "--operator-url",
-                &format!("https://{channel}"),
-                "--operator-ca",
-                ca_file.to_str().unwrap(),
-                "--token-file",
-                token_file.to_str().unwrap(),
-                "--agent-name",
                 &format!("{NAMESPACE}/{name}"),
-                "--window-seconds",
-                "1",
-                "--max-lag-ms",
-                "200",
-                "--output",
-                "none",
-            ],
-            &[("RUST_LOG", "info"), ("NO_COLOR", "1")],
-        );
+                &[],
+            )
+            .await?;
         c.processes.push(sidecar);
         n.info(&format!("probe sidecar in {name}, as {NAMESPACE}/{name}"));
     }

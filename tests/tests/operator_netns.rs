@@ -26,14 +26,13 @@ use kube::api::{Api, ListParams, PostParams};
 use netslo_agent::testbed;
 use netslo_crds::v1alpha1::{ConnectivityCheck, FailureScope, Layer, TargetSummary, Verdict};
 use netslo_tests::cluster::{
-    create_service, ensure_service_account, pod_bound_token, register_mesh_agent, register_node,
-    register_pod,
+    create_service, ensure_service_account, register_mesh_agent, register_node, register_pod,
 };
 use netslo_tests::control_plane::{self, TestNamespace};
 use netslo_tests::workspace_binary;
 use serde_json::json;
 
-use netns_common::{Bed, LogsOnPanic, Process, eventually, free_loopback_port};
+use netns_common::{AgentLauncher, Bed, LogsOnPanic, Process, eventually, free_loopback_port};
 
 const CHECK: &str = "mesh-to-api";
 /// The port the stand-in pods serve on (the Service's targetPort).
@@ -208,6 +207,13 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
         .await
         .unwrap();
     let operator_url = format!("https://{channel}");
+    let agents = AgentLauncher {
+        client: &client,
+        dir: dir.path(),
+        agent_bin: &agent_bin,
+        operator_url: &operator_url,
+        ca_file: &ca_file,
+    };
     for (name, _, host) in &nodes {
         let pod = register_mesh_agent(
             &client,
@@ -219,39 +225,7 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
         )
         .await
         .unwrap();
-        let token = pod_bound_token(&client, &pod, "netslo", 3600)
-            .await
-            .unwrap();
-        let token_file = dir.path().join(format!("{name}.token"));
-        std::fs::write(&token_file, token).unwrap();
-        processes.push(Process::spawn(
-            dir.path(),
-            &format!("agent-{name}"),
-            Some(&host.ns),
-            &agent_bin,
-            [
-                "--node-name",
-                name,
-                "run",
-                "--operator-url",
-                &operator_url,
-                "--operator-ca",
-                ca_file.to_str().unwrap(),
-                "--token-file",
-                token_file.to_str().unwrap(),
-                "--agent-name",
-                name,
-                "--window-seconds",
-                "1",
-                // Two cores shared with the control plane: a probe a little late is still a
-                // measurement, not a prober fault.
-                "--max-lag-ms",
-                "200",
-                "--output",
-                "none",
-            ],
-            &[("RUST_LOG", "info"), ("NO_COLOR", "1")],
-        ));
+        processes.push(agents.start(&host.ns, &pod, name, name, &[]).await.unwrap());
     }
 
     // The check: every mesh agent probes each endpoint of the Service (ClusterIP VIPs do not

@@ -172,3 +172,66 @@ pub async fn eventually<T>(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// What every agent started in a stand-in node or pod shares: its binary, the directory for
+/// logs and tokens, and the operator's channel.
+#[derive(Clone, Copy)]
+pub struct AgentLauncher<'a> {
+    pub client: &'a kube::Client,
+    pub dir: &'a Path,
+    pub agent_bin: &'a Path,
+    pub operator_url: &'a str,
+    pub ca_file: &'a Path,
+}
+
+impl AgentLauncher<'_> {
+    /// Starts `netslo-agent run` inside `netns` as the agent `agent_name` on `node`, with a
+    /// token bound to `pod`: what a projected token gives a real pod (its service account, and
+    /// the pod and node the API server records in the token). One-second windows; `extra`
+    /// arguments are appended.
+    pub async fn start(
+        &self,
+        netns: &Netns,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        node: &str,
+        agent_name: &str,
+        extra: &[&str],
+    ) -> Result<Process, String> {
+        let token = netslo_tests::cluster::pod_bound_token(self.client, pod, "netslo", 3600)
+            .await
+            .map_err(|e| format!("token for agent {agent_name}: {e}"))?;
+        let file_name = agent_name.replace('/', "-");
+        let token_file = self.dir.join(format!("{file_name}.token"));
+        std::fs::write(&token_file, token).map_err(|e| e.to_string())?;
+        let mut args = vec![
+            "--node-name",
+            node,
+            "run",
+            "--operator-url",
+            self.operator_url,
+            "--operator-ca",
+            self.ca_file.to_str().unwrap(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--agent-name",
+            agent_name,
+            "--window-seconds",
+            "1",
+            // Two cores shared with the control plane: a probe a little late is still a
+            // measurement, not a prober fault.
+            "--max-lag-ms",
+            "200",
+            "--output",
+            "none",
+        ];
+        args.extend_from_slice(extra);
+        Ok(Process::spawn(
+            self.dir,
+            &format!("agent-{file_name}"),
+            Some(netns),
+            self.agent_bin,
+            args,
+            &[("RUST_LOG", "info"), ("NO_COLOR", "1")],
+        ))
+    }
+}
