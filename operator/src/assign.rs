@@ -35,6 +35,16 @@ pub struct AgentInfo {
     pub zone: Option<String>,
     /// The agent's own address (mesh agents are probed by their peers there).
     pub ip: Option<String>,
+    /// For workload agents and probe sidecars: the pod, as its pod-bound tokens name it.
+    pub pod: Option<AgentPod>,
+}
+
+/// The pod an in-cluster agent runs in: what TokenReview reports of its tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPod {
+    pub namespace: String,
+    pub name: String,
+    pub service_account: String,
 }
 
 /// Where an agent runs and for whom.
@@ -376,6 +386,7 @@ mod tests {
             node: Some(node.into()),
             zone: Some(zone.into()),
             ip: Some(ip.into()),
+            pod: None,
         }
     }
 
@@ -398,6 +409,7 @@ mod tests {
                 node: None,
                 zone: None,
                 ip: None,
+                pod: None,
             },
             // Only the first checkout pod runs the probe sidecar.
             agent(

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -25,7 +24,7 @@ use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityCheckSpec, Expectatio
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::assign::{self, AgentInfo, AgentKind, CheckPlan, assignments, sources};
+use crate::assign::{self, AgentInfo, AgentKind, AgentPod, CheckPlan, assignments, sources};
 use crate::cache::ClusterCache;
 use crate::channel::{AgentBinding, AssignmentSource, MemoryAssignments};
 use crate::mesh::{self, MeshPlan};
@@ -868,6 +867,15 @@ fn agent_infos(
         let zone = node
             .as_deref()
             .and_then(|n| resolve::zone_of(&snapshot.nodes, n));
+        let agent_pod = || AgentPod {
+            namespace: pod.namespace().unwrap_or_default(),
+            name: pod.name_any(),
+            service_account: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+        };
         match component {
             Some("mesh-agent")
                 if pod.metadata.namespace.as_deref() == Some(ctx.settings.namespace.as_str())
@@ -880,6 +888,7 @@ fn agent_infos(
                         node: Some(node),
                         zone,
                         ip,
+                        pod: None,
                     });
                 }
             }
@@ -888,12 +897,14 @@ fn agent_infos(
                 .is_some_and(|v| v == "true")
                 && ip.is_some() =>
             {
+                let pod = agent_pod();
                 agents.push(AgentInfo {
-                    name: format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
+                    name: format!("{}/{}", pod.namespace, pod.name),
                     kind: AgentKind::Sidecar,
                     node,
                     zone,
                     ip,
+                    pod: Some(pod),
                 });
             }
             Some("workload-agent") => {
@@ -908,6 +919,7 @@ fn agent_infos(
                     node,
                     zone,
                     ip,
+                    pod: Some(agent_pod()),
                 });
             }
             _ => {}
@@ -925,51 +937,40 @@ fn agent_infos(
             node: None,
             zone: None,
             ip: None,
+            pod: None,
         });
     }
     agents
 }
 
-fn binding(
-    ctx: &Context,
-    agent: &AgentInfo,
-    snapshot: &crate::cache::OwnedSnapshot,
-) -> AgentBinding {
-    match &agent.kind {
+/// Whose tokens may act as `agent`; `None` for an in-cluster agent whose pod is unknown,
+/// which then gets no assignment.
+fn binding(ctx: &Context, agent: &AgentInfo) -> Option<AgentBinding> {
+    let pod_account = || {
+        let pod = agent.pod.as_ref()?;
+        Some((
+            pod,
+            AgentBinding::service_account(&pod.namespace, &pod.service_account),
+        ))
+    };
+    Some(match &agent.kind {
         // One mesh agent per node, bound to it: one node's agent cannot report as another.
         AgentKind::Mesh => AgentBinding::service_account(
             &ctx.settings.namespace,
             &ctx.settings.agent.mesh_service_account,
         )
         .on_node(agent.node.as_deref().unwrap_or_default()),
-        AgentKind::Workload { .. } => {
-            let pod: Option<&Arc<Pod>> = snapshot.pods.iter().find(|p| p.name_any() == agent.name);
-            let namespace = pod.and_then(|p| p.namespace()).unwrap_or_default();
-            let account = pod
-                .and_then(|p| p.spec.as_ref())
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_else(|| "default".into());
-            AgentBinding::service_account(&namespace, &account)
-        }
+        AgentKind::Workload { .. } => pod_account()?.1,
         // An external agent authenticates as the service account of its name in the
         // operator's namespace: only those who may mint its tokens can run it.
         AgentKind::External => AgentBinding::service_account(&ctx.settings.namespace, &agent.name),
         // A sidecar speaks for its own pod only: the pod's service account, with a token the
         // API server bound to that very pod.
         AgentKind::Sidecar => {
-            let (namespace, pod_name) = agent.name.split_once('/').unwrap_or_default();
-            let account = snapshot
-                .pods
-                .iter()
-                .find(|p| {
-                    p.metadata.namespace.as_deref() == Some(namespace)
-                        && p.metadata.name.as_deref() == Some(pod_name)
-                })
-                .and_then(|p| p.spec.as_ref()?.service_account_name.clone())
-                .unwrap_or_else(|| "default".into());
-            AgentBinding::service_account(namespace, &account).in_pod(pod_name)
+            let (pod, binding) = pod_account()?;
+            binding.in_pod(&pod.name)
         }
-    }
+    })
 }
 
 /// Runs the planner: recomputes every agent's assignment on change and every tick.
@@ -1015,14 +1016,14 @@ fn plan_once(ctx: &Context) {
         },
     );
     for agent in &agents {
-        let Some(assignment) = per_agent.get(&agent.name) else {
+        let (Some(assignment), Some(binding)) = (per_agent.get(&agent.name), binding(ctx, agent))
+        else {
             continue;
         };
-        if let Err(err) = ctx.assignments.set(
-            &agent.name,
-            binding(ctx, agent, &snapshot),
-            assignment.clone(),
-        ) {
+        if let Err(err) = ctx
+            .assignments
+            .set(&agent.name, binding, assignment.clone())
+        {
             tracing::warn!(agent = agent.name, "assignment rejected: {err}");
         }
     }
@@ -1255,6 +1256,7 @@ mod tests {
             node: None,
             zone: None,
             ip: None,
+            pod: None,
         };
         let agents = [
             agent("shop/checkout-1", AgentKind::Sidecar),
