@@ -15,10 +15,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
-use netslo_agent::spec::{AddressPolicySpec, Assignment, CheckSpec, ProbeSpec, TargetSpec};
+use netslo_agent::spec::{
+    AddressPolicySpec, Assignment, CheckSpec, DestinationRuleSpec, ExternalGrantSpec, ProbeSpec,
+    TargetSpec,
+};
 use netslo_crds::v1alpha1::{ConnectivityCheckSpec, ProbeSource};
 
-use crate::resolve::{ResolvedTarget, Via, selects};
+use crate::resolve::{Destination, ResolvedTarget, Via, selects};
 
 /// Defaults documented on the API's `schedule` fields.
 const DEFAULT_INTERVAL_MS: u64 = 10_000;
@@ -159,12 +162,14 @@ fn source_includes(
     false
 }
 
-/// Builds every agent's assignment. `mesh_peers` gives, for a mesh target, the peers a given
-/// agent probes this round (the rotation lives in [`crate::mesh`]).
+/// Builds every agent's assignment. `cluster_cidrs` is the cluster's own address space
+/// ([`crate::cluster_space`]); `mesh_peers` gives, for a mesh target, the peers a given agent
+/// probes this round (the rotation lives in [`crate::mesh`]).
 pub fn assignments<'a>(
     plans: &[CheckPlan<'_>],
     agents: &'a [AgentInfo],
     nodes: &[Arc<Node>],
+    cluster_cidrs: &[String],
     mut mesh_peers: impl FnMut(
         &CheckPlan<'_>,
         &ResolvedTarget,
@@ -187,6 +192,7 @@ pub fn assignments<'a>(
                         .as_deref()
                         .map(|n| node_addresses(nodes, n))
                         .unwrap_or_default(),
+                    cluster_cidrs: cluster_cidrs.to_vec(),
                 },
             )
         })
@@ -223,10 +229,15 @@ pub fn assignments<'a>(
         for target in plan.targets {
             let probing = if target.mesh { &mesh_sources } else { &sources };
             for agent in probing {
+                let mut destinations: Vec<Destination> = Vec::new();
                 let targets: Vec<TargetSpec> = if target.mesh {
                     mesh_peers(plan, target, agent, &mesh_sources)
                         .into_iter()
-                        .filter_map(|peer| mesh_target(target, agent, peer))
+                        .filter_map(|peer| {
+                            let (spec, destination) = mesh_target(target, agent, peer)?;
+                            destinations.push(destination);
+                            Some(spec)
+                        })
                         .collect()
                 } else {
                     target
@@ -238,9 +249,12 @@ pub fn assignments<'a>(
                             Some(pod) => *pod == agent.name,
                             None => agent.kind != AgentKind::Sidecar,
                         })
-                        .map(|e| TargetSpec {
-                            name: Some(e.series.label()),
-                            address: e.address.clone(),
+                        .map(|e| {
+                            destinations.extend(e.destinations.iter().cloned());
+                            TargetSpec {
+                                name: Some(e.series.label()),
+                                address: e.address.clone(),
+                            }
                         })
                         .collect()
                 };
@@ -250,7 +264,8 @@ pub fn assignments<'a>(
                 let Some(assignment) = out.get_mut(&agent.name) else {
                     continue;
                 };
-                let address_policy = target_address_policy(plan.address_policy, target, &targets);
+                let address_policy =
+                    target_address_policy(plan.address_policy, target, &targets, destinations);
                 assignment.checks.push(CheckSpec {
                     name: agent_check_name(plan.namespace, plan.name, &target.name),
                     interval_ms,
@@ -269,15 +284,39 @@ pub fn assignments<'a>(
     out
 }
 
-/// The namespace's grant plus the exact destinations the operator resolved from cluster
-/// state for paths that are sensitive by nature: a `localhost` target's loopback port inside
-/// its own pod, a NodePort on a node address.
+/// The namespace's grant plus what the operator resolved from cluster state for this agent's
+/// share of the target: its in-cluster destinations (the only ones inside the cluster the
+/// agent may reach), host names the cluster gave (a LoadBalancer's), and the exact
+/// destinations of paths that are sensitive by nature, exempt from the sensitive classes: a
+/// `localhost` target's loopback port inside its own pod, a NodePort on a node address.
 fn target_address_policy(
     granted: &AddressPolicySpec,
     target: &ResolvedTarget,
     targets: &[TargetSpec],
+    mut destinations: Vec<Destination>,
 ) -> AddressPolicySpec {
     let mut policy = granted.clone();
+    destinations.sort();
+    destinations.dedup();
+    let rule = policy
+        .destinations
+        .get_or_insert_with(DestinationRuleSpec::default);
+    for destination in destinations {
+        match destination {
+            Destination::Address {
+                ip,
+                port: Some(port),
+            } => {
+                rule.cluster.push(std::net::SocketAddr::new(ip, port));
+            }
+            Destination::Address { ip, port: None } => rule.cluster_ips.push(ip),
+            Destination::Name { host, port } => rule.external.push(ExternalGrantSpec {
+                hosts: vec![host],
+                ports: port.into_iter().collect(),
+                ..ExternalGrantSpec::default()
+            }),
+        }
+    }
     if target.mesh {
         return policy;
     }
@@ -316,32 +355,47 @@ fn node_addresses(nodes: &[Arc<Node>], name: &str) -> Vec<std::net::IpAddr> {
 }
 
 /// A mesh peer as a target: its echo responder, labelled with the peer's name so verdicts can
-/// tell same-node from cross-node pairs through [`AgentInfo`].
-fn mesh_target(target: &ResolvedTarget, agent: &AgentInfo, peer: &AgentInfo) -> Option<TargetSpec> {
+/// tell same-node from cross-node pairs through [`AgentInfo`], and the destination it is.
+fn mesh_target(
+    target: &ResolvedTarget,
+    agent: &AgentInfo,
+    peer: &AgentInfo,
+) -> Option<(TargetSpec, Destination)> {
     if peer.name == agent.name {
         return None;
     }
     let ip = peer.ip.as_deref()?;
+    let peer_ip: std::net::IpAddr = ip.parse().ok()?;
     let port = crate::workloads::ECHO_PORT;
     let host = if ip.contains(':') {
         format!("[{ip}]")
     } else {
         ip.to_string()
     };
-    let address = match &target.probe {
-        ProbeSpec::Icmp(_) => ip.to_string(),
-        ProbeSpec::Http(_) => format!("http://{host}:{}/", crate::workloads::ECHO_HTTP_PORT),
-        _ => format!("{host}:{port}"),
+    let (address, destination_port) = match &target.probe {
+        ProbeSpec::Icmp(_) => (ip.to_string(), None),
+        ProbeSpec::Http(_) => (
+            format!("http://{host}:{}/", crate::workloads::ECHO_HTTP_PORT),
+            Some(crate::workloads::ECHO_HTTP_PORT),
+        ),
+        _ => (format!("{host}:{port}"), Some(port)),
     };
     let series = crate::resolve::SeriesId {
         target: target.name.clone(),
         via: Via::Pod,
         endpoint: peer.name.clone(),
     };
-    Some(TargetSpec {
-        name: Some(series.label()),
-        address,
-    })
+    let destination = Destination::Address {
+        ip: peer_ip,
+        port: destination_port.and_then(|p| u16::try_from(p).ok()),
+    };
+    Some((
+        TargetSpec {
+            name: Some(series.label()),
+            address,
+        },
+        destination,
+    ))
 }
 
 /// A check's probe interval, default applied: also the length of a mesh round.
@@ -370,8 +424,7 @@ mod tests {
         allow_link_local: false,
         allow_loopback: false,
         allow_node_addresses: false,
-        allowed_cidrs: None,
-        allowed_ports: None,
+        destinations: None,
         exempt_destinations: Vec::new(),
     };
 
@@ -492,7 +545,10 @@ mod tests {
             })
             .collect();
         let agents = agents();
-        let out = assignments(&plans, &agents, &nodes, |_, _, _, peers| peers.to_vec());
+        let cluster_cidrs = ["10.244.0.0/16".to_string()];
+        let out = assignments(&plans, &agents, &nodes, &cluster_cidrs, |_, _, _, peers| {
+            peers.to_vec()
+        });
         // Every assignment is one the agent accepts.
         for assignment in out.values() {
             assignment
@@ -708,8 +764,52 @@ mod tests {
             .as_ref()
             .expect("every check carries one");
         assert_eq!(
-            policy, &NO_GRANTS,
-            "nothing sensitive granted, nothing exempt"
+            policy,
+            &AddressPolicySpec {
+                destinations: Some(DestinationRuleSpec::default()),
+                ..NO_GRANTS.clone()
+            },
+            "nothing sensitive granted, nothing exempt, nothing resolved in the cluster"
+        );
+        assert_eq!(a.cluster_cidrs, ["10.244.0.0/16"], "the cluster's space");
+    }
+
+    #[test]
+    fn each_check_reaches_exactly_what_the_operator_resolved_for_it() {
+        let out = plan_and_assign(&[
+            check(
+                "svc",
+                json!({"source": {"mesh": {}},
+                       "targets": [{"name": "api", "service": {"name": "api", "port": 80, "via": ["ClusterIP", "DNSName"]}}]}),
+            ),
+            check(
+                "peers",
+                json!({"source": {"mesh": {}}, "targets": [{"name": "m", "mesh": {}}]}),
+            ),
+        ]);
+        let rule = |agent: &str, check: &str| {
+            out[agent]
+                .checks
+                .iter()
+                .find(|c| c.name == check)
+                .and_then(|c| c.address_policy.clone()?.destinations)
+                .expect("a destination rule")
+        };
+        let svc = rule("mesh-a", "shop/svc/api");
+        assert_eq!(
+            svc.cluster,
+            ["10.96.1.1:80".parse::<std::net::SocketAddr>().unwrap()],
+            "the ClusterIP, once for both paths"
+        );
+        assert!(svc.external.is_empty());
+        let peers = rule("mesh-a", "shop/peers/m");
+        assert_eq!(
+            peers.cluster,
+            [std::net::SocketAddr::new(
+                "10.244.2.2".parse().unwrap(),
+                u16::try_from(crate::workloads::ECHO_PORT).unwrap()
+            )],
+            "its peer's echo port, never its own"
         );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, ServiceCIDR};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -32,6 +32,8 @@ pub struct ClusterCache {
     pub endpoint_slices: Store<EndpointSlice>,
     pub nodes: Store<Node>,
     pub ingresses: Store<Ingress>,
+    /// The Service ranges: part of the cluster's own address space ([`crate::cluster_space`]).
+    pub service_cidrs: Store<ServiceCIDR>,
     /// Namespaces (labels only) and the admins' policies: what checks may target.
     pub namespaces: Store<Namespace>,
     pub policies: Store<ConnectivityPolicy>,
@@ -59,6 +61,7 @@ pub struct OwnedSnapshot {
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub nodes: Vec<Arc<Node>>,
     pub ingresses: Vec<Arc<Ingress>>,
+    pub service_cidrs: Vec<Arc<ServiceCIDR>>,
     pub namespaces: Vec<Arc<Namespace>>,
     pub policies: Vec<Arc<ConnectivityPolicy>>,
 }
@@ -116,6 +119,12 @@ impl ClusterCache {
                 changed.clone(),
                 shutdown.clone(),
             ),
+            service_cidrs: spawn_reflector(
+                Api::all(client.clone()),
+                trim_meta,
+                changed.clone(),
+                shutdown.clone(),
+            ),
             namespaces: spawn_reflector(
                 Api::all(client.clone()),
                 trim_namespace,
@@ -139,6 +148,7 @@ impl ClusterCache {
         let _ = self.endpoint_slices.wait_until_ready().await;
         let _ = self.nodes.wait_until_ready().await;
         let _ = self.ingresses.wait_until_ready().await;
+        let _ = self.service_cidrs.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
         let _ = self.policies.wait_until_ready().await;
     }
@@ -150,6 +160,7 @@ impl ClusterCache {
             endpoint_slices: self.endpoint_slices.state(),
             nodes: self.nodes.state(),
             ingresses: self.ingresses.state(),
+            service_cidrs: self.service_cidrs.state(),
             namespaces: self.namespaces.state(),
             policies: self.policies.state(),
         }

@@ -401,10 +401,11 @@ async fn reconcile_check(
     if stalled.is_none()
         && let Some(problem) = resolution.problems.iter().find(|p| p.kind.stalls())
     {
-        let reason = if problem.kind == ProblemKind::NotFound {
-            StallReason::TargetNotFound
-        } else {
-            StallReason::InvalidSpec
+        let reason = match problem.kind {
+            ProblemKind::NotFound => StallReason::TargetNotFound,
+            // Cluster objects a tenant could have pointed anywhere: a tenancy refusal.
+            ProblemKind::Untrusted => StallReason::TargetNotPermitted,
+            _ => StallReason::InvalidSpec,
         };
         stalled = Some(Stall {
             reason,
@@ -416,6 +417,7 @@ async fn reconcile_check(
     let grants =
         crate::policy::Grants::for_namespace(&namespace, &snapshot.policies, &snapshot.namespaces);
     let mut denials = grants.denials(&check.spec);
+    denials.extend(grants.resolved_denials(&resolution.targets));
     if let Some(store) = ctx.checks.get() {
         let in_namespace: Vec<(Option<i64>, String)> = store
             .state()
@@ -636,15 +638,15 @@ async fn reconcile_check(
             .unwrap_or_default(),
     );
     // Agents refused to send probes the plan allowed: a granted name resolved to an address
-    // the namespace is not granted (loopback, link-local or metadata, the node itself), or a
-    // redirect led there. The check cannot run as written: say so like any missing grant.
+    // the namespace is not granted (loopback, link-local or metadata, the node itself, a pod
+    // or ClusterIP the operator did not resolve for the check), or a redirect led there. The check cannot run as written: say so like any missing grant.
     if stalled.is_none()
         && let Some(first) = refused.first()
     {
         stalled = Some(Stall {
             reason: StallReason::TargetNotPermitted,
             message: format!(
-                "target {first}: the agents refused its destination, which resolves or redirects to an address no ConnectivityPolicy grants to namespace {namespace} (loopback, link-local/metadata or the node's own){}",
+                "target {first}: the agents refused its destination, which resolves or redirects to an address no ConnectivityPolicy grants to namespace {namespace} (loopback, link-local/metadata, a node's own, another pod or Service of the cluster, or outside every external grant){}",
                 match refused.len() {
                     1 => String::new(),
                     n => format!(" (and {} more targets)", n - 1),
@@ -1004,10 +1006,17 @@ fn plan_once(ctx: &Context) {
     // One mesh plan per (check, target) and pass: its agents are the check's sources, the
     // same for every agent, and sorting them per agent would cost O(N² log N) at N nodes.
     let mut mesh_plans: HashMap<(String, String), MeshPlan> = HashMap::new();
+    let cluster_cidrs = crate::cluster_space::cluster_space(
+        &snapshot.service_cidrs,
+        &snapshot.nodes,
+        &snapshot.pods,
+        &snapshot.services,
+    );
     let per_agent = assignments(
         &views,
         &agents,
         &snapshot.nodes,
+        &cluster_cidrs,
         |plan, target, agent, peers| {
             let mesh_plan = mesh_plans
                 .entry((plan.key(), target.name.clone()))

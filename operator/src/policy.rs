@@ -17,10 +17,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use netslo_agent::spec::AddressPolicySpec;
+use netslo_agent::guard::{Cidr, host_matches, normalise_ip};
+use netslo_agent::spec::{AddressPolicySpec, DestinationRuleSpec, ExternalGrantSpec};
 use netslo_crds::v1alpha1::{ConnectivityCheckSpec, ConnectivityPolicy, Target};
 
-use crate::resolve::selects;
+use crate::resolve::{ResolvedTarget, selects};
 
 /// Why a target (or the whole check, `target: None`) may not be probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +96,8 @@ impl<'a> Grants<'a> {
 
     fn external_granted(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let ip: Option<IpAddr> = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok();
+        // Every spelling of an address (`0x0a.1`, `167772161`) is judged as the address.
+        let ip: Option<IpAddr> = normalise_ip(&host);
         self.policies.iter().any(|p| {
             let Some(grant) = &p.spec.external else {
                 return false;
@@ -107,7 +105,10 @@ impl<'a> Grants<'a> {
             let port_ok = grant.ports.is_empty()
                 || port.is_some_and(|port| grant.ports.iter().any(|g| *g == i32::from(port)));
             let host_ok = match ip {
-                Some(ip) => grant.cidrs.iter().any(|c| cidr_contains(c, ip)),
+                Some(ip) => grant
+                    .cidrs
+                    .iter()
+                    .any(|c| c.parse::<Cidr>().is_ok_and(|c| c.contains(ip))),
                 None => grant
                     .hosts
                     .iter()
@@ -118,7 +119,9 @@ impl<'a> Grants<'a> {
     }
 
     /// What the agents may contact for this check, for their own last-moment check of every
-    /// resolved address: sensitive classes only where some policy allows them.
+    /// resolved address: sensitive classes only where some policy allows them, and a
+    /// destination rule holding the namespace's external grants. The planner adds each
+    /// target's in-cluster destinations to the rule ([`crate::assign`]).
     pub fn address_policy(&self) -> AddressPolicySpec {
         let sensitive = self
             .policies
@@ -130,7 +133,46 @@ impl<'a> Grants<'a> {
             out.allow_loopback |= s.allow_loopback == Some(true);
             out.allow_node_addresses |= s.allow_node_addresses == Some(true);
         }
+        let external = self
+            .policies
+            .iter()
+            .filter_map(|p| p.spec.external.as_ref())
+            .map(|g| ExternalGrantSpec {
+                hosts: g.hosts.clone(),
+                cidrs: g.cidrs.clone(),
+                ports: g
+                    .ports
+                    .iter()
+                    .filter_map(|p| u16::try_from(*p).ok())
+                    .collect(),
+                allow_cluster_addresses: g.allow_cluster_addresses == Some(true),
+            })
+            .collect();
+        out.destinations = Some(DestinationRuleSpec {
+            external,
+            ..DestinationRuleSpec::default()
+        });
         out
+    }
+
+    /// Refusals of what resolution found outside the cluster: the host an ExternalName
+    /// Service names is an external destination like any other.
+    pub fn resolved_denials(&self, targets: &[ResolvedTarget]) -> Vec<Denial> {
+        targets
+            .iter()
+            .flat_map(|t| {
+                t.external_hosts
+                    .iter()
+                    .filter(|(host, port)| !self.external_granted(host, Some(*port)))
+                    .map(|(host, port)| Denial {
+                        target: Some(t.name.clone()),
+                        missing: format!(
+                            "its Service is ExternalName {host}: external destination {host}:{port} is not granted to checks in namespace {} by any ConnectivityPolicy (spec.external)",
+                            self.namespace
+                        ),
+                    })
+            })
+            .collect()
     }
 
     /// The tightest `maxChecks` of the policies in force.
@@ -214,7 +256,15 @@ impl<'a> Grants<'a> {
                     host.clone(),
                     external.port.and_then(|p| u16::try_from(p).ok()),
                 ),
-                (None, Some(url)) => url_host_port(url)?,
+                (None, Some(url)) => match url_host_port(url) {
+                    Some(host_port) => host_port,
+                    // Never let what cannot be read pass as granted.
+                    None => {
+                        return Some(format!(
+                            "external URL {url:?} has no host and port that can be checked against a ConnectivityPolicy"
+                        ));
+                    }
+                },
                 (None, None) => return None,
             };
             if !self.external_granted(&host, port) {
@@ -277,41 +327,8 @@ impl<'a> Grants<'a> {
     }
 }
 
-/// `*.example.com` matches strict sub-domains; anything else matches exactly.
-fn host_matches(pattern: &str, host: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => host
-            .strip_suffix(suffix)
-            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
-        None => pattern == host,
-    }
-}
-
-fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
-    let Some((net, bits)) = cidr.split_once('/') else {
-        return false;
-    };
-    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else {
-        return false;
-    };
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    match (net, ip) {
-        (IpAddr::V4(net), IpAddr::V4(ip)) if bits <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-            u32::from(net) & mask == u32::from(ip) & mask
-        }
-        (IpAddr::V6(net), IpAddr::V6(ip)) if bits <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            u128::from(net) & mask == u128::from(ip) & mask
-        }
-        _ => false,
-    }
-}
-
-/// Host and port of an http(s) URL (the API server has validated its shape).
+/// Host and port of an http(s) URL (the API server has validated its shape); `None` when a
+/// port is written but is not 1 to 65535, which is refused rather than defaulted.
 fn url_host_port(url: &str) -> Option<(String, Option<u16>)> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?']).next()?;
@@ -322,17 +339,30 @@ fn url_host_port(url: &str) -> Option<(String, Option<u16>)> {
     };
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
-        (
-            host.to_string(),
-            after.strip_prefix(':').and_then(|p| p.parse().ok()),
-        )
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(url_port(p)?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        (host.to_string(), port)
     } else {
         match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().ok()),
+            Some((h, p)) => (h.to_string(), Some(url_port(p)?)),
             None => (authority.to_string(), None),
         }
     };
-    Some((host, Some(port.unwrap_or(default_port))))
+    Some((host, Some(port.flatten().unwrap_or(default_port))))
+}
+
+/// A URL's port: digits for 1 to 65535, or empty (the scheme's default: `None` inside).
+fn url_port(text: &str) -> Option<Option<u16>> {
+    if text.is_empty() {
+        return Some(None);
+    }
+    if text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u16>().ok().filter(|p| *p > 0).map(Some)
 }
 
 #[cfg(test)]
@@ -483,7 +513,14 @@ mod tests {
     fn sensitive_destinations_open_only_where_a_policy_says_so() {
         let namespaces = [namespace("shop", json!({"team": "shop"}))];
         let none = Grants::for_namespace("shop", &[], &namespaces).address_policy();
-        assert_eq!(none, AddressPolicySpec::default(), "refused by default");
+        assert_eq!(
+            none,
+            AddressPolicySpec {
+                destinations: Some(DestinationRuleSpec::default()),
+                ..AddressPolicySpec::default()
+            },
+            "refused by default, and no external grant"
+        );
         let p = [
             policy(json!({"sensitiveDestinations": {"allowLoopback": true}})),
             policy(
@@ -575,12 +612,39 @@ mod tests {
             url_host_port("http://[2001:db8::1]:81/"),
             Some(("2001:db8::1".into(), Some(81)))
         );
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(cidr_contains("10.0.0.0/8", ip("10.2.3.4")));
-        assert!(!cidr_contains("10.0.0.0/8", ip("11.0.0.1")));
-        assert!(cidr_contains("0.0.0.0/0", ip("1.2.3.4")));
-        assert!(cidr_contains("2001:db8::/32", ip("2001:db8::5")));
-        assert!(!cidr_contains("garbage", ip("1.2.3.4")));
-        assert!(!cidr_contains("10.0.0.0/99", ip("10.0.0.1")));
+        // A port out of range is refused, never replaced by the scheme's default.
+        assert_eq!(url_host_port("https://example.com:65536/"), None);
+        assert_eq!(url_host_port("https://example.com:0/"), None);
+        assert_eq!(url_host_port("https://example.com:x/"), None);
+        assert_eq!(url_host_port("http://[2001:db8::1]:99999/"), None);
+        assert_eq!(
+            url_host_port("https://example.com:/"),
+            Some(("example.com".into(), Some(443)))
+        );
+        let d = denied(
+            &[policy(
+                json!({"external": {"hosts": ["example.com"], "ports": [443]}}),
+            )],
+            json!([{"name": "w", "external": {"url": "https://example.com:65536/"}}]),
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].contains("that can be checked against"), "{d:?}");
+        // Numeric spellings of an address are judged as the address.
+        let cidr = [policy(json!({"external": {"cidrs": ["10.0.0.0/8"]}}))];
+        assert!(
+            denied(
+                &cidr,
+                json!([{"name": "w", "external": {"url": "http://0x0a000001/"}}])
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            denied(
+                &cidr,
+                json!([{"name": "w", "external": {"url": "http://0xc0000201/"}}])
+            )
+            .len(),
+            1
+        );
     }
 }

@@ -10,8 +10,9 @@
 //! Mesh targets are not resolved here: their peers rotate per round and per agent
 //! ([`crate::mesh`]); this module only reports the protocol to use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service, ServicePort};
@@ -29,6 +30,10 @@ use netslo_crds::v1alpha1::{
 
 /// The well-known label EndpointSlices carry to name their Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label naming the controller that manages an EndpointSlice, and the value of the
+/// Kubernetes endpointslice controller, which builds slices from a Service's selector.
+const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+const ENDPOINTSLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
 /// The well-known zone label of nodes.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
@@ -152,6 +157,37 @@ pub struct Endpoint {
     /// For localhost targets: the pod inside which the probe must run, as `<namespace>/<pod>`,
     /// which is also the name of the probe sidecar agent in that pod.
     pub inside_pod: Option<String>,
+    /// What its probes may reach inside the cluster, resolved here from cluster state: the
+    /// agents refuse every other in-cluster address. Empty for external and DNS targets,
+    /// which only the namespace's external grants admit.
+    pub destinations: Vec<Destination>,
+}
+
+/// A destination the operator vouches for, from cluster state it trusts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Destination {
+    /// `ip:port`, or the address alone for probes without ports (ICMP).
+    Address { ip: IpAddr, port: Option<u16> },
+    /// A host name the cluster gave (a LoadBalancer's or an Ingress's `hostname`): what it
+    /// resolves to outside the cluster's own address space.
+    Name { host: String, port: Option<u16> },
+}
+
+impl Destination {
+    /// `host` as a destination: an address if it is an IP literal, else a name; no port for
+    /// ICMP.
+    fn of(protocol: Protocol, host: &str, port: i32) -> Destination {
+        let port = (protocol != Protocol::ICMP)
+            .then(|| u16::try_from(port).ok())
+            .flatten();
+        match host.trim_start_matches('[').trim_end_matches(']').parse() {
+            Ok(ip) => Destination::Address { ip, port },
+            Err(_) => Destination::Name {
+                host: host.trim_end_matches('.').to_string(),
+                port,
+            },
+        }
+    }
 }
 
 /// A resolved target: the probe and every address to run it against.
@@ -167,6 +203,9 @@ pub struct ResolvedTarget {
     pub endpoints: Vec<Endpoint>,
     /// Mesh targets resolve per agent and round, not here.
     pub mesh: bool,
+    /// Hosts outside the cluster that cluster objects point the target at (an ExternalName
+    /// Service's name), with their ports: the namespace needs an external grant for each.
+    pub external_hosts: Vec<(String, u16)>,
 }
 
 /// Why a target (or one path of it) cannot be probed.
@@ -187,12 +226,16 @@ pub enum ProblemKind {
     Unresolvable,
     /// Nothing ready to probe right now (no ready pods or endpoints).
     NothingReady,
+    /// The cluster objects behind the target are not ones netslo trusts to say where it is
+    /// (an EndpointSlice written by hand, or naming addresses that are no pods of the
+    /// Service's namespace): a tenant could point it anywhere. Nothing of it is probed.
+    Untrusted,
 }
 
 impl ProblemKind {
     /// Whether the spec cannot be acted on as it stands (kstatus `Stalled`).
     pub fn stalls(self) -> bool {
-        matches!(self, Self::NotFound | Self::Unresolvable)
+        matches!(self, Self::NotFound | Self::Unresolvable | Self::Untrusted)
     }
 }
 
@@ -260,6 +303,7 @@ fn resolve_target(
         namespace: None,
         endpoints: Vec::new(),
         mesh: false,
+        external_hosts: Vec::new(),
     };
     let name = target.name.as_str();
     let path = target.http.as_ref().and_then(|h| h.path.as_deref());
@@ -288,12 +332,15 @@ fn resolve_target(
                 Some(port) => (address_for(protocol, ip, port, path), host_port(ip, port)),
                 None => (ip.to_string(), ip.to_string()),
             };
+            // Without a port only ICMP can probe the pod.
+            let destination = Destination::of(protocol, ip, pods.port.unwrap_or(0));
             resolved.endpoints.push(Endpoint {
                 series: series(name, Via::Pod, &endpoint),
                 address,
                 zone: node.as_deref().and_then(|n| zone_of(cluster.nodes, n)),
                 node,
                 inside_pod: None,
+                destinations: vec![destination],
             });
         }
     } else if let Some(svc_target) = &target.service {
@@ -306,7 +353,7 @@ fn resolve_target(
             protocol,
             path,
             cluster,
-            &mut resolved.endpoints,
+            &mut resolved,
             problems,
         );
     } else if let Some(ing) = &target.ingress {
@@ -338,18 +385,22 @@ fn resolve_target(
                 return None;
             }
         };
-        resolved
-            .endpoints
-            .push(plain(series(name, Via::External, &endpoint), address));
+        resolved.endpoints.push(plain(
+            series(name, Via::External, &endpoint),
+            address,
+            Vec::new(),
+        ));
     } else if let Some(dns) = &target.dns {
         let fqdn = if dns.name.ends_with('.') {
             dns.name.clone()
         } else {
             format!("{}.", dns.name)
         };
-        resolved
-            .endpoints
-            .push(plain(series(name, Via::Dns, &fqdn), fqdn.clone()));
+        resolved.endpoints.push(plain(
+            series(name, Via::Dns, &fqdn),
+            fqdn.clone(),
+            Vec::new(),
+        ));
     } else if target.api_server.is_some() {
         match kubernetes_service_address(cluster.services) {
             Some((ip, port)) => {
@@ -357,6 +408,7 @@ fn resolve_target(
                 resolved.endpoints.push(plain(
                     series(name, Via::ApiServer, &host_port(&ip, port)),
                     url,
+                    vec![Destination::of(protocol, &ip, port)],
                 ));
             }
             None => problems.push((
@@ -388,6 +440,7 @@ fn resolve_target(
                 zone: node.as_deref().and_then(|n| zone_of(cluster.nodes, n)),
                 node,
                 inside_pod: Some(format!("{check_ns}/{pod_name}")),
+                destinations: vec![Destination::of(protocol, "127.0.0.1", local.port)],
             });
         }
     } else if target.mesh.is_some() {
@@ -407,9 +460,10 @@ fn resolve_service(
     protocol: Protocol,
     path: Option<&str>,
     cluster: &ClusterSnapshot<'_>,
-    endpoints: &mut Vec<Endpoint>,
+    resolved: &mut ResolvedTarget,
     problems: &mut Problems,
 ) {
+    let endpoints = &mut resolved.endpoints;
     let Some(svc) = cluster.services.iter().find(|s| {
         in_namespace(&s.metadata.namespace, ns)
             && s.metadata.name.as_deref() == Some(target.name.as_str())
@@ -422,6 +476,16 @@ fn resolve_service(
     };
     let spec = svc.spec.clone().unwrap_or_default();
     let ports = spec.ports.clone().unwrap_or_default();
+    if spec.type_.as_deref() == Some("ExternalName") {
+        external_name_service(name, ns, target, &spec, protocol, path, resolved, problems);
+        return;
+    }
+    // kube-proxy routes the ClusterIP to every slice of the Service, so one untrusted slice
+    // makes every path of it untrusted.
+    if let Some(why) = untrusted_endpoint_slice(ns, &target.name, cluster) {
+        problems.push((ProblemKind::Untrusted, why));
+        return;
+    }
     let Some(port) = ports
         .iter()
         .find(|p| match (&target.port, &target.port_name) {
@@ -460,6 +524,7 @@ fn resolve_service(
                 Some(ip) => endpoints.push(plain(
                     series(name, Via::ClusterIP, &host_port(ip, port.port)),
                     address_for(protocol, ip, port.port, path),
+                    vec![Destination::of(protocol, ip, port.port)],
                 )),
                 None => problems.push((
                     ProblemKind::Unresolvable,
@@ -472,9 +537,23 @@ fn resolve_service(
                     target.name,
                     cluster.cluster_domain.trim_end_matches('.')
                 );
+                // The name resolves to the ClusterIP, or for a headless Service to its
+                // endpoints, on the Service's port.
+                let destinations = match spec
+                    .cluster_ip
+                    .as_deref()
+                    .filter(|ip| !ip.is_empty() && *ip != "None")
+                {
+                    Some(ip) => vec![Destination::of(protocol, ip, port.port)],
+                    None => service_endpoints(ns, &target.name, port, cluster)
+                        .iter()
+                        .map(|(ip, ..)| Destination::of(protocol, ip, port.port))
+                        .collect(),
+                };
                 endpoints.push(plain(
                     series(name, Via::DNSName, &host_port(&host, port.port)),
                     address_for(protocol, &host, port.port, path),
+                    destinations,
                 ));
             }
             ServicePath::Endpoints => {
@@ -493,6 +572,7 @@ fn resolve_service(
                             .or_else(|| node.as_deref().and_then(|n| zone_of(cluster.nodes, n))),
                         node,
                         inside_pod: None,
+                        destinations: vec![Destination::of(protocol, &ip, target_port)],
                     });
                 }
             }
@@ -515,6 +595,7 @@ fn resolve_service(
                             zone: zone_of(cluster.nodes, &node_name),
                             node: Some(node_name),
                             inside_pod: None,
+                            destinations: vec![Destination::of(protocol, &ip, node_port)],
                         });
                     }
                     if !any {
@@ -557,11 +638,135 @@ fn resolve_service(
                     endpoints.push(plain(
                         series(name, Via::LoadBalancer, &host_port(&address, port.port)),
                         address_for(protocol, &address, port.port, path),
+                        vec![Destination::of(protocol, &address, port.port)],
                     ));
                 }
             }
         }
     }
+}
+
+/// An ExternalName Service is an external host under a cluster name: it is probed as that
+/// host (`spec.externalName`), which the namespace must be granted like any external target.
+#[allow(clippy::too_many_arguments)] // one call site; the arguments are the resolution's context
+fn external_name_service(
+    name: &str,
+    ns: &str,
+    target: &netslo_crds::v1alpha1::ServiceTarget,
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    protocol: Protocol,
+    path: Option<&str>,
+    resolved: &mut ResolvedTarget,
+    problems: &mut Problems,
+) {
+    let Some(host) = spec
+        .external_name
+        .as_deref()
+        .map(|h| h.trim_end_matches('.'))
+        .filter(|h| !h.is_empty())
+    else {
+        problems.push((
+            ProblemKind::Unresolvable,
+            format!(
+                "Service {ns}/{} is ExternalName without a name",
+                target.name
+            ),
+        ));
+        return;
+    };
+    // An ExternalName Service forwards no ports: a named port is looked up in its spec.
+    let port = target.port.or_else(|| {
+        spec.ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == target.port_name.as_deref())
+            .map(|p| p.port)
+    });
+    let Some(port) = port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) else {
+        problems.push((
+            ProblemKind::Unresolvable,
+            format!(
+                "Service {ns}/{} has no port {}",
+                target.name,
+                target.port_name.as_deref().unwrap_or_default()
+            ),
+        ));
+        return;
+    };
+    resolved.external_hosts.push((host.to_string(), port));
+    resolved.endpoints.push(plain(
+        series(name, Via::DNSName, &host_port(host, i32::from(port))),
+        address_for(protocol, host, i32::from(port), path),
+        Vec::new(),
+    ));
+}
+
+/// Why a Service's EndpointSlices cannot be trusted to say where it is, if they cannot: a
+/// slice that the Kubernetes endpointslice controller does not manage (anyone who may write
+/// EndpointSlices in the namespace could point it anywhere), or an address in one that is no
+/// pod of the Service's namespace.
+fn untrusted_endpoint_slice(
+    ns: &str,
+    service: &str,
+    cluster: &ClusterSnapshot<'_>,
+) -> Option<String> {
+    let mut pod_ips: Option<HashSet<&str>> = None;
+    for slice in service_slices(ns, service, cluster) {
+        let slice_name = slice.metadata.name.as_deref().unwrap_or_default();
+        let managed_by = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .map(String::as_str);
+        if managed_by != Some(ENDPOINTSLICE_CONTROLLER) {
+            return Some(format!(
+                "EndpointSlice {ns}/{slice_name} of Service {ns}/{service} is not managed by the Kubernetes endpointslice controller ({MANAGED_BY_LABEL}={}): only slices it builds from the Service's selector are probed",
+                managed_by.unwrap_or("<unset>")
+            ));
+        }
+        let ips = pod_ips.get_or_insert_with(|| {
+            cluster
+                .pods
+                .iter()
+                .filter(|p| in_namespace(&p.metadata.namespace, ns))
+                .filter_map(|p| p.status.as_ref())
+                .flat_map(|s| {
+                    s.pod_ip
+                        .iter()
+                        .map(String::as_str)
+                        .chain(s.pod_ips.iter().flatten().map(|ip| ip.ip.as_str()))
+                })
+                .collect()
+        });
+        if let Some(address) = slice
+            .endpoints
+            .iter()
+            .flat_map(|e| &e.addresses)
+            .find(|a| !ips.contains(a.as_str()))
+        {
+            return Some(format!(
+                "EndpointSlice {ns}/{slice_name} of Service {ns}/{service} names {address}, which is no pod of namespace {ns}"
+            ));
+        }
+    }
+    None
+}
+
+fn service_slices<'a>(
+    ns: &'a str,
+    service: &'a str,
+    cluster: &ClusterSnapshot<'a>,
+) -> impl Iterator<Item = &'a Arc<EndpointSlice>> {
+    cluster.endpoint_slices.iter().filter(move |s| {
+        in_namespace(&s.metadata.namespace, ns)
+            && s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                == Some(service)
+    })
 }
 
 /// Ready endpoints of a Service for one of its ports: (address, target port, node, zone).
@@ -572,15 +777,7 @@ fn service_endpoints(
     cluster: &ClusterSnapshot<'_>,
 ) -> Vec<(String, i32, Option<String>, Option<String>)> {
     let mut found = Vec::new();
-    for slice in cluster.endpoint_slices.iter().filter(|s| {
-        in_namespace(&s.metadata.namespace, ns)
-            && s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .map(String::as_str)
-                == Some(service)
-    }) {
+    for slice in service_slices(ns, service, cluster) {
         // EndpointSlice ports carry the Service port's name and the resolved target port.
         let Some(target_port) = slice
             .ports
@@ -671,6 +868,7 @@ fn resolve_ingress(
         resolved.endpoints.push(plain(
             series(name, Via::Ingress, &host_port(&address, port)),
             address_for(protocol, &address, port, path),
+            vec![Destination::of(protocol, &address, port)],
         ));
     }
 }
@@ -810,13 +1008,14 @@ fn series(target: &str, via: Via, endpoint: &str) -> SeriesId {
     }
 }
 
-fn plain(series: SeriesId, address: String) -> Endpoint {
+fn plain(series: SeriesId, address: String, destinations: Vec<Destination>) -> Endpoint {
     Endpoint {
         series,
         address,
         node: None,
         zone: None,
         inside_pod: None,
+        destinations,
     }
 }
 
@@ -878,7 +1077,9 @@ fn kubernetes_service_address(services: &[Arc<Service>]) -> Option<(String, i32)
 }
 
 /// Whether a label selector selects an object with these labels (Kubernetes semantics: an
-/// empty selector selects everything; an unknown operator selects nothing).
+/// empty selector selects everything). An invalid requirement (an unknown operator, In or
+/// NotIn without values, Exists or DoesNotExist with values) selects nothing, as the API
+/// server's own selector parsing refuses it: a selector that grants must fail closed.
 pub fn selects(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
     let empty = BTreeMap::new();
     let labels = labels.unwrap_or(&empty);
@@ -890,11 +1091,11 @@ pub fn selects(selector: &LabelSelector, labels: Option<&BTreeMap<String, String
     let match_expressions = selector.match_expressions.iter().flatten().all(|req| {
         let value = labels.get(&req.key);
         let values = req.values.as_deref().unwrap_or_default();
-        match req.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
+        match (req.operator.as_str(), values.is_empty()) {
+            ("In", false) => value.is_some_and(|v| values.contains(v)),
+            ("NotIn", false) => value.is_none_or(|v| !values.contains(v)),
+            ("Exists", true) => value.is_some(),
+            ("DoesNotExist", true) => value.is_none(),
             _ => false,
         }
     });
@@ -951,7 +1152,8 @@ mod tests {
             })
             .collect();
         Arc::new(from(
-            json!({"metadata": {"namespace": ns, "name": format!("{service}-abc"), "labels": {SERVICE_NAME_LABEL: service}},
+            json!({"metadata": {"namespace": ns, "name": format!("{service}-abc"),
+                "labels": {SERVICE_NAME_LABEL: service, MANAGED_BY_LABEL: ENDPOINTSLICE_CONTROLLER}},
             "addressType": "IPv4", "endpoints": eps, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}),
         ))
     }
@@ -1016,6 +1218,145 @@ mod tests {
 
     fn target(v: serde_json::Value) -> Target {
         from(v)
+    }
+
+    fn destinations(r: &ResolvedTarget) -> Vec<String> {
+        r.endpoints
+            .iter()
+            .flat_map(|e| &e.destinations)
+            .map(|d| match d {
+                Destination::Address { ip, port: Some(p) } => format!("{ip}:{p}"),
+                Destination::Address { ip, port: None } => ip.to_string(),
+                Destination::Name { host, port } => format!("name {host}:{port:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_path_carries_the_destinations_it_reaches() {
+        let mut world = World::new();
+        world.services.push(Arc::new(from(json!({
+            "metadata": {"namespace": "shop", "name": "lb"},
+            "spec": {"clusterIP": "10.96.0.50", "type": "LoadBalancer",
+                "ports": [{"name": "http", "port": 80, "nodePort": 30081}]},
+            "status": {"loadBalancer": {"ingress": [{"hostname": "lb.elb.example.com"}, {"ip": "203.0.113.5"}]}},
+        }))));
+        let t = target(json!({"name": "api", "service": {"name": "api", "portName": "http"}}));
+        let r = resolve("shop", &[t], &world.snapshot());
+        assert_eq!(
+            destinations(&r.targets[0]),
+            [
+                "10.96.12.34:80",
+                "10.96.12.34:80",
+                "10.244.1.5:8080",
+                "10.244.2.6:8080"
+            ],
+            "ClusterIP, the DNS name (to the ClusterIP), each ready endpoint"
+        );
+        let t = target(
+            json!({"name": "lb", "service": {"name": "lb", "port": 80, "via": ["LoadBalancer"]}}),
+        );
+        let r = resolve("shop", &[t], &world.snapshot());
+        assert_eq!(
+            destinations(&r.targets[0]),
+            ["name lb.elb.example.com:Some(80)", "203.0.113.5:80"]
+        );
+        let t = target(
+            json!({"name": "p", "pods": {"selector": {"matchLabels": {"app": "api"}}}, "protocol": "ICMP"}),
+        );
+        let r = resolve("shop", &[t], &world.snapshot());
+        assert_eq!(destinations(&r.targets[0]), ["10.244.1.5", "10.244.2.6"]);
+        let t = target(json!({"name": "e", "external": {"host": "example.com", "port": 443}}));
+        let r = resolve("shop", &[t], &world.snapshot());
+        assert!(
+            destinations(&r.targets[0]).is_empty(),
+            "granted, not resolved"
+        );
+        // A headless Service's name resolves to its endpoints, on the Service's port.
+        world
+            .services
+            .push(service("shop", "headless", "None", None));
+        world
+            .slices
+            .push(slice("shop", "headless", &[("10.244.1.5", None, "node-a")]));
+        let t = target(
+            json!({"name": "h", "service": {"name": "headless", "port": 80, "via": ["DNSName"]}}),
+        );
+        let r = resolve("shop", &[t], &world.snapshot());
+        assert_eq!(destinations(&r.targets[0]), ["10.244.1.5:80"]);
+    }
+
+    #[test]
+    fn endpoint_slices_a_tenant_could_write_are_not_probed() {
+        let forge = |labels: serde_json::Value, address: &str| -> Arc<EndpointSlice> {
+            Arc::new(from(json!({
+                "metadata": {"namespace": "shop", "name": "forged", "labels": labels},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [address]}],
+                "ports": [{"name": "http", "port": 8080}],
+            })))
+        };
+        let t = target(json!({"name": "api", "service": {"name": "api", "port": 80}}));
+        for (slice, why) in [
+            (
+                forge(json!({SERVICE_NAME_LABEL: "api"}), "10.244.3.8"),
+                "EndpointSlice shop/forged of Service shop/api is not managed by the Kubernetes endpointslice controller (endpointslice.kubernetes.io/managed-by=<unset>)",
+            ),
+            (
+                forge(
+                    json!({SERVICE_NAME_LABEL: "api", MANAGED_BY_LABEL: "my-controller"}),
+                    "10.244.3.8",
+                ),
+                "(endpointslice.kubernetes.io/managed-by=my-controller)",
+            ),
+            // The controller's label can be forged too: its addresses must be this namespace's pods.
+            (
+                forge(
+                    json!({SERVICE_NAME_LABEL: "api", MANAGED_BY_LABEL: ENDPOINTSLICE_CONTROLLER}),
+                    "10.244.3.8",
+                ),
+                "EndpointSlice shop/forged of Service shop/api names 10.244.3.8, which is no pod of namespace shop",
+            ),
+        ] {
+            let mut world = World::new();
+            world.slices.push(slice);
+            let r = resolve("shop", std::slice::from_ref(&t), &world.snapshot());
+            assert!(
+                r.targets[0].endpoints.is_empty(),
+                "nothing of the Service is probed"
+            );
+            assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+            assert_eq!(r.problems[0].kind, ProblemKind::Untrusted);
+            assert!(r.problems[0].kind.stalls());
+            assert!(
+                r.problems[0].message.contains(why),
+                "{}",
+                r.problems[0].message
+            );
+        }
+    }
+
+    #[test]
+    fn external_name_services_are_external_hosts() {
+        let mut world = World::new();
+        world.services.push(Arc::new(from(json!({
+            "metadata": {"namespace": "shop", "name": "partner"},
+            "spec": {"type": "ExternalName", "externalName": "api.partner.example."},
+        }))));
+        let t = target(json!({"name": "p", "service": {"name": "partner", "port": 443}}));
+        let r = resolve("shop", &[t], &world.snapshot());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let resolved = &r.targets[0];
+        assert_eq!(
+            resolved.external_hosts,
+            [("api.partner.example".to_string(), 443)]
+        );
+        assert_eq!(labels(resolved), ["p/DNSName/api.partner.example:443"]);
+        assert_eq!(resolved.endpoints[0].address, "api.partner.example:443");
+        assert!(destinations(resolved).is_empty(), "only a grant admits it");
+        let t = target(json!({"name": "p", "service": {"name": "partner", "portName": "https"}}));
+        let r = resolve("shop", &[t], &world.snapshot());
+        assert_eq!(r.problems[0].kind, ProblemKind::Unresolvable);
     }
 
     fn labels(r: &ResolvedTarget) -> Vec<String> {
@@ -1247,6 +1588,33 @@ mod tests {
         ));
         assert!(!selects(
             &sel(json!({"matchExpressions": [{"key": "app", "operator": "Bogus"}]})),
+            Some(&labels)
+        ));
+        // Invalid requirements select nothing rather than everything: a policy's
+        // `NotIn` with an empty list must not grant every namespace.
+        for invalid in [
+            json!({"key": "tier", "operator": "NotIn", "values": []}),
+            json!({"key": "tier", "operator": "NotIn"}),
+            json!({"key": "app", "operator": "In", "values": []}),
+            json!({"key": "app", "operator": "Exists", "values": ["web"]}),
+            json!({"key": "tier", "operator": "DoesNotExist", "values": ["x"]}),
+        ] {
+            assert!(
+                !selects(
+                    &sel(json!({"matchExpressions": [invalid.clone()]})),
+                    Some(&labels)
+                ),
+                "{invalid}"
+            );
+            assert!(
+                !selects(&sel(json!({"matchExpressions": [invalid.clone()]})), None),
+                "{invalid}"
+            );
+        }
+        assert!(selects(
+            &sel(
+                json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]})
+            ),
             Some(&labels)
         ));
     }

@@ -74,11 +74,11 @@ pub fn compile(a: &Assignment, default_source: &str) -> Result<Jobs, SpecError> 
     a.validate()?;
     let source: Arc<str> = Arc::from(a.source.as_deref().unwrap_or(default_source));
     let carried = a.carries_address_policy();
-    let nodes = a.node_address_set();
+    let base = a.base_address_policy();
     // Assignment-wide inputs of every check's policy: a change restarts the jobs with it.
-    let mut sorted_nodes: Vec<_> = nodes.iter().collect();
+    let mut sorted_nodes: Vec<_> = base.node_addresses.iter().collect();
     sorted_nodes.sort();
-    let guard_inputs = format!("{carried}{sorted_nodes:?}");
+    let guard_inputs = format!("{carried}{sorted_nodes:?}{:?}", a.cluster_cidrs);
     let mut jobs = Vec::new();
     for (i, c) in a.checks.iter().enumerate() {
         let check: Arc<str> = Arc::from(c.name.as_str());
@@ -90,7 +90,7 @@ pub fn compile(a: &Assignment, default_source: &str) -> Result<Jobs, SpecError> 
         let mut settings = c.clone();
         settings.targets.clear();
         let settings = serde_json::to_string(&settings)?;
-        let policy = Arc::new(c.guard_policy(carried, &nodes));
+        let policy = Arc::new(c.guard_policy(carried, &base));
         for (j, t) in c.targets.iter().enumerate() {
             let field = format!("checks[{i}].targets[{j}].address");
             let probe = Probe::from_spec(&c.probe, t, &field, &policy)?;

@@ -9,8 +9,16 @@
 //!   carry (`0x7f.1`, `2852039166`, `[::ffff:169.254.169.254]`, ...) into the address the
 //!   system would actually contact, so that an unusual spelling cannot pass for a host name;
 //! * [`AddressPolicy::check`] refuses link-local (cloud metadata), loopback, the nodes' own
-//!   addresses, unspecified, multicast and broadcast destinations unless allowed, and
-//!   destinations outside an external grant.
+//!   addresses, unspecified, multicast and broadcast destinations unless allowed; then, when
+//!   the operator sent a [`DestinationRule`], everything it does not admit: a check reaches
+//!   exactly the in-cluster destinations the operator resolved for it from cluster state, and
+//!   through its namespace's external grants only addresses outside the cluster's own address
+//!   space (pod and Service ranges, node addresses), unless a grant opens that explicitly.
+//!
+//! The rule is judged on every address a probe is about to contact: the first hop, every
+//! address a name resolves to, every HTTP redirect hop, a DNS probe's server. A grant by host
+//! name admits the addresses that name resolves to; so the name a hop was reached by is
+//! judged with its address ([`AddressPolicy::check_named`]).
 //!
 //! The probes resolve, check every resolved address, and connect to exactly the checked
 //! address (never resolving again in between), so a DNS name rebound to a refused address
@@ -30,6 +38,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
+
+use ipnet::IpNet;
 
 /// Parses every textual form of an IP address a URL host or a host field could carry and
 /// returns the canonical address; `None` for anything else (a host name, or garbage).
@@ -173,7 +183,11 @@ pub enum Refusal {
     Multicast,
     /// `255.255.255.255`. Never probed.
     Broadcast,
-    /// Outside the CIDRs or ports the check's external grant allows.
+    /// In the cluster's own pod or Service ranges, yet not a destination the operator resolved
+    /// for this check, and no external grant opens the cluster's addresses.
+    ClusterAddress,
+    /// Neither a destination the operator resolved for this check nor inside any of its
+    /// namespace's external grants (host names, CIDRs, ports).
     NotInGrant,
 }
 
@@ -184,6 +198,7 @@ impl Refusal {
             Refusal::Loopback => "Loopback",
             Refusal::LinkLocal => "LinkLocal",
             Refusal::NodeAddress => "NodeAddress",
+            Refusal::ClusterAddress => "ClusterAddress",
             Refusal::Multicast => "Multicast",
             Refusal::Broadcast => "Broadcast",
             Refusal::NotInGrant => "NotInGrant",
@@ -242,43 +257,52 @@ fn class_of(ip: IpAddr) -> Option<Refusal> {
     }
 }
 
-/// An address range, `203.0.113.0/24` or `2001:db8::/32`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+/// An address range, `203.0.113.0/24` or `2001:db8::/32`: the one CIDR type of agent and
+/// operator. IPv4-mapped networks are the IPv4 network, as the addresses in them are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr(IpNet);
 
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&canonical(ip))
+    }
+
+    /// The network (host bits cleared) of `ip`'s `prefix`-bit prefix, e.g. the `/24` an
+    /// address belongs to; the prefix is clamped to the address family's length.
+    pub fn covering(ip: IpAddr, prefix: u8) -> Cidr {
         let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        // In range by the clamp, so `new` cannot fail.
+        let net = IpNet::new(ip, prefix.min(max)).map_or(IpNet::from(ip), |n| n.trunc());
+        Cidr(net)
+    }
+
+    /// The smallest set of CIDRs covering exactly the same addresses.
+    pub fn aggregate(cidrs: &[Cidr]) -> Vec<Cidr> {
+        let nets: Vec<IpNet> = cidrs.iter().map(|c| c.0).collect();
+        IpNet::aggregate(&nets).into_iter().map(Cidr).collect()
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 
 impl FromStr for Cidr {
     type Err = String;
 
-    /// Strict notation (the canonical address text, a prefix length in range); an IPv4-mapped
-    /// network is taken as the IPv4 one, since the addresses it contains are judged so.
+    /// Strict notation: the canonical address text and a prefix length in range, host bits
+    /// allowed (they are cleared: `10.1.2.3/8` is `10.0.0.0/8`).
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("{s:?} is not a CIDR such as 203.0.113.0/24");
         let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
         let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        // Digits only: `u8::from_str` would take a leading `+`.
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
         let mut prefix: u8 = prefix.parse().map_err(|_| bad())?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if prefix > max {
@@ -291,15 +315,59 @@ impl FromStr for Cidr {
             }
             _ => addr,
         };
-        Ok(Cidr { addr, prefix })
+        IpNet::new(addr, prefix)
+            .map(|n| Cidr(n.trunc()))
+            .map_err(|_| bad())
     }
 }
 
-/// What a check's external grant allows; `None` in a field means "not restricted by it".
+/// Whether a host name matches a grant's pattern: exact (`api.example.com`) or a wildcard
+/// for strict sub-domains (`*.example.com` matches `a.example.com`, not `example.com`).
+/// Case and one trailing dot do not matter.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.trim_end_matches('.');
+    let host = host.strip_suffix('.').unwrap_or(host);
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1 && {
+                let (rest, tail) = host.split_at(host.len() - suffix.len());
+                tail.eq_ignore_ascii_case(suffix) && rest.ends_with('.')
+            }
+        }
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+/// One external grant of the check's namespace (a ConnectivityPolicy's `spec.external`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grant {
-    pub cidrs: Option<Vec<Cidr>>,
-    pub ports: Option<Vec<u16>>,
+pub struct ExternalGrant {
+    /// Host-name patterns ([`host_matches`]): what such a name resolves to is admitted.
+    pub hosts: Vec<String>,
+    pub cidrs: Vec<Cidr>,
+    /// Empty: any port.
+    pub ports: Vec<u16>,
+    /// Whether the grant may reach the cluster's own address space.
+    pub allow_cluster_addresses: bool,
+}
+
+impl ExternalGrant {
+    fn admits(&self, name: Option<&str>, ip: IpAddr, port: Option<u16>, in_cluster: bool) -> bool {
+        let port_ok = self.ports.is_empty() || port.is_none_or(|p| self.ports.contains(&p));
+        let destination_ok = self.cidrs.iter().any(|c| c.contains(ip))
+            || name.is_some_and(|n| self.hosts.iter().any(|h| host_matches(h, n)));
+        port_ok && destination_ok && (!in_cluster || self.allow_cluster_addresses)
+    }
+}
+
+/// What one check may reach once the sensitive classes are judged: exactly the in-cluster
+/// destinations the operator resolved for it, and what its external grants admit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationRule {
+    /// `ip:port` destinations, canonical.
+    pub cluster: HashSet<SocketAddr>,
+    /// Addresses for probes without ports (ICMP), canonical.
+    pub cluster_ips: HashSet<IpAddr>,
+    pub external: Vec<ExternalGrant>,
 }
 
 /// What one check may contact. Built from the assignment (`spec::AddressPolicySpec`).
@@ -310,8 +378,10 @@ pub struct AddressPolicy {
     pub allow_node_addresses: bool,
     /// Every node's addresses, canonical (shared by all checks of an assignment).
     pub node_addresses: Arc<HashSet<IpAddr>>,
-    /// Only these CIDRs and ports, when the operator sends a grant (external targets).
-    pub grant: Option<Grant>,
+    /// The cluster's own address space (shared by all checks of an assignment).
+    pub cluster_space: Arc<Vec<Cidr>>,
+    /// When the operator sends one: everything this check may reach beyond the exemptions.
+    pub rule: Option<Arc<DestinationRule>>,
     /// Exact destinations the operator resolved itself from cluster state and vouches for:
     /// a `localhost` target's `127.0.0.1:port` inside the agent's own pod, a NodePort
     /// target's `nodeIP:nodePort`. They pass every refusal except the never-probed classes.
@@ -319,14 +389,15 @@ pub struct AddressPolicy {
 }
 
 impl Default for AddressPolicy {
-    /// The safe default: nothing sensitive, no grant restriction.
+    /// The safe default: nothing sensitive, no destination rule.
     fn default() -> Self {
         AddressPolicy {
             allow_link_local: false,
             allow_loopback: false,
             allow_node_addresses: false,
             node_addresses: Arc::default(),
-            grant: None,
+            cluster_space: Arc::default(),
+            rule: None,
             exempt: Vec::new(),
         }
     }
@@ -345,17 +416,23 @@ impl AddressPolicy {
     /// Whether this check may contact `addr`. IPv4-mapped, IPv4-compatible and NAT64
     /// addresses are judged as the IPv4 address they embed.
     pub fn check(&self, addr: SocketAddr) -> Result<(), Refusal> {
-        self.judge(addr.ip(), Some(addr.port()))
+        self.judge(None, addr.ip(), Some(addr.port()))
+    }
+
+    /// As [`AddressPolicy::check`], for an address reached through the host name `name`
+    /// (which an external grant by host name may admit).
+    pub fn check_named(&self, name: &str, addr: SocketAddr) -> Result<(), Refusal> {
+        self.judge(Some(name), addr.ip(), Some(addr.port()))
     }
 
     /// Whether this check may contact `ip` with a protocol that has no ports (ICMP): as
-    /// [`AddressPolicy::check`], except that the grant's ports do not apply and no exempt
-    /// destination (an exact `ip:port`) matches.
+    /// [`AddressPolicy::check`], except that grants' ports do not apply and no exempt or
+    /// in-cluster `ip:port` destination matches.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
-        self.judge(ip, None)
+        self.judge(None, ip, None)
     }
 
-    fn judge(&self, raw: IpAddr, port: Option<u16>) -> Result<(), Refusal> {
+    fn judge(&self, name: Option<&str>, raw: IpAddr, port: Option<u16>) -> Result<(), Refusal> {
         let ip = judged_as(raw);
         let class = class_of(ip);
         if let Some(never @ (Refusal::Unspecified | Refusal::Multicast | Refusal::Broadcast)) =
@@ -377,25 +454,36 @@ impl AddressPolicy {
             _ => {}
         }
         // Node addresses are stored canonical; a NAT64 form is judged by what it embeds too.
-        if !self.allow_node_addresses
-            && (self.node_addresses.contains(&ip) || self.node_addresses.contains(&canonical(raw)))
-        {
+        let node =
+            self.node_addresses.contains(&ip) || self.node_addresses.contains(&canonical(raw));
+        if node && !self.allow_node_addresses {
             return Err(Refusal::NodeAddress);
         }
-        if let Some(g) = &self.grant {
-            let in_cidrs = g
-                .cidrs
-                .as_ref()
-                .is_none_or(|c| c.iter().any(|c| c.contains(ip)));
-            let in_ports = match (port, &g.ports) {
-                (Some(port), Some(ports)) => ports.contains(&port),
-                _ => true,
-            };
-            if !in_cidrs || !in_ports {
-                return Err(Refusal::NotInGrant);
-            }
+        let Some(rule) = &self.rule else {
+            return Ok(());
+        };
+        let resolved_by_operator = match port {
+            Some(port) => rule.cluster.contains(&SocketAddr::new(ip, port)),
+            None => rule.cluster_ips.contains(&ip),
+        };
+        if resolved_by_operator {
+            return Ok(());
         }
-        Ok(())
+        // Node addresses got here only if the policy opened them (`allowNodeAddresses`, the
+        // explicit grant for them): they count as outside the cluster's space.
+        let in_cluster = self.cluster_space.iter().any(|c| c.contains(ip));
+        if rule
+            .external
+            .iter()
+            .any(|g| g.admits(name, ip, port, in_cluster))
+        {
+            return Ok(());
+        }
+        Err(if in_cluster {
+            Refusal::ClusterAddress
+        } else {
+            Refusal::NotInGrant
+        })
     }
 }
 
@@ -561,6 +649,7 @@ mod tests {
         }
         assert_eq!(LinkLocal.reason(), "LinkLocal");
         assert_eq!(NotInGrant.to_string(), "NotInGrant");
+        assert_eq!(ClusterAddress.reason(), "ClusterAddress");
     }
 
     #[test]
@@ -644,15 +733,29 @@ mod tests {
         assert_eq!(legacy.check(raw("0.0.0.0", 80)), Err(Refusal::Unspecified));
     }
 
+    fn grant(hosts: &[&str], cidrs: &[&str], ports: &[u16]) -> ExternalGrant {
+        ExternalGrant {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+            ports: ports.to_vec(),
+            allow_cluster_addresses: false,
+        }
+    }
+
+    fn rule(cluster: &[&str], external: Vec<ExternalGrant>) -> Option<Arc<DestinationRule>> {
+        Some(Arc::new(DestinationRule {
+            cluster: cluster.iter().map(|a| a.parse().unwrap()).collect(),
+            cluster_ips: HashSet::new(),
+            external,
+        }))
+    }
+
     #[test]
     fn exempt_destinations_pass_exactly() {
         let p = AddressPolicy {
             node_addresses: Arc::new([v4("10.0.0.5")].into()),
             exempt: vec![raw("127.0.0.1", 9090), raw("10.0.0.5", 30080)],
-            grant: Some(Grant {
-                cidrs: Some(vec!["203.0.113.0/24".parse().unwrap()]),
-                ports: None,
-            }),
+            rule: rule(&[], vec![grant(&[], &["203.0.113.0/24"], &[])]),
             ..AddressPolicy::default()
         };
         assert_eq!(p.check(raw("127.0.0.1", 9090)), Ok(()));
@@ -666,13 +769,14 @@ mod tests {
     #[test]
     fn grants_restrict_addresses_and_ports() {
         let p = AddressPolicy {
-            grant: Some(Grant {
-                cidrs: Some(vec![
-                    "203.0.113.0/24".parse().unwrap(),
-                    "2001:db8::/32".parse().unwrap(),
-                ]),
-                ports: Some(vec![443, 8443]),
-            }),
+            rule: rule(
+                &[],
+                vec![grant(
+                    &[],
+                    &["203.0.113.0/24", "2001:db8::/32"],
+                    &[443, 8443],
+                )],
+            ),
             ..AddressPolicy::default()
         };
         assert_eq!(p.check(raw("203.0.113.9", 443)), Ok(()));
@@ -683,10 +787,7 @@ mod tests {
         assert_eq!(p.check(raw("2001:db9::1", 443)), Err(Refusal::NotInGrant));
         // Sensitive classes are judged before the grant: a grant never opens them.
         let wide = AddressPolicy {
-            grant: Some(Grant {
-                cidrs: Some(vec!["0.0.0.0/0".parse().unwrap()]),
-                ports: None,
-            }),
+            rule: rule(&[], vec![grant(&[], &["0.0.0.0/0"], &[])]),
             ..AddressPolicy::default()
         };
         assert_eq!(wide.check(raw("8.8.8.8", 53)), Ok(()));
@@ -695,27 +796,135 @@ mod tests {
             Err(Refusal::LinkLocal)
         );
         assert_eq!(wide.check(raw("::1", 80)), Err(Refusal::Loopback));
-        // Ports alone.
-        let ports = AddressPolicy {
-            grant: Some(Grant {
-                cidrs: None,
-                ports: Some(vec![443]),
-            }),
-            ..AddressPolicy::default()
-        };
-        assert_eq!(ports.check(raw("198.51.100.1", 443)), Ok(()));
-        assert_eq!(
-            ports.check(raw("198.51.100.1", 22)),
-            Err(Refusal::NotInGrant)
-        );
         // Without a port (ICMP) the address alone is judged.
-        assert_eq!(ports.check_ip(v4("198.51.100.1")), Ok(()));
         assert_eq!(p.check_ip(v4("203.0.113.9")), Ok(()));
         assert_eq!(p.check_ip(v4("198.51.100.1")), Err(Refusal::NotInGrant));
         assert_eq!(
             AddressPolicy::default().check_ip("::ffff:169.254.169.254".parse().unwrap()),
             Err(Refusal::LinkLocal)
         );
+        // Several grants add up; each keeps its own ports.
+        let two = AddressPolicy {
+            rule: rule(
+                &[],
+                vec![
+                    grant(&[], &["203.0.113.0/24"], &[443]),
+                    grant(&[], &["198.51.100.0/24"], &[]),
+                ],
+            ),
+            ..AddressPolicy::default()
+        };
+        assert_eq!(two.check(raw("198.51.100.1", 22)), Ok(()));
+        assert_eq!(two.check(raw("203.0.113.1", 22)), Err(Refusal::NotInGrant));
+        // No rule: nothing beyond the sensitive classes is refused (static assignments).
+        assert_eq!(
+            AddressPolicy::default().check(raw("198.51.100.1", 22)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_operators_cluster_destinations_and_nothing_else_inside_the_cluster() {
+        let space: Arc<Vec<Cidr>> = Arc::new(vec![
+            "10.244.0.0/16".parse().unwrap(),
+            "10.96.0.0/12".parse().unwrap(),
+            "fd00:10::/64".parse().unwrap(),
+        ]);
+        let p = AddressPolicy {
+            cluster_space: space.clone(),
+            rule: rule(
+                &["10.244.1.5:8080", "10.96.0.20:80", "[fd00:10::5]:80"],
+                vec![grant(
+                    &["api.example.com", "*.cdn.example.net"],
+                    &["10.0.0.0/8"],
+                    &[],
+                )],
+            ),
+            ..AddressPolicy::default()
+        };
+        use Refusal::*;
+        for (name, addr, want) in [
+            (None, raw("10.244.1.5", 8080), Ok(())),
+            (None, raw("::ffff:10.244.1.5", 8080), Ok(())),
+            (None, raw("10.96.0.20", 80), Ok(())),
+            (None, raw("fd00:10::5", 80), Ok(())),
+            // Another port of the same pod, another pod, another ClusterIP.
+            (None, raw("10.244.1.5", 22), Err(ClusterAddress)),
+            (None, raw("10.244.2.7", 8080), Err(ClusterAddress)),
+            (None, raw("10.96.0.1", 443), Err(ClusterAddress)),
+            (None, raw("fd00:10::6", 80), Err(ClusterAddress)),
+            // A CIDR grant does not open the cluster's space it overlaps...
+            (None, raw("10.1.2.3", 80), Ok(())),
+            // ...nor does a granted name that resolves (or is rebound) into it.
+            (
+                Some("api.example.com"),
+                raw("10.244.2.7", 8080),
+                Err(ClusterAddress),
+            ),
+            (Some("api.example.com"), raw("198.51.100.9", 443), Ok(())),
+            (Some("API.Example.COM."), raw("198.51.100.9", 443), Ok(())),
+            (Some("a.cdn.example.net"), raw("198.51.100.9", 443), Ok(())),
+            (
+                Some("cdn.example.net"),
+                raw("198.51.100.9", 443),
+                Err(NotInGrant),
+            ),
+            (
+                Some("evilcdn.example.net"),
+                raw("198.51.100.9", 443),
+                Err(NotInGrant),
+            ),
+            (
+                Some("other.example"),
+                raw("198.51.100.9", 443),
+                Err(NotInGrant),
+            ),
+            (None, raw("198.51.100.9", 443), Err(NotInGrant)),
+        ] {
+            let got = match name {
+                Some(n) => p.check_named(n, addr),
+                None => p.check(addr),
+            };
+            assert_eq!(got, want, "{name:?} {addr}");
+        }
+        // A grant that says so reaches into the cluster.
+        let open = AddressPolicy {
+            cluster_space: space,
+            rule: rule(
+                &[],
+                vec![ExternalGrant {
+                    allow_cluster_addresses: true,
+                    ..grant(&["api.example.com"], &[], &[8080])
+                }],
+            ),
+            ..AddressPolicy::default()
+        };
+        assert_eq!(
+            open.check_named("api.example.com", raw("10.244.2.7", 8080)),
+            Ok(())
+        );
+        assert_eq!(
+            open.check_named("api.example.com", raw("10.244.2.7", 22)),
+            Err(ClusterAddress)
+        );
+    }
+
+    #[test]
+    fn host_patterns() {
+        for (pattern, host, want) in [
+            ("api.example.com", "api.example.com", true),
+            ("api.example.com", "API.example.com.", true),
+            ("api.example.com", "xapi.example.com", false),
+            ("*.example.com", "a.example.com", true),
+            ("*.example.com", "a.b.example.com", true),
+            ("*.example.com", "example.com", false),
+            ("*.example.com", ".example.com", false),
+            ("*.example.com", "aexample.com", false),
+            ("*.example.com", "a.example.com.evil", false),
+            ("localhost", "localhost.", true),
+        ] {
+            assert_eq!(host_matches(pattern, host), want, "{pattern} {host}");
+        }
     }
 
     #[test]
@@ -782,13 +991,7 @@ mod tests {
                 allow_loopback: true,
                 allow_node_addresses: true,
                 node_addresses: nodes,
-                grant: Some(Grant {
-                    cidrs: Some(vec![
-                        "169.254.0.0/16".parse().unwrap(),
-                        "::/0".parse().unwrap(),
-                    ]),
-                    ports: Some(vec![80]),
-                }),
+                rule: rule(&[], vec![grant(&[], &["169.254.0.0/16", "::/0"], &[80])]),
                 ..AddressPolicy::default()
             },
         ];

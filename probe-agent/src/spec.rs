@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::guard::{AddressPolicy, Cidr, Grant, canonical};
+use crate::guard::{AddressPolicy, Cidr, DestinationRule, ExternalGrant, canonical};
 use crate::verdict::BlockMode;
 
 /// Most checks in one assignment.
@@ -28,9 +28,15 @@ pub const MAX_PAYLOAD: u16 = 1_400;
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 /// Most node addresses in one assignment (5,000 nodes with a few addresses each).
 pub const MAX_NODE_ADDRESSES: usize = 65_536;
-/// Most CIDRs, and most ports, in one check's grant (as `ExternalGrant` allows).
+/// Most CIDRs, host names and ports in one external grant (as the policy's `ExternalGrant`
+/// allows), and most grants in one check's rule.
 pub const MAX_GRANT_CIDRS: usize = 64;
+pub const MAX_GRANT_HOSTS: usize = 64;
 pub const MAX_GRANT_PORTS: usize = 32;
+pub const MAX_GRANTS: usize = 256;
+/// Most CIDRs in the cluster's address space (pod ranges of 5,000 nodes, Service ranges and
+/// the networks of pods outside them).
+pub const MAX_CLUSTER_CIDRS: usize = 65_536;
 
 /// Errors reading or validating an assignment.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +85,10 @@ pub struct Assignment {
     /// allows node addresses (the agent cannot know them: it never reads the cluster).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_addresses: Vec<IpAddr>,
+    /// The cluster's own address space (pod and Service ranges): reached through an external
+    /// grant only where the grant says so (see [`crate::guard`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_cidrs: Vec<String>,
 }
 
 /// Allow (the path must work) or Deny (the path must stay blocked).
@@ -143,17 +153,49 @@ pub struct AddressPolicySpec {
     /// The addresses in the assignment's `nodeAddresses`.
     #[serde(default)]
     pub allow_node_addresses: bool,
-    /// When present, only addresses in these CIDRs (an external grant's `cidrs`).
+    /// When present, what the check may reach beyond its exempt destinations: nothing else
+    /// (see [`crate::guard::DestinationRule`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_cidrs: Option<Vec<String>>,
-    /// When present, only these ports (an external grant's `ports`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_ports: Option<Vec<u16>>,
+    pub destinations: Option<DestinationRuleSpec>,
     /// Exact `ip:port` destinations the operator resolved itself from cluster state and
     /// vouches for, allowed whatever the rest says: a `localhost` target's `127.0.0.1:port`
     /// (probed from inside its own pod), a NodePort target's `nodeIP:nodePort`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exempt_destinations: Vec<SocketAddr>,
+}
+
+/// A check's destination rule as the operator sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestinationRuleSpec {
+    /// In-cluster `ip:port` destinations the operator resolved for the check from cluster
+    /// state it trusts (selected pods, a Service's ClusterIP and endpoints, mesh peers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster: Vec<SocketAddr>,
+    /// The same for probes without ports (ICMP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_ips: Vec<IpAddr>,
+    /// The external grants of the check's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<ExternalGrantSpec>,
+}
+
+/// One external grant (a ConnectivityPolicy's `spec.external`, or a name the operator
+/// vouches for, such as a LoadBalancer's host name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalGrantSpec {
+    /// Host names, exact or `*.suffix`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidrs: Vec<String>,
+    /// Empty: any port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Whether the grant may reach the cluster's own address space.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_cluster_addresses: bool,
 }
 
 /// A target. The address's form depends on the probe kind: `host:port` (TCP, UDP), a URL
@@ -391,14 +433,24 @@ impl Assignment {
         !self.node_addresses.is_empty() || self.checks.iter().any(|c| c.address_policy.is_some())
     }
 
-    /// The node addresses, canonical, shared by every check's policy.
-    pub fn node_address_set(&self) -> Arc<HashSet<IpAddr>> {
-        Arc::new(
-            self.node_addresses
-                .iter()
-                .map(|ip| canonical(*ip))
-                .collect(),
-        )
+    /// What every check's policy shares: the node addresses (canonical) and the cluster's
+    /// address space. Call after [`Assignment::validate`]: invalid CIDRs are skipped.
+    pub fn base_address_policy(&self) -> AddressPolicy {
+        AddressPolicy {
+            node_addresses: Arc::new(
+                self.node_addresses
+                    .iter()
+                    .map(|ip| canonical(*ip))
+                    .collect(),
+            ),
+            cluster_space: Arc::new(
+                self.cluster_cidrs
+                    .iter()
+                    .filter_map(|c| c.parse::<Cidr>().ok())
+                    .collect(),
+            ),
+            ..AddressPolicy::default()
+        }
     }
 
     /// Checks every bound and cross-field rule.
@@ -411,6 +463,16 @@ impl Assignment {
                 "nodeAddresses",
                 format!("more than {MAX_NODE_ADDRESSES}"),
             ));
+        }
+        if self.cluster_cidrs.len() > MAX_CLUSTER_CIDRS {
+            return Err(SpecError::invalid(
+                "clusterCidrs",
+                format!("more than {MAX_CLUSTER_CIDRS}"),
+            ));
+        }
+        for (k, c) in self.cluster_cidrs.iter().enumerate() {
+            c.parse::<Cidr>()
+                .map_err(|m| SpecError::invalid(format!("clusterCidrs[{k}]"), m))?;
         }
         if self.checks.len() > MAX_CHECKS {
             return Err(SpecError::invalid(
@@ -597,38 +659,23 @@ impl CheckSpec {
     }
 
     /// The policy this check's probes apply. `carried`: whether the assignment carries any
-    /// policy ([`Assignment::carries_address_policy`]); `nodes`: its node addresses.
-    pub fn guard_policy(&self, carried: bool, nodes: &Arc<HashSet<IpAddr>>) -> AddressPolicy {
-        let base = AddressPolicy {
-            node_addresses: nodes.clone(),
-            ..AddressPolicy::default()
-        };
+    /// policy ([`Assignment::carries_address_policy`]); `base`: what all checks share
+    /// ([`Assignment::base_address_policy`]).
+    pub fn guard_policy(&self, carried: bool, base: &AddressPolicy) -> AddressPolicy {
         match &self.address_policy {
-            None if carried => base,
+            None if carried => base.clone(),
             None => AddressPolicy {
                 allow_loopback: true,
-                ..base
+                ..base.clone()
             },
-            Some(p) => {
-                let grant = (p.allowed_cidrs.is_some() || p.allowed_ports.is_some()).then(|| {
-                    Grant {
-                        // Validated: every entry parses.
-                        cidrs: p
-                            .allowed_cidrs
-                            .as_ref()
-                            .map(|c| c.iter().filter_map(|c| c.parse::<Cidr>().ok()).collect()),
-                        ports: p.allowed_ports.clone(),
-                    }
-                });
-                AddressPolicy {
-                    allow_link_local: p.allow_link_local,
-                    allow_loopback: p.allow_loopback,
-                    allow_node_addresses: p.allow_node_addresses,
-                    grant,
-                    exempt: p.exempt_destinations.clone(),
-                    ..base
-                }
-            }
+            Some(p) => AddressPolicy {
+                allow_link_local: p.allow_link_local,
+                allow_loopback: p.allow_loopback,
+                allow_node_addresses: p.allow_node_addresses,
+                rule: p.destinations.as_ref().map(|d| Arc::new(d.rule())),
+                exempt: p.exempt_destinations.clone(),
+                ..base.clone()
+            },
         }
     }
 
@@ -649,25 +696,8 @@ impl CheckSpec {
 
 impl AddressPolicySpec {
     fn validate(&self, f: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
-        if let Some(cidrs) = &self.allowed_cidrs {
-            if cidrs.len() > MAX_GRANT_CIDRS {
-                return Err(SpecError::invalid(
-                    f("allowedCidrs"),
-                    format!("more than {MAX_GRANT_CIDRS}"),
-                ));
-            }
-            for (k, c) in cidrs.iter().enumerate() {
-                c.parse::<Cidr>()
-                    .map_err(|m| SpecError::invalid(f(&format!("allowedCidrs[{k}]")), m))?;
-            }
-        }
-        if let Some(ports) = &self.allowed_ports
-            && (ports.len() > MAX_GRANT_PORTS || ports.contains(&0))
-        {
-            return Err(SpecError::invalid(
-                f("allowedPorts"),
-                format!("at most {MAX_GRANT_PORTS} ports, none of them 0"),
-            ));
+        if let Some(d) = &self.destinations {
+            d.validate(&|x| f(&format!("destinations.{x}")))?;
         }
         if self.exempt_destinations.len() > MAX_TARGETS_PER_CHECK {
             return Err(SpecError::invalid(
@@ -676,6 +706,83 @@ impl AddressPolicySpec {
             ));
         }
         Ok(())
+    }
+}
+
+impl DestinationRuleSpec {
+    fn validate(&self, f: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
+        for (field, len) in [
+            ("cluster", self.cluster.len()),
+            ("clusterIps", self.cluster_ips.len()),
+        ] {
+            if len > MAX_TARGETS_PER_CHECK {
+                return Err(SpecError::invalid(
+                    f(field),
+                    format!("more than {MAX_TARGETS_PER_CHECK}"),
+                ));
+            }
+        }
+        if self.external.len() > MAX_GRANTS {
+            return Err(SpecError::invalid(
+                f("external"),
+                format!("more than {MAX_GRANTS}"),
+            ));
+        }
+        for (i, g) in self.external.iter().enumerate() {
+            let f = |x: &str| f(&format!("external[{i}].{x}"));
+            if g.cidrs.len() > MAX_GRANT_CIDRS {
+                return Err(SpecError::invalid(
+                    f("cidrs"),
+                    format!("more than {MAX_GRANT_CIDRS}"),
+                ));
+            }
+            for (k, c) in g.cidrs.iter().enumerate() {
+                c.parse::<Cidr>()
+                    .map_err(|m| SpecError::invalid(f(&format!("cidrs[{k}]")), m))?;
+            }
+            if g.hosts.len() > MAX_GRANT_HOSTS {
+                return Err(SpecError::invalid(
+                    f("hosts"),
+                    format!("more than {MAX_GRANT_HOSTS}"),
+                ));
+            }
+            for (k, h) in g.hosts.iter().enumerate() {
+                check_name(
+                    &f(&format!("hosts[{k}]")),
+                    h.strip_prefix("*.").unwrap_or(h),
+                    253,
+                )?;
+            }
+            if g.ports.len() > MAX_GRANT_PORTS || g.ports.contains(&0) {
+                return Err(SpecError::invalid(
+                    f("ports"),
+                    format!("at most {MAX_GRANT_PORTS} ports, none of them 0"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rule as the guard applies it (validated: every CIDR parses).
+    fn rule(&self) -> DestinationRule {
+        DestinationRule {
+            cluster: self
+                .cluster
+                .iter()
+                .map(|a| SocketAddr::new(canonical(a.ip()), a.port()))
+                .collect(),
+            cluster_ips: self.cluster_ips.iter().map(|ip| canonical(*ip)).collect(),
+            external: self
+                .external
+                .iter()
+                .map(|g| ExternalGrant {
+                    hosts: g.hosts.clone(),
+                    cidrs: g.cidrs.iter().filter_map(|c| c.parse().ok()).collect(),
+                    ports: g.ports.clone(),
+                    allow_cluster_addresses: g.allow_cluster_addresses,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -800,7 +907,7 @@ mod tests {
         let a =
             Assignment::from_json(format!(r#"{{"checks":[{}]}}"#, check("")).as_bytes()).unwrap();
         assert!(!a.carries_address_policy());
-        let p = a.checks[0].guard_policy(false, &a.node_address_set());
+        let p = a.checks[0].guard_policy(false, &a.base_address_policy());
         assert_eq!(p.check(lo), Ok(()));
         assert_eq!(
             p.check("169.254.169.254:80".parse().unwrap()),
@@ -816,7 +923,7 @@ mod tests {
         );
         let a = Assignment::from_json(doc.as_bytes()).unwrap();
         assert!(a.carries_address_policy());
-        let nodes = a.node_address_set();
+        let nodes = a.base_address_policy();
         let bare = a.checks[0].guard_policy(true, &nodes);
         assert_eq!(bare.check(lo), Err(Refusal::Loopback));
         assert_eq!(bare.check(node), Err(Refusal::NodeAddress));
@@ -846,21 +953,37 @@ mod tests {
         );
         assert_eq!(
             a.checks[0]
-                .guard_policy(true, &a.node_address_set())
+                .guard_policy(true, &a.base_address_policy())
                 .check(lo),
             Err(Refusal::Loopback)
         );
-        // Grants.
+        // A destination rule: exactly the operator's in-cluster destinations, and what the
+        // grants admit outside the cluster's address space.
         let doc = format!(
-            r#"{{"checks":[{}]}}"#,
-            check(r#","addressPolicy":{"allowedCidrs":["203.0.113.0/24"],"allowedPorts":[443]}"#)
+            r#"{{"clusterCidrs":["10.244.0.0/16","10.96.0.0/12"],"checks":[{}]}}"#,
+            check(
+                r#","addressPolicy":{"destinations":{"cluster":["10.244.1.5:8080"],"external":[{"hosts":["*.example.com"],"cidrs":["203.0.113.0/24"],"ports":[443]}]}}"#
+            )
         );
         let a = Assignment::from_json(doc.as_bytes()).unwrap();
-        let p = a.checks[0].guard_policy(true, &a.node_address_set());
+        let p = a.checks[0].guard_policy(true, &a.base_address_policy());
+        assert_eq!(p.check("10.244.1.5:8080".parse().unwrap()), Ok(()));
+        assert_eq!(
+            p.check("10.244.1.6:8080".parse().unwrap()),
+            Err(Refusal::ClusterAddress)
+        );
         assert_eq!(p.check("203.0.113.1:443".parse().unwrap()), Ok(()));
         assert_eq!(
             p.check("203.0.113.1:80".parse().unwrap()),
             Err(Refusal::NotInGrant)
+        );
+        let public: SocketAddr = "198.51.100.7:443".parse().unwrap();
+        assert_eq!(p.check(public), Err(Refusal::NotInGrant));
+        assert_eq!(p.check_named("api.example.com", public), Ok(()));
+        assert_eq!(
+            p.check_named("api.example.com", "10.96.0.1:443".parse().unwrap()),
+            Err(Refusal::ClusterAddress),
+            "a granted name resolving into the cluster"
         );
         // Round trip keeps the fields.
         let again: Assignment = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
@@ -874,10 +997,24 @@ mod tests {
                 r#"{{"name":"c","probe":{{"tcp":{{}}}},"targets":[{{"address":"a:1"}}],"addressPolicy":{policy}}}"#
             ))
         };
-        let e = invalid(&with(r#"{"allowedCidrs":["10.0.0.0/33"]}"#));
-        assert!(e.contains("checks[0].addressPolicy.allowedCidrs[0]"), "{e}");
-        let e = invalid(&with(r#"{"allowedPorts":[0]}"#));
-        assert!(e.contains("addressPolicy.allowedPorts"), "{e}");
+        let e = invalid(&with(
+            r#"{"destinations":{"external":[{"cidrs":["10.0.0.0/33"]}]}}"#,
+        ));
+        assert!(
+            e.contains("checks[0].addressPolicy.destinations.external[0].cidrs[0]"),
+            "{e}"
+        );
+        let e = invalid(&with(r#"{"destinations":{"external":[{"ports":[0]}]}}"#));
+        assert!(
+            e.contains("addressPolicy.destinations.external[0].ports"),
+            "{e}"
+        );
+        let e = invalid(&with(r#"{"destinations":{"external":[{"hosts":[""]}]}}"#));
+        assert!(e.contains("external[0].hosts[0]"), "{e}");
+        let e = invalid(&with(r#"{"destinations":{"cluster":["10.0.0.1"]}}"#));
+        assert!(e.contains("malformed"), "{e}");
+        let e = invalid(r#"{"clusterCidrs":["10.0.0.0/8x"],"checks":[]}"#);
+        assert!(e.contains("clusterCidrs[0]"), "{e}");
         let e = invalid(&with(r#"{"allowEverything":true}"#));
         assert!(e.contains("unknown field"), "{e}");
         let e = invalid(&with(r#"{"exemptDestinations":["127.0.0.1"]}"#));

@@ -153,6 +153,54 @@ async fn http_redirects_follow_only_past_the_guard() {
 }
 
 #[tokio::test]
+async fn a_destination_rule_admits_exactly_its_destinations_at_every_hop() {
+    let (b, b_addr) = listener().await;
+    let (a, a_addr) = listener().await;
+    let redirect = format!(
+        "HTTP/1.1 302 Found\r\nLocation: http://{b_addr}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let _a = tokio::spawn(serve(a, None, Reply::raw(redirect.as_bytes(), Then::Close)));
+    let http = json!({"http": {"followRedirects": 2}});
+    let url = format!("http://{a_addr}/");
+    // Loopback is open, but the rule names only the first hop: the redirect to another
+    // port of the same address is refused before it connects.
+    let r = probe_one(check(
+        http.clone(),
+        &url,
+        json!({"allowLoopback": true, "destinations": {"cluster": [a_addr]}}),
+    ))
+    .await;
+    assert_refused_after_connecting(&r);
+    assert!(
+        r.phases.ttfb_us.is_some(),
+        "the first hop was probed: {r:?}"
+    );
+    assert_untouched(&b).await;
+    // A TCP probe of an address the rule does not name never connects.
+    let r = probe_one(check(
+        json!({"tcp": {}}),
+        &b_addr,
+        json!({"allowLoopback": true, "destinations": {"cluster": [a_addr]}}),
+    ))
+    .await;
+    assert_refused(&r);
+    assert_untouched(&b).await;
+    // An external grant by host name admits what that name resolves to, and only that name.
+    let port = b_addr.rsplit_once(':').unwrap().1;
+    let by_name = |host: &str| {
+        check(
+            json!({"tcp": {}}),
+            &format!("localhost:{port}"),
+            json!({"allowLoopback": true, "destinations": {"external": [{"hosts": [host]}]}}),
+        )
+    };
+    assert_refused(&probe_one(by_name("otherhost")).await);
+    assert_untouched(&b).await;
+    let r = probe_one(by_name("localhost")).await;
+    assert_ne!(r.reason, Some(R::DestinationRefused), "{r:?}");
+}
+
+#[tokio::test]
 async fn http_keeps_the_host_header_while_connecting_to_the_checked_address() {
     // A name resolved by the system (localhost → loopback), opened by allowLoopback: the
     // request carries the URL's host in the Host header.

@@ -89,6 +89,7 @@ fn operator_rbac_is_least_privilege() {
         &["watch", "nodes"],
         &["watch", "endpointslices.discovery.k8s.io", "-A"],
         &["watch", "ingresses.networking.k8s.io", "-A"],
+        &["watch", "servicecidrs.networking.k8s.io"],
         &["list", "deployments.apps", "-A"],
         &["create", "events.events.k8s.io", "-n", "shop"],
         &["patch", "events.events.k8s.io", "-n", "shop"],
@@ -337,6 +338,7 @@ fn each_service_account_has_exactly_the_documented_rules() {
         "namespaces [] [get list watch]",
         "nodes [] [get list watch]",
         "pods [] [get list watch]",
+        "servicecidrs.networking.k8s.io [] [list watch]",
         "services [] [get list watch]",
         "tokenreviews.authentication.k8s.io [] [create]",
     ];

@@ -118,6 +118,29 @@ pub fn tls_config(ca_bundle: Option<&str>) -> Result<Arc<ClientConfig>, String> 
     Ok(Arc::new(cfg))
 }
 
+/// The port written in a URL authority (`host:port`, `[v6]:port`), if any; `Err` when it is
+/// not a number from 1 to 65535 (the `http` crate reads an out-of-range port as none).
+fn explicit_port(authority: &str) -> Result<Option<u16>, ()> {
+    let after_host = match authority.rfind(']') {
+        Some(end) => &authority[end + 1..],
+        None => authority,
+    };
+    let Some((_, port)) = after_host.rsplit_once(':') else {
+        return Ok(None);
+    };
+    // An empty port is the scheme's default, as URL parsers read it.
+    if port.is_empty() {
+        return Ok(None);
+    }
+    if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(()),
+        Ok(port) => Ok(Some(port)),
+    }
+}
+
 fn hop_from_uri(
     uri: &Uri,
     server_name: Option<&str>,
@@ -135,7 +158,14 @@ fn hop_from_uri(
         return Err(bad("credentials in URLs are not supported"));
     }
     let host = auth.host().trim_start_matches('[').trim_end_matches(']');
-    let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
+    // A port that is there must be one: `:65536` or `:0` is refused, never replaced by the
+    // scheme's default.
+    let port = match explicit_port(auth.as_str()) {
+        Ok(Some(port)) => port,
+        Ok(None) if https => 443,
+        Ok(None) => 80,
+        Err(()) => return Err(bad("the port must be 1 to 65535")),
+    };
     // Every spelling of an address (`0x7f.1`, `2852039166`, `[::ffff:7f00:1]`) is that
     // address, so it is checked as one rather than handed to getaddrinfo as a name.
     let ip = crate::guard::normalise_ip(auth.host());
@@ -543,5 +573,29 @@ mod tests {
             h.host,
             HostPort::Addr("169.254.169.254:80".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn ports_out_of_range_are_refused_not_defaulted() {
+        let new = |url: &str| HttpProbe::new(url, &HttpSpec::default(), "t", Guard::default());
+        for bad in [
+            "https://example.com:65536/",
+            "http://example.com:0/",
+            "http://example.com:99999/",
+            "http://[2001:db8::1]:70000/",
+        ] {
+            let e = new(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("the port must be 1 to 65535"), "{bad}: {e}");
+        }
+        let p = new("https://example.com:65535/").unwrap();
+        assert_eq!(p.first.host, HostPort::Name("example.com".into(), 65535));
+        let p = new("http://[2001:db8::1]/").unwrap();
+        assert_eq!(
+            p.first.host,
+            HostPort::Addr("[2001:db8::1]:80".parse().unwrap())
+        );
+        assert_eq!(explicit_port("h:"), Ok(None));
+        assert_eq!(explicit_port("h:x"), Err(()));
+        assert_eq!(explicit_port("h"), Ok(None));
     }
 }

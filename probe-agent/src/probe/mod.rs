@@ -112,6 +112,12 @@ impl Guard {
         self.log(addr.ip(), res)
     }
 
+    /// Whether the probe may contact `addr`, which the name `host` resolved to.
+    pub fn check_named(&self, host: &str, addr: SocketAddr) -> Result<(), Refusal> {
+        let res = self.policy.check_named(host, addr);
+        self.log(addr.ip(), res)
+    }
+
     /// Whether the probe may contact `ip`, for protocols without ports (ICMP).
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
         let res = self.policy.check_ip(ip);
@@ -217,7 +223,7 @@ pub async fn resolve(
                 Ok(Ok(addrs)) => {
                     let mut first = None;
                     for (i, a) in addrs.enumerate() {
-                        if i == MAX_RESOLVED || guard.check(a).is_err() {
+                        if i == MAX_RESOLVED || guard.check_named(host, a).is_err() {
                             return Err(refused(took, phases));
                         }
                         first.get_or_insert(a);
