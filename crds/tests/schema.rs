@@ -7,16 +7,10 @@
 
 use serde_json::Value;
 
-/// Upstream types netslo embeds as they are (LabelSelector, metav1.Condition).
+/// Upstream types netslo embeds as they are (metav1.Condition). Label selectors are not among
+/// them: netslo gives them its own bounded, validated schema.
 fn upstream(path: &str) -> bool {
-    ["matchLabels", "matchExpressions", "conditions"]
-        .iter()
-        .any(|p| path.contains(p))
-        || path.ends_with(".nodeSelector")
-        || path.contains(".nodeSelector.")
-        || path.contains(".selector")
-        || path.contains(".podSelector")
-        || path.contains(".namespaceSelector")
+    path.contains("conditions")
 }
 
 fn walk(path: &str, schema: &Value, problems: &mut Vec<String>) {

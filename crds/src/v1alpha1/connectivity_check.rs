@@ -15,13 +15,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::status::ConnectivityCheckStatus;
+use super::validation::{
+    DNS_LABEL, DNS_NAME, DNS_SUBDOMAIN, HOSTNAME, LABEL_VALUE, label_selector,
+    optional_label_selector, optional_node_labels, pod_labels,
+};
 use crate::duration::GoDuration;
 
-/// RFC 1123 label: names of targets, agents, Kubernetes objects in one namespace.
-const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-/// RFC 1123 subdomain, optionally fully qualified with a trailing dot.
-const HOSTNAME: &str =
-    r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.?$";
 /// A percentage with at most four decimals ("99", "99.95"); bounds are checked by CEL.
 const PERCENT: &str = r"^[0-9]{1,3}(\.[0-9]{1,4})?$";
 
@@ -149,12 +148,16 @@ pub struct ProbeSource {
 pub struct MeshSource {
     /// Only agents on nodes matching this selector probe. Empty: every node with an agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_label_selector")]
     pub node_selector: Option<LabelSelector>,
 
     /// Only agents on nodes in these zones (label topology.kubernetes.io/zone) probe.
     /// Empty: every zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), inner(length(min = 1, max = 63)))]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 63), regex(pattern = LABEL_VALUE))
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub zones: Vec<String>,
 }
@@ -186,11 +189,11 @@ pub struct WorkloadSource {
 
     /// Labels the probing pods carry, so NetworkPolicies select them as they select the workload.
     /// netslo adds its own labels beside these.
-    #[schemars(extend("maxProperties" = 16, "minProperties" = 1, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[schemars(schema_with = "pod_labels")]
     pub pod_labels: BTreeMap<String, String>,
 
     /// Service account the probing pods run as (its token is never mounted into the agent).
-    #[schemars(length(min = 1, max = 253), regex(pattern = HOSTNAME))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub service_account_name: String,
 
     /// Number of probing pods, spread across nodes. Default: 2.
@@ -200,7 +203,7 @@ pub struct WorkloadSource {
 
     /// Schedules the probing pods only on nodes with these labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[schemars(schema_with = "optional_node_labels")]
     pub node_selector: Option<BTreeMap<String, String>>,
 }
 
@@ -233,13 +236,13 @@ pub struct ExternalSource {
         "fieldPath": ".protocol",
     },
     {
-        "rule": "!has(self.http) || (has(self.protocol) && self.protocol in ['HTTP', 'HTTPS'])",
-        "message": "http settings need protocol HTTP or HTTPS",
+        "rule": "!has(self.http) || (has(self.protocol) ? self.protocol in ['HTTP', 'HTTPS'] : (has(self.apiServer) || (has(self.external) && has(self.external.url))))",
+        "message": "http settings need protocol HTTP or HTTPS (the default only for apiServer targets and external URLs)",
         "fieldPath": ".http",
     },
     {
-        "rule": "!has(self.tls) || (has(self.protocol) && self.protocol == 'HTTPS') || (!has(self.protocol) && has(self.apiServer))",
-        "message": "tls settings need protocol HTTPS",
+        "rule": "!has(self.tls) || (has(self.protocol) ? self.protocol == 'HTTPS' : (has(self.apiServer) || (has(self.external) && has(self.external.url) && self.external.url.startsWith('https://'))))",
+        "message": "tls settings need protocol HTTPS (the default only for apiServer targets and https:// URLs)",
         "fieldPath": ".tls",
     },
     {
@@ -253,8 +256,8 @@ pub struct ExternalSource {
         "fieldPath": ".protocol",
     },
     {
-        "rule": "!has(self.external) || !has(self.external.url) || (has(self.protocol) && ((self.protocol == 'HTTP' && self.external.url.startsWith('http://')) || (self.protocol == 'HTTPS' && self.external.url.startsWith('https://'))))",
-        "message": "external.url needs protocol HTTP or HTTPS matching the URL's scheme",
+        "rule": "!has(self.external) || !has(self.external.url) || !has(self.protocol) || (self.protocol == 'HTTP' && self.external.url.startsWith('http://')) || (self.protocol == 'HTTPS' && self.external.url.startsWith('https://'))",
+        "message": "external.url needs protocol HTTP or HTTPS matching the URL's scheme (or no protocol: the scheme's)",
         "fieldPath": ".external.url",
     },
     {
@@ -307,7 +310,8 @@ pub struct Target {
     pub dns: Option<DnsTarget>,
 
     /// The Kubernetes API server, through the in-cluster `kubernetes.default` Service. Probed
-    /// with HTTPS on /readyz by default.
+    /// with HTTPS on /readyz by default. Takes no fields (`apiServer: {}`): set the path with
+    /// `http.path` and TLS with `tls`; a field written here is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_server: Option<ApiServerTarget>,
 
@@ -358,6 +362,7 @@ pub struct PodsTarget {
     pub namespace: Option<String>,
 
     /// Which pods. Only ready pods with an IP are probed.
+    #[schemars(schema_with = "label_selector")]
     pub selector: LabelSelector,
 
     /// Port to probe on each pod (not needed for ICMP).
@@ -394,6 +399,12 @@ pub struct ServiceTarget {
     /// Name of a Service port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 15), regex(pattern = DNS_LABEL))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.matches('[a-z]') && !self.contains('--')",
+            "message": "must be a Service port name (IANA service name): at least one letter and no '--'",
+        },
+    ]))]
     pub port_name: Option<String>,
 
     /// The paths to the Service to probe, each reported on its own so a verdict can tell a
@@ -426,7 +437,7 @@ pub enum ServicePath {
 #[serde(rename_all = "camelCase")]
 pub struct IngressTarget {
     /// Name of the Ingress.
-    #[schemars(length(min = 1, max = 253), regex(pattern = HOSTNAME))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub name: String,
 
     /// Namespace of the Ingress. Default: the check's namespace.
@@ -482,13 +493,49 @@ pub struct ExternalTarget {
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
 
-    /// An http:// or https:// URL, without user info or fragment.
+    /// An http:// or https:// URL, without user info or fragment: `scheme://host[:port]`
+    /// then an optional path and query. The host is a host name (RFC 1123, last label not
+    /// numeric) or an IP address in canonical form, IPv6 in brackets and without a zone; the
+    /// port, if written, is 1 to 65535. Printable ASCII only: percent-encode the rest, write
+    /// international host names in their "xn--" form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[schemars(extend("x-kubernetes-validations" = [
         {
-            "rule": "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != '' && !self.split('?')[0].contains('@') && !self.contains('#')",
-            "message": "must be an absolute http:// or https:// URL with a host, without user info or fragment",
+            "rule": "self.startsWith('http://') || self.startsWith('https://')",
+            "message": "must be an http:// or https:// URL (lower-case scheme)",
+        },
+        {
+            "rule": "!self.matches(r'^[^/?#]*//[^/?#]*@')",
+            "message": "must be a URL without user info (user@host)",
+        },
+        {
+            "rule": "!self.contains('#')",
+            "message": "must be a URL without fragment (#...)",
+        },
+        {
+            "rule": "self.matches(r'^[!#-;=?-\\[\\]-_a-~]*$')",
+            "message": "must be printable ASCII without spaces, backslashes or any of \" < > ` (percent-encode them; international host names in their xn-- form)",
+        },
+        {
+            "rule": "!self.matches(r'%([^0-9A-Fa-f]|.[^0-9A-Fa-f]|.?$)')",
+            "message": "each % must start a percent-escape: % and two hex digits",
+        },
+        {
+            "rule": "!self.matches(r'^https?://') || self.matches(r'^https?://(([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?\\.)*[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?\\.?|\\[[0-9a-fA-F:.]+\\])(:[0-9]*)?([/?].*)?$')",
+            "message": "the URL's host must be a host name (RFC 1123) or an IP address (IPv6 in [brackets], no zone id), optionally followed by :port",
+        },
+        {
+            "rule": "!self.matches(r'^https?://[^/?#]*:[0-9]+([/?#].*)?$') || self.matches(r'^https?://[^/?#]*:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])([/?#].*)?$')",
+            "message": "the URL's port must be a number from 1 to 65535",
+        },
+        {
+            "rule": "!self.matches(r'^https?://([^/?#:\\[\\]]*\\.)?(0[xX][0-9a-fA-F]*|[0-9]+)\\.?(:[0-9]*)?([/?].*)?$') || self.matches(r'^https?://((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(:[0-9]*)?([/?].*)?$')",
+            "message": "the URL's host must be a host name whose last label is not numeric, or an IPv4 address in canonical form (no hex, octal, decimal or short spellings)",
+        },
+        {
+            "rule": "!self.matches(r'^https?://\\[[0-9a-fA-F:.]+\\]') || (isIP(self.substring(self.indexOf('[') + 1, self.indexOf(']'))) && ip(self.substring(self.indexOf('[') + 1, self.indexOf(']'))).family() == 6 && ip.isCanonical(self.substring(self.indexOf('[') + 1, self.indexOf(']'))))",
+            "message": "an IPv6 host in [brackets] must be an IPv6 address in canonical form, without zone id",
         },
     ]))]
     pub url: Option<String>,
@@ -511,8 +558,9 @@ pub struct ExternalTarget {
 ]))]
 pub struct DnsTarget {
     /// Name to query. Queried fully qualified (a trailing dot is implied), so search domains
-    /// and ndots never blur the measurement.
-    #[schemars(length(min = 1, max = 253), regex(pattern = HOSTNAME))]
+    /// and ndots never blur the measurement. Labels may hold underscores, as SRV names do
+    /// ("_http._tcp.web.default.svc.cluster.local.").
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_NAME))]
     pub name: String,
 
     /// Record type. Default: A.
@@ -541,9 +589,14 @@ pub struct DnsTarget {
     pub expected_rcode: Option<DnsRcode>,
 }
 
-/// The Kubernetes API server.
+/// The Kubernetes API server. Takes no fields: the request is set with `http` (path
+/// default "/readyz") and `tls` beside it, and a field written here is refused rather than
+/// dropped.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Unknown fields are kept only so that `maxProperties: 0` sees and refuses them: a structural
+// schema would otherwise prune `apiServer: {path: /livez}` and the probe keep its default.
+#[schemars(extend("maxProperties" = 0, "x-kubernetes-preserve-unknown-fields" = true))]
 pub struct ApiServerTarget {}
 
 /// A port on localhost inside each selected pod.
@@ -551,6 +604,7 @@ pub struct ApiServerTarget {}
 #[serde(rename_all = "camelCase")]
 pub struct LocalhostTarget {
     /// Pods (in the check's namespace) inside which to probe localhost.
+    #[schemars(schema_with = "label_selector")]
     pub pod_selector: LabelSelector,
 
     /// Port on localhost.
@@ -575,6 +629,7 @@ pub struct MeshTarget {
 
     /// Only peers on nodes matching this selector are probed. Default: every agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_label_selector")]
     pub node_selector: Option<LabelSelector>,
 }
 
@@ -615,15 +670,35 @@ pub struct HttpProbe {
 
     /// Request path and query. Default: "/" ("/readyz" for apiServer targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^/[^\s#]*$"))]
+    // Printable ASCII except space, '"', '#', '<', '>', '\' and '`', which must be percent-encoded.
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^/[!$-;=?-\[\]-_a-~]*$")
+    )]
     pub path: Option<String>,
 
-    /// Host header. Default: the host the request is sent to.
+    /// Host header: a host name (lower-case RFC 1123) or IP address (IPv6 in brackets),
+    /// optionally with ":port" (1 to 65535). Default: the host the request is sent to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9.-]+(:[0-9]{1,5})?$")
-    )]
+    #[schemars(length(min = 1, max = 259))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.matches(r'^(([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.?|\\[[0-9a-f:.]+\\])(:[0-9]{1,5})?$')",
+            "message": "must be a host name (lower-case RFC 1123) or an IP address (IPv6 in [brackets]), optionally with :port; no spaces, paths or user info",
+        },
+        {
+            "rule": "!self.matches(r':[0-9]{1,5}$') || self.matches(r':([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$')",
+            "message": "the port must be a number from 1 to 65535",
+        },
+        {
+            "rule": "!self.matches(r'^[^:]+(:[0-9]{1,5})?$') || (isIP(self.split(':')[0]) ? ip.isCanonical(self.split(':')[0]) : !self.split(':')[0].matches(r'(^|\\.)(0x[0-9a-f]*|[0-9]+)\\.?$'))",
+            "message": "the host must be a host name whose last label is not numeric, or an IP address in canonical form",
+        },
+        {
+            "rule": "!self.matches(r'^\\[[0-9a-f:.]+\\](:[0-9]{1,5})?$') || (isIP(self.substring(1, self.indexOf(']'))) && ip(self.substring(1, self.indexOf(']'))).family() == 6 && ip.isCanonical(self.substring(1, self.indexOf(']'))))",
+            "message": "an address in [brackets] must be an IPv6 address in canonical form",
+        },
+    ]))]
     pub host: Option<String>,
 
     /// Status codes that count as success. Default: any 2xx or 3xx.
@@ -668,11 +743,17 @@ pub struct TlsProbe {
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapKeyReference {
     /// Name of the ConfigMap.
-    #[schemars(length(min = 1, max = 253), regex(pattern = HOSTNAME))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub name: String,
 
     /// Key holding PEM certificates.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self != '.' && !self.startsWith('..')",
+            "message": "must be a ConfigMap key: not '.' and not starting with '..'",
+        },
+    ]))]
     pub key: String,
 }
 

@@ -15,6 +15,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::validation::{DNS_LABEL, optional_label_selector};
 use crate::duration::GoDuration;
 
 /// Spec of a ConnectivityPolicy.
@@ -41,6 +42,7 @@ use crate::duration::GoDuration;
 pub struct ConnectivityPolicySpec {
     /// Namespaces whose checks this policy applies to. Empty selector: every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_label_selector")]
     pub namespace_selector: Option<LabelSelector>,
 
     /// Namespaces whose pods, Services and Ingresses the checks may target, and where workload
@@ -73,16 +75,14 @@ pub struct ConnectivityPolicySpec {
 pub struct NamespaceGrant {
     /// Namespaces with these labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_label_selector")]
     pub selector: Option<LabelSelector>,
 
     /// Namespaces with these names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 64),
-        inner(
-            length(min = 1, max = 63),
-            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-        )
+        inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL))
     )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub names: Option<Vec<String>>,
@@ -94,6 +94,8 @@ pub struct NamespaceGrant {
 pub struct ExternalGrant {
     /// Host names: exact ("api.example.com") or a suffix wildcard ("*.example.com", which
     /// matches sub-domains but not example.com itself). Resolved addresses are checked again.
+    /// A last label that is numeric ("127.1", "0x7f000001") is an address, not a name:
+    /// addresses are granted with `cidrs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 64),
@@ -105,6 +107,12 @@ pub struct ExternalGrant {
         )
     )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.all(h, !h.matches(r'(^|\\.)(0x[0-9a-f]*|[0-9]+)$'))",
+            "message": "each entry must be a host name whose last label is not numeric; grant IP addresses with cidrs",
+        },
+    ]))]
     pub hosts: Vec<String>,
 
     /// Address ranges in CIDR notation ("203.0.113.0/24", "2001:db8::/32").
@@ -124,6 +132,14 @@ pub struct ExternalGrant {
     #[schemars(length(max = 32), inner(range(min = 1, max = 65535)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub ports: Vec<i32>,
+
+    /// Whether these hosts and CIDRs may reach the cluster's own address space: the pod
+    /// ranges (Node podCIDRs and addresses of pods outside them) and the Service ranges
+    /// (ServiceCIDR objects). Off by default, so a granted name that resolves, or is rebound,
+    /// to a pod or a ClusterIP is refused; in-cluster targets are granted per namespace
+    /// (`targetNamespaces`), not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_cluster_addresses: Option<bool>,
 }
 
 /// Destinations that are refused unless allowed here.

@@ -4,6 +4,7 @@ pub mod conditions;
 mod connectivity_check;
 mod connectivity_policy;
 mod status;
+mod validation;
 
 pub use connectivity_check::*;
 pub use connectivity_policy::*;
