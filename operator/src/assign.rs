@@ -177,6 +177,10 @@ pub fn assignments<'a>(
         &[&'a AgentInfo],
     ) -> Vec<&'a AgentInfo>,
 ) -> BTreeMap<String, Assignment> {
+    // Every node's addresses (kubelets, node services) are off limits to every agent, external
+    // ones included, unless a check is granted node addresses; NodePorts and mesh peers are
+    // exempt exactly.
+    let all_node_addresses = node_addresses(nodes);
     let mut out: BTreeMap<String, Assignment> = agents
         .iter()
         .map(|a| {
@@ -185,13 +189,7 @@ pub fn assignments<'a>(
                 Assignment {
                     source: Some(a.name.clone()),
                     checks: Vec::new(),
-                    // The agent's own node (its kubelet, node services) is off limits unless
-                    // a check is granted node addresses.
-                    node_addresses: a
-                        .node
-                        .as_deref()
-                        .map(|n| node_addresses(nodes, n))
-                        .unwrap_or_default(),
+                    node_addresses: all_node_addresses.clone(),
                     cluster_cidrs: cluster_cidrs.to_vec(),
                 },
             )
@@ -318,6 +316,8 @@ fn target_address_policy(
         }
     }
     if target.mesh {
+        // Peers may run on their node's address (host network): their echo port is exempt.
+        policy.exempt_destinations = rule.cluster.clone();
         return policy;
     }
     // A set: every pod's localhost endpoint has the same address.
@@ -342,15 +342,17 @@ fn socket_address_of(address: &str) -> Option<std::net::SocketAddr> {
     authority.parse().ok()
 }
 
-/// A node's InternalIP and ExternalIP addresses.
-fn node_addresses(nodes: &[Arc<Node>], name: &str) -> Vec<std::net::IpAddr> {
-    nodes
+/// Every node's InternalIP and ExternalIP addresses, sorted, each once.
+fn node_addresses(nodes: &[Arc<Node>]) -> Vec<std::net::IpAddr> {
+    let set: BTreeSet<std::net::IpAddr> = nodes
         .iter()
-        .filter(|n| n.metadata.name.as_deref() == Some(name))
         .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
         .flatten()
         .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
         .filter_map(|a| a.address.parse().ok())
+        .collect();
+    set.into_iter()
+        .take(netslo_agent::spec::MAX_NODE_ADDRESSES)
         .collect()
 }
 
@@ -396,6 +398,56 @@ fn mesh_target(
         },
         destination,
     ))
+}
+
+/// Why the agents could not compile a resolved target, if they could not: an address or a
+/// setting the API server let through but the probe engine refuses (`field` and message from
+/// the engine). Checked before anything is assigned, because an agent refuses a whole
+/// assignment it cannot compile: one tenant's target must never stop other checks.
+pub fn unprobeable(namespace: &str, check: &str, target: &ResolvedTarget) -> Option<String> {
+    if target.mesh || target.endpoints.is_empty() {
+        return None;
+    }
+    let spec = CheckSpec {
+        name: agent_check_name(namespace, check, &target.name),
+        interval_ms: DEFAULT_INTERVAL_MS,
+        timeout_ms: DEFAULT_TIMEOUT_MS,
+        jitter: 0.0,
+        latency_thresholds_us: Vec::new(),
+        expect: target.expect,
+        blocked_by: target.blocked_by.clone(),
+        probe: target.probe.clone(),
+        targets: target
+            .endpoints
+            .iter()
+            .map(|e| TargetSpec {
+                name: Some(e.series.label()),
+                address: e.address.clone(),
+            })
+            .collect(),
+        address_policy: None,
+    };
+    let assignment = Assignment {
+        source: None,
+        checks: vec![spec],
+        node_addresses: Vec::new(),
+        cluster_cidrs: Vec::new(),
+    };
+    let error = netslo_agent::engine::compile(&assignment, "operator").err()?;
+    Some(match error {
+        // The engine names its own field (`checks[0].targets[3].address`): say which part of
+        // the target it is, the engine's message says what is wrong.
+        netslo_agent::spec::SpecError::Invalid { field, message } => {
+            let part = field.strip_prefix("checks[0].").unwrap_or(&field);
+            match part.split_once('.') {
+                Some((t, "address")) if t.starts_with("targets[") => {
+                    format!("resolved address: {message}")
+                }
+                _ => format!("{part}: {message}"),
+            }
+        }
+        other => other.to_string(),
+    })
 }
 
 /// A check's probe interval, default applied: also the length of a mesh round.
@@ -751,13 +803,13 @@ mod tests {
             a.node_addresses,
             vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
         );
-        assert!(
-            out["mesh-b"].node_addresses.is_empty(),
-            "node-b reports no address"
+        assert_eq!(
+            out["mesh-b"].node_addresses, a.node_addresses,
+            "every node's addresses, whichever node the agent is on"
         );
-        assert!(
-            out["office"].node_addresses.is_empty(),
-            "external agents have no node"
+        assert_eq!(
+            out["office"].node_addresses, a.node_addresses,
+            "external agents too"
         );
         let policy = a.checks[0]
             .address_policy
@@ -772,6 +824,38 @@ mod tests {
             "nothing sensitive granted, nothing exempt, nothing resolved in the cluster"
         );
         assert_eq!(a.cluster_cidrs, ["10.244.0.0/16"], "the cluster's space");
+    }
+
+    #[test]
+    fn targets_the_engine_cannot_compile_are_found_before_assignment() {
+        let services = services();
+        let nodes = nodes();
+        let snapshot = ClusterSnapshot {
+            pods: &[],
+            services: &services,
+            endpoint_slices: &[],
+            nodes: &nodes,
+            ingresses: &[],
+            cluster_domain: "cluster.local",
+            cluster_ca_pem: None,
+        };
+        let targets: Vec<netslo_crds::v1alpha1::Target> = from(json!([
+            {"name": "ok", "external": {"url": "https://example.com/"}},
+            // A port the API server refuses, as an older CRD would have let it through.
+            {"name": "bad", "external": {"url": "https://example.com:65536/"}, "protocol": "HTTPS"},
+            {"name": "ping", "external": {"host": "example.com"}, "protocol": "ICMP"},
+        ]));
+        let resolution = resolve("shop", &targets, &snapshot);
+        let found: Vec<(String, Option<String>)> = resolution
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), unprobeable("shop", "c", t)))
+            .collect();
+        assert_eq!(found[0], ("ok".to_string(), None));
+        let bad = found[1].1.as_deref().unwrap_or_default();
+        assert!(bad.contains("the port must be 1 to 65535"), "{bad}");
+        let ping = found[2].1.as_deref().unwrap_or_default();
+        assert!(ping.contains("is not an IP address"), "{ping}");
     }
 
     #[test]

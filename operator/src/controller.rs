@@ -413,6 +413,35 @@ async fn reconcile_check(
         });
     }
 
+    // Targets the probe engine would refuse are never assigned: an agent refuses a whole
+    // assignment it cannot compile, which would stop every other check on it.
+    let mut resolution = resolution;
+    let mut unprobeable = Vec::new();
+    resolution
+        .targets
+        .retain(|t| match assign::unprobeable(&namespace, &name, t) {
+            Some(why) => {
+                let index = check.spec.targets.iter().position(|s| s.name == t.name);
+                unprobeable.push(format!(
+                    "spec.targets[{}] ({}): the probe engine cannot run it: {why}",
+                    index.unwrap_or_default(),
+                    t.name
+                ));
+                false
+            }
+            None => true,
+        });
+    if let Some(first) = unprobeable.first()
+        && stalled
+            .as_ref()
+            .is_none_or(|s| s.reason != StallReason::InvalidSpec)
+    {
+        stalled = Some(Stall {
+            reason: StallReason::InvalidSpec,
+            message: first.clone(),
+        });
+    }
+
     // Tenancy: targets the admins' policies do not grant are never probed.
     let grants =
         crate::policy::Grants::for_namespace(&namespace, &snapshot.policies, &snapshot.namespaces);
@@ -434,7 +463,6 @@ async fn reconcile_check(
             .collect();
         denials.extend(grants.check_count_denial(&name, &in_namespace));
     }
-    let mut resolution = resolution;
     if !denials.is_empty() {
         let check_denied = denials.iter().any(|d| d.target.is_none());
         resolution.targets.retain(|t| {

@@ -3,9 +3,16 @@
 //! `Stalled` with reason TargetNotPermitted naming the missing grant, a `Stalled` Event says
 //! so, and the agent assigned to the check never probes the target. A ConnectivityPolicy
 //! granting the namespace lifts the refusal.
+//!
+//! The same holds on a real network for the cluster's own addresses (a pod, a ClusterIP,
+//! another node), reached through a granted name, a rebinding name, a redirect, a forged
+//! EndpointSlice, an ExternalName Service, a numeric URL or a CIDR: the agent runs in a network
+//! namespace, the victims are counting servers at real addresses, and none counts a connection
+//! (`cluster_addresses_are_refused_before_a_connection_arrives`). Needs root, `ip`, `iptables`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
 
+mod netns_common;
 mod operator_common;
 
 use std::process::Stdio;
@@ -306,21 +313,34 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
     let office = operator_for_office(plane, &client, &system.name, dir.path(), &[], &[]).await;
 
     // Both names are granted, and the one address the name should resolve to; loopback is not.
+    // (The CRD may refuse a numeric host name in a grant: then the hex spelling is granted
+    // nothing, and is refused all the same.)
     let policies: Api<ConnectivityPolicy> = Api::all(client.clone());
     let policy_name = format!("grant-{}", tenant.name);
-    let policy: ConnectivityPolicy = serde_json::from_value(json!({
-        "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityPolicy",
-        "metadata": {"name": policy_name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": tenant.name}},
-            "external": {"hosts": ["rebind.netslo.test", "0x7f000001"], "cidrs": [format!("{granted}/32")]},
-        },
-    }))
-    .unwrap();
-    policies
-        .create(&PostParams::default(), &policy)
+    let policy = |hosts: &[&str]| -> ConnectivityPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityPolicy",
+            "metadata": {"name": policy_name},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": tenant.name}},
+                "external": {"hosts": hosts, "cidrs": [format!("{granted}/32")]},
+            },
+        }))
+        .unwrap()
+    };
+    if let Err(e) = policies
+        .create(
+            &PostParams::default(),
+            &policy(&["rebind.netslo.test", "0x7f000001"]),
+        )
         .await
-        .unwrap();
+    {
+        eprintln!("the numeric host grant was refused ({e}); granting the name only");
+        policies
+            .create(&PostParams::default(), &policy(&["rebind.netslo.test"]))
+            .await
+            .unwrap();
+    }
 
     // Every connection, by the local address it reached.
     let server = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
@@ -360,6 +380,9 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
     });
 
     let checks: Api<ConnectivityCheck> = Api::namespaced(client.clone(), &tenant.name);
+    // The CRD may refuse a numeric host in a URL at apply time, naming the field: that is a
+    // refusal too, before any probe.
+    let mut refused_at_create = Vec::new();
     for (name, target) in [
         (
             "rebinding",
@@ -380,7 +403,15 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
             },
         }))
         .unwrap();
-        checks.create(&PostParams::default(), &check).await.unwrap();
+        match checks.create(&PostParams::default(), &check).await {
+            Ok(_) => {}
+            Err(e) if name == "hex" => {
+                let e = e.to_string();
+                assert!(e.contains("spec.targets[0].external"), "{e}");
+                refused_at_create.push(name);
+            }
+            Err(e) => panic!("{name}: {e}"),
+        }
     }
 
     // The agent resolves through the rebinding server: a private mount namespace gives it
@@ -412,6 +443,9 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
     );
 
     for (name, target) in [("rebinding", "rebind"), ("hex", "hex")] {
+        if refused_at_create.contains(&name) {
+            continue;
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let message = loop {
             if let Some(message) = stalled_message(&checks, name).await {
@@ -467,7 +501,10 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
                 .filter(|e| e.reason.as_deref() == Some("Stalled"))
                 .filter_map(|e| e.regarding.as_ref()?.name.as_deref())
                 .collect();
-            (stalled.contains(&"rebinding") && stalled.contains(&"hex")).then_some(())
+            ["rebinding", "hex"]
+                .iter()
+                .all(|name| refused_at_create.contains(name) || stalled.contains(name))
+                .then_some(())
         },
     )
     .await;
@@ -645,4 +682,1123 @@ async fn status_and_events_never_carry_what_servers_send() {
     let _ = policies
         .delete(&format!("grant-{}", tenant.name), &Default::default())
         .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attacks on the cluster's own addresses, on a real network.
+//
+// The victim is real and listening: a pod IP, a ClusterIP, a pod outside every Node's
+// podCIDRs and another node's InternalIP, each an address in a network namespace with a
+// counting server on it, registered as Pod, Service and Node objects. The tenant's agent runs
+// in a network namespace of its own, routed to them, with its own resolver. Every attack is
+// granted something that leads there (a name, a redirect, an EndpointSlice, an ExternalName, a
+// numeric spelling, a CIDR): each must be refused before a connection arrives (the victim's
+// counter stays 0) while a granted target of the same check is probed meanwhile, reported as
+// `Stalled`/TargetNotPermitted with a `Stalled` Event; the matching grant lifts it.
+// ---------------------------------------------------------------------------------------------
+
+mod cluster_addresses {
+    use super::*;
+
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use k8s_openapi::api::core::v1::{Node, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Patch, PatchParams};
+    use netslo_agent::testbed::{self, DnsMode, Netns, dns_response};
+
+    /// The victim pod's IP, inside node-a's podCIDR (10.231.0.0/24; node-b has 10.231.1.0/24).
+    const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 5);
+    /// A victim pod whose IP is outside every Node's podCIDRs (hostNetwork-like, or a CNI with
+    /// its own IPAM): the operator learns it from the Pod.
+    const STRAY_POD_IP: Ipv4Addr = Ipv4Addr::new(10, 232, 0, 7);
+    /// The victim Service's ClusterIP, in the API server's service range (10.96.0.0/16, the
+    /// `kubernetes` ServiceCIDR).
+    const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 231, 5);
+    const REBIND_NAME: &str = "rebind.netslo.test";
+    const GRANTED_NAME: &str = "granted.netslo.test";
+    const EXTERNAL_NAME: &str = "ext.netslo.test";
+
+    type Counter = Arc<AtomicU64>;
+
+    fn count(c: &Counter) -> u64 {
+        c.load(Ordering::SeqCst)
+    }
+
+    /// A TCP/HTTP server on `addr` inside `ns` that counts the connections it accepts and answers
+    /// each with `reply` (an HTTP response; a TCP probe just connects).
+    fn serve(ns: &Netns, addr: SocketAddr, reply: &str) -> Counter {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = ns
+            .enter(move || {
+                let l = std::net::TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            })
+            .unwrap_or_else(|e| panic!("listen on {addr} in {}: {e}", ns.name()));
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let accepted = Counter::default();
+        let counted = accepted.clone();
+        let reply: Arc<[u8]> = reply.as_bytes().into();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 2048];
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(300), socket.read(&mut request))
+                            .await;
+                    let _ = socket.write_all(&reply).await;
+                });
+            }
+        });
+        accepted
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+
+    /// The queried name of a DNS query, lower-case, without the trailing dot.
+    fn question_name(query: &[u8]) -> Option<String> {
+        let mut labels = Vec::new();
+        let mut i = 12;
+        loop {
+            let len = usize::from(*query.get(i)?);
+            if len == 0 {
+                break;
+            }
+            if len & 0xc0 != 0 {
+                return None;
+            }
+            labels.push(
+                std::str::from_utf8(query.get(i + 1..i + 1 + len)?)
+                    .ok()?
+                    .to_ascii_lowercase(),
+            );
+            i += 1 + len;
+        }
+        Some(labels.join("."))
+    }
+
+    /// The tenant's resolver, on the agent namespace's loopback: the rebinding name alternates its
+    /// A answers between `outside` and the victim pod; the granted name and the ExternalName's
+    /// name answer the victim pod; anything else is NXDOMAIN. Returns the rebinding name's count
+    /// of A answers.
+    fn serve_dns(ns: &Netns, outside: Ipv4Addr) -> Counter {
+        let socket = ns
+            .enter(|| {
+                let s = std::net::UdpSocket::bind("127.0.0.1:53")?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            })
+            .expect("the tenant's DNS server");
+        let socket = tokio::net::UdpSocket::from_std(socket).unwrap();
+        let rebound = Counter::default();
+        let counted = rebound.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            let mut answers = [outside, POD_IP].into_iter().cycle();
+            let mut next = answers.next().unwrap();
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                let query = &buf[..n];
+                let response = match question_name(query).as_deref() {
+                    Some(REBIND_NAME) => {
+                        let response = dns_response(query, DnsMode::Answer(next));
+                        // The answer count's low byte: 1 for an A answer, 0 for AAAA.
+                        if response.as_ref().is_some_and(|r| r[7] == 1) {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            next = answers.next().unwrap();
+                        }
+                        response
+                    }
+                    Some(GRANTED_NAME | EXTERNAL_NAME) => {
+                        dns_response(query, DnsMode::Answer(POD_IP))
+                    }
+                    _ => dns_response(query, DnsMode::NxDomain),
+                };
+                if let Some(response) = response {
+                    let _ = socket.send_to(&response, peer).await;
+                }
+            }
+        });
+        rebound
+    }
+
+    /// A stand-in Node with an InternalIP and `spec.podCIDRs`, Ready.
+    async fn stand_in_node(client: &kube::Client, name: &str, ip: Ipv4Addr, pod_cidr: &str) {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {
+                "kubernetes.io/hostname": name,
+                "topology.kubernetes.io/zone": "zone-a",
+            }},
+            "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        let status = json!({"status": {
+            "addresses": [{"type": "InternalIP", "address": ip.to_string()}, {"type": "Hostname", "address": name}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "stand-in node"}],
+        }});
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+    }
+
+    /// Deletes the cluster-scoped objects a test created (Nodes, ConnectivityPolicies) when it
+    /// ends, however it ends.
+    struct ClusterScoped {
+        kubeconfig: std::path::PathBuf,
+        nodes: Vec<String>,
+        policies: Vec<String>,
+    }
+
+    impl Drop for ClusterScoped {
+        fn drop(&mut self) {
+            let kubeconfig = self.kubeconfig.clone();
+            let nodes = std::mem::take(&mut self.nodes);
+            let policies = std::mem::take(&mut self.policies);
+            control_plane::block_on(async move {
+                let Ok(client) = control_plane::client_from_kubeconfig(&kubeconfig).await else {
+                    return;
+                };
+                let node_api: Api<Node> = Api::all(client.clone());
+                for name in nodes {
+                    let _ = node_api.delete(&name, &Default::default()).await;
+                }
+                let policy_api: Api<ConnectivityPolicy> = Api::all(client);
+                for name in policies {
+                    let _ = policy_api.delete(&name, &Default::default()).await;
+                }
+            });
+        }
+    }
+
+    /// How an attack's refusal must read.
+    enum Refused {
+        /// By the agents, at the last moment: "target T: the agents refused its destination...".
+        ByAgents,
+        /// `Stalled`/TargetNotPermitted with a message containing this.
+        Naming(String),
+        /// `Stalled`/TargetNotPermitted, by the operator or the agents.
+        Either,
+    }
+
+    struct Attack {
+        /// What is tried, for the report.
+        what: String,
+        namespace: String,
+        check: String,
+        target: &'static str,
+        /// Where the attack leads: must count no connection.
+        victim: Counter,
+        victim_addr: String,
+        /// The check's granted target: must be probed meanwhile.
+        control: Counter,
+        refused: Refused,
+        /// The API server refused the check itself (a numeric host at apply time).
+        refused_at_create: Option<String>,
+        message: Option<String>,
+    }
+
+    /// The conditions of a check, for a failure message.
+    async fn conditions_of(checks: &Api<ConnectivityCheck>, name: &str) -> String {
+        match checks.get(name).await {
+            Ok(check) => match check.status {
+                Some(status) => status
+                    .conditions
+                    .iter()
+                    .map(|c| format!("{}={} ({}: {})", c.type_, c.status, c.reason, c.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                None => "no status".into(),
+            },
+            Err(e) => format!("cannot read: {e}"),
+        }
+    }
+
+    /// The attacks of issue 20 item 4, each in a tenant namespace of its own (so that one's grant
+    /// cannot lift another), all at once against one operator and one agent:
+    ///
+    /// 1. a granted name rebinding between an outside address (probed: its counter grows) and the
+    ///    victim pod;
+    /// 2. a granted name resolving to the victim pod; `allowClusterAddresses: true` lifts it;
+    /// 3. a granted server redirecting (followRedirects) to the victim pod;
+    /// 4. forged EndpointSlices of the tenant's selector-less Services pointing at the victim pod,
+    ///    one carrying the EndpointSlice controller's managed-by label, one without;
+    /// 5. an ExternalName Service whose name resolves to the victim pod; granting the name (with
+    ///    `allowClusterAddresses`) lifts it;
+    /// 6. numeric URL spellings (hex, short, octal, decimal) of the victim pod and the ClusterIP,
+    ///    each granted by that spelling;
+    /// 7. a CIDR grant covering the victim ClusterIP, and one covering a pod outside the podCIDRs;
+    ///    `allowClusterAddresses: true` lifts both;
+    /// 8. a CIDR grant covering another node's InternalIP; `allowNodeAddresses` lifts it.
+    #[tokio::test]
+    async fn cluster_addresses_are_refused_before_a_connection_arrives() {
+        let _serial = SERIAL.lock().await;
+        testbed::require();
+        let plane = control_plane::shared().expect("control plane");
+        let client = plane.client().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let _logs = netns_common::LogsOnPanic {
+            dir: dir.path().to_path_buf(),
+        };
+        let agent_bin = netslo_tests::workspace_binary("netslo-agent").unwrap();
+        let operator_bin = netslo_tests::workspace_binary("netslo-operator").unwrap();
+        // From here on: the plane is up and the binaries are built.
+        let started = std::time::Instant::now();
+        let phase = |what: &str| eprintln!("[{:>6.1?}] {what}", started.elapsed());
+
+        // The network: the agent, node-a (the victim pod and the ClusterIP on its loopback),
+        // node-b (its InternalIP serves; a stray pod's IP on its loopback), and an outside host.
+        let bed = netns_common::Bed::new(4);
+        let (agent_host, node_a, node_b, outside) =
+            (bed.host(0), bed.host(1), bed.host(2), bed.host(3));
+        for (host, ip) in [
+            (node_a, POD_IP),
+            (node_a, CLUSTER_IP),
+            (node_b, STRAY_POD_IP),
+        ] {
+            host.ns
+                .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+                .unwrap();
+        }
+        for (net, via) in [
+            ("10.231.0.0/16", node_a.ip),
+            ("10.96.0.0/16", node_a.ip),
+            ("10.232.0.0/16", node_b.ip),
+        ] {
+            agent_host
+                .ns
+                .ip(&["route", "add", net, "via", &via.to_string()])
+                .unwrap();
+        }
+        let outside_ip = outside.ip;
+        let rebound_answers = serve_dns(&agent_host.ns, outside_ip);
+        let at = |ip: Ipv4Addr, port: u16| SocketAddr::new(IpAddr::V4(ip), port);
+
+        // The cluster: two stand-in nodes with podCIDRs, the victim pods, the victim Service with
+        // a ClusterIP.
+        let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
+        let victim = TestNamespace::create(plane, "victim").await.unwrap();
+        let mut cleanup = ClusterScoped {
+            kubeconfig: plane.kubeconfig().to_path_buf(),
+            nodes: Vec::new(),
+            policies: Vec::new(),
+        };
+        let node_a_name = format!("{}-node-a", victim.name);
+        let node_b_name = format!("{}-node-b", victim.name);
+        cleanup.nodes = vec![node_a_name.clone(), node_b_name.clone()];
+        stand_in_node(&client, &node_a_name, node_a.ip, "10.231.0.0/24").await;
+        stand_in_node(&client, &node_b_name, node_b.ip, "10.231.1.0/24").await;
+        for (pod, app, node, ip) in [
+            ("db-0", "db", &node_a_name, POD_IP),
+            ("stray-0", "stray", &node_b_name, STRAY_POD_IP),
+        ] {
+            let labels = std::collections::BTreeMap::from([("app".to_string(), app.to_string())]);
+            netslo_tests::cluster::register_pod(
+                &client,
+                &victim.name,
+                pod,
+                &labels,
+                node,
+                &ip.to_string(),
+            )
+            .await
+            .unwrap();
+        }
+
+        // Ports: one per attack on the victim's addresses, so each counter tells one attack.
+        const REBIND: u16 = 18101;
+        const BY_NAME: u16 = 18102;
+        const REDIRECTED: u16 = 18103;
+        const REDIRECTOR: u16 = 18203;
+        const FORGED: u16 = 18104;
+        const UNLABELLED: u16 = 18105;
+        const EXTERNAL: u16 = 18106;
+        const NUMERIC: u16 = 18110;
+        const VIP: u16 = 18121;
+        const STRAY: u16 = 18122;
+        const NODE: u16 = 18131;
+        let services: Api<Service> = Api::namespaced(client.clone(), &victim.name);
+        let service: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "db"},
+        "spec": {
+            "selector": {"app": "db"},
+            "clusterIP": CLUSTER_IP.to_string(),
+            "ports": [
+                {"name": "vip", "port": VIP, "targetPort": VIP, "protocol": "TCP"},
+                {"name": "numeric", "port": NUMERIC + 4, "targetPort": NUMERIC + 4, "protocol": "TCP"},
+            ],
+        },
+    }))
+    .unwrap();
+        services
+            .create(&PostParams::default(), &service)
+            .await
+            .unwrap();
+
+        let policies: Api<ConnectivityPolicy> = Api::all(client.clone());
+        let mut attacks: Vec<Attack> = Vec::new();
+        let mut namespaces: Vec<TestNamespace> = Vec::new();
+        let mut next_control = 19000u16;
+        let outside_cidr = format!("{outside_ip}/32");
+
+        // Creates the attack's check: its target plus a granted control target on the outside
+        // host; returns the API server's refusal, if any.
+        let create_check = async |namespace: &str,
+                                  name: &str,
+                                  target: serde_json::Value,
+                                  control: u16| {
+            let checks: Api<ConnectivityCheck> = Api::namespaced(client.clone(), namespace);
+            let check: ConnectivityCheck = serde_json::from_value(json!({
+            "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck",
+            "metadata": {"name": name},
+            "spec": {
+                "source": {"external": {"agents": ["office"]}},
+                "targets": [
+                    target,
+                    {"name": "control", "external": {"host": outside_ip.to_string(), "port": control}, "protocol": "TCP"},
+                ],
+                "schedule": {"interval": "1s", "timeout": "500ms"},
+            },
+        }))
+        .unwrap();
+            checks
+                .create(&PostParams::default(), &check)
+                .await
+                .err()
+                .map(|e| e.to_string())
+        };
+        // Grants the namespace `external` (and `sensitive`), named `grant-<namespace>`.
+        let grant = async |namespace: &str,
+                           external: serde_json::Value,
+                           sensitive: Option<serde_json::Value>|
+               -> Result<String, kube::Error> {
+            let name = format!("grant-{namespace}");
+            let mut spec = json!({
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "external": external,
+            });
+            if let Some(sensitive) = sensitive {
+                spec["sensitiveDestinations"] = sensitive;
+            }
+            let policy: ConnectivityPolicy = serde_json::from_value(json!({
+                "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityPolicy",
+                "metadata": {"name": name}, "spec": spec,
+            }))
+            .unwrap();
+            policies.create(&PostParams::default(), &policy).await?;
+            Ok(name)
+        };
+
+        // 1. Rebinding: the name is granted; its answers alternate between the outside host
+        //    (allowed, and counted there) and the victim pod.
+        let rebind_outside = serve(&outside.ns, at(outside_ip, REBIND), OK);
+        {
+            let ns = TestNamespace::create(plane, "t-rebind").await.unwrap();
+            cleanup.policies.push(
+                grant(
+                    &ns.name,
+                    json!({"hosts": [REBIND_NAME], "cidrs": [outside_cidr]}),
+                    None,
+                )
+                .await
+                .unwrap(),
+            );
+            let control = serve(&outside.ns, at(outside_ip, next_control), OK);
+            let refused = create_check(
+            &ns.name,
+            "rebinding",
+            json!({"name": "rebind", "external": {"host": REBIND_NAME, "port": REBIND}, "protocol": "TCP"}),
+            next_control,
+        )
+        .await;
+            assert_eq!(refused, None, "the rebinding check is valid");
+            next_control += 1;
+            attacks.push(Attack {
+                what: format!("a granted name rebinding between {outside_ip} and the victim pod"),
+                namespace: ns.name.clone(),
+                check: "rebinding".into(),
+                target: "rebind",
+                victim: serve(&node_a.ns, at(POD_IP, REBIND), OK),
+                victim_addr: format!("{POD_IP}:{REBIND}"),
+                control,
+                refused: Refused::ByAgents,
+                refused_at_create: None,
+                message: None,
+            });
+            namespaces.push(ns);
+        }
+
+        // 2. A granted name resolving to the victim pod.
+        let by_name_policy;
+        {
+            let ns = TestNamespace::create(plane, "t-name").await.unwrap();
+            by_name_policy = grant(
+                &ns.name,
+                json!({"hosts": [GRANTED_NAME], "cidrs": [outside_cidr]}),
+                None,
+            )
+            .await
+            .unwrap();
+            cleanup.policies.push(by_name_policy.clone());
+            let control = serve(&outside.ns, at(outside_ip, next_control), OK);
+            let refused = create_check(
+            &ns.name,
+            "granted-name",
+            json!({"name": "db", "external": {"host": GRANTED_NAME, "port": BY_NAME}, "protocol": "TCP"}),
+            next_control,
+        )
+        .await;
+            assert_eq!(refused, None, "the granted-name check is valid");
+            next_control += 1;
+            attacks.push(Attack {
+                what: format!("a granted name ({GRANTED_NAME}) resolving to the victim pod"),
+                namespace: ns.name.clone(),
+                check: "granted-name".into(),
+                target: "db",
+                victim: serve(&node_a.ns, at(POD_IP, BY_NAME), OK),
+                victim_addr: format!("{POD_IP}:{BY_NAME}"),
+                control,
+                refused: Refused::ByAgents,
+                refused_at_create: None,
+                message: None,
+            });
+            namespaces.push(ns);
+        }
+
+        // 3. A granted server that redirects to the victim pod.
+        let redirects = serve(
+            &outside.ns,
+            at(outside_ip, REDIRECTOR),
+            &format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://{POD_IP}:{REDIRECTED}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        {
+            let ns = TestNamespace::create(plane, "t-redirect").await.unwrap();
+            cleanup.policies.push(
+                grant(&ns.name, json!({"cidrs": [outside_cidr]}), None)
+                    .await
+                    .unwrap(),
+            );
+            let control = serve(&outside.ns, at(outside_ip, next_control), OK);
+            let refused = create_check(
+            &ns.name,
+            "redirected",
+            json!({"name": "web", "external": {"url": format!("http://{outside_ip}:{REDIRECTOR}/")},
+                   "protocol": "HTTP", "http": {"followRedirects": true}}),
+            next_control,
+        )
+        .await;
+            assert_eq!(refused, None, "the redirected check is valid");
+            next_control += 1;
+            attacks.push(Attack {
+                what: format!("a granted server redirecting to http://{POD_IP}:{REDIRECTED}/"),
+                namespace: ns.name.clone(),
+                check: "redirected".into(),
+                target: "web",
+                victim: serve(&node_a.ns, at(POD_IP, REDIRECTED), OK),
+                victim_addr: format!("{POD_IP}:{REDIRECTED}"),
+                control,
+                refused: Refused::ByAgents,
+                refused_at_create: None,
+                message: None,
+            });
+            namespaces.push(ns);
+        }
+
+        // 4. Forged EndpointSlices: the tenant's own selector-less Services, with slices it wrote
+        //    itself pointing at the victim pod (kube-controller-manager manages slices of
+        //    Services with selectors only, so it leaves these alone).
+        {
+            let ns = TestNamespace::create(plane, "t-slice").await.unwrap();
+            cleanup.policies.push(
+                grant(&ns.name, json!({"cidrs": [outside_cidr]}), None)
+                    .await
+                    .unwrap(),
+            );
+            let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+            let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns.name);
+            for (service, slice, port, managed_by) in [
+                (
+                    "db",
+                    "db-forged",
+                    FORGED,
+                    Some("endpointslice-controller.k8s.io"),
+                ),
+                ("cache", "cache-forged", UNLABELLED, None),
+            ] {
+                let svc: Service = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": service},
+                "spec": {"ports": [{"name": "tcp", "port": 80, "targetPort": port, "protocol": "TCP"}]},
+            }))
+            .unwrap();
+                services.create(&PostParams::default(), &svc).await.unwrap();
+                let mut labels = json!({"kubernetes.io/service-name": service});
+                if let Some(managed_by) = managed_by {
+                    labels["endpointslice.kubernetes.io/managed-by"] = json!(managed_by);
+                }
+                let forged: EndpointSlice = serde_json::from_value(json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": slice, "labels": labels},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [POD_IP.to_string()], "conditions": {"ready": true}, "nodeName": node_a_name}],
+                "ports": [{"name": "tcp", "port": port, "protocol": "TCP"}],
+            }))
+            .unwrap();
+                slices
+                    .create(&PostParams::default(), &forged)
+                    .await
+                    .unwrap();
+                let control = serve(&outside.ns, at(outside_ip, next_control), OK);
+                let check = format!("{service}-slice");
+                let refused = create_check(
+                &ns.name,
+                &check,
+                json!({"name": service, "service": {"name": service, "port": 80, "via": ["Endpoints"]}, "protocol": "TCP"}),
+                next_control,
+            )
+            .await;
+                assert_eq!(refused, None, "the {check} check is valid");
+                next_control += 1;
+                attacks.push(Attack {
+                    what: format!(
+                        "a forged EndpointSlice {slice} ({}) pointing at the victim pod",
+                        if managed_by.is_some() {
+                            "with the controller's managed-by label"
+                        } else {
+                            "without a managed-by label"
+                        }
+                    ),
+                    namespace: ns.name.clone(),
+                    check,
+                    target: service,
+                    victim: serve(&node_a.ns, at(POD_IP, port), OK),
+                    victim_addr: format!("{POD_IP}:{port}"),
+                    control,
+                    refused: Refused::Naming(format!("EndpointSlice {}/{slice}", ns.name)),
+                    refused_at_create: None,
+                    message: None,
+                });
+            }
+            namespaces.push(ns);
+        }
+
+        // 5. An ExternalName Service whose name resolves to the victim pod, with no grant for it.
+        let external_name_policy;
+        {
+            let ns = TestNamespace::create(plane, "t-extname").await.unwrap();
+            external_name_policy = grant(&ns.name, json!({"cidrs": [outside_cidr]}), None)
+                .await
+                .unwrap();
+            cleanup.policies.push(external_name_policy.clone());
+            let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+            let svc: Service = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "ext"},
+                "spec": {"type": "ExternalName", "externalName": EXTERNAL_NAME,
+                         "ports": [{"name": "tcp", "port": EXTERNAL, "protocol": "TCP"}]},
+            }))
+            .unwrap();
+            services.create(&PostParams::default(), &svc).await.unwrap();
+            let control = serve(&outside.ns, at(outside_ip, next_control), OK);
+            let refused = create_check(
+            &ns.name,
+            "external-name",
+            json!({"name": "ext", "service": {"name": "ext", "port": EXTERNAL}, "protocol": "TCP"}),
+            next_control,
+        )
+        .await;
+            assert_eq!(refused, None, "the external-name check is valid");
+            next_control += 1;
+            attacks.push(Attack {
+                what: format!(
+                    "an ExternalName Service ({EXTERNAL_NAME}, resolving to the victim pod)"
+                ),
+                namespace: ns.name.clone(),
+                check: "external-name".into(),
+                target: "ext",
+                victim: serve(&node_a.ns, at(POD_IP, EXTERNAL), OK),
+                victim_addr: format!("{POD_IP}:{EXTERNAL}"),
+                control,
+                refused: Refused::Naming(format!(
+                    "external destination {EXTERNAL_NAME}:{EXTERNAL} is not granted"
+                )),
+                refused_at_create: None,
+                message: None,
+            });
+            namespaces.push(ns);
+        }
+
+        // 6. Numeric spellings of the victim pod's IP and of the ClusterIP, each granted by that
+        //    very spelling (as a host name: none of them is a canonical IP).
+        {
+            let ns = TestNamespace::create(plane, "t-numeric").await.unwrap();
+            let spell = |ip: Ipv4Addr| {
+                let o = ip.octets();
+                let n = u32::from(ip);
+                [
+                    ("hex", format!("0x{n:08x}")),
+                    (
+                        "short",
+                        format!("{}.{}.{}", o[0], o[1], u16::from_be_bytes([o[2], o[3]])),
+                    ),
+                    (
+                        "octal",
+                        format!("0{:o}.0{:o}.0{:o}.0{:o}", o[0], o[1], o[2], o[3]),
+                    ),
+                    ("decimal", format!("{n}")),
+                ]
+            };
+            let mut cases: Vec<(String, Ipv4Addr, String)> = spell(POD_IP)
+                .into_iter()
+                .map(|(how, host)| (format!("pod-{how}"), POD_IP, host))
+                .collect();
+            let [(how, vip_hex), ..] = spell(CLUSTER_IP);
+            cases.push((format!("vip-{how}"), CLUSTER_IP, vip_hex));
+            let hosts: Vec<&str> = cases.iter().map(|(_, _, host)| host.as_str()).collect();
+            let policy = match grant(
+                &ns.name,
+                json!({"hosts": hosts, "cidrs": [outside_cidr]}),
+                None,
+            )
+            .await
+            {
+                Ok(name) => name,
+                Err(e) => {
+                    // The CRD may refuse numeric host names in grants too: then they are granted
+                    // nothing by name, and must be refused all the same.
+                    eprintln!(
+                        "the numeric host grants were refused ({e}); granting the outside host only"
+                    );
+                    grant(&ns.name, json!({"cidrs": [outside_cidr]}), None)
+                        .await
+                        .unwrap()
+                }
+            };
+            cleanup.policies.push(policy);
+            for (i, (check, ip, host)) in cases.into_iter().enumerate() {
+                let port = NUMERIC + u16::try_from(i).unwrap();
+                let url = format!("http://{host}:{port}/");
+                let control = serve(&outside.ns, at(outside_ip, next_control), OK);
+                let refused = create_check(
+                    &ns.name,
+                    &check,
+                    json!({"name": "numeric", "external": {"url": url}, "protocol": "HTTP"}),
+                    next_control,
+                )
+                .await;
+                next_control += 1;
+                attacks.push(Attack {
+                    what: format!("the URL {url} ({ip})"),
+                    namespace: ns.name.clone(),
+                    check,
+                    target: "numeric",
+                    victim: serve(&node_a.ns, at(ip, port), OK),
+                    victim_addr: format!("{ip}:{port}"),
+                    control,
+                    refused: Refused::Either,
+                    refused_at_create: refused,
+                    message: None,
+                });
+            }
+            namespaces.push(ns);
+        }
+
+        // 7. CIDR grants covering the victim ClusterIP and the stray pod, without
+        //    allowClusterAddresses.
+        let cidr_policy;
+        {
+            let ns = TestNamespace::create(plane, "t-cidr").await.unwrap();
+            cidr_policy = grant(
+                &ns.name,
+                json!({"cidrs": ["10.96.0.0/16", "10.232.0.0/16", outside_cidr]}),
+                None,
+            )
+            .await
+            .unwrap();
+            cleanup.policies.push(cidr_policy.clone());
+            for (check, host, ip, port, what) in [
+                (
+                    "cluster-ip",
+                    &node_a.ns,
+                    CLUSTER_IP,
+                    VIP,
+                    "the victim Service's ClusterIP",
+                ),
+                (
+                    "stray-pod",
+                    &node_b.ns,
+                    STRAY_POD_IP,
+                    STRAY,
+                    "a victim pod outside every podCIDR",
+                ),
+            ] {
+                let control = serve(&outside.ns, at(outside_ip, next_control), OK);
+                let refused = create_check(
+                &ns.name,
+                check,
+                json!({"name": "inside", "external": {"host": ip.to_string(), "port": port}, "protocol": "TCP"}),
+                next_control,
+            )
+            .await;
+                assert_eq!(refused, None, "the {check} check is valid");
+                next_control += 1;
+                attacks.push(Attack {
+                    what: format!("a CIDR grant covering {what} ({ip})"),
+                    namespace: ns.name.clone(),
+                    check: check.into(),
+                    target: "inside",
+                    victim: serve(host, at(ip, port), OK),
+                    victim_addr: format!("{ip}:{port}"),
+                    control,
+                    refused: Refused::Either,
+                    refused_at_create: None,
+                    message: None,
+                });
+            }
+            namespaces.push(ns);
+        }
+
+        // 8. A CIDR grant covering another node's InternalIP, with no allowNodeAddresses.
+        let node_policy;
+        {
+            let ns = TestNamespace::create(plane, "t-node").await.unwrap();
+            node_policy = grant(
+                &ns.name,
+                json!({"cidrs": [format!("{}/32", node_b.ip), outside_cidr]}),
+                None,
+            )
+            .await
+            .unwrap();
+            cleanup.policies.push(node_policy.clone());
+            let control = serve(&outside.ns, at(outside_ip, next_control), OK);
+            let refused = create_check(
+            &ns.name,
+            "node",
+            json!({"name": "kubelet", "external": {"host": node_b.ip.to_string(), "port": NODE}, "protocol": "TCP"}),
+            next_control,
+        )
+        .await;
+            assert_eq!(refused, None, "the node check is valid");
+            attacks.push(Attack {
+                what: format!("a CIDR grant covering node-b's InternalIP {}", node_b.ip),
+                namespace: ns.name.clone(),
+                check: "node".into(),
+                target: "kubelet",
+                victim: serve(&node_b.ns, at(node_b.ip, NODE), OK),
+                victim_addr: format!("{}:{NODE}", node_b.ip),
+                control,
+                refused: Refused::Either,
+                refused_at_create: None,
+                message: None,
+            });
+            namespaces.push(ns);
+        }
+        phase("network, cluster objects, grants and checks in place");
+
+        // The operator on the host, its channel on the bridge; the agent `office` inside its
+        // namespace, resolving through the tenant's DNS server (a private mount namespace gives
+        // it its own /etc/resolv.conf).
+        let channel = format!("{}:{}", bed.host_ip, bed.free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
+        let _operator = netns_common::Process::spawn(
+            dir.path(),
+            "operator",
+            None,
+            &operator_bin,
+            [
+                "--namespace",
+                &system.name,
+                "--pod-name",
+                "netslo-operator-test",
+                "--channel-addr",
+                &channel,
+                "--channel-names",
+                &bed.host_ip.to_string(),
+                "--admin-addr",
+                &admin,
+                "--manage-mesh-agents=false",
+                "--persist-interval-seconds",
+                "1",
+            ],
+            &[
+                ("KUBECONFIG", plane.kubeconfig().to_str().unwrap()),
+                ("RUST_LOG", "info,netslo_operator=debug"),
+                ("NO_COLOR", "1"),
+            ],
+        );
+        let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
+        let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
+        let resolv_conf = dir.path().join("resolv.conf");
+        std::fs::write(
+            &resolv_conf,
+            "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n",
+        )
+        .unwrap();
+        let probes_file = dir.path().join("probes.jsonl");
+        let _agent = Process(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", agent_host.ns.name()])
+                .args([
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "sh",
+                    "-c",
+                ])
+                .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+                .arg(&resolv_conf)
+                .arg(&agent_bin)
+                .args(["--node-name", "office", "run"])
+                .args(["--operator-url", &format!("https://{channel}")])
+                .arg("--operator-ca")
+                .arg(&ca)
+                .arg("--token-file")
+                .arg(&token)
+                .args(["--agent-name", "office", "--window-seconds", "1"])
+                .args(["--max-lag-ms", "200", "--output", "raw"])
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&probes_file).unwrap())
+                .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        phase("operator and agent started");
+
+        let mut failures: Vec<String> = Vec::new();
+        let api = |namespace: &str| -> Api<ConnectivityCheck> {
+            Api::namespaced(client.clone(), namespace)
+        };
+
+        // Every attack is refused: Stalled with TargetNotPermitted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let mut waiting = 0;
+            for a in attacks
+                .iter_mut()
+                .filter(|a| a.refused_at_create.is_none() && a.message.is_none())
+            {
+                a.message = stalled_message(&api(&a.namespace), &a.check).await;
+                match &a.message {
+                    Some(message) => {
+                        phase(&format!("{}/{} refused: {message}", a.namespace, a.check))
+                    }
+                    None => waiting += 1,
+                }
+            }
+            if waiting == 0 || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        phase("refusals awaited");
+        for a in &attacks {
+            if let Some(error) = &a.refused_at_create {
+                phase(&format!(
+                    "{}/{} refused at create: {error}",
+                    a.namespace, a.check
+                ));
+                if !error.contains("spec.targets[0].external") {
+                    failures.push(format!(
+                    "{} ({}/{}): the API server refused the check without naming the field: {error}",
+                    a.what, a.namespace, a.check
+                ));
+                }
+                continue;
+            }
+            let Some(message) = &a.message else {
+                failures.push(format!(
+                    "{} ({}/{}): never Stalled/TargetNotPermitted; conditions: {}",
+                    a.what,
+                    a.namespace,
+                    a.check,
+                    conditions_of(&api(&a.namespace), &a.check).await
+                ));
+                continue;
+            };
+            let ok = match &a.refused {
+                Refused::ByAgents => message.starts_with(&format!(
+                    "target {}: the agents refused its destination",
+                    a.target
+                )),
+                Refused::Naming(fragment) => message.contains(fragment.as_str()),
+                Refused::Either => true,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{} ({}/{}): Stalled, but the message does not say how: {message}",
+                    a.what, a.namespace, a.check
+                ));
+            }
+        }
+
+        // Several probe intervals more, during which every check's granted target is probed: a
+        // dead agent, or an unassigned check, cannot pass for a refusal. Meanwhile the victims
+        // count nothing.
+        let before: Vec<u64> = attacks.iter().map(|a| count(&a.control)).collect();
+        let probed = async || {
+            let ok = attacks
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| a.refused_at_create.is_some() || count(&a.control) >= b + 5);
+            ok.then_some(())
+        };
+        let grace = std::time::Instant::now() + Duration::from_secs(30);
+        while probed().await.is_none() && std::time::Instant::now() < grace {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        phase("controls probed");
+        let probes = std::fs::read_to_string(&probes_file).unwrap_or_default();
+        for (a, b) in attacks.iter().zip(&before) {
+            if a.refused_at_create.is_none() && count(&a.control) < b + 5 {
+                failures.push(format!(
+                "{} ({}/{}): its granted control target was probed {} times in 30 s after the refusals (wanted 5): the check did not run",
+                a.what,
+                a.namespace,
+                a.check,
+                count(&a.control) - b
+            ));
+            }
+            let reached = count(&a.victim);
+            if reached > 0 {
+                let last = probes
+                    .lines()
+                    .rfind(|l| {
+                        l.contains(&format!("\"check\":\"{}/{}/", a.namespace, a.check))
+                            && l.contains(&format!("\"target\":\"{}/", a.target))
+                    })
+                    .unwrap_or("no probe record");
+                failures.push(format!(
+                    "{} ({}/{}): {reached} connections reached {}; last probe: {}",
+                    a.what,
+                    a.namespace,
+                    a.check,
+                    a.victim_addr,
+                    last.chars().take(400).collect::<String>()
+                ));
+            }
+        }
+        // The allowed half of each trick was probed: the rebinding name's outside answers and the
+        // redirecting server.
+        if count(&rebind_outside) == 0 {
+            failures.push(format!(
+            "the rebinding name's outside answers ({outside_ip}:{REBIND}) were never probed ({} A answers given)",
+            count(&rebound_answers)
+        ));
+        }
+        if count(&redirects) == 0 {
+            failures.push("the redirecting server was never probed".into());
+        }
+
+        // Each refusal is an Event on its check.
+        let stalled_checks = |a: &Attack| a.refused_at_create.is_none() && a.message.is_some();
+        let event_deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut without_event: Vec<&Attack> =
+            attacks.iter().filter(|a| stalled_checks(a)).collect();
+        while !without_event.is_empty() {
+            let mut still = Vec::new();
+            for a in without_event {
+                let events: Api<Event> = Api::namespaced(client.clone(), &a.namespace);
+                let found = events.list(&ListParams::default()).await.is_ok_and(|l| {
+                    l.items.iter().any(|e| {
+                        e.reason.as_deref() == Some("Stalled")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                                == Some(a.check.as_str())
+                    })
+                });
+                if !found {
+                    still.push(a);
+                }
+            }
+            without_event = still;
+            if std::time::Instant::now() > event_deadline {
+                for a in &without_event {
+                    failures.push(format!(
+                        "{} ({}/{}): Stalled, but no Stalled Event on the check",
+                        a.what, a.namespace, a.check
+                    ));
+                }
+                break;
+            }
+            if !without_event.is_empty() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        phase("Events checked");
+
+        // The matching grant lifts the refusal: the victim gets probes.
+        let find = |check: &str| attacks.iter().find(|a| a.check == check).unwrap();
+        let lifts: Vec<(&str, serde_json::Value, Vec<&Attack>)> = vec![
+            (
+                by_name_policy.as_str(),
+                json!({"spec": {"external": {"allowClusterAddresses": true}}}),
+                vec![find("granted-name")],
+            ),
+            (
+                external_name_policy.as_str(),
+                json!({"spec": {"external": {"hosts": [EXTERNAL_NAME], "allowClusterAddresses": true}}}),
+                vec![find("external-name")],
+            ),
+            (
+                cidr_policy.as_str(),
+                json!({"spec": {"external": {"allowClusterAddresses": true}}}),
+                vec![find("cluster-ip"), find("stray-pod")],
+            ),
+            (
+                node_policy.as_str(),
+                json!({"spec": {"sensitiveDestinations": {"allowNodeAddresses": true}}}),
+                vec![find("node")],
+            ),
+        ];
+        let mut lifted: Vec<(&Attack, u64)> = Vec::new();
+        for (policy, patch, lifted_attacks) in lifts {
+            policies
+                .patch(policy, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+            lifted.extend(lifted_attacks.into_iter().map(|a| (a, count(&a.victim))));
+        }
+        let lift_deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while lifted.iter().any(|(a, b)| count(&a.victim) < b + 3)
+            && std::time::Instant::now() < lift_deadline
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for (a, b) in &lifted {
+            if count(&a.victim) < b + 3 {
+                failures.push(format!(
+                "{} ({}/{}): the matching grant did not lift the refusal: {} connections to {} in 60 s; conditions: {}",
+                a.what,
+                a.namespace,
+                a.check,
+                count(&a.victim) - b,
+                a.victim_addr,
+                conditions_of(&api(&a.namespace), &a.check).await
+            ));
+            }
+        }
+        phase("lifts checked");
+
+        assert!(
+            failures.is_empty(),
+            "{} assertions failed over {} attacks:\n- {}",
+            failures.len(),
+            attacks.len(),
+            failures.join("\n- ")
+        );
+        drop(namespaces);
+    }
 }
