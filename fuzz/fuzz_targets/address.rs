@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use netslo_agent::guard::{AddressPolicy, normalise_ip};
+use netslo_protocol::guard::{AddressPolicy, normalise_ip};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netslo_agent::spec::Assignment;
+use netslo_protocol::spec::Assignment;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(assignment) = Assignment::from_json(data) {

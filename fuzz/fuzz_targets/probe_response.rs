@@ -13,11 +13,12 @@ use std::time::Duration;
 use hickory_resolver::proto::op::Message;
 use hickory_resolver::proto::rr::RecordType;
 use libfuzzer_sys::fuzz_target;
-use netslo_agent::guard::AddressPolicy;
 use netslo_agent::probe::dns::{answers_of, judge_response};
 use netslo_agent::probe::http::HttpProbe;
 use netslo_agent::probe::{Guard, Prober};
-use netslo_agent::spec::{HttpSpec, Rcode};
+use netslo_protocol::guard::AddressPolicy;
+use netslo_protocol::spec::{HttpSpec, Rcode};
+use netslo_protocol::target::HttpTarget;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A loopback HTTP "server" that answers every connection with the current input, and the
@@ -58,8 +59,9 @@ static HTTP: LazyLock<Http> = LazyLock::new(|| {
     };
     // Loopback is this harness's server; nothing else is allowed.
     let guard = Guard::new(Arc::new(AddressPolicy::legacy()));
-    let probe =
-        HttpProbe::new(&format!("http://127.0.0.1:{port}/"), &spec, "fuzz", guard).expect("probe");
+    let target =
+        HttpTarget::parse(&format!("http://127.0.0.1:{port}/"), &spec, "fuzz").expect("target");
+    let probe = HttpProbe::new(target, &spec, "fuzz", guard).expect("probe");
     Http {
         runtime,
         reply,

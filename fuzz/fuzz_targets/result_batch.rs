@@ -6,10 +6,10 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use netslo_agent::report::ResultBatch;
 use netslo_operator::channel::{AcceptedBatch, AgentIdentity, ResultSink};
 use netslo_operator::slo::config::SliceRule;
 use netslo_operator::store::{CheckConfig, ResultStore};
+use netslo_protocol::channel::ResultBatch;
 
 fn store() -> &'static ResultStore {
     static STORE: OnceLock<ResultStore> = OnceLock::new();

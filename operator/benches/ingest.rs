@@ -10,11 +10,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netslo_agent::aggregate::{Bucket, BucketReport};
 use netslo_operator::slo::config::SloConfig;
 use netslo_operator::slo::evaluate::evaluate;
 use netslo_operator::slo::window::{History, Sample};
 use netslo_operator::slo::{DAY_MS, UnixMs};
+use netslo_protocol::bucket::{Bucket, BucketReport};
 
 /// CPU time spent per measured phase.
 const CPU_BUDGET: Duration = Duration::from_secs(2);

@@ -11,7 +11,6 @@
 //! Output: `name: value unit` lines.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use netslo_agent::histogram::Histogram;
 use netslo_crds::v1alpha1::{AgentCounts, ConnectivityCheckStatus, Objectives, Protocol};
 use netslo_operator::slo::config::SloConfig;
 use netslo_operator::slo::evaluate::evaluate;
@@ -21,6 +20,7 @@ use netslo_operator::status::conditions::Setup;
 use netslo_operator::status::pacing::{PacingLimits, WriteDecision, WritePacer};
 use netslo_operator::status::verdict::TargetStats;
 use netslo_operator::status::{StatusInput, desired_status, material_change};
+use netslo_protocol::histogram::Histogram;
 
 const T0: UnixMs = 1_767_225_600_000;
 const BUCKET_MS: i64 = 10_000;

@@ -15,18 +15,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
-use netslo_agent::spec::{
-    AddressPolicySpec, Assignment, CheckSpec, DestinationRuleSpec, ExternalGrantSpec, ProbeSpec,
-    TargetSpec,
-};
 use netslo_crds::v1alpha1::{ConnectivityCheckSpec, ProbeSource};
+use netslo_protocol::spec::{
+    AddressPolicySpec, Assignment, CheckSpec, DEFAULT_INTERVAL_MS, DEFAULT_JITTER_PERCENT,
+    DEFAULT_TIMEOUT_MS, DestinationRuleSpec, ExternalGrantSpec, ProbeSpec, TargetSpec,
+};
 
 use crate::resolve::{Destination, ResolvedTarget, Via, selects};
-
-/// Defaults documented on the API's `schedule` fields.
-const DEFAULT_INTERVAL_MS: u64 = 10_000;
-const DEFAULT_TIMEOUT_MS: u64 = 2_000;
-const DEFAULT_JITTER_PERCENT: i32 = 10;
 
 /// An agent the operator knows of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,7 +209,7 @@ pub fn assignments<'a>(
         let jitter = f64::from(
             schedule
                 .jitter_percent
-                .unwrap_or(DEFAULT_JITTER_PERCENT)
+                .unwrap_or(DEFAULT_JITTER_PERCENT.into())
                 .clamp(0, 50),
         ) / 100.0;
         let latency_thresholds_us: Vec<u64> = plan
@@ -352,7 +347,7 @@ fn node_addresses(nodes: &[Arc<Node>]) -> Vec<std::net::IpAddr> {
         .filter_map(|a| a.address.parse().ok())
         .collect();
     set.into_iter()
-        .take(netslo_agent::spec::MAX_NODE_ADDRESSES)
+        .take(netslo_protocol::spec::MAX_NODE_ADDRESSES)
         .collect()
 }
 
@@ -433,11 +428,11 @@ pub fn unprobeable(namespace: &str, check: &str, target: &ResolvedTarget) -> Opt
         node_addresses: Vec::new(),
         cluster_cidrs: Vec::new(),
     };
-    let error = netslo_agent::engine::compile(&assignment, "operator").err()?;
+    let error = netslo_protocol::target::check_assignment(&assignment).err()?;
     Some(match error {
         // The engine names its own field (`checks[0].targets[3].address`): say which part of
         // the target it is, the engine's message says what is wrong.
-        netslo_agent::spec::SpecError::Invalid { field, message } => {
+        netslo_protocol::spec::SpecError::Invalid { field, message } => {
             let part = field.strip_prefix("checks[0].").unwrap_or(&field);
             match part.split_once('.') {
                 Some((t, "address")) if t.starts_with("targets[") => {
@@ -468,8 +463,8 @@ mod tests {
     use crate::resolve::ZONE_LABEL;
     use crate::resolve::{ClusterSnapshot, resolve};
     use k8s_openapi::api::core::v1::{Pod, Service};
-    use netslo_agent::spec::Expect;
     use netslo_crds::v1alpha1::ConnectivityCheck;
+    use netslo_protocol::spec::Expect;
     use serde_json::json;
 
     static NO_GRANTS: AddressPolicySpec = AddressPolicySpec {

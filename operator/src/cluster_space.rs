@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
-use netslo_agent::guard::{Cidr, canonical};
+use netslo_protocol::guard::{Cidr, canonical};
 
 /// Most entries of the exact form; past it addresses outside the ranges are taken as their
 /// networks of these prefix lengths.

@@ -113,7 +113,7 @@ struct PlannedCheck {
     name: String,
     spec: ConnectivityCheckSpec,
     targets: Vec<ResolvedTarget>,
-    address_policy: netslo_agent::spec::AddressPolicySpec,
+    address_policy: netslo_protocol::spec::AddressPolicySpec,
 }
 
 #[derive(Debug)]
@@ -350,10 +350,10 @@ async fn reconcile(check: Arc<ConnectivityCheck>, ctx: Arc<Context>) -> Result<A
         .span_builder("reconcile")
         .with_attributes([
             opentelemetry::KeyValue::new(
-                netslo_agent::metrics::CHECK_NAMESPACE,
+                netslo_telemetry::attribute::CHECK_NAMESPACE,
                 check.namespace().unwrap_or_default(),
             ),
-            opentelemetry::KeyValue::new(netslo_agent::metrics::CHECK_NAME, check.name_any()),
+            opentelemetry::KeyValue::new(netslo_telemetry::attribute::CHECK_NAME, check.name_any()),
         ])
         .start(&tracer);
     let result = reconcile_check(check, ctx.clone()).await;
@@ -1192,7 +1192,7 @@ fn failure_matrix(
                 path: series.via.service_path(),
                 endpoint: endpoint_label(&series),
                 dest_zone: endpoint_zone,
-                expect_deny: target.expect == netslo_agent::spec::Expect::Deny,
+                expect_deny: target.expect == netslo_protocol::spec::Expect::Deny,
                 good: recent.good,
                 bad: recent.bad,
                 reason: recent.dominant_reason(),

@@ -17,7 +17,6 @@
 //! [`is_expired`], [`renewal_lost`]); [`LeaderElector`] is the I/O around them.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -243,17 +242,15 @@ pub fn identity(pod_name: &str) -> String {
     format!("{pod_name}_{:016x}", random_u64())
 }
 
-/// Random enough for identities and jitter without a dependency: std's `RandomState` is keyed
-/// from the OS's randomness per process.
+/// From the system's secure random source; without one (never on Linux), time and process id
+/// still tell two processes apart.
 fn random_u64() -> u64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    hasher.write_u128(
-        SystemTime::now()
+    getrandom::u64().unwrap_or_else(|_| {
+        let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
+            .map_or(0, |d| d.as_nanos());
+        netslo_protocol::hash::splitmix64(nanos as u64 ^ u64::from(std::process::id()))
+    })
 }
 
 fn jittered(period: Duration) -> Duration {

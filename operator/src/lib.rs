@@ -41,7 +41,7 @@ use crate::controller::{Context, Settings};
 use crate::metrics::OperatorMetrics;
 use crate::store::ResultStore;
 use crate::workloads::{AgentSettings, OPERATOR_CA_CONFIGMAP};
-use netslo_agent::otel::{Otel, OtelError};
+use netslo_telemetry::{Otel, OtelError};
 
 /// The ConfigMap Kubernetes publishes the cluster CA in, in every namespace.
 const CLUSTER_CA_CONFIGMAP: &str = "kube-root-ca.crt";

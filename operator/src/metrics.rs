@@ -25,7 +25,7 @@
 
 use std::sync::Arc;
 
-use netslo_agent::metrics::{CHECK_NAME, CHECK_NAMESPACE, OUTCOME};
+use netslo_telemetry::attribute::{CHECK_NAME, CHECK_NAMESPACE, OUTCOME};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter, ObservableCounter, ObservableGauge};
 

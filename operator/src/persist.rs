@@ -16,6 +16,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use netslo_protocol::hash::fnv1a_64;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
@@ -65,9 +66,7 @@ struct Counting {
 
 /// The ConfigMap name of a check's window: `netslo-window-` and 16 hex digits of FNV-1a 64.
 pub fn config_map_name(check: &str) -> String {
-    let hash = check.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let hash = fnv1a_64(check.bytes());
     format!("netslo-window-{hash:016x}")
 }
 

@@ -17,9 +17,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use netslo_agent::guard::{Cidr, host_matches, normalise_ip};
-use netslo_agent::spec::{AddressPolicySpec, DestinationRuleSpec, ExternalGrantSpec};
 use netslo_crds::v1alpha1::{ConnectivityCheckSpec, ConnectivityPolicy, Target};
+use netslo_protocol::guard::{Cidr, host_matches, normalise_ip};
+use netslo_protocol::spec::{AddressPolicySpec, DestinationRuleSpec, ExternalGrantSpec};
 
 use crate::resolve::{ResolvedTarget, selects};
 

@@ -19,14 +19,14 @@ use k8s_openapi::api::core::v1::{Node, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use netslo_agent::spec::{
-    DnsSpec, Expect, HttpSpec, IcmpSpec, ProbeSpec, Rcode, RecordKind, TcpSpec, UdpSpec,
-};
-use netslo_agent::verdict::BlockMode;
 use netslo_crds::v1alpha1::{
     BlockedOutcome, DnsRcode, DnsRecordType, Expectation, HttpMethod, HttpProbe, Protocol,
     ServicePath, Target,
 };
+use netslo_protocol::spec::{
+    DnsSpec, Expect, HttpSpec, IcmpSpec, ProbeSpec, Rcode, RecordKind, TcpSpec, UdpSpec,
+};
+use netslo_protocol::verdict::BlockMode;
 
 /// The well-known label EndpointSlices carry to name their Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 
+use netslo_protocol::hash::fnv1a_64;
+
 use crate::slo::UnixMs;
 use crate::slo::window::{DecodeError, Reader, put_varint, seal, unzigzag, zigzag};
 
@@ -43,11 +45,7 @@ pub struct Settled {
 
 /// The key of one agent process: FNV-1a 64 over name, a separator no name contains, and boot.
 fn process_key(agent: &str, boot: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in agent.bytes().chain([0u8]).chain(boot.bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    fnv1a_64(agent.bytes().chain([0u8]).chain(boot.bytes()))
 }
 
 impl Settled {

@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use netslo_agent::aggregate::BucketReport;
-use netslo_agent::histogram::Histogram;
-use netslo_agent::verdict::FailureReason;
+use netslo_protocol::bucket::BucketReport;
+use netslo_protocol::histogram::Histogram;
+use netslo_protocol::verdict::FailureReason;
 
 use crate::assign::parse_agent_check_name;
 use tokio::sync::{mpsc, watch};
@@ -638,7 +638,7 @@ fn record_in_series(series: &mut Series, report: &BucketReport) {
     }
 }
 
-fn add_bucket(slot: &mut Slot, b: &netslo_agent::aggregate::Bucket) {
+fn add_bucket(slot: &mut Slot, b: &netslo_protocol::bucket::Bucket) {
     let invalid = b.invalid.min(b.total);
     let good = b.good.min(b.total - invalid);
     slot.good += good;

@@ -28,6 +28,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use netslo_protocol::hash::fnv1a_32;
 
 /// Audience of the projected tokens agents present to the operator.
 pub const TOKEN_AUDIENCE: &str = "netslo";
@@ -139,7 +140,7 @@ pub fn workload_deployment_name(check: &CheckRef) -> String {
     if base.len() <= 63 {
         return base;
     }
-    let hash = fnv1a(format!("{}/{}", check.namespace, check.name).as_bytes());
+    let hash = fnv1a_32(format!("{}/{}", check.namespace, check.name).as_bytes());
     format!("{}-{hash:08x}", base[..54].trim_end_matches('-'))
 }
 
@@ -416,15 +417,8 @@ fn truncate_label_value(value: &str) -> String {
     if value.len() <= 63 {
         return value.to_string();
     }
-    let hash = fnv1a(value.as_bytes());
+    let hash = fnv1a_32(value.as_bytes());
     format!("{}-{hash:08x}", value[..54].trim_end_matches(['-', '.']))
-}
-
-/// A small stable hash for names (not for security).
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 #[cfg(test)]

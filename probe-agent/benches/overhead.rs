@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use netslo_agent::engine::{Engine, EngineConfig, compile};
-use netslo_agent::spec::Assignment;
+use netslo_protocol::spec::Assignment;
 use socket2::{Domain, Socket, Type};
 use support::{echo_responder, free_port, line, percentile};
 
@@ -55,7 +55,7 @@ fn main() {
         rt.block_on(async {
             for _ in 0..PER_ROUND {
                 let r = engine.probe_once(&jobs[0]).await;
-                if r.outcome == netslo_agent::verdict::Outcome::Good {
+                if r.outcome == netslo_protocol::verdict::Outcome::Good {
                     agent.push(r.latency_us);
                 } else {
                     not_good += 1;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netslo_agent::engine::{Engine, EngineConfig, compile};
-use netslo_agent::spec::Assignment;
-use netslo_agent::verdict::Outcome;
+use netslo_protocol::spec::Assignment;
+use netslo_protocol::verdict::Outcome;
 use support::{cpu_seconds, echo_responder, free_port, line};
 
 const WALL: Duration = Duration::from_secs(6);

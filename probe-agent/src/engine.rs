@@ -19,8 +19,8 @@ use crate::aggregate::{Aggregator, SeriesKey};
 use crate::metrics::{ProbeMetrics, SeriesAttributes};
 use crate::probe::Probe;
 use crate::schedule::{Schedule, stable_hash};
-use crate::spec::{Assignment, Expect, SpecError};
 use crate::verdict::{Expectation, Observation, Phases, ProbeResult, judge};
+use netslo_protocol::spec::{Assignment, Expect, SpecError};
 
 /// Engine settings.
 #[derive(Debug, Clone)]

@@ -1,28 +1,26 @@
 //! netslo probe engine: measures network paths cheaply and says precisely what failed.
 //!
-//! * [`spec`]: the assignment an agent runs (camelCase JSON, validated);
+//! What an agent is asked and what it reports are the protocol crate's (`netslo_protocol`:
+//! assignments, the address guard, failure reasons, buckets, the channel's wire); this crate
+//! runs them:
+//!
 //! * [`probe`]: TCP, HTTP(S), DNS, ICMP and UDP probes behind one interface;
-//! * [`verdict`]: outcome, failure reason and layer of each probe (pure);
-//! * [`guard`]: which destinations a check may contact, and IP spellings normalised (pure);
+//! * [`verdict`]: how each probe's observation is judged (pure);
 //! * [`schedule`]: jittered per-target schedules (pure);
-//! * [`aggregate`] and [`histogram`]: windowed per-series counters and latency histograms;
+//! * [`aggregate`]: windowed per-series counters and latency histograms;
 //! * [`engine`]: schedules, bounds concurrency, judges and aggregates;
 //! * [`echo`]: the UDP/TCP/HTTP echo responder every agent serves;
-//! * [`report`]: the operator channel (assignments in, acknowledged result batches out);
-//! * [`otel`] and [`metrics`]: OpenTelemetry export (OTLP) and the agent's instruments;
+//! * [`report`]: the operator channel's client (assignments in, acknowledged batches out);
+//! * [`metrics`]: the agent's OpenTelemetry instruments;
 //! * `testbed` (feature): network-namespace topologies for integration tests.
 
 pub mod aggregate;
 pub mod echo;
 pub mod engine;
-pub mod guard;
-pub mod histogram;
 pub mod metrics;
-pub mod otel;
 pub mod probe;
 pub mod report;
 pub mod schedule;
-pub mod spec;
 #[cfg(feature = "testbed")]
 pub mod testbed;
 pub mod verdict;

@@ -18,9 +18,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use netslo_agent::echo::{Echo, EchoError};
 use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile, unix_ms};
 use netslo_agent::metrics::ProbeMetrics;
-use netslo_agent::otel::{Otel, OtelError};
 use netslo_agent::report::{OutboxLimits, ReportError, Reporter, ReporterConfig};
-use netslo_agent::spec::{Assignment, SpecError};
+use netslo_protocol::spec::{Assignment, SpecError};
+use netslo_telemetry::{Otel, OtelError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

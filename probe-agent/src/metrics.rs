@@ -24,16 +24,11 @@ use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
 
 use crate::aggregate::SeriesKey;
 use crate::engine::unix_ms;
-use crate::otel::{PROBE_DURATION, SCHEDULE_LAG};
 use crate::verdict::{Layer, Outcome, ProbeResult};
-
-pub const CHECK_NAMESPACE: &str = "netslo.check.namespace";
-pub const CHECK_NAME: &str = "netslo.check.name";
-pub const TARGET: &str = "netslo.target";
-pub const TARGET_PATH: &str = "netslo.target.path";
-pub const ENDPOINT: &str = "netslo.endpoint";
-pub const OUTCOME: &str = "netslo.outcome";
-pub const FAILURE_REASON: &str = "netslo.failure.reason";
+use netslo_telemetry::attribute::{
+    CHECK_NAME, CHECK_NAMESPACE, ENDPOINT, FAILURE_REASON, OUTCOME, TARGET, TARGET_PATH,
+};
+use netslo_telemetry::{PROBE_DURATION, SCHEDULE_LAG};
 
 /// The agent's instruments.
 #[derive(Debug)]

@@ -17,7 +17,8 @@
 //!   the outbox still holds, and the operator recognises resent buckets by
 //!   `(agent, bootId, seq)`.
 //!
-//! The wire types ([`AssignmentEnvelope`], [`ResultBatch`], [`BatchAck`]) are shared with the
+//! The wire types ([`AssignmentEnvelope`], [`ResultBatch`], [`BatchAck`]) are the protocol
+//! crate's, shared with the
 //! operator, which validates every batch with [`ResultBatch::validate`].
 
 use std::collections::VecDeque;
@@ -32,31 +33,20 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::aggregate::BucketReport;
-use crate::engine::{Engine, Jobs, compile};
-use crate::histogram::BUCKETS;
-use crate::spec::{Assignment, MAX_DOCUMENT_BYTES, SpecError};
+use netslo_protocol::bucket::BucketReport;
+use netslo_protocol::channel::{
+    AGENT_HEADER, ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, InvalidBatch,
+    MAX_ASSIGNMENT_RESPONSE_BYTES, MAX_BATCH_BUCKETS, MAX_WAIT, RESULTS_PATH, ResultBatch,
+    WAIT_HEADER, new_boot_id, validate_agent_name,
+};
+use netslo_protocol::spec::SpecError;
+use netslo_protocol::target::parse_ca_bundle;
 
-/// Path of the assignment endpoint (`GET`, long-poll).
-pub const ASSIGNMENT_PATH: &str = "/v1/assignment";
-/// Path of the results endpoint (`POST`).
-pub const RESULTS_PATH: &str = "/v1/results";
-/// Header naming the agent on assignment requests.
-pub const AGENT_HEADER: &str = "x-netslo-agent";
-/// Header with the longest a long-poll may wait, in seconds.
-pub const WAIT_HEADER: &str = "x-netslo-wait-seconds";
-/// Longest long-poll the operator honours.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// Most buckets in one batch.
-pub const MAX_BATCH_BUCKETS: usize = 2_000;
-/// Largest result batch body the operator accepts.
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-/// Largest assignment response body the agent accepts.
-pub const MAX_ASSIGNMENT_RESPONSE_BYTES: usize = MAX_DOCUMENT_BYTES + 64 * 1024;
+use crate::engine::{Engine, Jobs, compile};
+
 /// Largest token file read.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Largest ack or error body read by the agent.
@@ -83,8 +73,8 @@ pub enum ReportError {
     Unavailable { status: u16, message: String },
     #[error("malformed response from the operator: {0}")]
     Response(String),
-    #[error("invalid {field}: {message}")]
-    Invalid { field: String, message: String },
+    #[error(transparent)]
+    Invalid(#[from] InvalidBatch),
     #[error("unusable assignment: {0}")]
     Assignment(#[from] SpecError),
 }
@@ -101,173 +91,9 @@ impl ReportError {
             ReportError::Refused { .. } => "OperatorRefused",
             ReportError::Unavailable { .. } => "OperatorUnavailable",
             ReportError::Response(_) => "OperatorResponseMalformed",
-            ReportError::Invalid { .. } => "BatchInvalid",
+            ReportError::Invalid(e) => e.reason(),
             ReportError::Assignment(e) => e.reason(),
         }
-    }
-
-    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ReportError::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Wire types.
-
-/// The answer to an assignment request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AssignmentEnvelope {
-    /// Opaque version (also the `ETag`); unchanged version, unchanged assignment.
-    pub version: String,
-    pub assignment: Assignment,
-}
-
-/// A batch of closed buckets from one agent process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ResultBatch {
-    pub agent_name: String,
-    /// Random per process start; with `seq`, identifies a bucket for de-duplication.
-    pub boot_id: String,
-    /// Lowest and highest `seq` of the buckets (inclusive).
-    pub seq_from: u64,
-    pub seq_to: u64,
-    /// Buckets this process dropped so far (outbox or aggregator full), cumulative.
-    #[serde(default)]
-    pub dropped_buckets: u64,
-    pub buckets: Vec<BucketReport>,
-}
-
-/// What the operator did with a batch. Sent only once accepted buckets are durable; every
-/// bucket of the batch is settled by it (accepted, duplicate or refused for good).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BatchAck {
-    pub accepted: u64,
-    pub duplicates: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub refused: Vec<RefusedBucket>,
-}
-
-/// A bucket the operator will never accept (for example, a check this agent was not assigned).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RefusedBucket {
-    pub seq: u64,
-    pub reason: String,
-}
-
-/// An error body from the operator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ErrorBody {
-    pub reason: String,
-    pub message: String,
-}
-
-fn check_text(field: &str, s: &str, max: usize) -> Result<(), ReportError> {
-    if s.is_empty() || s.len() > max {
-        return Err(ReportError::invalid(field, format!("1 to {max} bytes")));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(ReportError::invalid(field, "contains control characters"));
-    }
-    Ok(())
-}
-
-/// Checks an agent name: 1 to 253 bytes, no control characters.
-pub fn validate_agent_name(name: &str) -> Result<(), ReportError> {
-    check_text("agentName", name, 253)
-}
-
-/// Checks a boot id: 1 to 64 ASCII letters, digits or `-`.
-pub fn validate_boot_id(id: &str) -> Result<(), ReportError> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err(ReportError::invalid(
-            "bootId",
-            "1 to 64 ASCII letters, digits or '-'",
-        ));
-    }
-    Ok(())
-}
-
-impl ResultBatch {
-    /// Checks every bound and the internal consistency of each bucket; the first problem is
-    /// reported with the path of the field.
-    pub fn validate(&self) -> Result<(), ReportError> {
-        validate_agent_name(&self.agent_name)?;
-        validate_boot_id(&self.boot_id)?;
-        if self.buckets.is_empty() || self.buckets.len() > MAX_BATCH_BUCKETS {
-            return Err(ReportError::invalid(
-                "buckets",
-                format!("1 to {MAX_BATCH_BUCKETS} buckets"),
-            ));
-        }
-        if self.seq_from > self.seq_to {
-            return Err(ReportError::invalid("seqFrom", "greater than seqTo"));
-        }
-        let mut prev: Option<u64> = None;
-        for (i, b) in self.buckets.iter().enumerate() {
-            let f = |x: &str| format!("buckets[{i}].{x}");
-            if b.seq < self.seq_from || b.seq > self.seq_to || prev.is_some_and(|p| p >= b.seq) {
-                return Err(ReportError::invalid(
-                    f("seq"),
-                    "outside seqFrom..=seqTo or not strictly ascending",
-                ));
-            }
-            prev = Some(b.seq);
-            check_text(&f("check"), &b.check, 253)?;
-            check_text(&f("target"), &b.target, 2_048)?;
-            check_text(&f("source"), &b.source, 253)?;
-            let k = &b.bucket;
-            if k.good
-                .checked_add(k.bad)
-                .and_then(|x| x.checked_add(k.invalid))
-                != Some(k.total)
-            {
-                return Err(ReportError::invalid(
-                    f("total"),
-                    "is not good + bad + invalid",
-                ));
-            }
-            if k.thresholds_us.len() > crate::spec::MAX_THRESHOLDS
-                || k.good_within.len() != k.thresholds_us.len()
-                || k.good_within.iter().any(|n| *n > k.good)
-            {
-                return Err(ReportError::invalid(
-                    f("goodWithin"),
-                    "must match thresholdsUs (at most 16) and not exceed good",
-                ));
-            }
-            if k.reasons.len() > 128 || k.reasons.windows(2).any(|w| w[0].0 >= w[1].0) {
-                return Err(ReportError::invalid(
-                    f("reasons"),
-                    "at most 128, sorted, unique",
-                ));
-            }
-            let h = &k.latency;
-            if h.buckets.len() > BUCKETS
-                || h.buckets.windows(2).any(|w| w[0].0 >= w[1].0)
-                || h.buckets
-                    .iter()
-                    .any(|(i, n)| usize::from(*i) >= BUCKETS || *n == 0)
-                || h.count > k.good
-            {
-                return Err(ReportError::invalid(
-                    f("latency"),
-                    "histogram buckets must be sorted, in range and non-empty; count at most good",
-                ));
-            }
-            if b.duration_ms == 0 || b.duration_ms > 3_600_000 {
-                return Err(ReportError::invalid(f("durationMs"), "1 to 3600000"));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -399,44 +225,7 @@ impl Outbox {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Randomness, backoff.
-
-/// Fills `buf` from the system's secure random source (ring); falls back to a hash of time and
-/// process id, which is still unique enough for a boot id.
-fn random_bytes(buf: &mut [u8]) {
-    if rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(buf)
-        .is_ok()
-    {
-        return;
-    }
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-        ^ u128::from(std::process::id());
-    let mut x = seed as u64 ^ (seed >> 64) as u64;
-    for b in buf {
-        x = splitmix(&mut x);
-        *b = x as u8;
-    }
-}
-
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A new random boot id (32 hex digits).
-pub fn new_boot_id() -> String {
-    let mut b = [0u8; 16];
-    random_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+// Backoff.
 
 /// Exponential backoff with jitter: each delay is uniform in `[d/2, d]`, `d` doubling from
 /// `min` to `max`.
@@ -445,19 +234,15 @@ pub struct Backoff {
     min: Duration,
     max: Duration,
     current: Duration,
-    rng: u64,
 }
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        let mut seed = [0u8; 8];
-        random_bytes(&mut seed);
         let min = min.max(Duration::from_millis(1));
         Backoff {
             min,
             max: max.max(min),
             current: min,
-            rng: u64::from_le_bytes(seed),
         }
     }
 
@@ -465,7 +250,8 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let d = self.current;
         self.current = self.current.saturating_mul(2).min(self.max);
-        let frac = (splitmix(&mut self.rng) >> 11) as f64 / (1u64 << 53) as f64;
+        // Without the system's random source (never on Linux) the delay is the longest.
+        let frac = getrandom::u64().map_or(1.0, |r| (r >> 11) as f64 / (1u64 << 53) as f64);
         d.mul_f64(0.5 + 0.5 * frac)
     }
 
@@ -689,7 +475,8 @@ impl Reporter {
         let pem = tokio::fs::read_to_string(path)
             .await
             .map_err(|e| ca_err(e.to_string()))?;
-        let tls = crate::probe::http::tls_config(Some(&pem)).map_err(ca_err)?;
+        let certificates = parse_ca_bundle(&pem).map_err(ca_err)?;
+        let tls = crate::probe::http::tls_config(Some(certificates)).map_err(ca_err)?;
         let t = &self.target;
         let connect = async {
             let tcp = TcpStream::connect((t.host.as_str(), t.port))
@@ -1091,7 +878,8 @@ fn status_error(status: StatusCode, body: &[u8]) -> ReportError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::Bucket;
+    use netslo_protocol::bucket::Bucket;
+    use netslo_protocol::spec::Assignment;
     use std::sync::Arc;
 
     fn report(seq: u64) -> BucketReport {
@@ -1113,17 +901,6 @@ mod tests {
             p50_us: None,
             p90_us: None,
             p99_us: None,
-        }
-    }
-
-    fn batch(seqs: &[u64]) -> ResultBatch {
-        ResultBatch {
-            agent_name: "node-a".into(),
-            boot_id: "abc-123".into(),
-            seq_from: seqs.first().copied().unwrap_or(0),
-            seq_to: seqs.last().copied().unwrap_or(0),
-            dropped_buckets: 0,
-            buckets: seqs.iter().map(|s| report(*s)).collect(),
         }
     }
 
@@ -1183,141 +960,6 @@ mod tests {
         assert_eq!((ob.len(), ob.dropped()), (1, 1));
         ob.push(report(3), t0 + Duration::from_secs(200));
         assert_eq!((ob.len(), ob.dropped()), (1, 2));
-    }
-
-    #[test]
-    fn batches_validate_bounds_and_consistency() {
-        batch(&[1, 2, 5]).validate().unwrap();
-        let cases: Vec<(ResultBatch, &str)> = vec![
-            (batch(&[]), "buckets"),
-            (
-                {
-                    let mut b = batch(&[1]);
-                    b.agent_name = String::new();
-                    b
-                },
-                "agentName",
-            ),
-            (
-                {
-                    let mut b = batch(&[1]);
-                    b.agent_name = "a\nb".into();
-                    b
-                },
-                "agentName",
-            ),
-            (
-                {
-                    let mut b = batch(&[1]);
-                    b.boot_id = "x".repeat(65);
-                    b
-                },
-                "bootId",
-            ),
-            (
-                {
-                    let mut b = batch(&[1]);
-                    b.boot_id = "a b".into();
-                    b
-                },
-                "bootId",
-            ),
-            (
-                {
-                    let mut b = batch(&[2, 1]);
-                    b.seq_from = 1;
-                    b.seq_to = 2;
-                    b
-                },
-                "buckets[1].seq",
-            ),
-            (
-                {
-                    let mut b = batch(&[3]);
-                    b.seq_to = 2;
-                    b
-                },
-                "seqFrom",
-            ),
-            (
-                {
-                    let mut b = batch(&[1, 1]);
-                    b.seq_to = 1;
-                    b
-                },
-                "buckets[1].seq",
-            ),
-            (
-                {
-                    let mut b = batch(&[1]);
-                    b.buckets[0].bucket.total = 4;
-                    b
-                },
-                "total",
-            ),
-            (
-                {
-                    let mut b = batch(&[1]);
-                    b.buckets[0].bucket.good_within = vec![];
-                    b
-                },
-                "goodWithin",
-            ),
-            (
-                {
-                    let mut b = batch(&[1]);
-                    b.buckets[0].check = "c".repeat(254).into();
-                    b
-                },
-                "check",
-            ),
-            (
-                {
-                    let mut b = batch(&[1]);
-                    b.buckets[0].bucket.latency.buckets.push((9_999, 1));
-                    b
-                },
-                "latency",
-            ),
-            (
-                {
-                    let mut b = batch(&[1]);
-                    b.buckets[0].duration_ms = 0;
-                    b
-                },
-                "durationMs",
-            ),
-        ];
-        for (b, field) in cases {
-            let e = b.validate().unwrap_err();
-            assert!(e.to_string().contains(field), "{field}: {e}");
-            assert_eq!(e.reason(), "BatchInvalid");
-        }
-        let mut big = batch(&[1]);
-        big.buckets = (1..=MAX_BATCH_BUCKETS as u64 + 1).map(report).collect();
-        big.seq_to = MAX_BATCH_BUCKETS as u64 + 1;
-        assert!(big.validate().is_err());
-    }
-
-    #[test]
-    fn batch_json_is_strict_and_round_trips() {
-        let b = batch(&[7]);
-        let json = serde_json::to_value(&b).unwrap();
-        assert_eq!(json["agentName"], "node-a");
-        assert_eq!(json["buckets"][0]["seq"], 7);
-        let back: ResultBatch = serde_json::from_value(json.clone()).unwrap();
-        assert_eq!(back, b);
-        let mut extra = json;
-        extra["bogus"] = serde_json::json!(1);
-        assert!(serde_json::from_value::<ResultBatch>(extra).is_err());
-    }
-
-    #[test]
-    fn boot_ids_are_random_hex_and_valid() {
-        let a = new_boot_id();
-        assert_eq!(a.len(), 32);
-        assert_ne!(a, new_boot_id());
-        validate_boot_id(&a).unwrap();
     }
 
     #[test]

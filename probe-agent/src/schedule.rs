@@ -8,24 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-/// Stable 64-bit FNV-1a hash of some strings (separated, so ("ab","c") ≠ ("a","bc")).
-pub fn stable_hash(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0xff)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
+use netslo_protocol::hash::{fnv1a_64, splitmix64};
 
-/// SplitMix64: a tiny, well-mixed PRNG step.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// Stable 64-bit hash of some strings, each followed by `0xff` (a byte no UTF-8 text holds),
+/// so ("ab","c") ≠ ("a","bc").
+pub fn stable_hash(parts: &[&str]) -> u64 {
+    fnv1a_64(parts.iter().flat_map(|p| p.bytes().chain([0xff])))
 }
 
 /// A value in `[0, 1)` from 64 random bits.

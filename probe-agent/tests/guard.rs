@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Reply, Then, probe_one, serve};
-use netslo_agent::verdict::{FailureReason as R, Layer, Outcome, ProbeResult};
+use netslo_protocol::verdict::{FailureReason as R, Layer, Outcome, ProbeResult};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, UdpSocket};
 

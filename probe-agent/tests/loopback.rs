@@ -9,7 +9,7 @@ use common::{Reply, Then, closed_port, probe_all, probe_one, serve, test_pki};
 use netslo_agent::echo::Echo;
 use netslo_agent::engine::{Engine, EngineConfig};
 use netslo_agent::testbed::{DnsMode, DnsServer};
-use netslo_agent::verdict::{FailureReason as R, Layer, Outcome};
+use netslo_protocol::verdict::{FailureReason as R, Layer, Outcome};
 use serde_json::json;
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -295,7 +295,7 @@ async fn engine_schedules_aggregates_and_a_slow_target_delays_nothing() {
              "probe": {"tcp": {}}, "targets": [{"name": "fast", "address": addr}]},
             {"name": "http", "intervalMs": 100, "timeoutMs": 90,
              "probe": {"http": {}}, "targets": [{"name": "slow", "address": format!("http://{slow}/")}]}]});
-        let a = netslo_agent::spec::Assignment::from_json(doc.to_string().as_bytes()).unwrap();
+        let a = netslo_protocol::spec::Assignment::from_json(doc.to_string().as_bytes()).unwrap();
         netslo_agent::engine::compile(&a, "me").unwrap()
     };
     let cfg = EngineConfig {
@@ -431,7 +431,7 @@ async fn reassignment_stops_removed_targets_and_keeps_the_others() {
     let (addr, _, _srv) = echo().await;
     let doc = |targets: serde_json::Value| {
         let doc = json!({"checks": [{"name": "c", "intervalMs": 100, "timeoutMs": 100, "probe": {"tcp": {}}, "targets": targets}]});
-        let a = netslo_agent::spec::Assignment::from_json(doc.to_string().as_bytes()).unwrap();
+        let a = netslo_protocol::spec::Assignment::from_json(doc.to_string().as_bytes()).unwrap();
         netslo_agent::engine::compile(&a, "me").unwrap()
     };
     let both = doc(json!([{"name": "a", "address": addr}, {"name": "b", "address": addr}]));

@@ -16,7 +16,7 @@ use common::{Reply, probe_all, serve, test_pki};
 use netslo_agent::echo::Echo;
 use netslo_agent::engine::{Engine, EngineConfig};
 use netslo_agent::testbed::{self, DnsMode, DnsServer, Netns, Topology};
-use netslo_agent::verdict::{FailureReason as R, Layer, Outcome, ProbeResult};
+use netslo_protocol::verdict::{FailureReason as R, Layer, Outcome, ProbeResult};
 use serde_json::{Value, json};
 
 const SERVER: &str = "10.77.0.2";
@@ -451,7 +451,8 @@ async fn engine_in_a_namespace_aggregates_per_target() {
                     {"name": "dropped", "address": format!("{SERVER}:8080")}]}]});
     let buckets = client
         .run(move || async move {
-            let a = netslo_agent::spec::Assignment::from_json(doc.to_string().as_bytes()).unwrap();
+            let a =
+                netslo_protocol::spec::Assignment::from_json(doc.to_string().as_bytes()).unwrap();
             let jobs = netslo_agent::engine::compile(&a, "node-0").unwrap();
             let cfg = EngineConfig {
                 window: Duration::from_secs(1),
@@ -467,7 +468,7 @@ async fn engine_in_a_namespace_aggregates_per_target() {
         })
         .await
         .unwrap();
-    let sum = |t: &str, f: fn(&netslo_agent::aggregate::BucketReport) -> u64| -> u64 {
+    let sum = |t: &str, f: fn(&netslo_protocol::bucket::BucketReport) -> u64| -> u64 {
         buckets.iter().filter(|b| &*b.target == t).map(f).sum()
     };
     let open_total = sum("open", |b| b.bucket.total);

@@ -17,13 +17,13 @@ use http::{Method, StatusCode};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
-use netslo_agent::report::{
-    ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, RESULTS_PATH, Reporter,
-    ReporterConfig,
-};
+use netslo_agent::report::{Reporter, ReporterConfig};
 use netslo_operator::channel::{
     AgentBinding, CA_CONFIGMAP_KEY, CachingVerifier, ChannelConfig, ChannelServer,
     MemoryAssignments, MemorySink, TokenReviewVerifier, TokenVerifier, publish_ca,
+};
+use netslo_protocol::channel::{
+    ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, RESULTS_PATH,
 };
 use netslo_tests::control_plane::{self, TestNamespace};
 

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use channel_common::{batch, bucket, https};
 use http::{Method, StatusCode};
-use netslo_agent::report::{
-    ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, MAX_BATCH_BYTES, RESULTS_PATH,
-};
 use netslo_operator::channel::{
     AgentBinding, AgentIdentity, ChannelConfig, ChannelServer, MemoryAssignments, MemorySink,
     StaticTokens,
+};
+use netslo_protocol::channel::{
+    ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, MAX_BATCH_BYTES, RESULTS_PATH,
 };
 
 const AGENT: &str = "node-a";

@@ -5,10 +5,10 @@
 //!
 //! * `GET /v1/assignment` (header `x-netslo-agent`, optional `If-None-Match: "<version>"` and
 //!   `x-netslo-wait-seconds`): a long-poll answered with the agent's current
-//!   [`AssignmentEnvelope`](netslo_agent::report::AssignmentEnvelope) as soon as its version
+//!   [`AssignmentEnvelope`](netslo_protocol::channel::AssignmentEnvelope) as soon as its version
 //!   differs from the one the agent holds, or `304 Not Modified` when the wait ends;
-//! * `POST /v1/results` with a [`ResultBatch`](netslo_agent::report::ResultBatch): answered with a
-//!   [`BatchAck`](netslo_agent::report::BatchAck) only after the [`ResultSink`] said the accepted
+//! * `POST /v1/results` with a [`ResultBatch`](netslo_protocol::channel::ResultBatch): answered with a
+//!   [`BatchAck`](netslo_protocol::channel::BatchAck) only after the [`ResultSink`] said the accepted
 //!   buckets are durable.
 //!
 //! Every request carries `Authorization: Bearer <projected service-account token>` (audience

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use netslo_agent::report::{
+use netslo_protocol::channel::{
     AGENT_HEADER, ASSIGNMENT_PATH, BatchAck, ErrorBody, MAX_BATCH_BYTES, RESULTS_PATH,
     RefusedBucket, ResultBatch, WAIT_HEADER, validate_agent_name,
 };
@@ -55,7 +55,7 @@ impl ChannelConfig {
             names,
             max_body_bytes: MAX_BATCH_BYTES,
             max_connections: 12_000,
-            max_wait: netslo_agent::report::MAX_WAIT,
+            max_wait: netslo_protocol::channel::MAX_WAIT,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),

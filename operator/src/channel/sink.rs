@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use netslo_agent::aggregate::BucketReport;
+use netslo_protocol::bucket::BucketReport;
 
 use super::BoxFuture;
 use super::auth::AgentIdentity;

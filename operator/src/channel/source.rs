@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hyper::body::Bytes;
-use netslo_agent::report::AssignmentEnvelope;
-use netslo_agent::spec::{Assignment, SpecError};
+use netslo_protocol::channel::AssignmentEnvelope;
+use netslo_protocol::spec::{Assignment, SpecError};
 use tokio::sync::watch;
 
 use super::auth::AgentIdentity;
@@ -114,7 +114,7 @@ impl MemoryAssignments {
             ready: AtomicBool::new(false),
             tx,
             // Versions of different operator runs never collide.
-            nonce: netslo_agent::report::new_boot_id()[..12].to_owned(),
+            nonce: netslo_protocol::channel::new_boot_id()[..12].to_owned(),
             counter: AtomicU64::new(0),
             grace,
         }
@@ -136,7 +136,7 @@ impl MemoryAssignments {
         binding: AgentBinding,
         assignment: Assignment,
     ) -> Result<String, SpecError> {
-        netslo_agent::report::validate_agent_name(agent)
+        netslo_protocol::channel::validate_agent_name(agent)
             .map_err(|e| SpecError::invalid("agent", e.to_string()))?;
         assignment.validate()?;
         let now = Instant::now();

@@ -28,7 +28,8 @@
 
 use std::collections::VecDeque;
 
-use netslo_agent::aggregate::BucketReport;
+use netslo_protocol::bucket::BucketReport;
+use netslo_protocol::hash::fnv1a_32;
 
 use super::config::SliceRule;
 use super::{DAY_MS, HOUR_MS, MINUTE_MS, Ppm, UnixMs};
@@ -808,14 +809,8 @@ pub(crate) fn unzigzag(v: u64) -> i64 {
 
 /// Appends the FNV-1a checksum of everything written so far: the frame's end.
 pub(crate) fn seal(out: &mut Vec<u8>) {
-    let checksum = fnv1a(out);
+    let checksum = fnv1a_32(out);
     out.extend_from_slice(&checksum.to_le_bytes());
-}
-
-pub(crate) fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 /// Reads varint-coded fields, never past its bytes.
@@ -841,7 +836,7 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::UnsupportedVersion(bytes[magic.len()]));
         }
         let (body, sum) = bytes.split_at(bytes.len() - 4);
-        if fnv1a(body).to_le_bytes() != sum {
+        if fnv1a_32(body).to_le_bytes() != sum {
             return Err(DecodeError::Checksum);
         }
         Ok(Reader {
@@ -918,7 +913,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use std::sync::Arc;
 
-    use netslo_agent::aggregate::Bucket;
+    use netslo_protocol::bucket::Bucket;
 
     use super::*;
 
@@ -1138,7 +1133,7 @@ mod tests {
         for v in [0, 0, 0, 0].iter().chain(levels).chain(tail) {
             put_varint(&mut b, *v);
         }
-        let sum = fnv1a(&b);
+        let sum = fnv1a_32(&b);
         b.extend_from_slice(&sum.to_le_bytes());
         b
     }
@@ -1150,7 +1145,7 @@ mod tests {
         let good = h.encode();
         let reseal = |mut body: Vec<u8>| {
             body.truncate(body.len() - 4);
-            let sum = fnv1a(&body);
+            let sum = fnv1a_32(&body);
             body.extend_from_slice(&sum.to_le_bytes());
             body
         };
@@ -1240,7 +1235,7 @@ mod tests {
                 bytes[i] = next() as u8;
             }
             let body_len = bytes.len() - 4;
-            let sum = fnv1a(&bytes[..body_len]);
+            let sum = fnv1a_32(&bytes[..body_len]);
             bytes[body_len..].copy_from_slice(&sum.to_le_bytes());
             if let Ok(decoded) = History::decode(&bytes) {
                 // Whatever decodes is internally consistent and usable.

@@ -242,10 +242,10 @@ fn latency_close(a: &TargetSummary, b: &TargetSummary) -> bool {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-    use netslo_agent::histogram::Histogram;
-    use netslo_agent::verdict::FailureReason;
     use netslo_crds::v1alpha1::conditions::reasons;
     use netslo_crds::v1alpha1::{AgentCounts, FailureScope, LatencySummary, Protocol};
+    use netslo_protocol::histogram::Histogram;
+    use netslo_protocol::verdict::FailureReason;
 
     use super::conditions::{Stall, StallReason, condition_time};
     use super::events::{EventReason, transition_events};

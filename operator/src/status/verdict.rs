@@ -19,12 +19,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use netslo_agent::histogram::Histogram;
-use netslo_agent::verdict::{FailureReason, Layer as AgentLayer};
 use netslo_crds::v1alpha1::{
     FailureScope, FailureSummary, LatencySummary, Layer, MAX_TARGET_SUMMARIES, Protocol,
     ServicePath, TargetSummary, Verdict,
 };
+use netslo_protocol::histogram::Histogram;
+use netslo_protocol::verdict::{FailureReason, Layer as AgentLayer};
 
 use super::conditions::{condition_time, truncate};
 use super::quantise;

@@ -16,8 +16,10 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, Record, RecordType};
 
+use netslo_protocol::spec::{DnsSpec, Rcode, RecordKind, SpecError};
+use netslo_protocol::target::DnsTarget;
+
 use super::{Guard, Prober, refused};
-use crate::spec::{DnsSpec, Rcode, RecordKind, SpecError};
 use crate::verdict::{FailureReason, Observation, Phases, micros};
 
 #[derive(Debug)]
@@ -99,21 +101,16 @@ pub fn judge_response(
 }
 
 impl DnsProbe {
-    pub fn new(name: &str, spec: &DnsSpec, field: &str, guard: Guard) -> Result<Self, SpecError> {
-        let fqdn = if name.ends_with('.') {
-            name.to_owned()
-        } else {
-            format!("{name}.")
-        };
-        let name = Name::from_ascii(&fqdn)
-            .map_err(|e| SpecError::invalid(field, format!("{name:?}: {e}")))?;
-        let server = match &spec.server {
-            Some(s) => s
-                .parse::<SocketAddr>()
-                .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                .map_err(|_| {
-                    SpecError::invalid(field, format!("server {s:?} is not ip or ip:port"))
-                })?,
+    pub fn new(
+        target: DnsTarget,
+        spec: &DnsSpec,
+        field: &str,
+        guard: Guard,
+    ) -> Result<Self, SpecError> {
+        let name = Name::from_ascii(&target.fqdn)
+            .map_err(|e| SpecError::invalid(field, format!("{:?}: {e}", target.fqdn)))?;
+        let server = match target.server {
+            Some(server) => server,
             None => {
                 let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
                 let ip = parse_resolv_conf(&text).ok_or_else(|| {
@@ -332,19 +329,9 @@ mod tests {
             server: Some("10.0.0.53".into()),
             ..DnsSpec::default()
         };
-        let p = DnsProbe::new(
-            "web.default.svc.cluster.local",
-            &spec,
-            "t",
-            Guard::default(),
-        )
-        .unwrap();
+        let target = DnsTarget::parse("web.default.svc.cluster.local", &spec, "t").unwrap();
+        let p = DnsProbe::new(target, &spec, "t", Guard::default()).unwrap();
         assert!(p.name.is_fqdn());
         assert_eq!(p.server, "10.0.0.53:53".parse().unwrap());
-        let spec = DnsSpec {
-            server: Some("nope".into()),
-            ..DnsSpec::default()
-        };
-        assert!(DnsProbe::new("x.", &spec, "t", Guard::default()).is_err());
     }
 }

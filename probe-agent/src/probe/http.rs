@@ -13,20 +13,21 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Method, Request, Uri, header};
+use http::{Method, Request, Uri, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
 use super::tcp::{Connected, timed_connect};
-use super::{Guard, HostPort, Prober, resolve};
-use crate::spec::{HttpSpec, SpecError};
+use netslo_protocol::spec::{HttpSpec, SpecError};
+use netslo_protocol::target::{Hop, HttpTarget};
+
+use super::{Guard, Prober, resolve};
 use crate::verdict::{
     FailureReason, Observation, Phases, classify_connect_error, classify_tls_io_error, micros,
 };
@@ -48,17 +49,6 @@ impl Drop for ConnTask {
 struct Idle {
     sender: SendRequest<Empty<Bytes>>,
     _task: ConnTask,
-}
-
-/// Where one request goes.
-#[derive(Debug, Clone)]
-struct Hop {
-    https: bool,
-    host: HostPort,
-    /// Host header value.
-    authority: HeaderValue,
-    path: Uri,
-    server_name: ServerName<'static>,
 }
 
 #[derive(Debug)]
@@ -88,20 +78,19 @@ fn system_roots() -> Arc<RootCertStore> {
         .clone()
 }
 
-/// Builds the client TLS configuration: ring provider, the given PEM CAs or the system roots,
-/// ALPN http/1.1, no session resumption (each probe measures a full handshake).
-pub fn tls_config(ca_bundle: Option<&str>) -> Result<Arc<ClientConfig>, String> {
-    let roots = match ca_bundle {
-        Some(pem) => {
+/// Builds the client TLS configuration: ring provider, the given CA certificates (read with
+/// [`parse_ca_bundle`]) or the system roots, ALPN http/1.1, no session resumption (each probe
+/// measures a full handshake).
+pub fn tls_config(
+    ca_certificates: Option<Vec<CertificateDer<'static>>>,
+) -> Result<Arc<ClientConfig>, String> {
+    let roots = match ca_certificates {
+        Some(certificates) => {
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|e| format!("unreadable PEM: {e}"))?;
+            for cert in certificates {
                 roots
                     .add(cert)
                     .map_err(|e| format!("unusable CA certificate: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err("no certificate in the bundle".into());
             }
             Arc::new(roots)
         }
@@ -118,105 +107,18 @@ pub fn tls_config(ca_bundle: Option<&str>) -> Result<Arc<ClientConfig>, String> 
     Ok(Arc::new(cfg))
 }
 
-/// The port written in a URL authority (`host:port`, `[v6]:port`), if any; `Err` when it is
-/// not a number from 1 to 65535 (the `http` crate reads an out-of-range port as none).
-fn explicit_port(authority: &str) -> Result<Option<u16>, ()> {
-    let after_host = match authority.rfind(']') {
-        Some(end) => &authority[end + 1..],
-        None => authority,
-    };
-    let Some((_, port)) = after_host.rsplit_once(':') else {
-        return Ok(None);
-    };
-    // An empty port is the scheme's default, as URL parsers read it.
-    if port.is_empty() {
-        return Ok(None);
-    }
-    if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(());
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(()),
-        Ok(port) => Ok(Some(port)),
-    }
-}
-
-fn hop_from_uri(
-    uri: &Uri,
-    server_name: Option<&str>,
-    host_header: Option<&str>,
-    field: &str,
-) -> Result<Hop, SpecError> {
-    let bad = |m: &str| SpecError::invalid(field, format!("{uri}: {m}"));
-    let https = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => return Err(bad("scheme must be http or https")),
-    };
-    let auth = uri.authority().ok_or_else(|| bad("no host"))?;
-    if auth.as_str().contains('@') {
-        return Err(bad("credentials in URLs are not supported"));
-    }
-    let host = auth.host().trim_start_matches('[').trim_end_matches(']');
-    // A port that is there must be one: `:65536` or `:0` is refused, never replaced by the
-    // scheme's default.
-    let port = match explicit_port(auth.as_str()) {
-        Ok(Some(port)) => port,
-        Ok(None) if https => 443,
-        Ok(None) => 80,
-        Err(()) => return Err(bad("the port must be 1 to 65535")),
-    };
-    // Every spelling of an address (`0x7f.1`, `2852039166`, `[::ffff:7f00:1]`) is that
-    // address, so it is checked as one rather than handed to getaddrinfo as a name.
-    let ip = crate::guard::normalise_ip(auth.host());
-    let hp = match ip {
-        Some(ip) => HostPort::Addr((ip, port).into()),
-        None => HostPort::parse(&format!("{host}:{port}"), field)?,
-    };
-    let path: Uri = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .parse()
-        .map_err(|_| bad("invalid path"))?;
-    let sni = match (server_name, ip) {
-        (Some(name), _) => name.to_owned(),
-        (None, Some(ip)) => ip.to_string(),
-        (None, None) => host.to_owned(),
-    };
-    let server_name = ServerName::try_from(sni).map_err(|_| bad("invalid TLS server name"))?;
-    let authority = HeaderValue::from_str(host_header.unwrap_or(auth.as_str()))
-        .map_err(|_| bad("invalid Host header"))?;
-    Ok(Hop {
-        https,
-        host: hp,
-        authority,
-        path,
-        server_name,
-    })
-}
-
 impl HttpProbe {
-    pub fn new(url: &str, spec: &HttpSpec, field: &str, guard: Guard) -> Result<Self, SpecError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| SpecError::invalid(field, format!("{url:?} is not a URL")))?;
-        let first = hop_from_uri(
-            &uri,
-            spec.server_name.as_deref(),
-            spec.host.as_deref(),
-            field,
-        )?;
-        let method = match &spec.method {
-            Some(m) => Method::from_bytes(m.as_bytes())
-                .map_err(|_| SpecError::invalid(field, format!("invalid method {m:?}")))?,
-            None => Method::GET,
-        };
-        let tls = tls_config(spec.ca_bundle.as_deref())
+    pub fn new(
+        target: HttpTarget,
+        spec: &HttpSpec,
+        field: &str,
+        guard: Guard,
+    ) -> Result<Self, SpecError> {
+        let tls = tls_config(target.ca_certificates)
             .map_err(|m| SpecError::invalid(format!("{field}: caBundle"), m))?;
         Ok(HttpProbe {
-            first,
-            method,
+            first: target.first,
+            method: target.method,
             expected_status: spec.expected_status.clone(),
             body_contains: spec.body_contains.as_ref().map(|s| s.as_bytes().to_vec()),
             tls,
@@ -342,7 +244,7 @@ impl HttpProbe {
 
     fn next_hop(&self, current: &Hop, location: &Uri) -> Option<Hop> {
         if location.scheme().is_some() {
-            hop_from_uri(location, None, None, "redirect").ok()
+            Hop::from_uri(location, None, None, "redirect").ok()
         } else {
             let path = location.path_and_query()?.as_str();
             if !path.starts_with('/') {
@@ -461,83 +363,22 @@ impl Prober for HttpProbe {
 
 #[cfg(test)]
 mod tests {
+    use netslo_protocol::target::HostPort;
+
     use super::*;
 
-    #[test]
-    fn parses_urls() {
-        let spec = HttpSpec::default();
-        let p = HttpProbe::new(
-            "https://10.0.0.1:8443/healthz?x=1",
-            &spec,
-            "t",
-            Guard::default(),
-        )
-        .unwrap();
-        assert!(p.first.https);
-        assert_eq!(
-            p.first.host,
-            HostPort::Addr("10.0.0.1:8443".parse().unwrap())
-        );
-        assert_eq!(p.first.path, "/healthz?x=1");
-        assert_eq!(p.first.authority, "10.0.0.1:8443");
-        let p = HttpProbe::new("http://web.default.svc.", &spec, "t", Guard::default()).unwrap();
-        assert_eq!(p.first.host, HostPort::Name("web.default.svc.".into(), 80));
-        assert_eq!(p.first.path, "/");
-        let p = HttpProbe::new("http://[::1]:81/", &spec, "t", Guard::default()).unwrap();
-        assert_eq!(p.first.host, HostPort::Addr("[::1]:81".parse().unwrap()));
-        let custom = HttpSpec {
-            host: Some("example.test".into()),
-            server_name: Some("sni.test".into()),
-            ..spec.clone()
-        };
-        let p = HttpProbe::new("https://10.0.0.1/", &custom, "t", Guard::default()).unwrap();
-        assert_eq!(p.first.authority, "example.test");
-        assert_eq!(
-            p.first.server_name,
-            ServerName::try_from("sni.test").unwrap()
-        );
-        // Other spellings of addresses: connected to (and checked) as the address; the Host
-        // header keeps the URL's text, the TLS server name is the address.
-        let p = HttpProbe::new("https://0x7f.1:8443/", &spec, "t", Guard::default()).unwrap();
-        assert_eq!(
-            p.first.host,
-            HostPort::Addr("127.0.0.1:8443".parse().unwrap())
-        );
-        assert_eq!(p.first.authority, "0x7f.1:8443");
-        assert_eq!(
-            p.first.server_name,
-            ServerName::try_from("127.0.0.1").unwrap()
-        );
-        let p = HttpProbe::new("http://[::ffff:a9fe:a9fe]/", &spec, "t", Guard::default()).unwrap();
-        assert_eq!(
-            p.first.host,
-            HostPort::Addr("169.254.169.254:80".parse().unwrap())
-        );
-        for bad in ["ftp://x/", "10.0.0.1:80", "http://user:pw@x/", "not a url"] {
-            assert!(
-                HttpProbe::new(bad, &spec, "t", Guard::default()).is_err(),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn bad_ca_bundle_is_a_config_error() {
-        let spec = HttpSpec {
-            ca_bundle: Some("garbage".into()),
-            ..HttpSpec::default()
-        };
-        let e = HttpProbe::new("https://x.test/", &spec, "t", Guard::default()).unwrap_err();
-        assert!(e.to_string().contains("caBundle"), "{e}");
+    fn probe(url: &str, spec: &HttpSpec) -> HttpProbe {
+        let target = HttpTarget::parse(url, spec, "t").unwrap();
+        HttpProbe::new(target, spec, "t", Guard::default()).unwrap()
     }
 
     #[test]
     fn status_and_body_matching() {
         let mut spec = HttpSpec::default();
-        let p = HttpProbe::new("http://x.test/", &spec, "t", Guard::default()).unwrap();
+        let p = probe("http://x.test/", &spec);
         assert!(p.status_ok(204) && !p.status_ok(301) && !p.status_ok(500));
         spec.expected_status = vec![301, 404];
-        let p = HttpProbe::new("http://x.test/", &spec, "t", Guard::default()).unwrap();
+        let p = probe("http://x.test/", &spec);
         assert!(p.status_ok(404) && !p.status_ok(200));
         assert!(contains(b"hello world", b"o w"));
         assert!(!contains(b"hello", b"hello!"));
@@ -545,13 +386,7 @@ mod tests {
 
     #[test]
     fn redirect_targets() {
-        let p = HttpProbe::new(
-            "http://10.0.0.1:8080/a",
-            &HttpSpec::default(),
-            "t",
-            Guard::default(),
-        )
-        .unwrap();
+        let p = probe("http://10.0.0.1:8080/a", &HttpSpec::default());
         let h = p.next_hop(&p.first, &"/b?c".parse().unwrap()).unwrap();
         assert_eq!(
             (h.path.to_string(), h.host.clone()),
@@ -573,29 +408,5 @@ mod tests {
             h.host,
             HostPort::Addr("169.254.169.254:80".parse().unwrap())
         );
-    }
-
-    #[test]
-    fn ports_out_of_range_are_refused_not_defaulted() {
-        let new = |url: &str| HttpProbe::new(url, &HttpSpec::default(), "t", Guard::default());
-        for bad in [
-            "https://example.com:65536/",
-            "http://example.com:0/",
-            "http://example.com:99999/",
-            "http://[2001:db8::1]:70000/",
-        ] {
-            let e = new(bad).err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(e.contains("the port must be 1 to 65535"), "{bad}: {e}");
-        }
-        let p = new("https://example.com:65535/").unwrap();
-        assert_eq!(p.first.host, HostPort::Name("example.com".into(), 65535));
-        let p = new("http://[2001:db8::1]/").unwrap();
-        assert_eq!(
-            p.first.host,
-            HostPort::Addr("[2001:db8::1]:80".parse().unwrap())
-        );
-        assert_eq!(explicit_port("h:"), Ok(None));
-        assert_eq!(explicit_port("h:x"), Err(()));
-        assert_eq!(explicit_port("h"), Ok(None));
     }
 }

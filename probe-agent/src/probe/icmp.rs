@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Guard, Prober};
-use crate::schedule::splitmix64;
-use crate::spec::IcmpSpec;
 use crate::verdict::{FailureReason, Observation, Phases, classify_local_error, micros};
+use netslo_protocol::hash::splitmix64;
+use netslo_protocol::spec::IcmpSpec;
 
 #[derive(Debug)]
 pub struct IcmpProbe {

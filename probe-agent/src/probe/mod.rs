@@ -20,8 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::guard::{AddressPolicy, Refusal, normalise_ip};
-use crate::spec::{ProbeSpec, SpecError, TargetSpec};
+use netslo_protocol::guard::{AddressPolicy, Refusal};
+use netslo_protocol::spec::{ProbeSpec, SpecError, TargetSpec};
+use netslo_protocol::target::{Destination, HostPort};
+
 use crate::verdict::{FailureReason, Observation, Phases, micros};
 
 /// One kind of probe.
@@ -49,25 +51,13 @@ impl Probe {
         field: &str,
         policy: &Arc<AddressPolicy>,
     ) -> Result<Probe, SpecError> {
-        let addr = &target.address;
         let guard = Guard::new(policy.clone());
-        Ok(match spec {
-            ProbeSpec::Tcp(s) => {
-                Probe::Tcp(tcp::TcpProbe::new(HostPort::parse(addr, field)?, s, guard))
-            }
-            ProbeSpec::Http(s) => Probe::Http(http::HttpProbe::new(addr, s, field, guard)?),
-            ProbeSpec::Dns(s) => Probe::Dns(dns::DnsProbe::new(addr, s, field, guard)?),
-            ProbeSpec::Icmp(s) => {
-                // Every spelling inet_aton accepts, canonical: the address judged is the
-                // address pinged.
-                let ip: IpAddr = normalise_ip(addr).ok_or_else(|| {
-                    SpecError::invalid(field, format!("{addr:?} is not an IP address"))
-                })?;
-                Probe::Icmp(icmp::IcmpProbe::new(ip, s, guard))
-            }
-            ProbeSpec::Udp(s) => {
-                Probe::Udp(udp::UdpProbe::new(HostPort::parse(addr, field)?, s, guard))
-            }
+        Ok(match Destination::parse(spec, target, field)? {
+            Destination::Tcp(host, s) => Probe::Tcp(tcp::TcpProbe::new(host, s, guard)),
+            Destination::Udp(host, s) => Probe::Udp(udp::UdpProbe::new(host, s, guard)),
+            Destination::Http(t, s) => Probe::Http(http::HttpProbe::new(*t, s, field, guard)?),
+            Destination::Dns(t, s) => Probe::Dns(dns::DnsProbe::new(t, s, field, guard)?),
+            Destination::Icmp(ip, s) => Probe::Icmp(icmp::IcmpProbe::new(ip, s, guard)),
         })
     }
 
@@ -139,43 +129,6 @@ pub fn refused(took: Duration, phases: Phases) -> Observation {
     Observation::failed(took, phases, FailureReason::DestinationRefused)
 }
 
-/// `host:port` where host is an IP literal (`[v6]:port` for IPv6) or a DNS name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPort {
-    Addr(SocketAddr),
-    Name(String, u16),
-}
-
-impl HostPort {
-    pub fn parse(s: &str, field: &str) -> Result<HostPort, SpecError> {
-        if let Ok(a) = s.parse::<SocketAddr>() {
-            return Ok(HostPort::Addr(a));
-        }
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| SpecError::invalid(field, format!("{s:?} is not host:port")))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| SpecError::invalid(field, format!("{s:?} has an invalid port")))?;
-        // `0x7f.1`, `2852039166`, `[fe80::1%eth0]`: the system resolver would read these as
-        // addresses, so they are addresses here too, judged as what they reach.
-        if let Some(ip) = normalise_ip(host)
-            && port != 0
-        {
-            return Ok(HostPort::Addr(SocketAddr::new(ip, port)));
-        }
-        let valid = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if !valid || port == 0 {
-            return Err(SpecError::invalid(field, format!("{s:?} is not host:port")));
-        }
-        Ok(HostPort::Name(host.to_owned(), port))
-    }
-}
-
 /// Most addresses of one name that are checked; a name with more is refused.
 const MAX_RESOLVED: usize = 64;
 
@@ -245,50 +198,6 @@ pub async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_port_parsing() {
-        assert_eq!(
-            HostPort::parse("10.0.0.1:80", "f").unwrap(),
-            HostPort::Addr("10.0.0.1:80".parse().unwrap())
-        );
-        assert_eq!(
-            HostPort::parse("[::1]:53", "f").unwrap(),
-            HostPort::Addr("[::1]:53".parse().unwrap())
-        );
-        assert_eq!(
-            HostPort::parse("web.default.svc.cluster.local.:8080", "f").unwrap(),
-            HostPort::Name("web.default.svc.cluster.local.".into(), 8080)
-        );
-        for bad in [
-            "",
-            "nohost",
-            "a:b",
-            "a:0",
-            ":80",
-            "a b:80",
-            "::1:80x",
-            "x:70000",
-            "127.1:0",
-            "[::ffff:127.1]:80",
-        ] {
-            assert!(HostPort::parse(bad, "f").is_err(), "{bad}");
-        }
-        // Other spellings of addresses are addresses, never names for getaddrinfo to read.
-        for (text, want) in [
-            ("0x7f.1:80", "127.0.0.1:80"),
-            ("2852039166:80", "169.254.169.254:80"),
-            ("0251.0376.0251.0376:80", "169.254.169.254:80"),
-            ("169.254.169.254.:80", "169.254.169.254:80"),
-            ("[fe80::1%eth0]:80", "[fe80::1]:80"),
-        ] {
-            assert_eq!(
-                HostPort::parse(text, "f").unwrap(),
-                HostPort::Addr(want.parse().unwrap()),
-                "{text}"
-            );
-        }
-    }
 
     fn run<T>(f: impl Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread()

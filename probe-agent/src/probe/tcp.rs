@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::{Guard, HostPort, Prober, resolve};
-use crate::spec::TcpSpec;
+use netslo_protocol::target::HostPort;
+
+use super::{Guard, Prober, resolve};
 use crate::verdict::{
     FailureReason, Observation, Phases, classify_connect_error, classify_local_error, micros,
 };
+use netslo_protocol::spec::TcpSpec;
 
 #[derive(Debug)]
 pub struct TcpProbe {

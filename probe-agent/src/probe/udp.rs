@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use super::{Guard, HostPort, Prober, resolve};
-use crate::schedule::splitmix64;
-use crate::spec::UdpSpec;
+use netslo_protocol::target::HostPort;
+
+use super::{Guard, Prober, resolve};
 use crate::verdict::{FailureReason, Observation, Phases, classify_local_error, micros};
+use netslo_protocol::hash::splitmix64;
+use netslo_protocol::spec::UdpSpec;
 
 /// First bytes of every probe datagram.
 pub const MAGIC: &[u8; 4] = b"NSLU";

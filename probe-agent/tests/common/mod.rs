@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile};
-use netslo_agent::spec::Assignment;
-use netslo_agent::verdict::ProbeResult;
+use netslo_protocol::spec::Assignment;
+use netslo_protocol::verdict::ProbeResult;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;

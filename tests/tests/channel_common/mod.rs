@@ -10,8 +10,8 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use netslo_agent::aggregate::{Bucket, BucketReport};
-use netslo_agent::report::ResultBatch;
+use netslo_protocol::bucket::{Bucket, BucketReport};
+use netslo_protocol::channel::ResultBatch;
 use rustls::pki_types::ServerName;
 
 /// One request over a fresh TLS connection; the server's certificate is checked against
@@ -24,7 +24,8 @@ pub async fn https(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (StatusCode, Bytes) {
-    let tls = netslo_agent::probe::http::tls_config(Some(ca_pem)).unwrap();
+    let certificates = netslo_protocol::target::parse_ca_bundle(ca_pem).unwrap();
+    let tls = netslo_agent::probe::http::tls_config(Some(certificates)).unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::IpAddress(addr.ip().into());
     let stream = tokio_rustls::TlsConnector::from(tls)
@@ -90,7 +91,7 @@ pub fn tcp_assignment(
     check: &str,
     targets: &[String],
     interval_ms: u64,
-) -> netslo_agent::spec::Assignment {
+) -> netslo_protocol::spec::Assignment {
     let targets: Vec<serde_json::Value> = targets
         .iter()
         .map(|t| serde_json::json!({"address": t}))
@@ -105,5 +106,5 @@ pub fn tcp_assignment(
             "targets": targets,
         }]
     });
-    netslo_agent::spec::Assignment::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap()
+    netslo_protocol::spec::Assignment::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap()
 }

@@ -957,7 +957,7 @@ mod tests {
     /// agrees with the standard library wherever that accepts the text.
     #[test]
     fn fuzz_normalise_ip_round_trips() {
-        use crate::schedule::splitmix64;
+        use crate::hash::splitmix64;
         const SEEDS: &[&str] = &[
             "169.254.169.254",
             "0xa9fea9fe",

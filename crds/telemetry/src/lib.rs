@@ -34,6 +34,18 @@ pub const PROBE_DURATION: &str = "netslo.probe.duration";
 /// Name of the agent's scheduling lag histogram (exponential, in seconds).
 pub const SCHEDULE_LAG: &str = "netslo.agent.schedule.lag";
 
+/// Attribute keys of netslo's series, the same in the agents' and the operator's instruments
+/// (dashboards and alert rules join on them).
+pub mod attribute {
+    pub const CHECK_NAMESPACE: &str = "netslo.check.namespace";
+    pub const CHECK_NAME: &str = "netslo.check.name";
+    pub const TARGET: &str = "netslo.target";
+    pub const TARGET_PATH: &str = "netslo.target.path";
+    pub const ENDPOINT: &str = "netslo.endpoint";
+    pub const OUTCOME: &str = "netslo.outcome";
+    pub const FAILURE_REASON: &str = "netslo.failure.reason";
+}
+
 /// Exponential histogram settings: at scale 20 a bucket is 0.00007% wide, far finer than the
 /// microsecond the probes measure; 160 buckets then cover about 1 µs to 10 s at scale 3
 /// (9% wide) after the SDK rescales to fit the range seen.

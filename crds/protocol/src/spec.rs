@@ -99,14 +99,19 @@ pub enum Expect {
     Deny,
 }
 
+/// Schedule defaults, the same as the API documents for a check's `schedule`.
+pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_JITTER_PERCENT: u8 = 10;
+
 fn default_interval_ms() -> u64 {
-    10_000
+    DEFAULT_INTERVAL_MS
 }
 fn default_timeout_ms() -> u64 {
-    2_000
+    DEFAULT_TIMEOUT_MS
 }
 fn default_jitter() -> f64 {
-    0.1
+    f64::from(DEFAULT_JITTER_PERCENT) / 100.0
 }
 
 /// One check as this agent runs it.

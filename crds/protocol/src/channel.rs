@@ -1,0 +1,390 @@
+//! The operator channel's wire: paths, headers, bounds, the assignment envelope, result
+//! batches and their acknowledgement. Agents send what [`ResultBatch::validate`] accepts; the
+//! operator validates every batch it receives with the same function.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::BucketReport;
+use crate::histogram::BUCKETS;
+use crate::spec::{Assignment, MAX_DOCUMENT_BYTES, MAX_THRESHOLDS};
+
+/// Path of the assignment endpoint (`GET`, long-poll).
+pub const ASSIGNMENT_PATH: &str = "/v1/assignment";
+/// Path of the results endpoint (`POST`).
+pub const RESULTS_PATH: &str = "/v1/results";
+/// Header naming the agent on assignment requests.
+pub const AGENT_HEADER: &str = "x-netslo-agent";
+/// Header with the longest a long-poll may wait, in seconds.
+pub const WAIT_HEADER: &str = "x-netslo-wait-seconds";
+/// Longest long-poll the operator honours.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Most buckets in one batch.
+pub const MAX_BATCH_BUCKETS: usize = 2_000;
+/// Largest result batch body the operator accepts.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Largest assignment response body the agent accepts.
+pub const MAX_ASSIGNMENT_RESPONSE_BYTES: usize = MAX_DOCUMENT_BYTES + 64 * 1024;
+
+/// A batch (or a name in it) that breaks the channel's rules.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct InvalidBatch {
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidBatch {
+    pub fn reason(&self) -> &'static str {
+        "BatchInvalid"
+    }
+
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        InvalidBatch {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The answer to an assignment request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssignmentEnvelope {
+    /// Opaque version (also the `ETag`); unchanged version, unchanged assignment.
+    pub version: String,
+    pub assignment: Assignment,
+}
+
+/// A batch of closed buckets from one agent process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResultBatch {
+    pub agent_name: String,
+    /// Random per process start; with `seq`, identifies a bucket for de-duplication.
+    pub boot_id: String,
+    /// Lowest and highest `seq` of the buckets (inclusive).
+    pub seq_from: u64,
+    pub seq_to: u64,
+    /// Buckets this process dropped so far (outbox or aggregator full), cumulative.
+    #[serde(default)]
+    pub dropped_buckets: u64,
+    pub buckets: Vec<BucketReport>,
+}
+
+/// What the operator did with a batch. Sent only once accepted buckets are durable; every
+/// bucket of the batch is settled by it (accepted, duplicate or refused for good).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchAck {
+    pub accepted: u64,
+    pub duplicates: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedBucket>,
+}
+
+/// A bucket the operator will never accept (for example, a check this agent was not assigned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefusedBucket {
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// An error body from the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub reason: String,
+    pub message: String,
+}
+
+fn check_text(field: &str, s: &str, max: usize) -> Result<(), InvalidBatch> {
+    if s.is_empty() || s.len() > max {
+        return Err(InvalidBatch::new(field, format!("1 to {max} bytes")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(InvalidBatch::new(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// Checks an agent name: 1 to 253 bytes, no control characters.
+pub fn validate_agent_name(name: &str) -> Result<(), InvalidBatch> {
+    check_text("agentName", name, 253)
+}
+
+/// Checks a boot id: 1 to 64 ASCII letters, digits or `-`.
+pub fn validate_boot_id(id: &str) -> Result<(), InvalidBatch> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(InvalidBatch::new(
+            "bootId",
+            "1 to 64 ASCII letters, digits or '-'",
+        ));
+    }
+    Ok(())
+}
+
+impl ResultBatch {
+    /// Checks every bound and the internal consistency of each bucket; the first problem is
+    /// reported with the path of the field.
+    pub fn validate(&self) -> Result<(), InvalidBatch> {
+        validate_agent_name(&self.agent_name)?;
+        validate_boot_id(&self.boot_id)?;
+        if self.buckets.is_empty() || self.buckets.len() > MAX_BATCH_BUCKETS {
+            return Err(InvalidBatch::new(
+                "buckets",
+                format!("1 to {MAX_BATCH_BUCKETS} buckets"),
+            ));
+        }
+        if self.seq_from > self.seq_to {
+            return Err(InvalidBatch::new("seqFrom", "greater than seqTo"));
+        }
+        let mut prev: Option<u64> = None;
+        for (i, b) in self.buckets.iter().enumerate() {
+            let f = |x: &str| format!("buckets[{i}].{x}");
+            if b.seq < self.seq_from || b.seq > self.seq_to || prev.is_some_and(|p| p >= b.seq) {
+                return Err(InvalidBatch::new(
+                    f("seq"),
+                    "outside seqFrom..=seqTo or not strictly ascending",
+                ));
+            }
+            prev = Some(b.seq);
+            check_text(&f("check"), &b.check, 253)?;
+            check_text(&f("target"), &b.target, 2_048)?;
+            check_text(&f("source"), &b.source, 253)?;
+            let k = &b.bucket;
+            if k.good
+                .checked_add(k.bad)
+                .and_then(|x| x.checked_add(k.invalid))
+                != Some(k.total)
+            {
+                return Err(InvalidBatch::new(f("total"), "is not good + bad + invalid"));
+            }
+            if k.thresholds_us.len() > MAX_THRESHOLDS
+                || k.good_within.len() != k.thresholds_us.len()
+                || k.good_within.iter().any(|n| *n > k.good)
+            {
+                return Err(InvalidBatch::new(
+                    f("goodWithin"),
+                    "must match thresholdsUs (at most 16) and not exceed good",
+                ));
+            }
+            if k.reasons.len() > 128 || k.reasons.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(InvalidBatch::new(
+                    f("reasons"),
+                    "at most 128, sorted, unique",
+                ));
+            }
+            let h = &k.latency;
+            if h.buckets.len() > BUCKETS
+                || h.buckets.windows(2).any(|w| w[0].0 >= w[1].0)
+                || h.buckets
+                    .iter()
+                    .any(|(i, n)| usize::from(*i) >= BUCKETS || *n == 0)
+                || h.count > k.good
+            {
+                return Err(InvalidBatch::new(
+                    f("latency"),
+                    "histogram buckets must be sorted, in range and non-empty; count at most good",
+                ));
+            }
+            if b.duration_ms == 0 || b.duration_ms > 3_600_000 {
+                return Err(InvalidBatch::new(f("durationMs"), "1 to 3600000"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A new random boot id (32 hex digits) from the system's secure random source. Boot ids
+/// only have to be unique: without the random source (never on Linux), time and process id
+/// still make one.
+pub fn new_boot_id() -> String {
+    let bytes = getrandom::u64()
+        .and_then(|high| Ok((u128::from(high) << 64) | u128::from(getrandom::u64()?)))
+        .unwrap_or_else(|_| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            nanos ^ (u128::from(std::process::id()) << 96)
+        });
+    format!("{bytes:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::Bucket;
+    use std::sync::Arc;
+
+    fn report(seq: u64) -> BucketReport {
+        let mut bucket = Bucket::new(Arc::from(vec![1_000u64]));
+        bucket.total = 3;
+        bucket.good = 2;
+        bucket.bad = 1;
+        bucket.good_within = vec![1];
+        bucket.latency.record(500);
+        bucket.latency.record(1_500);
+        BucketReport {
+            seq,
+            check: "ns/c".into(),
+            target: "t".into(),
+            source: "node-a".into(),
+            start_unix_ms: 1_000,
+            duration_ms: 10_000,
+            bucket,
+            p50_us: None,
+            p90_us: None,
+            p99_us: None,
+        }
+    }
+
+    fn batch(seqs: &[u64]) -> ResultBatch {
+        ResultBatch {
+            agent_name: "node-a".into(),
+            boot_id: "abc-123".into(),
+            seq_from: seqs.first().copied().unwrap_or(0),
+            seq_to: seqs.last().copied().unwrap_or(0),
+            dropped_buckets: 0,
+            buckets: seqs.iter().map(|s| report(*s)).collect(),
+        }
+    }
+    #[test]
+    fn batches_validate_bounds_and_consistency() {
+        batch(&[1, 2, 5]).validate().unwrap();
+        let cases: Vec<(ResultBatch, &str)> = vec![
+            (batch(&[]), "buckets"),
+            (
+                {
+                    let mut b = batch(&[1]);
+                    b.agent_name = String::new();
+                    b
+                },
+                "agentName",
+            ),
+            (
+                {
+                    let mut b = batch(&[1]);
+                    b.agent_name = "a\nb".into();
+                    b
+                },
+                "agentName",
+            ),
+            (
+                {
+                    let mut b = batch(&[1]);
+                    b.boot_id = "x".repeat(65);
+                    b
+                },
+                "bootId",
+            ),
+            (
+                {
+                    let mut b = batch(&[1]);
+                    b.boot_id = "a b".into();
+                    b
+                },
+                "bootId",
+            ),
+            (
+                {
+                    let mut b = batch(&[2, 1]);
+                    b.seq_from = 1;
+                    b.seq_to = 2;
+                    b
+                },
+                "buckets[1].seq",
+            ),
+            (
+                {
+                    let mut b = batch(&[3]);
+                    b.seq_to = 2;
+                    b
+                },
+                "seqFrom",
+            ),
+            (
+                {
+                    let mut b = batch(&[1, 1]);
+                    b.seq_to = 1;
+                    b
+                },
+                "buckets[1].seq",
+            ),
+            (
+                {
+                    let mut b = batch(&[1]);
+                    b.buckets[0].bucket.total = 4;
+                    b
+                },
+                "total",
+            ),
+            (
+                {
+                    let mut b = batch(&[1]);
+                    b.buckets[0].bucket.good_within = vec![];
+                    b
+                },
+                "goodWithin",
+            ),
+            (
+                {
+                    let mut b = batch(&[1]);
+                    b.buckets[0].check = "c".repeat(254).into();
+                    b
+                },
+                "check",
+            ),
+            (
+                {
+                    let mut b = batch(&[1]);
+                    b.buckets[0].bucket.latency.buckets.push((9_999, 1));
+                    b
+                },
+                "latency",
+            ),
+            (
+                {
+                    let mut b = batch(&[1]);
+                    b.buckets[0].duration_ms = 0;
+                    b
+                },
+                "durationMs",
+            ),
+        ];
+        for (b, field) in cases {
+            let e = b.validate().unwrap_err();
+            assert!(e.to_string().contains(field), "{field}: {e}");
+            assert_eq!(e.reason(), "BatchInvalid");
+        }
+        let mut big = batch(&[1]);
+        big.buckets = (1..=MAX_BATCH_BUCKETS as u64 + 1).map(report).collect();
+        big.seq_to = MAX_BATCH_BUCKETS as u64 + 1;
+        assert!(big.validate().is_err());
+    }
+
+    #[test]
+    fn batch_json_is_strict_and_round_trips() {
+        let b = batch(&[7]);
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(json["agentName"], "node-a");
+        assert_eq!(json["buckets"][0]["seq"], 7);
+        let back: ResultBatch = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, b);
+        let mut extra = json;
+        extra["bogus"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<ResultBatch>(extra).is_err());
+    }
+
+    #[test]
+    fn boot_ids_are_random_hex_and_valid() {
+        let a = new_boot_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_boot_id());
+        validate_boot_id(&a).unwrap();
+    }
+}
