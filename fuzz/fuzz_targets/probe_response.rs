@@ -58,7 +58,10 @@ static HTTP: LazyLock<Http> = LazyLock::new(|| {
         ..HttpSpec::default()
     };
     // Loopback is this harness's server; nothing else is allowed.
-    let guard = Guard::new(Arc::new(AddressPolicy::legacy()));
+    let guard = Guard::new(Arc::new(AddressPolicy {
+        allow_loopback: true,
+        ..AddressPolicy::default()
+    }));
     let target =
         HttpTarget::parse(&format!("http://127.0.0.1:{port}/"), &spec, "fuzz").expect("target");
     let probe = HttpProbe::new(target, &spec, "fuzz", guard).expect("probe");

@@ -30,7 +30,7 @@ fn main() {
     let _responder = echo_responder(port, http);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let doc = format!(
-        r#"{{"checks":[{{"name":"b","timeoutMs":1000,"probe":{{"tcp":{{}}}},"targets":[{{"address":"{addr}"}}]}}]}}"#
+        r#"{{"checks":[{{"name":"b","timeoutMs":1000,"probe":{{"tcp":{{}}}},"targets":[{{"address":"{addr}"}}],"addressPolicy":{{"allowLoopback":true}}}}]}}"#
     );
     let jobs = compile(&Assignment::from_json(doc.as_bytes()).unwrap(), "bench").unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -79,7 +79,7 @@ fn main() {
         let _ = s.set_linger(Some(Duration::ZERO));
     });
     let agent_tcp = agent_rate(&format!(
-        r#"{{"checks":[{{"name":"t","probe":{{"tcp":{{}}}},"targets":[{{"address":"{tcp}"}}]}}]}}"#
+        r#"{{"checks":[{{"name":"t","probe":{{"tcp":{{}}}},"targets":[{{"address":"{tcp}"}}],"addressPolicy":{{"allowLoopback":true}}}}]}}"#
     ));
     line(
         "tcp_probes_per_cpu_second_agent",
@@ -101,7 +101,7 @@ fn main() {
         while s.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
     });
     let agent_http = agent_rate(&format!(
-        r#"{{"checks":[{{"name":"h","probe":{{"http":{{"bodyContains":"ok"}}}},"targets":[{{"address":"http://{web}/"}}]}}]}}"#
+        r#"{{"checks":[{{"name":"h","probe":{{"http":{{"bodyContains":"ok"}}}},"targets":[{{"address":"http://{web}/"}}],"addressPolicy":{{"allowLoopback":true}}}}]}}"#
     ));
     line(
         "http_probes_per_cpu_second_agent",

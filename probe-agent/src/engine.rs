@@ -21,6 +21,7 @@ use crate::probe::Probe;
 use crate::schedule::{Schedule, stable_hash};
 use crate::verdict::{Expectation, Observation, Phases, ProbeResult, judge};
 use netslo_protocol::spec::{Assignment, Expect, SpecError};
+use netslo_protocol::target::target_field;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -73,12 +74,11 @@ pub type Jobs = Arc<[Arc<Job>]>;
 pub fn compile(a: &Assignment, default_source: &str) -> Result<Jobs, SpecError> {
     a.validate()?;
     let source: Arc<str> = Arc::from(a.source.as_deref().unwrap_or(default_source));
-    let carried = a.carries_address_policy();
     let base = a.base_address_policy();
     // Assignment-wide inputs of every check's policy: a change restarts the jobs with it.
     let mut sorted_nodes: Vec<_> = base.node_addresses.iter().collect();
     sorted_nodes.sort();
-    let guard_inputs = format!("{carried}{sorted_nodes:?}{:?}", a.cluster_cidrs);
+    let guard_inputs = format!("{sorted_nodes:?}{:?}", a.cluster_cidrs);
     let mut jobs = Vec::new();
     for (i, c) in a.checks.iter().enumerate() {
         let check: Arc<str> = Arc::from(c.name.as_str());
@@ -90,9 +90,9 @@ pub fn compile(a: &Assignment, default_source: &str) -> Result<Jobs, SpecError> 
         let mut settings = c.clone();
         settings.targets.clear();
         let settings = serde_json::to_string(&settings)?;
-        let policy = Arc::new(c.guard_policy(carried, &base));
+        let policy = Arc::new(c.guard_policy(&base));
         for (j, t) in c.targets.iter().enumerate() {
-            let field = format!("checks[{i}].targets[{j}].address");
+            let field = target_field(i, j);
             let probe = Probe::from_spec(&c.probe, t, &field, &policy)?;
             jobs.push(Arc::new(Job {
                 key: SeriesKey {

@@ -90,7 +90,7 @@ fn bad_config_gives_a_clear_error() {
 fn once_prints_one_json_line_per_target() {
     let closed = free_port();
     let f = config(&format!(
-        r#"{{"checks":[{{"name":"ns/c","timeoutMs":500,"probe":{{"tcp":{{}}}},"targets":[{{"address":"127.0.0.1:{closed}"}}]}}]}}"#
+        r#"{{"checks":[{{"name":"ns/c","timeoutMs":500,"probe":{{"tcp":{{}}}},"targets":[{{"address":"127.0.0.1:{closed}"}}],"addressPolicy":{{"allowLoopback":true}}}}]}}"#
     ));
     let out = agent(&[
         "--node-name",
@@ -117,9 +117,9 @@ fn run_probes_its_own_echo_responder() {
     let http = free_port();
     let f = config(&format!(
         r#"{{"checks":[
-            {{"name":"tcp","intervalMs":200,"timeoutMs":200,"probe":{{"tcp":{{}}}},"targets":[{{"address":"127.0.0.1:{port}"}}]}},
-            {{"name":"udp","intervalMs":200,"timeoutMs":200,"probe":{{"udp":{{}}}},"targets":[{{"address":"127.0.0.1:{port}"}}]}},
-            {{"name":"http","intervalMs":200,"timeoutMs":200,"probe":{{"http":{{"bodyContains":"ok"}}}},"targets":[{{"address":"http://127.0.0.1:{http}/"}}]}}]}}"#
+            {{"name":"tcp","intervalMs":200,"timeoutMs":200,"probe":{{"tcp":{{}}}},"targets":[{{"address":"127.0.0.1:{port}"}}],"addressPolicy":{{"allowLoopback":true}}}},
+            {{"name":"udp","intervalMs":200,"timeoutMs":200,"probe":{{"udp":{{}}}},"targets":[{{"address":"127.0.0.1:{port}"}}],"addressPolicy":{{"allowLoopback":true}}}},
+            {{"name":"http","intervalMs":200,"timeoutMs":200,"probe":{{"http":{{"bodyContains":"ok"}}}},"targets":[{{"address":"http://127.0.0.1:{http}/"}}],"addressPolicy":{{"allowLoopback":true}}}}]}}"#
     ));
     for (output, min_lines) in [("raw", 9), ("summary", 3)] {
         let out = agent(&[

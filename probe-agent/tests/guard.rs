@@ -1,6 +1,6 @@
 //! The destination guard end to end on loopback (no root needed): a refused destination gets
-//! no packet and yields `DestinationRefused` (Invalid, never a network failure); operators
-//! that send no policy keep probing loopback.
+//! no packet and yields `DestinationRefused` (Invalid, never a network failure), with a policy
+//! or without one.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: failing loudly is the point.
 
 mod common;
@@ -53,11 +53,13 @@ async fn listener() -> (TcpListener, String) {
 }
 
 #[tokio::test]
-async fn tcp_loopback_is_refused_by_a_policy_and_allowed_by_legacy_or_grant() {
+async fn tcp_loopback_is_refused_unless_a_policy_opens_it() {
     let (l, addr) = listener().await;
     let tcp = json!({"tcp": {}});
-    // The safe default: an empty policy object.
-    assert_refused(&probe_one(check(tcp.clone(), &addr, json!({}))).await);
+    // The safe default: no policy, or an empty policy object.
+    for policy in [Value::Null, json!({})] {
+        assert_refused(&probe_one(check(tcp.clone(), &addr, policy)).await);
+    }
     assert_untouched(&l).await;
     // Other spellings of the same address are the same address.
     let port = l.local_addr().unwrap().port();
@@ -71,9 +73,6 @@ async fn tcp_loopback_is_refused_by_a_policy_and_allowed_by_legacy_or_grant() {
         assert_refused(&probe_one(check(tcp.clone(), &spelling, json!({}))).await);
     }
     assert_untouched(&l).await;
-    // An operator that sends no policy: loopback stays allowed (compatibility).
-    let r = probe_one(check(tcp.clone(), &addr, Value::Null)).await;
-    assert_eq!(r.outcome, Outcome::Good, "{r:?}");
     // Opened by allowLoopback, or by naming the exact destination (a localhost target).
     for policy in [
         json!({"allowLoopback": true}),

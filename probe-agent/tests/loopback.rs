@@ -5,13 +5,32 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Reply, Then, closed_port, probe_all, probe_one, serve, test_pki};
+use common::{Reply, Then, closed_port, serve, test_pki};
 use netslo_agent::echo::Echo;
 use netslo_agent::engine::{Engine, EngineConfig};
 use netslo_agent::testbed::{DnsMode, DnsServer};
+use netslo_protocol::verdict::ProbeResult;
 use netslo_protocol::verdict::{FailureReason as R, Layer, Outcome};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::{TcpListener, UdpSocket};
+
+/// The servers of these tests listen on loopback, which a check reaches only when its address
+/// policy opens it.
+static LOOPBACK: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| json!({"allowLoopback": true}));
+
+fn on_loopback(mut check: Value) -> Value {
+    check["addressPolicy"] = LOOPBACK.clone();
+    check
+}
+
+async fn probe_all(check: Value) -> Vec<ProbeResult> {
+    common::probe_all(on_loopback(check)).await
+}
+
+async fn probe_one(check: Value) -> ProbeResult {
+    common::probe_one(on_loopback(check)).await
+}
 
 async fn listener() -> (TcpListener, String) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -96,7 +115,7 @@ async fn http_status_body_and_redirects() {
         None,
         Reply::raw(redirect.as_bytes(), Then::Close),
     ));
-    let check = |spec: serde_json::Value, addr: &str| json!({"name": "h", "probe": {"http": spec}, "targets": [{"address": format!("http://{addr}/")}]});
+    let check = |spec: Value, addr: &str| json!({"name": "h", "probe": {"http": spec}, "targets": [{"address": format!("http://{addr}/")}]});
     let r = probe_one(check(json!({}), &a1)).await;
     assert_eq!(
         (r.outcome, r.reason, r.layer),
@@ -136,7 +155,8 @@ async fn https_with_test_ca_and_certificate_errors() {
     let (l, addr) = listener().await;
     let _s = tokio::spawn(serve(l, Some(pki.server.clone()), Reply::ok()));
     let url = format!("https://{addr}/");
-    let check = |spec: serde_json::Value| json!({"name": "s", "probe": {"http": spec}, "targets": [{"address": url}]});
+    let check =
+        |spec: Value| json!({"name": "s", "probe": {"http": spec}, "targets": [{"address": url}]});
     let r = probe_one(check(json!({"caBundle": pki.ca_pem}))).await;
     assert_eq!(r.outcome, Outcome::Good, "{r:?}");
     assert!(r.phases.tls_us.is_some());
@@ -228,7 +248,7 @@ async fn dns_reasons_against_a_local_server() {
     let server = sock.local_addr().unwrap().to_string();
     let dns = DnsServer::new(DnsMode::Answer("10.1.2.3".parse().unwrap()));
     let _s = tokio::spawn(dns.clone().serve(sock));
-    let check = |spec: serde_json::Value| {
+    let check = |spec: Value| {
         let mut spec = spec;
         spec["server"] = json!(server);
         json!({"name": "d", "timeoutMs": 500, "probe": {"dns": spec}, "targets": [{"address": "web.test"}]})
@@ -292,9 +312,11 @@ async fn engine_schedules_aggregates_and_a_slow_target_delays_nothing() {
     let jobs = {
         let doc = json!({"checks": [
             {"name": "tcp", "intervalMs": 100, "timeoutMs": 100, "latencyThresholdsUs": [1000000],
-             "probe": {"tcp": {}}, "targets": [{"name": "fast", "address": addr}]},
+             "probe": {"tcp": {}}, "targets": [{"name": "fast", "address": addr}],
+             "addressPolicy": LOOPBACK.clone()},
             {"name": "http", "intervalMs": 100, "timeoutMs": 90,
-             "probe": {"http": {}}, "targets": [{"name": "slow", "address": format!("http://{slow}/")}]}]});
+             "probe": {"http": {}}, "targets": [{"name": "slow", "address": format!("http://{slow}/")}],
+             "addressPolicy": LOOPBACK.clone()}]});
         let a = netslo_protocol::spec::Assignment::from_json(doc.to_string().as_bytes()).unwrap();
         netslo_agent::engine::compile(&a, "me").unwrap()
     };
@@ -354,10 +376,10 @@ async fn engine_schedules_aggregates_and_a_slow_target_delays_nothing() {
 async fn http_connections_are_fresh_unless_reuse_is_asked() {
     let (_, http, _srv) = echo().await;
     let jobs = |reuse: bool| {
-        common::jobs(
+        common::jobs(on_loopback(
             json!({"name": "r", "probe": {"http": {"reuseConnection": reuse}},
             "targets": [{"address": format!("http://{http}/")}]}),
-        )
+        ))
     };
     let engine = Engine::new(EngineConfig {
         max_lag: Duration::from_secs(1),
@@ -429,8 +451,9 @@ async fn garbage_udp_and_dns_answers_are_judged_not_panicked_on() {
 #[tokio::test]
 async fn reassignment_stops_removed_targets_and_keeps_the_others() {
     let (addr, _, _srv) = echo().await;
-    let doc = |targets: serde_json::Value| {
-        let doc = json!({"checks": [{"name": "c", "intervalMs": 100, "timeoutMs": 100, "probe": {"tcp": {}}, "targets": targets}]});
+    let doc = |targets: Value| {
+        let doc = json!({"checks": [{"name": "c", "intervalMs": 100, "timeoutMs": 100, "probe": {"tcp": {}}, "targets": targets,
+            "addressPolicy": LOOPBACK.clone()}]});
         let a = netslo_protocol::spec::Assignment::from_json(doc.to_string().as_bytes()).unwrap();
         netslo_agent::engine::compile(&a, "me").unwrap()
     };

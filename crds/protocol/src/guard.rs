@@ -24,15 +24,8 @@
 //! address (never resolving again in between), so a DNS name rebound to a refused address
 //! between the check and the connection cannot slip through.
 //!
-//! # Compatibility with operators that send no policy
-//!
-//! Operators from before this guard send no `addressPolicy`. To keep them (and their tests,
-//! which probe servers on 127.0.0.1) working, an assignment in which *no* check carries an
-//! `addressPolicy` and which lists no `nodeAddresses` is judged with [`AddressPolicy::legacy`]:
-//! loopback is allowed, everything else is refused as by the safe default. As soon as an
-//! assignment carries any policy at all, every check without one gets the safe
-//! [`AddressPolicy::default`], loopback included: an operator that knows about policies must
-//! not be able to open loopback by forgetting one check's.
+//! A check without an `addressPolicy` gets [`AddressPolicy::default`]: loopback, link-local,
+//! the nodes' own addresses and the rest of the refusals above all apply.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -404,15 +397,6 @@ impl Default for AddressPolicy {
 }
 
 impl AddressPolicy {
-    /// For assignments that carry no policy at all (operators from before the guard): the
-    /// safe default, except that loopback is allowed. See the module documentation.
-    pub fn legacy() -> Self {
-        AddressPolicy {
-            allow_loopback: true,
-            ..AddressPolicy::default()
-        }
-    }
-
     /// Whether this check may contact `addr`. IPv4-mapped, IPv4-compatible and NAT64
     /// addresses are judged as the IPv4 address they embed.
     pub fn check(&self, addr: SocketAddr) -> Result<(), Refusal> {
@@ -723,14 +707,20 @@ mod tests {
             assert!(all.check(raw(never, 80)).is_err(), "{never}");
         }
 
-        // The legacy policy opens loopback only.
-        let legacy = AddressPolicy::legacy();
-        assert_eq!(legacy.check(raw("127.0.0.1", 80)), Ok(()));
+        // Loopback alone opens loopback only.
+        let loopback = AddressPolicy {
+            allow_loopback: true,
+            ..AddressPolicy::default()
+        };
+        assert_eq!(loopback.check(raw("127.0.0.1", 80)), Ok(()));
         assert_eq!(
-            legacy.check(raw("169.254.169.254", 80)),
+            loopback.check(raw("169.254.169.254", 80)),
             Err(Refusal::LinkLocal)
         );
-        assert_eq!(legacy.check(raw("0.0.0.0", 80)), Err(Refusal::Unspecified));
+        assert_eq!(
+            loopback.check(raw("0.0.0.0", 80)),
+            Err(Refusal::Unspecified)
+        );
     }
 
     fn grant(hosts: &[&str], cidrs: &[&str], ports: &[u16]) -> ExternalGrant {
@@ -981,7 +971,10 @@ mod tests {
         let nodes: Arc<HashSet<IpAddr>> = Arc::new([v4("10.77.0.2"), v4("127.0.0.1")].into());
         let policies = [
             AddressPolicy::default(),
-            AddressPolicy::legacy(),
+            AddressPolicy {
+                allow_loopback: true,
+                ..AddressPolicy::default()
+            },
             AddressPolicy {
                 allow_link_local: true,
                 node_addresses: nodes.clone(),

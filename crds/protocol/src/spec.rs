@@ -138,8 +138,7 @@ pub struct CheckSpec {
     pub probe: ProbeSpec,
     pub targets: Vec<TargetSpec>,
     /// What this check's probes may contact (see [`crate::guard`]). When absent: the safe
-    /// default if the assignment carries any policy, else the legacy one (loopback allowed),
-    /// for operators that predate the guard.
+    /// default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address_policy: Option<AddressPolicySpec>,
 }
@@ -432,12 +431,6 @@ impl Assignment {
         Self::from_json(&bytes)
     }
 
-    /// Whether the assignment speaks address policies at all: then a check without one gets
-    /// the safe default, not the legacy one (see [`crate::guard`]).
-    pub fn carries_address_policy(&self) -> bool {
-        !self.node_addresses.is_empty() || self.checks.iter().any(|c| c.address_policy.is_some())
-    }
-
     /// What every check's policy shares: the node addresses (canonical) and the cluster's
     /// address space. Call after [`Assignment::validate`]: invalid CIDRs are skipped.
     pub fn base_address_policy(&self) -> AddressPolicy {
@@ -663,16 +656,11 @@ impl CheckSpec {
         Ok(())
     }
 
-    /// The policy this check's probes apply. `carried`: whether the assignment carries any
-    /// policy ([`Assignment::carries_address_policy`]); `base`: what all checks share
+    /// The policy this check's probes apply; `base`: what all checks share
     /// ([`Assignment::base_address_policy`]).
-    pub fn guard_policy(&self, carried: bool, base: &AddressPolicy) -> AddressPolicy {
+    pub fn guard_policy(&self, base: &AddressPolicy) -> AddressPolicy {
         match &self.address_policy {
-            None if carried => base.clone(),
-            None => AddressPolicy {
-                allow_loopback: true,
-                ..base.clone()
-            },
+            None => base.clone(),
             Some(p) => AddressPolicy {
                 allow_link_local: p.allow_link_local,
                 allow_loopback: p.allow_loopback,
@@ -898,7 +886,7 @@ mod tests {
     }
 
     #[test]
-    fn address_policies_default_safe_and_stay_compatible() {
+    fn address_policies_default_safe() {
         use crate::guard::Refusal;
         let lo: SocketAddr = "127.0.0.1:80".parse().unwrap();
         let node: SocketAddr = "10.0.0.5:10250".parse().unwrap();
@@ -908,17 +896,16 @@ mod tests {
                 policy.len()
             )
         };
-        // No policy anywhere: the legacy policy (loopback allowed, the rest refused).
+        // No policy anywhere: the safe default (loopback, link-local and the rest refused).
         let a =
             Assignment::from_json(format!(r#"{{"checks":[{}]}}"#, check("")).as_bytes()).unwrap();
-        assert!(!a.carries_address_policy());
-        let p = a.checks[0].guard_policy(false, &a.base_address_policy());
-        assert_eq!(p.check(lo), Ok(()));
+        let p = a.checks[0].guard_policy(&a.base_address_policy());
+        assert_eq!(p.check(lo), Err(Refusal::Loopback));
         assert_eq!(
             p.check("169.254.169.254:80".parse().unwrap()),
             Err(Refusal::LinkLocal)
         );
-        // A policy in any check, or node addresses: a check without one gets the safe default.
+        // A check without a policy beside one with: still the safe default.
         let doc = format!(
             r#"{{"nodeAddresses":["10.0.0.5","fd00::5"],"checks":[{},{}]}}"#,
             check(""),
@@ -927,27 +914,16 @@ mod tests {
             )
         );
         let a = Assignment::from_json(doc.as_bytes()).unwrap();
-        assert!(a.carries_address_policy());
         let nodes = a.base_address_policy();
-        let bare = a.checks[0].guard_policy(true, &nodes);
+        let bare = a.checks[0].guard_policy(&nodes);
         assert_eq!(bare.check(lo), Err(Refusal::Loopback));
         assert_eq!(bare.check(node), Err(Refusal::NodeAddress));
-        let opened = a.checks[1].guard_policy(true, &nodes);
+        let opened = a.checks[1].guard_policy(&nodes);
         assert_eq!(opened.check(lo), Ok(()));
         assert_eq!(opened.check(node), Ok(()));
         assert_eq!(
             opened.check("10.0.0.5:22".parse().unwrap()),
             Err(Refusal::NodeAddress)
-        );
-        // Only node addresses: still the safe default for every check.
-        let doc = format!(
-            r#"{{"nodeAddresses":["10.0.0.5"],"checks":[{}]}}"#,
-            check("")
-        );
-        assert!(
-            Assignment::from_json(doc.as_bytes())
-                .unwrap()
-                .carries_address_policy()
         );
         // An empty policy object is the safe default.
         let doc = format!(r#"{{"checks":[{}]}}"#, check(r#","addressPolicy":{}"#));
@@ -957,9 +933,7 @@ mod tests {
             Some(AddressPolicySpec::default())
         );
         assert_eq!(
-            a.checks[0]
-                .guard_policy(true, &a.base_address_policy())
-                .check(lo),
+            a.checks[0].guard_policy(&a.base_address_policy()).check(lo),
             Err(Refusal::Loopback)
         );
         // A destination rule: exactly the operator's in-cluster destinations, and what the
@@ -971,7 +945,7 @@ mod tests {
             )
         );
         let a = Assignment::from_json(doc.as_bytes()).unwrap();
-        let p = a.checks[0].guard_policy(true, &a.base_address_policy());
+        let p = a.checks[0].guard_policy(&a.base_address_policy());
         assert_eq!(p.check("10.244.1.5:8080".parse().unwrap()), Ok(()));
         assert_eq!(
             p.check("10.244.1.6:8080".parse().unwrap()),

@@ -82,15 +82,15 @@ pub fn line(name: &str, value: f64, unit: &str) {
     println!("{name}: {value:.1} {unit}");
 }
 
-/// An assignment file: `targets` TCP targets, all the echo responder on loopback `port`,
-/// probed every 10 s.
+/// An assignment file: `targets` TCP targets, all the echo responder on loopback `port`
+/// (opened by the check's address policy), probed every 10 s.
 pub fn loopback_assignment(port: u16, targets: usize) -> tempfile::NamedTempFile {
     use std::io::Write;
     let targets: Vec<String> = (0..targets)
         .map(|i| format!(r#"{{"name":"t{i}","address":"127.0.0.1:{port}"}}"#))
         .collect();
     let doc = format!(
-        r#"{{"checks":[{{"name":"bench/mesh","intervalMs":10000,"timeoutMs":1000,"latencyThresholdsUs":[1000,10000,100000],"probe":{{"tcp":{{}}}},"targets":[{}]}}]}}"#,
+        r#"{{"checks":[{{"name":"bench/mesh","intervalMs":10000,"timeoutMs":1000,"latencyThresholdsUs":[1000,10000,100000],"probe":{{"tcp":{{}}}},"targets":[{}],"addressPolicy":{{"allowLoopback":true}}}}]}}"#,
         targets.join(",")
     );
     let mut file = tempfile::NamedTempFile::new().unwrap();

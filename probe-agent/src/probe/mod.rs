@@ -221,8 +221,11 @@ mod tests {
         let obs = run(resolve(&hp, deadline, &safe)).unwrap_err();
         assert_eq!(obs.failure, Some(FailureReason::DestinationRefused));
         assert!(obs.phases.dns_us.is_some());
-        let legacy = Guard::new(Arc::new(AddressPolicy::legacy()));
-        let (addr, dns) = run(resolve(&hp, deadline, &legacy)).unwrap();
+        let loopback = Guard::new(Arc::new(AddressPolicy {
+            allow_loopback: true,
+            ..AddressPolicy::default()
+        }));
+        let (addr, dns) = run(resolve(&hp, deadline, &loopback)).unwrap();
         assert!(addr.ip().is_loopback() && dns.is_some());
         let hp = HostPort::parse("10.77.0.2:7000", "f").unwrap();
         assert_eq!(

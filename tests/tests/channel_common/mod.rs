@@ -104,6 +104,8 @@ pub fn tcp_assignment(
             "jitter": 0.0,
             "probe": {"tcp": {}},
             "targets": targets,
+            // The tests' echo responders listen on loopback.
+            "addressPolicy": {"allowLoopback": true},
         }]
     });
     netslo_protocol::spec::Assignment::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap()
