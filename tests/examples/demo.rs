@@ -22,7 +22,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a demo's setup failing is the demo failing
 
-#[path = "../tests/netns_common/mod.rs"]
+// The integration suite's stand-in nodes and processes; the demo needs only some of them.
+#[allow(dead_code)]
+#[path = "../tests/integration/netns_common.rs"]
 mod netns_common;
 
 use std::collections::BTreeMap;

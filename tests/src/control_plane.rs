@@ -10,12 +10,13 @@
 //! - [`ControlPlane::start`] with a directory: a plane that outlives the process, for
 //!   `just control-plane up` (stopped with [`stop_detached`]).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -434,17 +435,32 @@ impl Drop for ControlPlane {
     }
 }
 
-/// The plane shared by every test of this test binary, started on first use.
-pub fn shared() -> Result<&'static ControlPlane, Error> {
-    static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
-    PLANE
-        .get_or_init(|| {
-            let plane = ControlPlane::start(StartOptions::default()).map_err(|e| e.to_string())?;
-            install_crds(&plane).map_err(|e| e.to_string())?;
-            Ok(plane)
-        })
-        .as_ref()
-        .map_err(|e| Error::NotReady(e.clone()))
+/// The group of tests that only read and write the API (no operator): they can share one
+/// plane, each in namespaces of its own.
+pub const API_ONLY: &str = "api-only";
+
+/// The plane shared by the tests of `group`, started (with the CRDs installed) on first use
+/// and stopped when the test binary exits. An operator reconciles every check on its plane,
+/// so tests that run operators share a plane only within their module (`module_path!()`),
+/// as they would if the module were a test binary of its own.
+pub fn shared(group: &'static str) -> Result<&'static ControlPlane, Error> {
+    type Planes = Mutex<HashMap<&'static str, &'static OnceLock<Result<ControlPlane, String>>>>;
+    static PLANES: OnceLock<Planes> = OnceLock::new();
+    // One slot per group, created under the lock; the plane itself starts outside it, so
+    // groups start their planes side by side.
+    let slot = *PLANES
+        .get_or_init(Planes::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(group)
+        .or_insert_with(|| Box::leak(Box::new(OnceLock::new())));
+    slot.get_or_init(|| {
+        let plane = ControlPlane::start(StartOptions::default()).map_err(|e| e.to_string())?;
+        install_crds(&plane).map_err(|e| e.to_string())?;
+        Ok(plane)
+    })
+    .as_ref()
+    .map_err(|e| Error::NotReady(e.clone()))
 }
 
 /// Applies the committed CRDs (`config/crd/`) with the real kubectl, as users do, and waits

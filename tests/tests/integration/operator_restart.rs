@@ -5,19 +5,15 @@
 //! window (its first result) carried over rather than reset. Deleting the check then removes
 //! its stored window.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod operator_common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::operator_common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use netslo_crds::v1alpha1::ConnectivityCheck;
 use netslo_operator::persist::{config_map_name, from_config_map};
 use netslo_tests::control_plane::{self, TestNamespace};
-use operator_common::*;
 use serde_json::json;
 
 /// What the stored window says: probes counted in the last hour and the first result's time.
@@ -33,7 +29,7 @@ async fn stored_window(windows: &Api<ConfigMap>, name: &str) -> Option<(u64, i64
 
 #[tokio::test]
 async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let shop = TestNamespace::create(plane, "shop").await.unwrap();

@@ -2,13 +2,12 @@
 //! bridge, joined to the host (where the control plane and the operator run) by an uplink,
 //! and the processes inside them, killed when the test ends however it ends.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
 use std::ffi::OsStr;
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use netslo_agent::testbed::{Host, Netns, Topology, Uplink};
@@ -16,24 +15,28 @@ use netslo_agent::testbed::{Host, Netns, Topology, Uplink};
 /// Namespaces on a bridge plus the host's uplink onto it.
 #[derive(Debug)]
 pub struct Bed {
-    // The uplink goes first: it is the host's interface, the namespaces are the test's.
-    pub uplink: Uplink,
+    // Held for its drop, and first: it is the host's interface, the namespaces are the test's.
+    pub _uplink: Uplink,
     pub topology: Topology,
     /// The host's address on the bridge: where the operator's channel listens.
     pub host_ip: Ipv4Addr,
 }
 
 impl Bed {
-    /// `hosts` namespaces at .1 … .n of a /24 of this process's own (the uplink routes it in
-    /// the host's namespace, so two test processes must not share one), the host at .254.
+    /// `hosts` namespaces at .1 … .n of a /24 of this bed's own, the host at .254. The uplink
+    /// routes the /24 in the host's namespace, so no two beds may share one: not two in this
+    /// process (a counter picks the second octet), nor two test processes (the process id
+    /// picks the third).
     pub fn new(hosts: u8) -> Bed {
+        static BEDS: AtomicU8 = AtomicU8::new(0);
+        let second = 78 + BEDS.fetch_add(1, Ordering::Relaxed) % 100;
         let third = u8::try_from(std::process::id() % 256).unwrap();
-        let net = Ipv4Addr::new(10, 78, third, 0);
+        let net = Ipv4Addr::new(10, second, third, 0);
         let topology = Topology::star_in(net, hosts).expect("namespaces on a bridge");
-        let host_ip = Ipv4Addr::new(10, 78, third, 254);
+        let host_ip = Ipv4Addr::new(10, second, third, 254);
         let uplink = topology.uplink(host_ip).expect("uplink from the host");
         Bed {
-            uplink,
+            _uplink: uplink,
             topology,
             host_ip,
         }

@@ -3,23 +3,19 @@
 //! operator runs the probe Deployment there, labelled with its check (owner references cannot
 //! cross namespaces), and deleting the check makes the sweeper delete it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod operator_common;
-
 use std::time::Duration;
 
+use crate::operator_common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityPolicy};
 use netslo_tests::control_plane::{self, TestNamespace};
-use operator_common::*;
 use serde_json::json;
 
 #[tokio::test]
 async fn probe_pods_in_another_namespace_need_a_grant_and_go_with_their_check() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let app = TestNamespace::create(plane, "app").await.unwrap();

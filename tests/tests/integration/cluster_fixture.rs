@@ -1,8 +1,6 @@
 //! Stand-in nodes and pods behave like real ones to the control plane: the real
 //! kube-controller-manager builds EndpointSlices from them and follows their readiness.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -49,7 +47,7 @@ async fn eventually(slices: &Api<EndpointSlice>, want: &[(&str, bool)]) {
 
 #[tokio::test]
 async fn controller_manager_builds_endpoint_slices_from_stand_in_pods() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let client = plane.client().await.unwrap();
     let ns = TestNamespace::create(plane, "fixture").await.unwrap();
     let node_a = format!("{}-a", ns.name);

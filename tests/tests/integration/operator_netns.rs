@@ -13,10 +13,6 @@
 //!
 //! Needs root, `ip` and `iptables` (like the agent's netns tests).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod netns_common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -32,7 +28,9 @@ use netslo_tests::control_plane::{self, TestNamespace};
 use netslo_tests::workspace_binary;
 use serde_json::json;
 
-use netns_common::{AgentLauncher, Bed, LogsOnPanic, Process, eventually, free_loopback_port};
+use crate::netns_common::{
+    AgentLauncher, Bed, LogsOnPanic, Process, eventually, free_loopback_port,
+};
 
 const CHECK: &str = "mesh-to-api";
 /// The port the stand-in pods serve on (the Service's targetPort).
@@ -78,7 +76,7 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
     testbed::require();
     let started = std::time::Instant::now();
     let phase = |what: &str| eprintln!("[{:>6.1?}] {what}", started.elapsed());
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let shop = TestNamespace::create(plane, "shop").await.unwrap();

@@ -1,8 +1,6 @@
 //! `netslo-control-plane up` starts a plane that outlives the command and serves kubectl;
 //! `down` stops every process and removes its files.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
 use std::process::Command;
 
 use netslo_tests::control_plane;

@@ -2,8 +2,6 @@
 //! and read back unchanged, printer columns, short names and the category, `kubectl explain`,
 //! strict field validation, and status written through the status subresource only.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
 use std::path::PathBuf;
 use std::process::Output;
 
@@ -46,7 +44,7 @@ fn samples() -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn every_sample_applies_with_kubectl_and_reads_back_unchanged() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let ns = TestNamespace::create(plane, "samples").await.unwrap();
     let files = samples();
     assert!(files.len() >= 7, "samples cover every area: {files:?}");
@@ -100,7 +98,7 @@ async fn every_sample_applies_with_kubectl_and_reads_back_unchanged() {
 
 #[tokio::test]
 async fn kubectl_rejects_unknown_fields() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let ns = TestNamespace::create(plane, "strict").await.unwrap();
     let manifest = repo_root().join("config/samples/pods-by-selector.yaml");
     let typo = std::fs::read_to_string(manifest)
@@ -125,7 +123,7 @@ async fn kubectl_rejects_unknown_fields() {
 
 #[tokio::test]
 async fn kubectl_get_shows_printer_columns_short_names_and_category() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let ns = TestNamespace::create(plane, "columns").await.unwrap();
     let sample = repo_root().join("config/samples/service-from-workload.yaml");
     kubectl_ok(
@@ -195,7 +193,7 @@ async fn kubectl_get_shows_printer_columns_short_names_and_category() {
 
 #[tokio::test]
 async fn kubectl_explain_documents_the_fields() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     // The API server publishes a new CRD's OpenAPI schema a few seconds after it is
     // Established; kubectl explain reads that schema.
     let mut attempts = 0;
@@ -231,7 +229,7 @@ async fn kubectl_explain_documents_the_fields() {
 
 #[tokio::test]
 async fn status_is_written_through_the_status_subresource_only() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let ns = TestNamespace::create(plane, "status").await.unwrap();
     let sample = repo_root().join("config/samples/pods-by-selector.yaml");
     kubectl_ok(

@@ -4,10 +4,6 @@
 //! are refused and counted; a valid token of a ServiceAccount not bound to the agent is
 //! refused; results for a check or source the agent was not assigned are refused and counted.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod channel_common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +76,7 @@ impl Server {
         if let Some(a) = &auth {
             headers.push(("authorization", a.as_str()));
         }
-        channel_common::https(
+        crate::channel_common::https(
             self.addr,
             &self.ca,
             Method::GET,
@@ -93,7 +89,7 @@ impl Server {
 
     async fn post(&self, token: &str, body: Vec<u8>) -> (StatusCode, hyper::body::Bytes) {
         let auth = format!("Bearer {token}");
-        channel_common::https(
+        crate::channel_common::https(
             self.addr,
             &self.ca,
             Method::POST,
@@ -116,7 +112,7 @@ fn reason(body: &[u8]) -> String {
 
 #[tokio::test]
 async fn tokens_are_verified_with_token_review_and_results_authorised() {
-    let plane = control_plane::shared().unwrap();
+    let plane = control_plane::shared(control_plane::API_ONLY).unwrap();
     let ns = TestNamespace::create(plane, "channel-auth").await.unwrap();
     let client = plane.client().await.unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
@@ -140,7 +136,7 @@ async fn tokens_are_verified_with_token_review_and_results_authorised() {
         .set(
             AGENT,
             AgentBinding::service_account(&ns.name, "agent"),
-            channel_common::tcp_assignment(&allowed, &["127.0.0.1:9".into()], 10_000),
+            crate::channel_common::tcp_assignment(&allowed, &["127.0.0.1:9".into()], 10_000),
         )
         .unwrap();
     source.mark_ready();
@@ -169,10 +165,10 @@ async fn tokens_are_verified_with_token_review_and_results_authorised() {
     let env: AssignmentEnvelope = serde_json::from_slice(&body).unwrap();
     assert_eq!(env.assignment.checks[0].name, allowed);
     for i in 1..=5u64 {
-        let b = channel_common::batch(
+        let b = crate::channel_common::batch(
             AGENT,
             "boot-1",
-            vec![channel_common::bucket(i, &allowed, AGENT, 3)],
+            vec![crate::channel_common::bucket(i, &allowed, AGENT, 3)],
         );
         let (status, body) = s.post(&good, b).await;
         assert_eq!(status, StatusCode::OK, "{}", reason(&body));
@@ -243,10 +239,10 @@ async fn tokens_are_verified_with_token_review_and_results_authorised() {
             reason(&body)
         );
         if let Some(t) = &token {
-            let b = channel_common::batch(
+            let b = crate::channel_common::batch(
                 AGENT,
                 "boot-x",
-                vec![channel_common::bucket(100, &allowed, AGENT, 1)],
+                vec![crate::channel_common::bucket(100, &allowed, AGENT, 1)],
             );
             let (status, body) = s.post(t, b).await;
             assert_eq!(
@@ -266,23 +262,23 @@ async fn tokens_are_verified_with_token_review_and_results_authorised() {
     // A valid token of a ServiceAccount the agent is not bound to.
     let (status, body) = s.get(Some(&other_sa)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{}", reason(&body));
-    let b = channel_common::batch(
+    let b = crate::channel_common::batch(
         AGENT,
         "boot-2",
-        vec![channel_common::bucket(1, &allowed, AGENT, 1)],
+        vec![crate::channel_common::bucket(1, &allowed, AGENT, 1)],
     );
     let (status, _) = s.post(&other_sa, b).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(stats.snapshot().refused_forbidden, 2);
 
     // The right identity, but results for a check and a source it was not assigned.
-    let b = channel_common::batch(
+    let b = crate::channel_common::batch(
         AGENT,
         "boot-1",
         vec![
-            channel_common::bucket(6, &format!("{}/not-assigned", ns.name), AGENT, 7),
-            channel_common::bucket(7, &allowed, "someone-else", 7),
-            channel_common::bucket(8, &allowed, AGENT, 2),
+            crate::channel_common::bucket(6, &format!("{}/not-assigned", ns.name), AGENT, 7),
+            crate::channel_common::bucket(7, &allowed, "someone-else", 7),
+            crate::channel_common::bucket(8, &allowed, AGENT, 2),
         ],
     );
     let (status, body) = s.post(&good, b).await;

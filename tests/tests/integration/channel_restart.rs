@@ -6,10 +6,6 @@
 //! durable but before its acknowledgement went out, the worst moment: the agent resends it, and
 //! it is still counted once. Every probe the agent made is in the store exactly once.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod channel_common;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -60,7 +56,7 @@ fn source(targets: &[String], ready: bool) -> Arc<MemoryAssignments> {
     s.set(
         AGENT,
         AgentBinding::service_account("netslo", "agent"),
-        channel_common::tcp_assignment(CHECK, targets, 100),
+        crate::channel_common::tcp_assignment(CHECK, targets, 100),
     )
     .unwrap();
     if ready {

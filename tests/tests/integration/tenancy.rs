@@ -10,19 +10,14 @@
 //! namespace, the victims are counting servers at real addresses, and none counts a connection
 //! (`cluster_addresses_are_refused_before_a_connection_arrives`). Needs root, `ip`, `iptables`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod netns_common;
-mod operator_common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::operator_common::*;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityPolicy};
 use netslo_tests::control_plane::{self, TestNamespace};
-use operator_common::*;
 use serde_json::json;
 
 /// One test at a time: each runs an operator, and an operator reconciles every check on the
@@ -40,7 +35,7 @@ async fn stalled_message(checks: &Api<ConnectivityCheck>, name: &str) -> Option<
 #[tokio::test]
 async fn targets_outside_the_grants_are_never_probed() {
     let _serial = SERIAL.lock().await;
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared("tenancy").expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let tenant = TestNamespace::create(plane, "tenant").await.unwrap();
@@ -305,7 +300,7 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
     use std::sync::{Arc, Mutex};
 
     let granted: Ipv4Addr = host_address().expect("a global IPv4 address on this host");
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared("tenancy").expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let tenant = TestNamespace::create(plane, "rebinder").await.unwrap();
@@ -537,7 +532,7 @@ async fn status_and_events_never_carry_what_servers_send() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const CANARY: &str = "netslo-canary-7d1f";
 
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared("tenancy").expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let tenant = TestNamespace::create(plane, "reader").await.unwrap();
@@ -941,10 +936,10 @@ mod cluster_addresses {
     async fn cluster_addresses_are_refused_before_a_connection_arrives() {
         let _serial = SERIAL.lock().await;
         testbed::require();
-        let plane = control_plane::shared().expect("control plane");
+        let plane = control_plane::shared("tenancy").expect("control plane");
         let client = plane.client().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let _logs = netns_common::LogsOnPanic {
+        let _logs = crate::netns_common::LogsOnPanic {
             dir: dir.path().to_path_buf(),
         };
         let agent_bin = netslo_tests::workspace_binary("netslo-agent").unwrap();
@@ -955,7 +950,7 @@ mod cluster_addresses {
 
         // The network: the agent, node-a (the victim pod and the ClusterIP on its loopback),
         // node-b (its InternalIP serves; a stray pod's IP on its loopback), and an outside host.
-        let bed = netns_common::Bed::new(4);
+        let bed = crate::netns_common::Bed::new(4);
         let (agent_host, node_a, node_b, outside) =
             (bed.host(0), bed.host(1), bed.host(2), bed.host(3));
         for (host, ip) in [
@@ -1510,7 +1505,7 @@ mod cluster_addresses {
         // it its own /etc/resolv.conf).
         let channel = format!("{}:{}", bed.host_ip, bed.free_port());
         let admin = format!("127.0.0.1:{}", free_port());
-        let _operator = netns_common::Process::spawn(
+        let _operator = crate::netns_common::Process::spawn(
             dir.path(),
             "operator",
             None,

@@ -4,24 +4,20 @@
 //! and Events written by a real `netslo-operator`. A fault (the target stops listening) flips
 //! the check to not Ready with a verdict naming the layer and reason; recovery is measured too.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod operator_common;
-
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::operator_common::*;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use netslo_crds::v1alpha1::ConnectivityCheck;
 use netslo_tests::control_plane::{self, TestNamespace};
-use operator_common::*;
 use serde_json::json;
 
 #[tokio::test]
 async fn check_to_agent_to_status_and_back() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let shop = TestNamespace::create(plane, "shop").await.unwrap();

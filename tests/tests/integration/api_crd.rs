@@ -1,14 +1,12 @@
 //! The CRDs install into a real API server and become Established.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 use netslo_tests::control_plane;
 
 #[tokio::test]
 async fn crds_install_and_become_established() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let client = plane.client().await.unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     for name in [

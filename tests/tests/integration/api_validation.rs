@@ -2,8 +2,6 @@
 //! with messages that name the field: every case below is sent to a real kube-apiserver
 //! (server-side dry run) and must be refused with the field path and the reason in the message.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use netslo_tests::control_plane::{self, TestNamespace};
@@ -1206,7 +1204,7 @@ async fn run_table(api: &Api<DynamicObject>, base: Value, cases: Vec<Case>) -> u
 
 #[tokio::test]
 async fn api_server_rejects_invalid_checks_naming_the_field() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let client = plane.client().await.unwrap();
     let ns = TestNamespace::create(plane, "validation").await.unwrap();
     let api = api_for(&client, Some(&ns.name), "ConnectivityCheck");
@@ -1219,7 +1217,7 @@ async fn api_server_rejects_invalid_checks_naming_the_field() {
 
 #[tokio::test]
 async fn api_server_rejects_invalid_policies_naming_the_field() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let client = plane.client().await.unwrap();
     run_table(
         &api_for(&client, None, "ConnectivityPolicy"),
@@ -1457,7 +1455,7 @@ async fn accepts_all(
 
 #[tokio::test]
 async fn api_server_accepts_valid_documents() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let client = plane.client().await.unwrap();
     let ns = TestNamespace::create(plane, "valid").await.unwrap();
     let checks = accepts_all(
@@ -1485,7 +1483,7 @@ async fn api_server_accepts_valid_documents() {
 /// field is refused on every path.
 #[tokio::test]
 async fn unknown_fields_are_refused_not_dropped() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let client = plane.client().await.unwrap();
     let ns = TestNamespace::create(plane, "unknown").await.unwrap();
     let api = api_for(&client, Some(&ns.name), "ConnectivityCheck");
@@ -1553,7 +1551,7 @@ async fn unknown_fields_are_refused_not_dropped() {
 
 #[tokio::test]
 async fn source_kind_and_workload_namespace_are_immutable() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let client = plane.client().await.unwrap();
     let ns = TestNamespace::create(plane, "immutable").await.unwrap();
     let api = api_for(&client, Some(&ns.name), "ConnectivityCheck");

@@ -1,8 +1,6 @@
 //! The agent workloads the operator builds pass Pod Security `restricted`, enforced by a real
 //! API server, and the same pods with one privilege added do not (so the test can fail).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -43,7 +41,7 @@ async fn create_pod(pods: &Api<Pod>, name: &str, spec: PodSpec) -> Result<(), St
 
 #[tokio::test]
 async fn agent_pods_pass_pod_security_restricted() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     let client = plane.client().await.unwrap();
     let ns = TestNamespace::create(plane, "psa").await.unwrap();
     let enforce = json!({"metadata": {"labels": {

@@ -1,8 +1,6 @@
 //! `netslo-operator` starts against a real API server, becomes ready once the netslo CRDs are
 //! served and its agent channel listens, and stops cleanly on SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -44,7 +42,7 @@ fn help_lists_real_flags() {
 
 #[tokio::test]
 async fn starts_becomes_ready_and_stops_on_sigterm() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     let namespace = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let free_port = || {
         TcpListener::bind("127.0.0.1:0")

@@ -2,8 +2,6 @@
 //! `kubectl auth can-i` against a real API server: every allowed request, and the dangerous
 //! ones it must never be able to make.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
 use netslo_tests::control_plane::{self, ControlPlane, repo_root};
 
 const OPERATOR: &str = "system:serviceaccount:netslo-system:netslo-operator";
@@ -53,7 +51,7 @@ fn kubectl_ok(plane: &ControlPlane, args: &[&str]) {
 
 #[test]
 fn operator_rbac_is_least_privilege() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     install_rbac(plane);
     kubectl_ok(plane, &["create", "namespace", "shop"]);
 
@@ -303,7 +301,7 @@ fn sorted(lines: &[&str]) -> Vec<String> {
 /// exactly the rules documented in `config/rbac`, nothing more.
 #[test]
 fn each_service_account_has_exactly_the_documented_rules() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     install_rbac(plane);
     kubectl_ok(plane, &["create", "namespace", "tenant-listed"]);
     kubectl_ok(plane, &["create", "namespace", "granted-listed"]);

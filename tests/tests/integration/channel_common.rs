@@ -1,8 +1,6 @@
 //! Shared by the channel tests: a bare HTTPS client (to send what a real agent never would)
 //! and batch builders.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 

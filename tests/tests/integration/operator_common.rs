@@ -1,8 +1,6 @@
 //! Shared by the tests that run the real operator and agent binaries: processes that die with
 //! the test, the operator's command line, an external agent's identity, polling.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -184,7 +182,8 @@ pub fn start_operator_with_env(
 /// A running operator and what an external agent named `office` needs to report to it: the
 /// channel's port, its CA and a token, all in `dir`.
 pub struct OperatorForOffice {
-    pub operator: Process,
+    /// Held for its drop, which stops the operator.
+    pub _operator: Process,
     pub channel_port: u16,
     pub ca: PathBuf,
     pub token: PathBuf,
@@ -212,7 +211,7 @@ pub async fn operator_for_office(
     let ca = fetch_operator_ca(client, system, dir).await;
     let token = external_agent_token(client, system, "office", dir).await;
     OperatorForOffice {
-        operator,
+        _operator: operator,
         channel_port: ports.channel,
         ca,
         token,

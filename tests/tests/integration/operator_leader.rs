@@ -3,15 +3,12 @@
 //! releases the Lease); SIGKILL hands over only after the Lease expires; a leader whose Lease
 //! was taken stops with an error.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod operator_common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::operator_common::{eventually_every, free_port, http_status};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
@@ -19,7 +16,6 @@ use netslo_tests::control_plane::{self, ControlPlane, TestNamespace};
 use netslo_tests::workspace_binary;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use operator_common::{eventually_every, free_port, http_status};
 
 /// How often waits poll: handovers are timed to within a poll.
 const POLL: Duration = Duration::from_millis(200);
@@ -136,7 +132,7 @@ fn acquire_time(lease: &Lease) -> Timestamp {
 
 #[tokio::test]
 async fn one_leader_hands_over_on_sigterm_at_once_and_after_sigkill_on_expiry() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let leases: Api<Lease> = Api::namespaced(client, &system.name);

@@ -4,8 +4,6 @@
 //! recovery ends both. That the metric and label names they use are what netslo exports is
 //! asserted by `otel_export.rs` against a real collector.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -2,17 +2,13 @@
 //! sources or targets leaves no DaemonSet behind, the first mesh check creates exactly one
 //! (in the operator's namespace, with the configured image), and further mesh checks share it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod operator_common;
-
 use std::time::Duration;
 
+use crate::operator_common::*;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::api::{Api, ListParams, PostParams};
 use netslo_crds::v1alpha1::ConnectivityCheck;
 use netslo_tests::control_plane::{self, TestNamespace};
-use operator_common::*;
 use serde_json::json;
 
 const IMAGE: &str = "registry.example/netslo:mesh-test";
@@ -28,7 +24,7 @@ fn check(name: &str, spec: serde_json::Value) -> ConnectivityCheck {
 
 #[tokio::test]
 async fn mesh_agents_run_once_a_check_needs_them() {
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let shop = TestNamespace::create(plane, "shop").await.unwrap();

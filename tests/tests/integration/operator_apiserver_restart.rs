@@ -5,18 +5,14 @@
 //! A test binary of its own with a control plane of its own: restarting the shared plane would
 //! pull the API server from under every other test in the same binary.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod operator_common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::operator_common::{Process, eventually_every, free_port, http_status};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use netslo_crds::v1alpha1::ConnectivityCheck;
 use netslo_tests::control_plane::{self, ControlPlane, StartOptions, TestNamespace};
 use netslo_tests::workspace_binary;
-use operator_common::{Process, eventually_every, free_port, http_status};
 use serde_json::json;
 
 /// How often waits poll: handovers are timed to within a poll.

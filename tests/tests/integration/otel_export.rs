@@ -8,21 +8,16 @@
 //!
 //! Needs root, `ip` and `iptables`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod operator_common;
-
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::operator_common::*;
 use kube::api::{Api, PostParams};
-use netslo_agent::testbed::{self, Topology};
+use netslo_agent::testbed;
 use netslo_crds::v1alpha1::ConnectivityCheck;
 use netslo_tests::control_plane::{self, TestNamespace};
-use operator_common::*;
 use serde_json::{Value, json};
 
 /// One data point of one metric, flattened from the collector's OTLP JSON.
@@ -195,7 +190,7 @@ fn start_collector(dir: &Path) -> Collector {
 #[tokio::test]
 async fn metrics_and_traces_reach_a_real_collector() {
     testbed::require();
-    let plane = control_plane::shared().expect("control plane");
+    let plane = control_plane::shared(module_path!()).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let tenant = TestNamespace::create(plane, "otel").await.unwrap();
@@ -213,13 +208,15 @@ async fn metrics_and_traces_reach_a_real_collector() {
     .await;
 
     // A server in its own network namespace, reached over an uplink from the host.
-    let bed = Topology::star_in(Ipv4Addr::new(10, 78, 0, 0), 1).unwrap();
-    let _uplink = bed.uplink(Ipv4Addr::new(10, 78, 0, 254)).unwrap();
-    let server_host = &bed.hosts[0];
+    let bed = crate::netns_common::Bed::new(1);
+    let server_host = bed.host(0);
+    let server_ip = server_host.ip;
+    let [a, b, c, _] = server_ip.octets();
+    let server_net = format!("{a}.{b}.{c}.0/24");
     let listener = server_host
         .ns
         .enter(|| {
-            let l = std::net::TcpListener::bind("10.78.0.1:8080")?;
+            let l = std::net::TcpListener::bind((server_ip, 8080))?;
             l.set_nonblocking(true)?;
             Ok(l)
         })
@@ -252,14 +249,14 @@ async fn metrics_and_traces_reach_a_real_collector() {
         &otel_env(format!("http://127.0.0.1:{}", collector.grpc), "grpc"),
     )
     .await;
-    grant_external(&client, &tenant.name, &["10.78.0.0/24"]).await;
+    grant_external(&client, &tenant.name, &[&server_net]).await;
     let checks: Api<ConnectivityCheck> = Api::namespaced(client.clone(), &tenant.name);
     let check: ConnectivityCheck = serde_json::from_value(json!({
         "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck",
         "metadata": {"name": "shop"},
         "spec": {
             "source": {"external": {"agents": ["office"]}},
-            "targets": [{"name": "db", "external": {"host": "10.78.0.1", "port": 8080}, "protocol": "TCP"}],
+            "targets": [{"name": "db", "external": {"host": server_ip.to_string(), "port": 8080}, "protocol": "TCP"}],
             "schedule": {"interval": "1s", "timeout": "500ms"},
             "objectives": {
                 "window": "7d",

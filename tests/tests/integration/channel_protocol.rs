@@ -2,14 +2,10 @@
 //! request limits and strict parsing, de-duplication, acknowledgement only after the store
 //! said "durable", "retry later" before the first plan, and the assignment long-poll.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
-
-mod channel_common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use channel_common::{batch, bucket, https};
+use crate::channel_common::{batch, bucket, https};
 use http::{Method, StatusCode};
 use netslo_operator::channel::{
     AgentBinding, AgentIdentity, ChannelConfig, ChannelServer, MemoryAssignments, MemorySink,
@@ -35,7 +31,7 @@ async fn fixture(ready: bool) -> Fixture {
         .set(
             AGENT,
             AgentBinding::service_account("netslo", "agent"),
-            channel_common::tcp_assignment(CHECK, &["127.0.0.1:9".into()], 10_000),
+            crate::channel_common::tcp_assignment(CHECK, &["127.0.0.1:9".into()], 10_000),
         )
         .unwrap();
     if ready {
@@ -330,7 +326,7 @@ async fn assignment_long_poll_answers_changes_at_once() {
             .set(
                 AGENT,
                 AgentBinding::service_account("netslo", "agent"),
-                channel_common::tcp_assignment("team/new", &["127.0.0.1:9".into()], 10_000),
+                crate::channel_common::tcp_assignment("team/new", &["127.0.0.1:9".into()], 10_000),
             )
             .unwrap();
     });
@@ -353,7 +349,7 @@ async fn assignment_long_poll_answers_changes_at_once() {
             .set(
                 "node-new",
                 AgentBinding::service_account("netslo", "agent"),
-                channel_common::tcp_assignment(CHECK, &["127.0.0.1:9".into()], 10_000),
+                crate::channel_common::tcp_assignment(CHECK, &["127.0.0.1:9".into()], 10_000),
             )
             .unwrap();
     });

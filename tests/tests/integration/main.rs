@@ -1,0 +1,36 @@
+//! netslo's integration suite, one test binary: the API as the real kube-apiserver serves it,
+//! the agent channel, the operator against a real control plane, OpenTelemetry and alert
+//! rules against the real Collector and promtool, tenancy attacks in network namespaces.
+//!
+//! One binary lets libtest run the modules' tests side by side. Tests that only talk to the
+//! API share one control plane; each module that runs operators has a plane of its own,
+//! because an operator reconciles every check on its plane (see
+//! `netslo_tests::control_plane::shared`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
+
+mod channel_common;
+mod netns_common;
+mod operator_common;
+
+mod agent_workloads;
+mod alert_rules;
+mod api_crd;
+mod api_kubectl;
+mod api_validation;
+mod channel_auth;
+mod channel_protocol;
+mod channel_restart;
+mod cluster_fixture;
+mod control_plane_cli;
+mod operator_apiserver_restart;
+mod operator_cross_namespace;
+mod operator_e2e;
+mod operator_leader;
+mod operator_mesh_agents;
+mod operator_netns;
+mod operator_restart;
+mod operator_start;
+mod otel_export;
+mod rbac;
+mod tenancy;
