@@ -23,10 +23,6 @@ pub const GROUP: &str = "netslo.io";
 /// Field manager of the operator's server-side apply requests.
 pub const OPERATOR_FIELD_MANAGER: &str = "netslo-operator";
 
-/// Finalizer the operator puts on checks whose agents live in another namespace, where owner
-/// references cannot reach, so that deleting the check still removes them.
-pub const FINALIZER: &str = "netslo.io/cleanup";
-
 /// Every CRD of the API, in a stable order (the order `crdgen` prints them in).
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use netslo_operator::channel::{AcceptedBatch, AgentIdentity, ResultSink};
+use netslo_operator::check_key::CheckKey;
 use netslo_operator::slo::config::SliceRule;
 use netslo_operator::store::{CheckConfig, ResultStore};
 use netslo_protocol::channel::ResultBatch;
@@ -20,7 +21,12 @@ fn store() -> &'static ResultStore {
             deny_targets: vec!["blocked".into()],
             slice: SliceRule::DEFAULT,
         };
-        store.configure("shop/web", "uid", config, netslo_operator::slo::now_ms());
+        store.configure(
+            &CheckKey::new("shop", "web"),
+            "uid",
+            config,
+            netslo_operator::slo::now_ms(),
+        );
         store
     })
 }
@@ -41,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
     let identity = AgentIdentity::service_account("netslo-system", "netslo-agent");
     let _ = futures::executor::block_on(store().ingest(&identity, &accepted));
     let now = netslo_operator::slo::now_ms();
-    let _ = store().read("shop/web", now, 3_600_000, 60_000, |history, series| {
-        (history.window(now, 3_600_000), series.len())
-    });
+    let _ = store().read(
+        &CheckKey::new("shop", "web"),
+        now,
+        3_600_000,
+        60_000,
+        |history, series| (history.window(now, 3_600_000), series.len()),
+    );
 });

@@ -21,6 +21,7 @@ use netslo_protocol::spec::{
     DEFAULT_TIMEOUT_MS, DestinationRuleSpec, ExternalGrantSpec, ProbeSpec, TargetSpec,
 };
 
+use crate::check_key::CheckKey;
 use crate::resolve::{Destination, ResolvedTarget, Via, selects};
 
 /// An agent the operator knows of.
@@ -50,8 +51,8 @@ pub struct AgentPod {
 pub enum AgentKind {
     /// A node-mesh agent (DaemonSet).
     Mesh,
-    /// A workload-identity agent probing for one check (`<namespace>/<name>`).
-    Workload { check: String },
+    /// A workload-identity agent probing for one check.
+    Workload { check: CheckKey },
     /// An agent outside the cluster.
     External,
     /// A probe sidecar inside a workload's pod (label [`LABEL_PROBE_SIDECAR`]), named
@@ -64,31 +65,31 @@ pub enum AgentKind {
 /// A check ready to be assigned: its key, spec and resolved targets.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckPlan<'a> {
-    pub namespace: &'a str,
-    pub name: &'a str,
+    pub key: &'a CheckKey,
     pub spec: &'a ConnectivityCheckSpec,
     pub targets: &'a [ResolvedTarget],
     /// What the check's namespace is granted ([`crate::policy`]), for the agents' own check.
     pub address_policy: &'a AddressPolicySpec,
 }
 
-impl CheckPlan<'_> {
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
+/// Name of the agent-side check for one target of a ConnectivityCheck:
+/// `<namespace>/<check>/<target>`, the form agents and their reports carry.
+pub fn agent_check_name(check: &CheckKey, target: &str) -> String {
+    format!("{check}/{target}")
 }
 
-/// Name of the agent-side check for one target of a ConnectivityCheck.
-pub fn agent_check_name(namespace: &str, check: &str, target: &str) -> String {
-    format!("{namespace}/{check}/{target}")
+/// An agent-side check name taken apart: which ConnectivityCheck, and which of its targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCheckName<'a> {
+    pub check: CheckKey,
+    pub target: &'a str,
 }
 
-/// Splits an agent-side check name back into (namespace, check, target).
-pub fn parse_agent_check_name(name: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = name.splitn(3, '/');
-    let (ns, check, target) = (parts.next()?, parts.next()?, parts.next()?);
-    (!ns.is_empty() && !check.is_empty() && !target.is_empty() && !target.contains('/'))
-        .then_some((ns, check, target))
+/// Splits an agent-side check name back into its check and target.
+pub fn parse_agent_check_name(name: &str) -> Option<AgentCheckName<'_>> {
+    let (check, target) = name.rsplit_once('/')?;
+    let check: CheckKey = check.parse().ok()?;
+    (!target.is_empty()).then_some(AgentCheckName { check, target })
 }
 
 /// Whether every target of a check is a `localhost` target. Such a check is probed only by
@@ -104,7 +105,6 @@ pub fn sources<'a>(
     agents: &'a [AgentInfo],
     nodes: &[Arc<Node>],
 ) -> Vec<&'a AgentInfo> {
-    let key = plan.key();
     let only_localhost = localhost_only(plan.spec);
     let inside: BTreeSet<&str> = plan
         .targets
@@ -116,14 +116,14 @@ pub fn sources<'a>(
         .iter()
         .filter(|agent| match agent.kind {
             AgentKind::Sidecar => inside.contains(agent.name.as_str()),
-            _ => !only_localhost && source_includes(&plan.spec.source, &key, agent, nodes),
+            _ => !only_localhost && source_includes(&plan.spec.source, plan.key, agent, nodes),
         })
         .collect()
 }
 
 fn source_includes(
     source: &ProbeSource,
-    check_key: &str,
+    check_key: &CheckKey,
     agent: &AgentInfo,
     nodes: &[Arc<Node>],
 ) -> bool {
@@ -260,7 +260,7 @@ pub fn assignments<'a>(
                 let address_policy =
                     target_address_policy(plan.address_policy, target, &targets, destinations);
                 assignment.checks.push(CheckSpec {
-                    name: agent_check_name(plan.namespace, plan.name, &target.name),
+                    name: agent_check_name(plan.key, &target.name),
                     interval_ms,
                     timeout_ms,
                     jitter,
@@ -399,12 +399,12 @@ fn mesh_target(
 /// setting the API server let through but the probe engine refuses (`field` and message from
 /// the engine). Checked before anything is assigned, because an agent refuses a whole
 /// assignment it cannot compile: one tenant's target must never stop other checks.
-pub fn unprobeable(namespace: &str, check: &str, target: &ResolvedTarget) -> Option<String> {
+pub fn unprobeable(check: &CheckKey, target: &ResolvedTarget) -> Option<String> {
     if target.mesh || target.endpoints.is_empty() {
         return None;
     }
     let spec = CheckSpec {
-        name: agent_check_name(namespace, check, &target.name),
+        name: agent_check_name(check, &target.name),
         interval_ms: DEFAULT_INTERVAL_MS,
         timeout_ms: DEFAULT_TIMEOUT_MS,
         jitter: 0.0,
@@ -497,7 +497,7 @@ mod tests {
             agent(
                 "web-probe-1",
                 AgentKind::Workload {
-                    check: "shop/web-to-api".into(),
+                    check: CheckKey::new("shop", "web-to-api"),
                 },
                 "node-a",
                 "zone-a",
@@ -580,12 +580,16 @@ mod tests {
             .iter()
             .map(|c| resolve("shop", &c.spec.targets, &snapshot))
             .collect();
+        let keys: Vec<CheckKey> = checks
+            .iter()
+            .map(|c| CheckKey::new("shop", c.metadata.name.as_deref().unwrap()))
+            .collect();
         let plans: Vec<CheckPlan<'_>> = checks
             .iter()
             .zip(&resolutions)
-            .map(|(c, r)| CheckPlan {
-                namespace: "shop",
-                name: c.metadata.name.as_deref().unwrap(),
+            .zip(&keys)
+            .map(|((c, r), key)| CheckPlan {
+                key,
                 spec: &c.spec,
                 targets: &r.targets,
                 address_policy: &NO_GRANTS,
@@ -776,12 +780,15 @@ mod tests {
 
     #[test]
     fn agent_check_names_round_trip() {
-        let name = agent_check_name("shop", "web-to-api", "api");
+        let name = agent_check_name(&CheckKey::new("shop", "web-to-api"), "api");
         assert_eq!(
             parse_agent_check_name(&name),
-            Some(("shop", "web-to-api", "api"))
+            Some(AgentCheckName {
+                check: CheckKey::new("shop", "web-to-api"),
+                target: "api"
+            })
         );
-        for bad in ["", "a/b", "a//c", "a/b/c/d"] {
+        for bad in ["", "a/b", "a//c", "/b/c", "a/b/c/d"] {
             assert_eq!(parse_agent_check_name(bad), None, "{bad:?}");
         }
     }
@@ -844,7 +851,7 @@ mod tests {
         let found: Vec<(String, Option<String>)> = resolution
             .targets
             .iter()
-            .map(|t| (t.name.clone(), unprobeable("shop", "c", t)))
+            .map(|t| (t.name.clone(), unprobeable(&CheckKey::new("shop", "c"), t)))
             .collect();
         assert_eq!(found[0], ("ok".to_string(), None));
         let bad = found[1].1.as_deref().unwrap_or_default();

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod assign;
 pub mod cache;
 pub mod channel;
+pub mod check_key;
 pub mod cluster_space;
 pub mod config;
 pub mod controller;

@@ -14,8 +14,9 @@
 //!
 //! The counters are cumulative since the operator started (a restart is a counter reset);
 //! with the objective's target they are all Sloth, Pyrra or hand-written burn-rate rules
-//! need (`config/alerting/`). All are observed from the result store at each export, so a
-//! deleted check's series end with it.
+//! need (`config/alerting/`). All are observed at each export: the events from the result
+//! store, the objectives' figures from what the reconciles last evaluated
+//! ([`OperatorMetrics::objectives_evaluated`]); a deleted check's series end with it.
 //!
 //! Operator health: `netslo.operator.reconciles` (`netslo.result` ok/error),
 //! `netslo.operator.reconcile.errors` (`netslo.reason`), `netslo.operator.status.writes`,
@@ -23,14 +24,16 @@
 //! `netslo.operator.results.refused` (`netslo.reason`: Unauthenticated, Forbidden,
 //! Unassigned, Malformed), all in `{...}` count units.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use netslo_telemetry::attribute::{CHECK_NAME, CHECK_NAMESPACE, OUTCOME};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter, ObservableCounter, ObservableGauge};
 
 use crate::channel::{ChannelCounters, ChannelStats};
-use crate::store::{CheckMetrics, ObjectiveFigures, ResultStore};
+use crate::check_key::CheckKey;
+use crate::store::{ResultStore, SloEvents};
 
 pub const OBJECTIVE: &str = "netslo.objective";
 pub const SLO_WINDOW: &str = "netslo.slo.window";
@@ -42,8 +45,32 @@ type ReadObjective = fn(&ObjectiveFigures) -> Vec<(Option<String>, f64)>;
 /// Values of one counter from the channel's counters: (value, reason) pairs.
 type ReadChannel = fn(&ChannelCounters) -> Vec<(u64, Option<&'static str>)>;
 
+/// Each check's objectives as its reconcile last evaluated them. Kept with the instruments
+/// rather than in the result store: the store holds what agents reported, these figures are
+/// the reconcile's conclusions, which it records here as it counts itself, without writing
+/// into the store.
+#[derive(Debug, Default)]
+struct EvaluatedObjectives(Mutex<HashMap<CheckKey, Vec<ObjectiveFigures>>>);
+
+impl EvaluatedObjectives {
+    fn lock(&self) -> MutexGuard<'_, HashMap<CheckKey, Vec<ObjectiveFigures>>> {
+        // Figures are replaced whole: a panic elsewhere leaves nothing half-written.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn snapshot(&self) -> Vec<(CheckKey, Vec<ObjectiveFigures>)> {
+        self.lock()
+            .iter()
+            .map(|(check, figures)| (check.clone(), figures.clone()))
+            .collect()
+    }
+}
+
 /// The operator's instruments.
 pub struct OperatorMetrics {
+    objectives: Arc<EvaluatedObjectives>,
     reconciles: Counter<u64>,
     reconcile_errors: Counter<u64>,
     status_writes: Counter<u64>,
@@ -60,16 +87,21 @@ impl std::fmt::Debug for OperatorMetrics {
 impl OperatorMetrics {
     /// Instruments from `meter`, observing `store` and `channel` at each collection.
     pub fn new(meter: &Meter, store: Arc<ResultStore>, channel: Arc<ChannelStats>) -> Self {
+        let objectives = Arc::new(EvaluatedObjectives::default());
         let observed_counters = vec![
             {
-                let store = store.clone();
+                let objectives = objectives.clone();
                 meter
                     .u64_observable_counter("netslo.slo.events")
                     .with_unit("{event}")
                     .with_description("SLO events (valid probes, judged against each objective) by outcome, since the operator started")
                     .with_callback(move |observer| {
-                        for (check, m) in store.metric_snapshot() {
-                            for (objective, good, bad) in events(&m) {
+                        let events_by_check = store.slo_events();
+                        for (check, figures) in objectives.snapshot() {
+                            let Some(counted) = events_by_check.get(&check) else {
+                                continue;
+                            };
+                            for (objective, good, bad) in events(counted, &figures) {
                                 let attrs = objective_attributes(&check, objective);
                                 observer.observe(good, &with(&attrs, KeyValue::new(OUTCOME, "good")));
                                 observer.observe(bad, &with(&attrs, KeyValue::new(OUTCOME, "bad")));
@@ -111,14 +143,14 @@ impl OperatorMetrics {
             ),
         ];
         let gauge = |name: &'static str, description: &'static str, read: ReadObjective| {
-            let store = store.clone();
+            let objectives = objectives.clone();
             meter
                 .f64_observable_gauge(name)
                 .with_unit("1")
                 .with_description(description)
                 .with_callback(move |observer| {
-                    for (check, m) in store.metric_snapshot() {
-                        for o in &m.objectives {
+                    for (check, figures) in objectives.snapshot() {
+                        for o in &figures {
                             let attrs = objective_attributes(&check, o.objective);
                             for (window, value) in read(o) {
                                 match window {
@@ -162,6 +194,7 @@ impl OperatorMetrics {
             ),
         ];
         OperatorMetrics {
+            objectives,
             reconciles: meter
                 .u64_counter("netslo.operator.reconciles")
                 .with_unit("{reconcile}")
@@ -206,28 +239,37 @@ impl OperatorMetrics {
     pub fn status_written(&self) {
         self.status_writes.add(1, &[]);
     }
+
+    /// Records a check's objectives as its reconcile just evaluated them.
+    pub fn objectives_evaluated(&self, check: &CheckKey, figures: Vec<ObjectiveFigures>) {
+        self.objectives.lock().insert(check.clone(), figures);
+    }
+
+    /// Ends a deleted check's series.
+    pub fn forget(&self, check: &CheckKey) {
+        self.objectives.lock().remove(check);
+    }
 }
 
 /// (objective, good, bad) for each objective the check has.
-fn events(m: &CheckMetrics) -> Vec<(&'static str, u64, u64)> {
-    m.objectives
+fn events(counted: &SloEvents, objectives: &[ObjectiveFigures]) -> Vec<(&'static str, u64, u64)> {
+    objectives
         .iter()
         .map(|o| match o.objective {
-            "latency" => (o.objective, m.events.latency_good, m.events.latency_bad),
+            "latency" => (o.objective, counted.latency_good, counted.latency_bad),
             _ => (
                 o.objective,
-                m.events.availability_good,
-                m.events.availability_bad,
+                counted.availability_good,
+                counted.availability_bad,
             ),
         })
         .collect()
 }
 
-fn objective_attributes(check: &str, objective: &'static str) -> Vec<KeyValue> {
-    let (namespace, name) = check.split_once('/').unwrap_or(("", check));
+fn objective_attributes(check: &CheckKey, objective: &'static str) -> Vec<KeyValue> {
     vec![
-        KeyValue::new(CHECK_NAMESPACE, namespace.to_owned()),
-        KeyValue::new(CHECK_NAME, name.to_owned()),
+        KeyValue::new(CHECK_NAMESPACE, check.namespace.clone()),
+        KeyValue::new(CHECK_NAME, check.name.clone()),
         KeyValue::new(OBJECTIVE, objective),
     ]
 }
@@ -236,6 +278,43 @@ fn with(attrs: &[KeyValue], extra: KeyValue) -> Vec<KeyValue> {
     let mut all = attrs.to_vec();
     all.push(extra);
     all
+}
+
+/// One objective's figures as last evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectiveFigures {
+    /// `availability` or `latency`.
+    pub objective: &'static str,
+    /// The target, e.g. 0.999.
+    pub target: f64,
+    /// Over the SLO window; `None` without valid events.
+    pub sli: Option<f64>,
+    pub budget_remaining: Option<f64>,
+    /// Per alert window ("5m", "1h", ...): the burn rate, where there were events.
+    pub burn_rates: Vec<(String, f64)>,
+}
+
+impl ObjectiveFigures {
+    /// The figures of each objective of an evaluation (pure).
+    pub fn of(evaluation: &crate::slo::evaluate::Evaluation) -> Vec<ObjectiveFigures> {
+        evaluation
+            .objectives
+            .iter()
+            .map(|o| ObjectiveFigures {
+                objective: crate::status::conditions::objective_name(o.name),
+                target: o.target.as_f64(),
+                sli: o.sli().map(|f| f.num as f64 / f.den as f64),
+                budget_remaining: o.budget_remaining(),
+                burn_rates: o
+                    .burn_rates
+                    .iter()
+                    .filter_map(|w| {
+                        Some((crate::slo::format_window(w.window_ms), w.rate(o.target)?))
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
 }
 
 /// A counter observed from the channel's counters: `read` picks (value, reason) pairs.

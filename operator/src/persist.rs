@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::check_key::CheckKey;
 use crate::settled::Settled;
 use crate::slo::window::History;
 use crate::slo::{UnixMs, now_ms};
@@ -65,8 +66,9 @@ struct Counting {
 }
 
 /// The ConfigMap name of a check's window: `netslo-window-` and 16 hex digits of FNV-1a 64.
-pub fn config_map_name(check: &str) -> String {
-    let hash = fnv1a_64(check.bytes());
+/// The hash is of the key's string form, `<namespace>/<name>`: the names stored windows have.
+pub fn config_map_name(check: &CheckKey) -> String {
+    let hash = fnv1a_64(check.to_string().bytes());
     format!("netslo-window-{hash:016x}")
 }
 
@@ -90,7 +92,7 @@ pub fn to_config_map(record: &CheckRecord) -> serde_json::Value {
                 "app.kubernetes.io/component": "slo-window",
                 "app.kubernetes.io/managed-by": "netslo-operator",
             },
-            "annotations": {ANNOTATION_CHECK: record.key, ANNOTATION_UID: record.uid},
+            "annotations": {ANNOTATION_CHECK: record.key.to_string(), ANNOTATION_UID: record.uid},
         },
         "data": {KEY_COUNTING: serde_json::to_string(&counting).unwrap_or_default()},
         "binaryData": {KEY_HISTORY: b64(&record.history), KEY_SETTLED: b64(&record.settled)},
@@ -107,7 +109,8 @@ pub fn from_config_map(cm: &ConfigMap) -> Result<RestoredCheck, PersistError> {
     let annotations = cm.annotations();
     let key = annotations
         .get(ANNOTATION_CHECK)
-        .filter(|k| k.contains('/') && config_map_name(k) == name)
+        .and_then(|k| k.parse::<CheckKey>().ok())
+        .filter(|k| config_map_name(k) == name)
         .ok_or_else(|| {
             corrupt(format!(
                 "annotation {ANNOTATION_CHECK} missing or not its check"
@@ -136,7 +139,7 @@ pub fn from_config_map(cm: &ConfigMap) -> Result<RestoredCheck, PersistError> {
             serde_json::from_str(text).map_err(|e| corrupt(format!("data.{KEY_COUNTING}: {e}")))
         })?;
     Ok(RestoredCheck {
-        key: key.clone(),
+        key,
         uid: uid.clone(),
         latency_threshold_us: counting.latency_threshold_us,
         deny_targets: counting.deny_targets,
@@ -171,7 +174,7 @@ async fn flush_once(
     api: &Api<ConfigMap>,
     store: &ResultStore,
     now: UnixMs,
-) -> (u64, Vec<String>, Option<String>) {
+) -> (u64, Vec<CheckKey>, Option<String>) {
     let work = store.take_flush(now);
     let writes = work.writes.into_iter().map(|record| async move {
         let name = config_map_name(&record.key);
@@ -193,7 +196,7 @@ async fn flush_once(
         };
         (key, result)
     });
-    let results: Vec<(String, Result<(), kube::Error>)> = stream::iter(writes)
+    let results: Vec<(CheckKey, Result<(), kube::Error>)> = stream::iter(writes)
         .buffer_unordered(CONCURRENT_WRITES)
         .chain(stream::iter(deletes).buffer_unordered(CONCURRENT_WRITES))
         .collect()
@@ -202,7 +205,7 @@ async fn flush_once(
     let mut first_error = None;
     for (key, result) in results {
         if let Err(err) = result {
-            tracing::warn!(check = key, "cannot persist the SLO window: {err}");
+            tracing::warn!(check = %key, "cannot persist the SLO window: {err}");
             first_error.get_or_insert_with(|| err.to_string());
             failed.push(key);
         }
@@ -241,7 +244,7 @@ mod tests {
         let mut settled = Settled::default();
         settled.insert("node-a", "boot", 42, 1_800_000_000_000);
         CheckRecord {
-            key: "shop/web".into(),
+            key: CheckKey::new("shop", "web"),
             uid: "uid-1".into(),
             latency_threshold_us: Some(250_000),
             deny_targets: vec!["db".into()],
@@ -255,10 +258,13 @@ mod tests {
     fn a_record_round_trips_through_its_config_map() {
         let record = record();
         let cm: ConfigMap = serde_json::from_value(to_config_map(&record)).unwrap();
-        assert_eq!(cm.name_any(), config_map_name("shop/web"));
+        assert_eq!(
+            cm.name_any(),
+            config_map_name(&CheckKey::new("shop", "web"))
+        );
         assert!(cm.name_any().len() <= 63);
         let back = from_config_map(&cm).unwrap();
-        assert_eq!(back.key, "shop/web");
+        assert_eq!(back.key, CheckKey::new("shop", "web"));
         assert_eq!(back.uid, "uid-1");
         assert_eq!(back.latency_threshold_us, Some(250_000));
         assert_eq!(back.deny_targets, vec!["db".to_string()]);

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 use netslo_crds::v1alpha1::{
     BlockedOutcome, DnsRcode, DnsRecordType, Expectation, HttpMethod, HttpProbe, Protocol,
     ServicePath, Target,
@@ -310,11 +311,12 @@ fn resolve_target(
     if let Some(pods) = &target.pods {
         let ns = pods.namespace.as_deref().unwrap_or(check_ns);
         resolved.namespace = Some(ns.to_string());
+        let selection = LabelSelection::new(&pods.selector);
         let ready: Vec<&Arc<Pod>> = cluster
             .pods
             .iter()
             .filter(|p| in_namespace(&p.metadata.namespace, ns))
-            .filter(|p| selects(&pods.selector, p.metadata.labels.as_ref()))
+            .filter(|p| selection.selects(p.metadata.labels.as_ref()))
             .filter(|p| pod_ready(p))
             .collect();
         if ready.is_empty() {
@@ -418,11 +420,12 @@ fn resolve_target(
         }
     } else if let Some(local) = &target.localhost {
         resolved.namespace = Some(check_ns.to_string());
+        let selection = LabelSelection::new(&local.pod_selector);
         let pods: Vec<&Arc<Pod>> = cluster
             .pods
             .iter()
             .filter(|p| in_namespace(&p.metadata.namespace, check_ns))
-            .filter(|p| selects(&local.pod_selector, p.metadata.labels.as_ref()))
+            .filter(|p| selection.selects(p.metadata.labels.as_ref()))
             .filter(|p| pod_ready(p))
             .collect();
         if pods.is_empty() {
@@ -1076,30 +1079,44 @@ fn kubernetes_service_address(services: &[Arc<Service>]) -> Option<(String, i32)
     Some((ip, port))
 }
 
-/// Whether a label selector selects an object with these labels (Kubernetes semantics: an
-/// empty selector selects everything). An invalid requirement (an unknown operator, In or
-/// NotIn without values, Exists or DoesNotExist with values) selects nothing, as the API
+/// A label selector parsed once, to match many objects (Kubernetes semantics: an empty
+/// selector selects everything). An invalid requirement (an unknown operator, In or NotIn
+/// without values, Exists or DoesNotExist with values) makes it select nothing, as the API
 /// server's own selector parsing refuses it: a selector that grants must fail closed.
+#[derive(Debug, Clone)]
+pub struct LabelSelection(Option<Selector>);
+
+impl LabelSelection {
+    pub fn new(selector: &LabelSelector) -> Self {
+        // kube's conversion accepts `In`/`NotIn` with an empty list and `Exists`/
+        // `DoesNotExist` with values, which would select everything or ignore the values.
+        let well_formed = selector.match_expressions.iter().flatten().all(|req| {
+            let has_values = req.values.as_ref().is_some_and(|v| !v.is_empty());
+            match req.operator.as_str() {
+                "In" | "NotIn" => has_values,
+                "Exists" | "DoesNotExist" => !has_values,
+                _ => false,
+            }
+        });
+        LabelSelection(
+            well_formed
+                .then(|| Selector::try_from(selector.clone()).ok())
+                .flatten(),
+        )
+    }
+
+    /// Whether it selects an object with these labels.
+    pub fn selects(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let empty = BTreeMap::new();
+        self.0
+            .as_ref()
+            .is_some_and(|s| s.matches(labels.unwrap_or(&empty)))
+    }
+}
+
+/// Whether `selector` selects an object with these labels ([`LabelSelection`]'s semantics).
 pub fn selects(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    let match_labels = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let match_expressions = selector.match_expressions.iter().flatten().all(|req| {
-        let value = labels.get(&req.key);
-        let values = req.values.as_deref().unwrap_or_default();
-        match (req.operator.as_str(), values.is_empty()) {
-            ("In", false) => value.is_some_and(|v| values.contains(v)),
-            ("NotIn", false) => value.is_none_or(|v| !values.contains(v)),
-            ("Exists", true) => value.is_some(),
-            ("DoesNotExist", true) => value.is_none(),
-            _ => false,
-        }
-    });
-    match_labels && match_expressions
+    LabelSelection::new(selector).selects(labels)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use netslo_protocol::histogram::Histogram;
 use netslo_protocol::verdict::FailureReason;
 
 use crate::assign::parse_agent_check_name;
+use crate::check_key::CheckKey;
 use tokio::sync::{mpsc, watch};
 
 use crate::channel::{
@@ -37,7 +38,8 @@ pub const SLOT_MS: i64 = 60_000;
 /// Slots kept per series: one hour, what target summaries cover.
 pub const RECENT_SLOTS: usize = 60;
 
-/// How a check's results are counted, set by the reconciler before results are accepted.
+/// How a check's results are counted, set by the planner before it assigns the check's
+/// agents, so that their first results are counted as the spec says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckConfig {
     /// The latency objective's threshold, whose exact count the agents report.
@@ -46,6 +48,9 @@ pub struct CheckConfig {
     pub deny_targets: Vec<String>,
     pub slice: SliceRule,
 }
+
+/// Every series of a check as the reconciler reads them, keyed by (source, target label).
+pub type SeriesViews = BTreeMap<(String, String), SeriesView>;
 
 /// One series as the reconciler reads it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -112,9 +117,8 @@ struct CheckData {
     dirty: bool,
     /// Keyed by (source, target label).
     series: HashMap<(String, String), Series>,
-    /// What the metrics export: events counted since this process started, and the
-    /// objectives' figures as last evaluated.
-    metrics: CheckMetrics,
+    /// What the metrics export: events counted since this process started.
+    events: SloEvents,
 }
 
 impl CheckData {
@@ -126,16 +130,16 @@ impl CheckData {
             settled: Settled::default(),
             dirty: true,
             series: HashMap::new(),
-            metrics: CheckMetrics::default(),
+            events: SloEvents::default(),
         }
     }
 }
 
 #[derive(Debug)]
 struct Inner {
-    checks: HashMap<String, CheckData>,
+    checks: HashMap<CheckKey, CheckData>,
     /// Removed checks whose stored state the next flush deletes.
-    removed: BTreeSet<String>,
+    removed: BTreeSet<CheckKey>,
     unknown_check_buckets: u64,
     /// The flush generation being filled: a batch ingested now is durable once this
     /// generation's flush succeeds.
@@ -145,8 +149,7 @@ struct Inner {
 /// One check's durable state, encoded, as a flush writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckRecord {
-    /// `<namespace>/<name>`.
-    pub key: String,
+    pub key: CheckKey,
     pub uid: String,
     pub latency_threshold_us: Option<u64>,
     pub deny_targets: Vec<String>,
@@ -159,7 +162,7 @@ pub struct CheckRecord {
 /// A check's state read back from storage at start.
 #[derive(Debug, Clone)]
 pub struct RestoredCheck {
-    pub key: String,
+    pub key: CheckKey,
     pub uid: String,
     pub latency_threshold_us: Option<u64>,
     pub deny_targets: Vec<String>,
@@ -172,7 +175,7 @@ pub struct RestoredCheck {
 pub struct FlushWork {
     pub generation: u64,
     pub writes: Vec<CheckRecord>,
-    pub deletes: Vec<String>,
+    pub deletes: Vec<CheckKey>,
 }
 
 /// Outcome of the latest flushes, for batches waiting to be acknowledged.
@@ -202,7 +205,7 @@ pub struct ResultStore {
     /// Told the key of a check one of whose series started or stopped failing (or first
     /// reported), so that its status follows within one agent window rather than at the next
     /// periodic reconcile.
-    changes: Mutex<Option<mpsc::Sender<String>>>,
+    changes: Mutex<Option<mpsc::Sender<CheckKey>>>,
 }
 
 impl Default for ResultStore {
@@ -228,7 +231,7 @@ impl ResultStore {
 
     /// Where to send the keys of checks whose failing state changed. Sends never block: when
     /// the receiver lags, the periodic reconcile catches up.
-    pub fn notify_changes(&self, sender: mpsc::Sender<String>) {
+    pub fn notify_changes(&self, sender: mpsc::Sender<CheckKey>) {
         *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
     }
 
@@ -250,10 +253,10 @@ impl ResultStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers or updates a check (`<namespace>/<name>`, object `uid`). Results for
-    /// unregistered checks are dropped and counted. A different `uid` (the check was deleted
-    /// and created again) starts a new window.
-    pub fn configure(&self, check: &str, uid: &str, config: CheckConfig, now: UnixMs) {
+    /// Registers or updates a check (object `uid`). Results for unregistered checks are
+    /// dropped and counted. A different `uid` (the check was deleted and created again)
+    /// starts a new window.
+    pub fn configure(&self, check: &CheckKey, uid: &str, config: CheckConfig, now: UnixMs) {
         let mut inner = self.lock();
         let inner = &mut *inner;
         match inner.checks.get_mut(check) {
@@ -270,7 +273,7 @@ impl ResultStore {
                 inner.removed.remove(check);
                 inner
                     .checks
-                    .insert(check.to_owned(), CheckData::new(uid, config, now));
+                    .insert(check.clone(), CheckData::new(uid, config, now));
             }
         }
     }
@@ -296,38 +299,36 @@ impl ResultStore {
                 settled,
                 dirty: false,
                 series: HashMap::new(),
-                metrics: CheckMetrics::default(),
+                events: SloEvents::default(),
             },
         );
     }
 
-    /// Records a check's objectives as just evaluated, for the metrics.
-    pub fn set_objective_figures(&self, check: &str, objectives: Vec<ObjectiveFigures>) {
-        if let Some(data) = self.lock().checks.get_mut(check) {
-            data.metrics.objectives = objectives;
-        }
-    }
-
-    /// What the metrics export, per check (`<namespace>/<name>`). A deleted check is gone
-    /// from here with the rest of its data, and so are its series.
-    pub fn metric_snapshot(&self) -> Vec<(String, CheckMetrics)> {
+    /// The SLO events counted per check, for the metrics. A deleted check is gone from here
+    /// with the rest of its data, and so are its series.
+    pub fn slo_events(&self) -> HashMap<CheckKey, SloEvents> {
         self.lock()
             .checks
             .iter()
-            .map(|(key, data)| (key.clone(), data.metrics.clone()))
+            .map(|(key, data)| (key.clone(), data.events))
             .collect()
     }
 
+    /// The object UID a check's window belongs to, if the store holds one.
+    pub fn window_uid(&self, check: &CheckKey) -> Option<String> {
+        self.lock().checks.get(check).map(|data| data.uid.clone())
+    }
+
     /// Forgets a deleted check; a durable store deletes its stored state at the next flush.
-    pub fn remove(&self, check: &str) {
+    pub fn remove(&self, check: &CheckKey) {
         let mut inner = self.lock();
         if inner.checks.remove(check).is_some() && self.durability.is_some() {
-            inner.removed.insert(check.to_owned());
+            inner.removed.insert(check.clone());
         }
     }
 
-    /// The checks held, `<namespace>/<name>`.
-    pub fn checks(&self) -> Vec<String> {
+    /// The checks held.
+    pub fn checks(&self) -> Vec<CheckKey> {
         self.lock().checks.keys().cloned().collect()
     }
 
@@ -361,7 +362,7 @@ impl ResultStore {
 
     /// Reports a flush: `failed` are the keys not written or deleted (retried next time).
     /// Batches of this generation and before are acknowledged if nothing failed.
-    pub fn finish_flush(&self, generation: u64, failed: &[String], error: Option<String>) {
+    pub fn finish_flush(&self, generation: u64, failed: &[CheckKey], error: Option<String>) {
         {
             let mut inner = self.lock();
             let inner = &mut *inner;
@@ -422,11 +423,11 @@ impl ResultStore {
     /// `matrix_ms`, its newest bucket (the failure matrix verdicts read).
     pub fn read<T>(
         &self,
-        check: &str,
+        check: &CheckKey,
         now: UnixMs,
         summary_ms: i64,
         matrix_ms: i64,
-        f: impl FnOnce(&History, &BTreeMap<(String, String), SeriesView>) -> T,
+        f: impl FnOnce(&History, SeriesViews) -> T,
     ) -> Option<T> {
         let mut inner = self.lock();
         let data = inner.checks.get_mut(check)?;
@@ -436,7 +437,7 @@ impl ResultStore {
         let horizon = now - SLOT_MS * RECENT_SLOTS as i64;
         data.series
             .retain(|_, s| s.slots.back().is_some_and(|slot| slot.start_ms >= horizon));
-        let views: BTreeMap<(String, String), SeriesView> = data
+        let views: SeriesViews = data
             .series
             .iter()
             .map(|(key, series)| {
@@ -449,23 +450,22 @@ impl ResultStore {
             })
             .filter(|(_, v)| v.summary.good + v.summary.bad + v.summary.invalid > 0)
             .collect();
-        Some(f(&data.history, &views))
+        Some(f(&data.history, views))
     }
 
     /// Counts a batch's new buckets; returns the outcome and the flush generation that makes
     /// it durable.
     fn ingest_batch(&self, batch: &AcceptedBatch, now: UnixMs) -> (IngestOutcome, u64) {
-        let mut changed: BTreeSet<String> = BTreeSet::new();
+        let mut changed: BTreeSet<CheckKey> = BTreeSet::new();
         let mut guard = self.lock();
         let inner = &mut *guard;
         let mut outcome = IngestOutcome::default();
         for report in &batch.buckets {
-            let Some((ns, name, target)) = parse_agent_check_name(&report.check) else {
+            let Some(name) = parse_agent_check_name(&report.check) else {
                 inner.unknown_check_buckets += 1;
                 continue;
             };
-            let key = format!("{ns}/{name}");
-            let Some(data) = inner.checks.get_mut(&key) else {
+            let Some(data) = inner.checks.get_mut(&name.check) else {
                 inner.unknown_check_buckets += 1;
                 continue;
             };
@@ -476,12 +476,12 @@ impl ResultStore {
                 outcome.duplicates += 1;
                 continue;
             }
-            let deny = data.config.deny_targets.iter().any(|t| t == target);
+            let deny = data.config.deny_targets.iter().any(|t| t == name.target);
             let sample = Sample::from_report(report, data.config.latency_threshold_us, deny);
             data.history.ingest(&sample, now);
-            data.metrics.events.add(&sample);
+            data.events.add(&sample);
             if record_recent(data, report) {
-                changed.insert(key);
+                changed.insert(name.check);
             }
             data.settled
                 .insert(&batch.agent_name, &batch.boot_id, report.seq, now);
@@ -499,13 +499,6 @@ impl ResultStore {
         }
         (outcome, generation)
     }
-}
-
-/// A check's figures for the metrics.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CheckMetrics {
-    pub events: SloEvents,
-    pub objectives: Vec<ObjectiveFigures>,
 }
 
 /// SLO events counted since this process started: cumulative counters, which alerting
@@ -528,43 +521,6 @@ impl SloEvents {
         let latency_good = sample.latency_good.min(sample.latency_valid);
         self.latency_good += latency_good;
         self.latency_bad += sample.latency_valid - latency_good;
-    }
-}
-
-/// One objective's figures as last evaluated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObjectiveFigures {
-    /// `availability` or `latency`.
-    pub objective: &'static str,
-    /// The target, e.g. 0.999.
-    pub target: f64,
-    /// Over the SLO window; `None` without valid events.
-    pub sli: Option<f64>,
-    pub budget_remaining: Option<f64>,
-    /// Per alert window ("5m", "1h", ...): the burn rate, where there were events.
-    pub burn_rates: Vec<(String, f64)>,
-}
-
-impl ObjectiveFigures {
-    /// The figures of each objective of an evaluation (pure).
-    pub fn of(evaluation: &crate::slo::evaluate::Evaluation) -> Vec<ObjectiveFigures> {
-        evaluation
-            .objectives
-            .iter()
-            .map(|o| ObjectiveFigures {
-                objective: crate::status::conditions::objective_name(o.name),
-                target: o.target.as_f64(),
-                sli: o.sli().map(|f| f.num as f64 / f.den as f64),
-                budget_remaining: o.budget_remaining(),
-                burn_rates: o
-                    .burn_rates
-                    .iter()
-                    .filter_map(|w| {
-                        Some((crate::slo::format_window(w.window_ms), w.rate(o.target)?))
-                    })
-                    .collect(),
-            })
-            .collect()
     }
 }
 
@@ -715,6 +671,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn web() -> CheckKey {
+        CheckKey::new("shop", "web")
+    }
+
     fn report(
         seq: u64,
         check: &str,
@@ -759,7 +719,7 @@ mod tests {
             deny_targets: vec![],
             slice: SliceRule::DEFAULT,
         };
-        store.configure("shop/web", "uid-1", config, now);
+        store.configure(&web(), "uid-1", config, now);
         store
     }
 
@@ -795,7 +755,7 @@ mod tests {
             }
         );
         let (total, stats) = store
-            .read("shop/web", now, 300_000, 300_000, |history, stats| {
+            .read(&web(), now, 300_000, 300_000, |history, stats| {
                 (history.window(now, 3_600_000).counts.total, stats.clone())
             })
             .unwrap();
@@ -842,7 +802,7 @@ mod tests {
         );
         store.ingest_batch(&b, now);
         let views = store
-            .read("shop/web", now, 60 * 60_000, 5 * 60_000, |_, s| s.clone())
+            .read(&web(), now, 60 * 60_000, 5 * 60_000, |_, s| s.clone())
             .unwrap();
         let a = &views[&("node-a".into(), "api/Pod/a".into())];
         assert_eq!(
@@ -865,7 +825,7 @@ mod tests {
         // Two hours later every series is silent and forgotten.
         let later = store
             .read(
-                "shop/web",
+                &web(),
                 now + 2 * 3_600_000,
                 60 * 60_000,
                 5 * 60_000,
@@ -886,13 +846,13 @@ mod tests {
             deny_targets: vec![],
             slice: SliceRule::DEFAULT,
         };
-        store.configure("shop/web", "uid-1", config, now);
+        store.configure(&web(), "uid-1", config, now);
         store
     }
 
     fn window_total(store: &ResultStore, now: UnixMs) -> u64 {
         store
-            .read("shop/web", now, 300_000, 300_000, |h, _| {
+            .read(&web(), now, 300_000, 300_000, |h, _| {
                 h.window(now, 3_600_000).counts.total
             })
             .unwrap()
@@ -931,11 +891,7 @@ mod tests {
         // A failed flush fails the batch (the agent keeps it) and keeps the check dirty.
         let work = store.take_flush(now);
         assert_eq!(work.writes.len(), 1);
-        store.finish_flush(
-            work.generation,
-            &["shop/web".into()],
-            Some("etcd down".into()),
-        );
+        store.finish_flush(work.generation, &[web()], Some("etcd down".into()));
         let err = pending.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("etcd down"), "{err}");
 
@@ -977,10 +933,7 @@ mod tests {
         );
         store.ingest_batch(&first, now);
         let record = store.take_flush(now).writes.remove(0);
-        assert_eq!(
-            (record.key.as_str(), record.uid.as_str()),
-            ("shop/web", "uid-1")
-        );
+        assert_eq!((&record.key, record.uid.as_str()), (&web(), "uid-1"));
 
         // A new operator process reads the record back.
         let restarted = ResultStore::durable(Duration::from_secs(5));
@@ -1025,9 +978,9 @@ mod tests {
             deny_targets: vec![],
             slice: SliceRule::DEFAULT,
         };
-        restarted.configure("shop/web", "uid-1", config.clone(), now);
+        restarted.configure(&web(), "uid-1", config.clone(), now);
         assert_eq!(window_total(&restarted, now), 15);
-        restarted.configure("shop/web", "uid-2", config, now);
+        restarted.configure(&web(), "uid-2", config, now);
         assert_eq!(window_total(&restarted, now), 0);
     }
 
@@ -1036,12 +989,12 @@ mod tests {
         let now = 1_800_000_000_000;
         let store = durable_store(now);
         store.take_flush(now);
-        store.remove("shop/web");
+        store.remove(&web());
         let work = store.take_flush(now);
-        assert_eq!(work.deletes, vec!["shop/web".to_string()]);
+        assert_eq!(work.deletes, vec![web()]);
         // A failed deletion is retried.
-        store.finish_flush(work.generation, &["shop/web".into()], None);
-        assert_eq!(store.take_flush(now).deletes, vec!["shop/web".to_string()]);
+        store.finish_flush(work.generation, &[web()], None);
+        assert_eq!(store.take_flush(now).deletes, vec![web()]);
         assert!(store.take_flush(now).deletes.is_empty());
     }
 
@@ -1068,22 +1021,14 @@ mod tests {
             store.ingest_batch(&b, now);
         };
         ingest(1, t(0), 0);
-        assert_eq!(
-            rx.try_recv().ok().as_deref(),
-            Some("shop/web"),
-            "a new series"
-        );
+        assert_eq!(rx.try_recv().ok(), Some(web()), "a new series");
         ingest(2, t(1), 0);
         assert!(rx.try_recv().is_err(), "still healthy: nothing to say");
         ingest(3, t(2), 3);
-        assert_eq!(
-            rx.try_recv().ok().as_deref(),
-            Some("shop/web"),
-            "started failing"
-        );
+        assert_eq!(rx.try_recv().ok(), Some(web()), "started failing");
         ingest(4, t(3), 2);
         assert!(rx.try_recv().is_err(), "still failing");
         ingest(5, t(4), 0);
-        assert_eq!(rx.try_recv().ok().as_deref(), Some("shop/web"), "recovered");
+        assert_eq!(rx.try_recv().ok(), Some(web()), "recovered");
     }
 }

@@ -30,6 +30,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use netslo_protocol::hash::fnv1a_32;
 
+use crate::check_key::CheckKey;
+
 /// Audience of the projected tokens agents present to the operator.
 pub const TOKEN_AUDIENCE: &str = "netslo";
 /// Lifetime of those tokens; the kubelet rotates them at 80%.
@@ -47,7 +49,7 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// On workload agents: `<namespace>.<name>` of the check they probe for.
 pub const LABEL_CHECK: &str = "netslo.io/check";
 /// On workload agents in another namespace than their check (owner references cannot cross
-/// namespaces): the check's namespace, name and UID, for the finalizer and the sweeper.
+/// namespaces): the check's namespace, name and UID, for the sweeper.
 pub const LABEL_OWNER_NAMESPACE: &str = "netslo.io/owner-namespace";
 pub const LABEL_OWNER_NAME: &str = "netslo.io/owner-name";
 pub const LABEL_OWNER_UID: &str = "netslo.io/owner-uid";
@@ -142,6 +144,13 @@ pub fn workload_deployment_name(check: &CheckRef) -> String {
     }
     let hash = fnv1a_32(format!("{}/{}", check.namespace, check.name).as_bytes());
     format!("{}-{hash:08x}", base[..54].trim_end_matches('-'))
+}
+
+/// The check a workload agent's [`LABEL_CHECK`] value names: `<namespace>.<name>`, as
+/// [`workload_deployment`] writes it (a namespace holds no dot, so the first one splits).
+pub fn check_of_label(value: &str) -> Option<CheckKey> {
+    let (namespace, name) = value.split_once('.')?;
+    (!namespace.is_empty() && !name.is_empty()).then(|| CheckKey::new(namespace, name))
 }
 
 /// The Deployment that probes as a workload identity.

@@ -23,6 +23,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use netslo_crds::v1alpha1::{ConnectivityCheck, FailureScope};
+use netslo_operator::check_key::CheckKey;
 use netslo_operator::persist::{config_map_name, from_config_map};
 use netslo_tests::control_plane::{self, client_from_kubeconfig, repo_root};
 
@@ -161,7 +162,7 @@ impl Node {
     async fn stored_probes(&self, check: &str) -> Option<u64> {
         let windows: Api<ConfigMap> = self.api(SYSTEM);
         let cm = windows
-            .get_opt(&config_map_name(&format!("{NAMESPACE}/{check}")))
+            .get_opt(&config_map_name(&CheckKey::new(NAMESPACE, check)))
             .await
             .ok()??;
         let stored = from_config_map(&cm).ok()?;
@@ -605,7 +606,7 @@ async fn operator_pod_killed(node: &Node) {
 
 async fn removal_leaves_nothing(node: &Node) {
     node.step("delete a check: its stored window goes with it");
-    let window = config_map_name(&format!("{NAMESPACE}/egress"));
+    let window = config_map_name(&CheckKey::new(NAMESPACE, "egress"));
     node.kubectl_ok(&[
         "-n",
         NAMESPACE,

@@ -12,6 +12,7 @@ use crate::operator_common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use netslo_crds::v1alpha1::ConnectivityCheck;
+use netslo_operator::check_key::CheckKey;
 use netslo_operator::persist::{config_map_name, from_config_map};
 use netslo_tests::control_plane::{self, TestNamespace};
 use serde_json::json;
@@ -84,7 +85,7 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
     );
 
     let windows: Api<ConfigMap> = Api::namespaced(client.clone(), &system.name);
-    let stored_name = config_map_name(&format!("{}/office-to-target", shop.name));
+    let stored_name = config_map_name(&CheckKey::new(&shop.name, "office-to-target"));
     let before = tokio::time::timeout(
         Duration::from_secs(120),
         eventually("results persisted", Duration::from_secs(120), async || {

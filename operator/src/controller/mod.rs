@@ -1,0 +1,590 @@
+//! The check controller's wiring: the [`Context`] that reconciles and the planner share,
+//! [`run_controller`] (the controller, fed by check, Deployment and result changes), the
+//! planner ([`run_planner`]), which turns every check's plan into one assignment per agent for
+//! the channel because assignments change with time (mesh rounds) and with the cluster, not
+//! only with checks, and the sweeps that forget deleted checks.
+//!
+//! Per check, [`reconcile`] is the I/O shell (gather → plan → apply → status) around the pure
+//! [`plan`].
+
+mod plan;
+mod reconcile;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityCheckSpec, ConnectivityCheckStatus};
+use tokio::sync::Notify;
+
+use crate::assign::{self, AgentInfo, AgentKind, AgentPod, CheckPlan, assignments};
+use crate::cache::{ClusterCache, OwnedSnapshot};
+use crate::channel::{AgentBinding, AssignmentSource, MemoryAssignments};
+use crate::check_key::CheckKey;
+use crate::mesh::{self, MeshPlan};
+use crate::metrics::OperatorMetrics;
+use crate::resolve;
+use crate::slo::{UnixMs, now_ms};
+use crate::status::events::EventLimiter;
+use crate::status::pacing::{PacingLimits, WritePacer};
+use crate::store::ResultStore;
+use crate::workloads::{self, AgentSettings, LABEL_CHECK, LABEL_COMPONENT};
+use plan::{PlannedCheck, mesh_plan_for};
+
+/// How often the planner recomputes assignments when nothing triggers it (mesh rounds).
+const PLAN_TICK: Duration = Duration::from_secs(5);
+/// How long a check whose results changed waits before it is reconciled: the other agents'
+/// buckets of the same window arrive within their flush interval (1 s).
+const CHANGE_SETTLE: Duration = Duration::from_millis(1_500);
+/// How often state kept for checks that no longer exist is swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The channel serves assignments once every existing check has been planned, or after this
+/// long if some check cannot be (its reconcile keeps failing): agents must not wait forever.
+const FIRST_PLAN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// What the reconciler needs to know about its deployment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The operator's namespace (mesh agents, external agents' service accounts).
+    pub namespace: String,
+    pub cluster_domain: String,
+    pub agent: AgentSettings,
+    /// Name under which the operator publishes Events (its pod name).
+    pub instance: String,
+    /// Whether the operator runs the mesh agent DaemonSet itself.
+    pub manage_mesh_agents: bool,
+    /// The cluster CA (PEM), which API server probes verify the server against.
+    pub cluster_ca_pem: Option<String>,
+    /// The agent channel's CA (PEM): published in every namespace where agents the operator
+    /// does not run itself (workload probe pods, probe sidecars) must verify the channel.
+    pub channel_ca_pem: String,
+}
+
+/// Why a reconcile failed; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("check has no namespace")]
+    NoNamespace,
+    #[error("cannot apply the probe Deployment {name}: {source}")]
+    ApplyWorkload { name: String, source: kube::Error },
+    #[error("cannot apply the mesh agent DaemonSet: {0}")]
+    ApplyMeshAgents(#[source] kube::Error),
+    #[error("cannot write status: {0}")]
+    WriteStatus(#[source] kube::Error),
+    #[error("cannot publish the channel CA in namespace {namespace}: {source}")]
+    PublishCa {
+        namespace: String,
+        source: crate::channel::ChannelError,
+    },
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoNamespace => "NoNamespace",
+            Self::ApplyWorkload { .. } => "ApplyWorkloadFailed",
+            Self::ApplyMeshAgents(_) => "ApplyMeshAgentsFailed",
+            Self::WriteStatus(_) => "StatusWriteFailed",
+            Self::PublishCa { .. } => "PublishCaFailed",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    /// Every check's latest plan, as its reconcile handed it to the planner.
+    plans: BTreeMap<CheckKey, PlannedCheck>,
+    pacer: WritePacer,
+    events: EventLimiter,
+    /// The last status written (or read) per check, to compare against.
+    written: HashMap<CheckKey, ConnectivityCheckStatus>,
+    /// Namespaces this process has published the channel CA in.
+    ca_published: BTreeSet<String>,
+}
+
+/// Shared by reconciles and the planner.
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    cache: ClusterCache,
+    assignments: Arc<MemoryAssignments>,
+    results: Arc<ResultStore>,
+    recorder: Recorder,
+    state: Mutex<State>,
+    replan: Notify,
+    /// The controller's cache of checks, once it has listed them all.
+    checks: OnceLock<Store<ConnectivityCheck>>,
+    started: Instant,
+    /// The mesh DaemonSet was applied by this process (once per process: its content
+    /// depends only on the operator's settings).
+    mesh_applied: std::sync::atomic::AtomicBool,
+    metrics: OperatorMetrics,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        cache: ClusterCache,
+        assignments: Arc<MemoryAssignments>,
+        results: Arc<ResultStore>,
+        metrics: OperatorMetrics,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "netslo-operator".into(),
+            instance: Some(settings.instance.clone()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            cache,
+            assignments,
+            results,
+            state: Mutex::new(State {
+                plans: BTreeMap::new(),
+                pacer: WritePacer::new(PacingLimits::default()),
+                events: EventLimiter::default(),
+                written: HashMap::new(),
+                ca_published: BTreeSet::new(),
+            }),
+            replan: Notify::new(),
+            checks: OnceLock::new(),
+            started: Instant::now(),
+            mesh_applied: std::sync::atomic::AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Runs the check controller until `shutdown` resolves.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let checks: Api<ConnectivityCheck> = Api::all(ctx.client.clone());
+    let deployments: Api<Deployment> = Api::all(ctx.client.clone());
+    let controller = Controller::new(checks, watcher::Config::default().any_semantic());
+    let sweeper = tokio::spawn(sweep_deleted(ctx.clone(), controller.store()));
+    // A series that starts or stops failing reconciles its check at once: the verdict and
+    // the conditions follow within an agent window, not a requeue period.
+    let (changed_tx, changed_rx) = tokio::sync::mpsc::channel::<CheckKey>(1024);
+    ctx.results.notify_changes(changed_tx);
+    let changed = futures::stream::unfold(changed_rx, |mut rx| async move {
+        let key = rx.recv().await?;
+        Some((key, rx))
+    })
+    // Held one agent flush long first: agents close their windows together, and the
+    // reconcile should see every source's newest bucket, not the first one to arrive.
+    .map(|key| async move {
+        tokio::time::sleep(CHANGE_SETTLE).await;
+        key
+    })
+    .buffer_unordered(1024)
+    .map(|key| key.object_ref());
+    controller
+        .owns(deployments, watcher::Config::default().labels(LABEL_CHECK))
+        .reconcile_on(changed)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!("reconcile: {err}");
+            }
+        })
+        .await;
+    sweeper.abort();
+}
+
+/// Forgets checks that no longer exist: the controller only reconciles objects it still
+/// sees, and a check deleted without a finalizer (or while the operator was away) is simply
+/// gone. Its plan, pacing state and result window go, and its stored window is deleted.
+async fn sweep_deleted(ctx: Arc<Context>, store: Store<ConnectivityCheck>) {
+    // The store's readiness wakes only one waiter (a oneshot underneath), and the
+    // controller's own runner waits on it too: poll it again and again instead.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
+    }
+    let _ = ctx.checks.set(store.clone());
+    tracing::debug!(checks = store.len(), "checks listed");
+    ctx.replan.notify_one();
+    loop {
+        let existing: BTreeSet<CheckKey> = store
+            .state()
+            .iter()
+            .filter_map(|c| CheckKey::of(c))
+            .collect();
+        let mut gone: BTreeSet<CheckKey> = ctx.state().plans.keys().cloned().collect();
+        gone.extend(ctx.results.checks());
+        gone.retain(|key| !existing.contains(key));
+        for key in &gone {
+            tracing::info!(check = %key, "check deleted: forgetting it");
+            forget(&ctx, key);
+        }
+        if !gone.is_empty() {
+            ctx.replan.notify_one();
+        }
+        let uids: BTreeSet<String> = store.state().iter().filter_map(|c| c.uid()).collect();
+        sweep_orphaned_workloads(&ctx.client, &uids).await;
+        tokio::time::sleep(SWEEP_EVERY).await;
+    }
+}
+
+/// Deletes probe Deployments in other namespaces than their check (which owner references
+/// cannot reach, so garbage collection does not) whose check is gone: they carry its UID.
+async fn sweep_orphaned_workloads(client: &Client, existing_uids: &BTreeSet<String>) {
+    let all: Api<Deployment> = Api::all(client.clone());
+    let params = kube::api::ListParams::default().labels(workloads::LABEL_OWNER_UID);
+    let list = match all.list_metadata(&params).await {
+        Ok(list) => list,
+        Err(err) => {
+            tracing::debug!("cannot list probe Deployments to sweep: {err}");
+            return;
+        }
+    };
+    for (namespace, name) in orphaned(list.items.iter().map(|d| &d.metadata), existing_uids) {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => tracing::info!(
+                namespace,
+                name,
+                "deleted the probe Deployment of a deleted check"
+            ),
+            Err(err) => tracing::warn!(
+                namespace,
+                name,
+                "cannot delete an orphaned probe Deployment: {err}"
+            ),
+        }
+    }
+}
+
+/// `(namespace, name)` of objects whose owner-UID label names no existing check.
+fn orphaned<'a>(
+    objects: impl Iterator<Item = &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    existing_uids: &BTreeSet<String>,
+) -> Vec<(String, String)> {
+    objects
+        .filter(|m| m.deletion_timestamp.is_none())
+        .filter(|m| {
+            m.labels
+                .as_ref()
+                .and_then(|l| l.get(workloads::LABEL_OWNER_UID))
+                .is_some_and(|uid| !existing_uids.contains(uid))
+        })
+        .filter_map(|m| Some((m.namespace.clone()?, m.name.clone()?)))
+        .collect()
+}
+
+/// Whether every existing check has a plan (or the deadline for that passed): until then an
+/// agent that reports after an operator restart would be refused for checks not planned yet.
+fn first_plan_complete(ctx: &Context, plans: &BTreeMap<CheckKey, PlannedCheck>) -> bool {
+    if ctx.started.elapsed() >= FIRST_PLAN_DEADLINE {
+        return true;
+    }
+    let Some(store) = ctx.checks.get() else {
+        return false;
+    };
+    store
+        .state()
+        .iter()
+        .all(|c| CheckKey::of(c).is_some_and(|key| plans.contains_key(&key)))
+}
+
+fn error_policy(_check: Arc<ConnectivityCheck>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(reason = err.reason(), "reconcile failed: {err}");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Forgets a check: its plan, what was written for it, its result window and its metrics.
+fn forget(ctx: &Context, key: &CheckKey) {
+    let mut state = ctx.state();
+    state.plans.remove(key);
+    state.written.remove(key);
+    state.pacer.forget(&key.to_string());
+    drop(state);
+    ctx.results.remove(key);
+    ctx.metrics.forget(key);
+    ctx.replan.notify_one();
+}
+
+/// The agents the operator knows: mesh agents (their pods), workload agents (the probe
+/// Deployments' pods) and external agents named by checks.
+fn agent_infos(
+    operator_namespace: &str,
+    plans: &BTreeMap<CheckKey, PlannedCheck>,
+    snapshot: &OwnedSnapshot,
+) -> Vec<AgentInfo> {
+    let mut agents = Vec::new();
+    for pod in &snapshot.pods {
+        let labels = pod.metadata.labels.as_ref();
+        let component = labels
+            .and_then(|l| l.get(LABEL_COMPONENT))
+            .map(String::as_str);
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let zone = node
+            .as_deref()
+            .and_then(|n| resolve::zone_of(&snapshot.nodes, n));
+        let agent_pod = || AgentPod {
+            namespace: pod.namespace().unwrap_or_default(),
+            name: pod.name_any(),
+            service_account: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+        };
+        match component {
+            Some("mesh-agent")
+                if pod.metadata.namespace.as_deref() == Some(operator_namespace)
+                    && ip.is_some() =>
+            {
+                if let Some(node) = node {
+                    agents.push(AgentInfo {
+                        name: node.clone(),
+                        kind: AgentKind::Mesh,
+                        node: Some(node),
+                        zone,
+                        ip,
+                        pod: None,
+                    });
+                }
+            }
+            _ if labels
+                .and_then(|l| l.get(workloads::LABEL_PROBE_SIDECAR))
+                .is_some_and(|v| v == "true")
+                && ip.is_some() =>
+            {
+                let pod = agent_pod();
+                agents.push(AgentInfo {
+                    name: format!("{}/{}", pod.namespace, pod.name),
+                    kind: AgentKind::Sidecar,
+                    node,
+                    zone,
+                    ip,
+                    pod: Some(pod),
+                });
+            }
+            Some("workload-agent") => {
+                // A pod without a readable check label probes for no check.
+                let Some(check) = labels
+                    .and_then(|l| l.get(LABEL_CHECK))
+                    .and_then(|value| workloads::check_of_label(value))
+                else {
+                    continue;
+                };
+                agents.push(AgentInfo {
+                    name: pod.name_any(),
+                    kind: AgentKind::Workload { check },
+                    node,
+                    zone,
+                    ip,
+                    pod: Some(agent_pod()),
+                });
+            }
+            _ => {}
+        }
+    }
+    let external: BTreeSet<&String> = plans
+        .values()
+        .filter_map(|p| p.spec.source.external.as_ref())
+        .flat_map(|e| e.agents.iter())
+        .collect();
+    for name in external {
+        agents.push(AgentInfo {
+            name: name.clone(),
+            kind: AgentKind::External,
+            node: None,
+            zone: None,
+            ip: None,
+            pod: None,
+        });
+    }
+    agents
+}
+
+/// Whose tokens may act as `agent`; `None` for an in-cluster agent whose pod is unknown,
+/// which then gets no assignment.
+fn binding(ctx: &Context, agent: &AgentInfo) -> Option<AgentBinding> {
+    let pod_account = || {
+        let pod = agent.pod.as_ref()?;
+        Some((
+            pod,
+            AgentBinding::service_account(&pod.namespace, &pod.service_account),
+        ))
+    };
+    Some(match &agent.kind {
+        // One mesh agent per node, bound to it: one node's agent cannot report as another.
+        AgentKind::Mesh => AgentBinding::service_account(
+            &ctx.settings.namespace,
+            &ctx.settings.agent.mesh_service_account,
+        )
+        .on_node(agent.node.as_deref().unwrap_or_default()),
+        AgentKind::Workload { .. } => pod_account()?.1,
+        // An external agent authenticates as the service account of its name in the
+        // operator's namespace: only those who may mint its tokens can run it.
+        AgentKind::External => AgentBinding::service_account(&ctx.settings.namespace, &agent.name),
+        // A sidecar speaks for its own pod only: the pod's service account, with a token the
+        // API server bound to that very pod.
+        AgentKind::Sidecar => {
+            let (pod, binding) = pod_account()?;
+            binding.in_pod(&pod.name)
+        }
+    })
+}
+
+/// Runs the planner: recomputes every agent's assignment on change and every tick.
+pub async fn run_planner(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        plan_once(&ctx);
+        tokio::select! {
+            _ = ctx.replan.notified() => {}
+            _ = ctx.cache.changed.notified() => {}
+            _ = tokio::time::sleep(PLAN_TICK) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+fn plan_once(ctx: &Context) {
+    let now = now_ms();
+    let snapshot = ctx.cache.snapshot();
+    let plans = {
+        let state = ctx.state();
+        // The store learns how to count each check's results here, before the assignments
+        // below reach any agent: a check's first results are counted as its spec says. The
+        // reconciles only hand over plans; configuring under the state lock keeps a check
+        // forgotten meanwhile from coming back into the store.
+        for plan in state.plans.values() {
+            if let Some(counting) = &plan.counting {
+                ctx.results
+                    .configure(&plan.key, &plan.uid, counting.clone(), now);
+            }
+        }
+        state.plans.clone()
+    };
+    let agents = agent_infos(&ctx.settings.namespace, &plans, &snapshot);
+    let views: Vec<CheckPlan<'_>> = plans.values().map(PlannedCheck::as_check_plan).collect();
+    // One mesh plan per (check, target) and pass: its agents are the check's sources, the
+    // same for every agent, and sorting them per agent would cost O(N² log N) at N nodes.
+    let mut mesh_plans: HashMap<(CheckKey, String), MeshPlan> = HashMap::new();
+    let cluster_cidrs = crate::cluster_space::cluster_space(
+        &snapshot.service_cidrs,
+        &snapshot.nodes,
+        &snapshot.pods,
+        &snapshot.services,
+    );
+    let per_agent = assignments(
+        &views,
+        &agents,
+        &snapshot.nodes,
+        &cluster_cidrs,
+        |plan, target, agent, peers| {
+            let mesh_plan = mesh_plans
+                .entry((plan.key.clone(), target.name.clone()))
+                .or_insert_with(|| mesh_plan_for(plan.spec, &target.name, peers.iter().copied()));
+            mesh_peers(mesh_plan, plan.spec, agent, peers, now)
+        },
+    );
+    for agent in &agents {
+        let (Some(assignment), Some(binding)) = (per_agent.get(&agent.name), binding(ctx, agent))
+        else {
+            continue;
+        };
+        if let Err(err) = ctx
+            .assignments
+            .set(&agent.name, binding, assignment.clone())
+        {
+            tracing::warn!(agent = agent.name, "assignment rejected: {err}");
+        }
+    }
+    let names: BTreeSet<String> = agents.iter().map(|a| a.name.clone()).collect();
+    ctx.assignments.retain(|name| names.contains(name));
+    if !ctx.assignments.ready() && first_plan_complete(ctx, &plans) {
+        tracing::info!(
+            checks = plans.len(),
+            "every check planned: serving assignments"
+        );
+        ctx.assignments.mark_ready();
+    }
+}
+
+/// The peers `agent` probes this round.
+fn mesh_peers<'a>(
+    mesh_plan: &MeshPlan,
+    spec: &ConnectivityCheckSpec,
+    agent: &AgentInfo,
+    peers: &[&'a AgentInfo],
+    now: UnixMs,
+) -> Vec<&'a AgentInfo> {
+    let interval_ms = i64::try_from(assign::interval_ms(spec)).unwrap_or(i64::MAX);
+    let round = mesh::round_at(now, interval_ms);
+    let Some(i) = mesh_plan.agents().iter().position(|a| a.name == agent.name) else {
+        return Vec::new();
+    };
+    mesh_plan
+        .peers(i, round)
+        .filter_map(|peer| peers.iter().find(|a| a.name == peer.agent.name).copied())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[test]
+    fn only_workloads_of_missing_checks_are_orphans() {
+        let meta = |name: &str, uid: Option<&str>, deleting: bool| ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("payments".into()),
+            labels: uid
+                .map(|u| BTreeMap::from([(workloads::LABEL_OWNER_UID.to_string(), u.to_string())])),
+            deletion_timestamp: deleting.then_some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+            ),
+            ..ObjectMeta::default()
+        };
+        let objects = [
+            meta("live", Some("uid-live"), false),
+            meta("orphan", Some("uid-gone"), false),
+            meta("going", Some("uid-gone"), true),
+            meta("unlabelled", None, false),
+        ];
+        let existing = BTreeSet::from(["uid-live".to_string()]);
+        assert_eq!(
+            orphaned(objects.iter(), &existing),
+            vec![("payments".to_string(), "orphan".to_string())]
+        );
+    }
+}

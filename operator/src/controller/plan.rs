@@ -1,0 +1,966 @@
+//! The pure plan of one check. From the check, what the reconcile gathered ([`Gathered`]) and
+//! `now`: what the check wants before anything is applied ([`desired`]: what stalls it, its
+//! children, what the planner assigns and how the store counts its results) and, once the
+//! children are applied, its status ([`status`]). Nothing here touches the Context, the client
+//! or the result store: every rule is a function of plain values.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
+use netslo_crds::v1alpha1::{
+    AgentCounts, ConnectivityCheck, ConnectivityCheckSpec, ConnectivityCheckStatus, Expectation,
+    MeshCoverage, ServicePath,
+};
+use netslo_protocol::spec::{AddressPolicySpec, Expect};
+
+use crate::assign::{self, AgentInfo, AgentKind, CheckPlan, sources};
+use crate::cache::OwnedSnapshot;
+use crate::check_key::CheckKey;
+use crate::mesh::{self, MeshPlan};
+use crate::metrics::ObjectiveFigures;
+use crate::policy::Grants;
+use crate::resolve::{self, ProblemKind, ResolvedTarget, SeriesId, Via};
+use crate::slo::UnixMs;
+use crate::slo::config::SloConfig;
+use crate::slo::evaluate::{Evaluation, evaluate};
+use crate::slo::window::History;
+use crate::status::conditions::{Setup, Stall, StallReason};
+use crate::status::verdict::{Cell, LastFailure, TargetStats};
+use crate::status::{StatusInput, desired_status, material_change, urgent_change};
+use crate::store::{CheckConfig, SLOT_MS, SeriesViews};
+use crate::workloads::{self, CheckRef};
+
+use super::Settings;
+
+/// How long agents may stay silent before they count as not reporting, when the check's
+/// objectives cannot be read (the objectives' `noDataAfter` default).
+const DEFAULT_NO_DATA_AFTER_MS: i64 = 300_000;
+
+/// What the reconcile gathered for one check before planning it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Gathered {
+    /// The cluster as the cache last saw it.
+    pub cluster: OwnedSnapshot,
+    /// Every check in the check's namespace, as (creation time in ms, name), for the
+    /// policies' limit on checks per namespace; `None` until the controller has listed them.
+    pub checks_in_namespace: Option<Vec<(Option<i64>, String)>>,
+    /// The agents the operator knows, as the planner sees them.
+    pub agents: Vec<AgentInfo>,
+    /// The check's window and recent series; `None` when the store holds no window of this
+    /// check object (a new check, or one created again under the same name).
+    pub results: Option<StoredResults>,
+    /// The status last written (or, after a restart, read): what a change is measured against.
+    pub previous: Option<ConnectivityCheckStatus>,
+}
+
+/// One check's results as the store held them when gathered.
+#[derive(Debug, Clone)]
+pub(super) struct StoredResults {
+    pub history: History,
+    pub series: SeriesViews,
+}
+
+/// A check as the planner needs it: what it assigns to agents, and how the result store
+/// counts the check's results (configured by the planner before it assigns agents).
+#[derive(Debug, Clone)]
+pub(super) struct PlannedCheck {
+    pub key: CheckKey,
+    /// The check object's UID: a check created again under the same name starts a new window.
+    pub uid: String,
+    pub spec: ConnectivityCheckSpec,
+    /// The targets to probe: resolved, probeable and granted.
+    pub targets: Vec<ResolvedTarget>,
+    pub address_policy: AddressPolicySpec,
+    /// `None` while the objectives cannot be read: the store keeps counting as before.
+    pub counting: Option<CheckConfig>,
+}
+
+impl PlannedCheck {
+    pub fn as_check_plan(&self) -> CheckPlan<'_> {
+        CheckPlan {
+            key: &self.key,
+            spec: &self.spec,
+            targets: &self.targets,
+            address_policy: &self.address_policy,
+        }
+    }
+}
+
+/// What a check wants before anything is applied.
+#[derive(Debug, Clone)]
+pub(super) struct Desired {
+    /// `None` when the objectives cannot be read (the stall says why).
+    pub slo: Option<SloConfig>,
+    /// What stalls the check as far as its spec, the cluster and the policies tell.
+    pub stall: Option<Stall>,
+    pub children: Children,
+    pub planned: PlannedCheck,
+}
+
+/// The objects a check needs, applied in this order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Children {
+    /// The mesh agent DaemonSet, shared by every check that probes from or to mesh agents.
+    pub mesh_agents: bool,
+    /// Namespaces where agents of this check (probe sidecars, workload probe pods) verify the
+    /// channel with the CA published there.
+    pub channel_ca_namespaces: Vec<String>,
+    /// The probe Deployment running as the check's workload identity.
+    pub workload: Option<Deployment>,
+}
+
+/// What applying the children came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Applied {
+    /// The probe Deployment's pods are not all ready yet.
+    pub rolling_out: bool,
+    /// The namespace whose probe Deployment the API server refused to the operator (403).
+    pub workload_forbidden_in: Option<String>,
+}
+
+/// The status a reader should see and whether (and how urgently) to write it.
+#[derive(Debug, Clone)]
+pub(super) struct StatusPlan {
+    pub status: ConnectivityCheckStatus,
+    /// `None`: a reader would see no difference, so nothing is written.
+    pub write: Option<StatusWrite>,
+    /// The objectives' figures as just evaluated, for the metrics.
+    pub objectives: Vec<ObjectiveFigures>,
+}
+
+/// How a status write is paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StatusWrite {
+    /// Figures moved: written at the routine pace.
+    Routine,
+    /// A condition or verdict changed: written as soon as the transition pace allows.
+    Urgent,
+}
+
+/// What `check` wants: objectives, targets, what stalls it (the first of: objectives that
+/// cannot be read, targets the engine cannot probe, missing grants, missing objects), its
+/// children and its plan.
+pub(super) fn desired(
+    check: &ConnectivityCheck,
+    key: &CheckKey,
+    gathered: &Gathered,
+    settings: &Settings,
+) -> Desired {
+    let spec = &check.spec;
+    let namespace = key.namespace.as_str();
+    let mut stall: Option<Stall> = None;
+    let slo = match SloConfig::from_spec(spec.objectives.as_ref()) {
+        Ok(slo) => Some(slo),
+        Err(err) => {
+            stall = Some(Stall {
+                reason: StallReason::InvalidSpec,
+                message: err.to_string(),
+            });
+            None
+        }
+    };
+    let cluster = gathered
+        .cluster
+        .view(&settings.cluster_domain, settings.cluster_ca_pem.as_deref());
+    let mut resolution = resolve::resolve(namespace, &spec.targets, &cluster);
+    if stall.is_none()
+        && let Some(problem) = resolution.problems.iter().find(|p| p.kind.stalls())
+    {
+        let reason = match problem.kind {
+            ProblemKind::NotFound => StallReason::TargetNotFound,
+            // Cluster objects a tenant could have pointed anywhere: a tenancy refusal.
+            ProblemKind::Untrusted => StallReason::TargetNotPermitted,
+            _ => StallReason::InvalidSpec,
+        };
+        stall = Some(Stall {
+            reason,
+            message: problem.to_string(),
+        });
+    }
+
+    // Targets the probe engine would refuse are never assigned: an agent refuses a whole
+    // assignment it cannot compile, which would stop every other check on it.
+    let mut unprobeable = Vec::new();
+    resolution
+        .targets
+        .retain(|t| match assign::unprobeable(key, t) {
+            Some(why) => {
+                let index = spec.targets.iter().position(|s| s.name == t.name);
+                unprobeable.push(format!(
+                    "spec.targets[{}] ({}): the probe engine cannot run it: {why}",
+                    index.unwrap_or_default(),
+                    t.name
+                ));
+                false
+            }
+            None => true,
+        });
+    if let Some(first) = unprobeable.first()
+        && !stalled_by(&stall, StallReason::InvalidSpec)
+    {
+        stall = Some(Stall {
+            reason: StallReason::InvalidSpec,
+            message: first.clone(),
+        });
+    }
+
+    // Tenancy: targets the admins' policies do not grant are never probed.
+    let grants = Grants::for_namespace(
+        namespace,
+        &gathered.cluster.policies,
+        &gathered.cluster.namespaces,
+    );
+    let mut denials = grants.denials(spec);
+    denials.extend(grants.resolved_denials(&resolution.targets));
+    if let Some(in_namespace) = &gathered.checks_in_namespace {
+        denials.extend(grants.check_count_denial(&key.name, in_namespace));
+    }
+    // A check the policies refuse as a whole (its source namespace, its limits) probes
+    // nothing and runs no probe pods.
+    let check_denied = denials.iter().any(|d| d.target.is_none());
+    if let Some(first) = denials.first() {
+        resolution.targets.retain(|t| {
+            !check_denied
+                && !denials
+                    .iter()
+                    .any(|d| d.target.as_deref() == Some(t.name.as_str()))
+        });
+        // A spec that cannot be read at all says so first; a missing grant outranks a
+        // missing object.
+        if !stalled_by(&stall, StallReason::InvalidSpec) {
+            stall = Some(Stall {
+                reason: StallReason::TargetNotPermitted,
+                message: format!("{first}{}", and_more(denials.len(), "")),
+            });
+        }
+    }
+
+    // Results for this check are counted as its spec says.
+    let counting = slo.as_ref().map(|slo| CheckConfig {
+        latency_threshold_us: slo.latency.as_ref().map(|l| l.threshold_us),
+        deny_targets: spec
+            .targets
+            .iter()
+            .filter(|t| t.expect == Some(Expectation::Deny))
+            .map(|t| t.name.clone())
+            .collect(),
+        slice: slo.slice,
+    });
+    let uid = check.uid().unwrap_or_default();
+    let children = children(check, key, &uid, check_denied, settings);
+    Desired {
+        slo,
+        stall,
+        children,
+        planned: PlannedCheck {
+            key: key.clone(),
+            uid,
+            spec: spec.clone(),
+            targets: resolution.targets,
+            address_policy: grants.address_policy(),
+            counting,
+        },
+    }
+}
+
+fn stalled_by(stall: &Option<Stall>, reason: StallReason) -> bool {
+    stall.as_ref().is_some_and(|s| s.reason == reason)
+}
+
+/// `" (and N more<what>)"` after the first of `count` findings, or nothing for one.
+fn and_more(count: usize, what: &str) -> String {
+    match count {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more{what})", n - 1),
+    }
+}
+
+/// The objects `check` needs. A check of localhost targets only is probed by the sidecars in
+/// its target pods: its source starts no agents.
+fn children(
+    check: &ConnectivityCheck,
+    key: &CheckKey,
+    uid: &str,
+    check_denied: bool,
+    settings: &Settings,
+) -> Children {
+    let spec = &check.spec;
+    let localhost_only = assign::localhost_only(spec);
+    let mesh_agents = !localhost_only
+        && (spec.source.mesh.is_some() || spec.targets.iter().any(|t| t.mesh.is_some()));
+    let mut channel_ca_namespaces = Vec::new();
+    // Probe sidecars verify the channel with the CA in their own namespace.
+    if spec.targets.iter().any(|t| t.localhost.is_some()) {
+        channel_ca_namespaces.push(key.namespace.clone());
+    }
+    let workload = spec
+        .source
+        .workload
+        .as_ref()
+        .filter(|_| !localhost_only && !check_denied)
+        .map(|workload| {
+            let source_namespace = workload
+                .namespace
+                .clone()
+                .unwrap_or_else(|| key.namespace.clone());
+            let check_ref = CheckRef {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                uid: uid.to_owned(),
+            };
+            let deployment = workloads::workload_deployment(
+                &settings.agent,
+                &check_ref,
+                &source_namespace,
+                &workload.pod_labels,
+                &workload.service_account_name,
+                workload.replicas.unwrap_or(2),
+                workload.node_selector.as_ref(),
+            );
+            channel_ca_namespaces.push(source_namespace);
+            deployment
+        });
+    Children {
+        mesh_agents,
+        channel_ca_namespaces,
+        workload,
+    }
+}
+
+/// The status of the check once its children are applied: the stalls only applying and the
+/// results can tell (after those of [`desired`]: a refused probe Deployment, a missing probe
+/// sidecar, destinations the agents refused), the objectives evaluated, failures localised,
+/// and whether a reader would see a change.
+pub(super) fn status(
+    check: &ConnectivityCheck,
+    key: &CheckKey,
+    desired: &Desired,
+    applied: &Applied,
+    gathered: &Gathered,
+    now: UnixMs,
+) -> StatusPlan {
+    let mut stall = desired.stall.clone();
+    // Running probe pods as a workload's identity is granted per namespace.
+    if let Some(namespace) = &applied.workload_forbidden_in {
+        stall.get_or_insert(Stall {
+            reason: StallReason::TargetNotPermitted,
+            message: format!(
+                "the operator may not run probe pods in namespace {namespace}: bind the ClusterRole netslo-workload-agents to it there"
+            ),
+        });
+    }
+    let planned = &desired.planned;
+    // The agents this check probes from: what `agents.desired` counts and what its mesh
+    // coverage is measured over, the same set the planner assigns.
+    let source_agents = sources(
+        &planned.as_check_plan(),
+        &gathered.agents,
+        &gathered.cluster.nodes,
+    );
+    let mesh_agents: Vec<&AgentInfo> = source_agents
+        .iter()
+        .copied()
+        .filter(|a| a.kind != AgentKind::Sidecar)
+        .collect();
+    if stall.is_none()
+        && let Some(message) = missing_sidecars(
+            planned
+                .targets
+                .iter()
+                .flat_map(|t| &t.endpoints)
+                .filter_map(|e| e.inside_pod.as_deref()),
+            &gathered.agents,
+        )
+    {
+        stall = Some(Stall {
+            reason: StallReason::SidecarMissing,
+            message,
+        });
+    }
+    let figures = ResultFigures::of(
+        desired.slo.as_ref(),
+        gathered.results.as_ref(),
+        planned,
+        &gathered.agents,
+        &mesh_agents,
+        now,
+    );
+    // Agents refused to send probes the plan allowed: a granted name resolved to an address
+    // the namespace is not granted (loopback, link-local or metadata, the node itself, a pod
+    // or ClusterIP the operator did not resolve for the check), or a redirect led there. The
+    // check cannot run as written: say so like any missing grant.
+    if stall.is_none()
+        && let Some(first) = figures.refused_targets.first()
+    {
+        stall = Some(Stall {
+            reason: StallReason::TargetNotPermitted,
+            message: format!(
+                "target {first}: the agents refused its destination, which resolves or redirects to an address no ConnectivityPolicy grants to namespace {} (loopback, link-local/metadata, a node's own, another pod or Service of the cluster, or outside every external grant){}",
+                key.namespace,
+                and_more(figures.refused_targets.len(), " targets"),
+            ),
+        });
+    }
+    let setup = Setup {
+        generation: check.metadata.generation,
+        suspended: check.spec.suspend == Some(true),
+        stalled: stall,
+        agents: AgentCounts {
+            desired: i32::try_from(source_agents.len()).unwrap_or(i32::MAX),
+            reporting: i32::try_from(figures.reporting).unwrap_or(i32::MAX),
+        },
+        agents_rolling_out: applied.rolling_out,
+        agents_due: figures.agents_due,
+    };
+    let input = StatusInput {
+        setup: &setup,
+        evaluation: figures.evaluation.as_ref(),
+        cells: &figures.cells,
+        targets: &figures.targets,
+        mesh: figures.mesh,
+    };
+    let previous = gathered.previous.as_ref();
+    let status = desired_status(&input, previous, now);
+    let write = if !material_change(previous, &status) {
+        None
+    } else if urgent_change(previous, &status) {
+        Some(StatusWrite::Urgent)
+    } else {
+        Some(StatusWrite::Routine)
+    };
+    StatusPlan {
+        status,
+        write,
+        objectives: figures
+            .evaluation
+            .as_ref()
+            .map(ObjectiveFigures::of)
+            .unwrap_or_default(),
+    }
+}
+
+/// What a check's results come to: the objectives evaluated, the failure matrix, the
+/// per-target summaries, who reports, mesh coverage and refused destinations.
+#[derive(Debug, Clone, Default)]
+struct ResultFigures {
+    /// `None` when the objectives cannot be read.
+    evaluation: Option<Evaluation>,
+    cells: Vec<Cell>,
+    targets: Vec<TargetStats>,
+    /// Sources with results within the objectives' `noDataAfter`.
+    reporting: usize,
+    mesh: Option<MeshCoverage>,
+    /// Targets (by name) whose probes the agents refused within the summary span.
+    refused_targets: Vec<String>,
+    /// Whether the check has had results for `noDataAfter`: silent agents are then missing.
+    agents_due: bool,
+}
+
+impl ResultFigures {
+    fn of(
+        slo: Option<&SloConfig>,
+        stored: Option<&StoredResults>,
+        plan: &PlannedCheck,
+        agents: &[AgentInfo],
+        mesh_agents: &[&AgentInfo],
+        now: UnixMs,
+    ) -> Self {
+        let no_data_after = slo.map_or(DEFAULT_NO_DATA_AFTER_MS, |s| s.no_data_after_ms);
+        let no_series = SeriesViews::new();
+        // The planner configures the store from this plan: until it has, the window is the
+        // one configuring will give it. A new check (or one created again under the same
+        // name) starts an empty window now; a new timeslice rule settles the open slices
+        // under the old one first.
+        let (history, series): (Cow<'_, History>, &SeriesViews) = match (stored, slo) {
+            (Some(stored), Some(slo)) if stored.history.slice_rule() != slo.slice => {
+                let mut history = stored.history.clone();
+                history.set_slice_rule(slo.slice, now);
+                history.advance(now);
+                (Cow::Owned(history), &stored.series)
+            }
+            (Some(stored), _) => (Cow::Borrowed(&stored.history), &stored.series),
+            (None, Some(slo)) => (Cow::Owned(History::new(slo.slice, now)), &no_series),
+            // Objectives that cannot be read configure nothing: there is nothing to count.
+            (None, None) => {
+                return ResultFigures {
+                    mesh: mesh_coverage(plan, mesh_agents, &no_series, now),
+                    ..ResultFigures::default()
+                };
+            }
+        };
+        let reporting: BTreeSet<&String> = series
+            .iter()
+            .filter(|(_, s)| s.last_slot_ms + SLOT_MS >= now - no_data_after)
+            .map(|((source, _), _)| source)
+            .collect();
+        ResultFigures {
+            evaluation: slo.map(|s| evaluate(s, &history, now)),
+            cells: failure_matrix(plan, agents, series),
+            targets: target_stats(plan, series),
+            reporting: reporting.len(),
+            mesh: mesh_coverage(plan, mesh_agents, series, now),
+            refused_targets: refused_targets(series),
+            agents_due: history
+                .first_result_ms()
+                .is_some_and(|first| now - first >= no_data_after),
+        }
+    }
+}
+
+/// The pods of `localhost` targets (`<namespace>/<pod>`) that run no probe sidecar, as a
+/// stall message, or `None` when every such pod has one.
+fn missing_sidecars<'a>(
+    inside_pods: impl Iterator<Item = &'a str>,
+    agents: &[AgentInfo],
+) -> Option<String> {
+    let sidecars: BTreeSet<&str> = agents
+        .iter()
+        .filter(|a| a.kind == AgentKind::Sidecar)
+        .map(|a| a.name.as_str())
+        .collect();
+    let missing: BTreeSet<&str> = inside_pods.filter(|pod| !sidecars.contains(pod)).collect();
+    let first = missing.first()?;
+    Some(format!(
+        "pod {first}{} runs no netslo probe sidecar: localhost targets are probed from inside the pod, by a sidecar in pods labelled {}=true",
+        and_more(missing.len(), ""),
+        workloads::LABEL_PROBE_SIDECAR
+    ))
+}
+
+/// The rotating peer plan of a mesh target over `agents`.
+pub(super) fn mesh_plan_for<'a>(
+    spec: &ConnectivityCheckSpec,
+    target: &str,
+    agents: impl Iterator<Item = &'a AgentInfo>,
+) -> MeshPlan {
+    let agents = agents
+        .map(|a| mesh::Agent {
+            node: a.node.clone().unwrap_or_default(),
+            name: a.name.clone(),
+            zone: a.zone.clone(),
+        })
+        .collect();
+    let k = spec
+        .targets
+        .iter()
+        .find(|t| t.name == target)
+        .and_then(|t| t.mesh.as_ref())
+        .and_then(|m| m.peers_per_agent);
+    MeshPlan::new(agents, k)
+}
+
+/// Targets (by name) whose probes the agents refused within the summary span.
+fn refused_targets(views: &SeriesViews) -> Vec<String> {
+    let names: BTreeSet<String> = views
+        .iter()
+        .filter(|(_, v)| v.summary.refused > 0)
+        .filter_map(|((_, label), _)| SeriesId::parse(label).map(|s| s.target))
+        .collect();
+    names.into_iter().collect()
+}
+
+/// Mesh coverage over the check's own source agents: the rotation, and the fraction of
+/// ordered pairs with results within the last rotation period (at the store's one-minute
+/// resolution).
+fn mesh_coverage(
+    plan: &PlannedCheck,
+    source_agents: &[&AgentInfo],
+    views: &SeriesViews,
+    now: UnixMs,
+) -> Option<MeshCoverage> {
+    let target = plan.spec.targets.iter().find(|t| t.mesh.is_some())?;
+    let mesh_plan = mesh_plan_for(&plan.spec, &target.name, source_agents.iter().copied());
+    let interval = Duration::from_millis(assign::interval_ms(&plan.spec));
+    let period_ms =
+        i64::try_from(mesh_plan.rotation_period(interval).as_millis()).unwrap_or(i64::MAX);
+    let since = now.saturating_sub(period_ms);
+    let members: BTreeSet<&str> = mesh_plan.agents().iter().map(|a| a.name.as_str()).collect();
+    let probed = views
+        .iter()
+        .filter(|((source, label), view)| {
+            view.last_slot_ms.saturating_add(SLOT_MS) > since
+                && members.contains(source.as_str())
+                && SeriesId::parse(label).is_some_and(|s| {
+                    s.target == target.name && members.contains(s.endpoint.as_str())
+                })
+        })
+        .count() as u64;
+    Some(mesh_plan.coverage(interval, Some(probed)))
+}
+
+/// The current failure matrix: one cell per (source, series), from its newest bucket.
+fn failure_matrix(plan: &PlannedCheck, agents: &[AgentInfo], views: &SeriesViews) -> Vec<Cell> {
+    views
+        .iter()
+        .filter_map(|((source, label), view)| {
+            let series = SeriesId::parse(label)?;
+            let target = plan.targets.iter().find(|t| t.name == series.target)?;
+            let recent = &view.matrix;
+            if recent.good + recent.bad == 0 {
+                return None;
+            }
+            let source_agent = agents.iter().find(|a| &a.name == source);
+            let endpoint_zone = target
+                .endpoints
+                .iter()
+                .find(|e| e.series == series)
+                .and_then(|e| e.zone.clone())
+                .or_else(|| {
+                    agents
+                        .iter()
+                        .find(|a| a.name == series.endpoint)
+                        .and_then(|a| a.zone.clone())
+                });
+            Some(Cell {
+                source_node: source_agent
+                    .and_then(|a| a.node.clone())
+                    .unwrap_or_else(|| source.clone()),
+                source_zone: source_agent.and_then(|a| a.zone.clone()),
+                target: series.target.clone(),
+                protocol: target.protocol,
+                path: series.via.service_path(),
+                endpoint: endpoint_label(&series),
+                dest_zone: endpoint_zone,
+                expect_deny: target.expect == Expect::Deny,
+                good: recent.good,
+                bad: recent.bad,
+                reason: recent.dominant_reason(),
+            })
+        })
+        .collect()
+}
+
+fn endpoint_label(series: &SeriesId) -> Option<String> {
+    match series.via {
+        Via::ClusterIP | Via::DNSName | Via::Dns | Via::ApiServer => None,
+        _ => Some(series.endpoint.clone()),
+    }
+}
+
+/// Per-target statistics of the last hour, one per (target, path, endpoint), all sources
+/// together.
+fn target_stats(plan: &PlannedCheck, views: &SeriesViews) -> Vec<TargetStats> {
+    let mut by_series: BTreeMap<SeriesId, TargetStats> = BTreeMap::new();
+    for ((source, label), view) in views {
+        let stats = &view.summary;
+        let Some(series) = SeriesId::parse(label) else {
+            continue;
+        };
+        let Some(target) = plan.targets.iter().find(|t| t.name == series.target) else {
+            continue;
+        };
+        let via: Option<ServicePath> = series.via.service_path();
+        let entry = by_series
+            .entry(series.clone())
+            .or_insert_with(|| TargetStats {
+                name: series.target.clone(),
+                via,
+                endpoint: endpoint_label(&series),
+                protocol: target.protocol,
+                good: 0,
+                valid: 0,
+                latency: Default::default(),
+                last_failure: None,
+            });
+        entry.good += stats.good;
+        entry.valid += stats.good + stats.bad;
+        entry.latency.merge(&stats.latency);
+        if let Some((reason, at)) = stats.last_failure
+            && entry.last_failure.as_ref().is_none_or(|f| f.at_ms <= at)
+        {
+            entry.last_failure = Some(LastFailure {
+                reason,
+                protocol: target.protocol,
+                source: source.clone(),
+                at_ms: at,
+            });
+        }
+    }
+    by_series.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SeriesStats, SeriesView};
+    use crate::workloads::AgentSettings;
+    use serde_json::json;
+
+    const NOW: UnixMs = 1_800_000_000_000;
+
+    fn settings() -> Settings {
+        Settings {
+            namespace: "netslo-system".into(),
+            cluster_domain: "cluster.local".into(),
+            agent: AgentSettings {
+                namespace: "netslo-system".into(),
+                image: "netslo-agent:test".into(),
+                mesh_service_account: "netslo-agent".into(),
+                operator_url: "https://netslo-operator.netslo-system.svc:8443".into(),
+                env: Vec::new(),
+            },
+            instance: "netslo-operator-0".into(),
+            manage_mesh_agents: true,
+            cluster_ca_pem: None,
+            channel_ca_pem: String::new(),
+        }
+    }
+
+    fn check(spec: serde_json::Value) -> (ConnectivityCheck, CheckKey) {
+        let check: ConnectivityCheck = serde_json::from_value(json!({
+            "apiVersion": "netslo.io/v1alpha1",
+            "kind": "ConnectivityCheck",
+            "metadata": {"namespace": "shop", "name": "web", "uid": "uid-1", "generation": 3},
+            "spec": spec,
+        }))
+        .unwrap();
+        (check, CheckKey::new("shop", "web"))
+    }
+
+    fn service_target() -> serde_json::Value {
+        json!({"name": "api", "service": {"name": "api", "port": 80}})
+    }
+
+    fn workload_source(namespace: Option<&str>) -> serde_json::Value {
+        let mut source = json!({"serviceAccountName": "web", "podLabels": {"app": "web"}});
+        if let Some(ns) = namespace {
+            source["namespace"] = json!(ns);
+        }
+        json!({"workload": source})
+    }
+
+    fn desired_of(spec: serde_json::Value, gathered: &Gathered) -> Desired {
+        let (check, key) = check(spec);
+        desired(&check, &key, gathered, &settings())
+    }
+
+    fn status_of(
+        spec: serde_json::Value,
+        desired: &Desired,
+        applied: &Applied,
+        gathered: &Gathered,
+    ) -> StatusPlan {
+        let (check, key) = check(spec);
+        status(&check, &key, desired, applied, gathered, NOW)
+    }
+
+    fn ready_reason(plan: &StatusPlan) -> (String, String) {
+        let ready = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("a Ready condition");
+        (ready.reason.clone(), ready.message.clone())
+    }
+
+    #[test]
+    fn a_missing_object_stalls_the_check() {
+        let desired = desired_of(
+            json!({"source": {"mesh": {}}, "targets": [service_target()]}),
+            &Gathered::default(),
+        );
+        let stall = desired.stall.expect("stalled");
+        assert_eq!(stall.reason, StallReason::TargetNotFound);
+        assert!(stall.message.contains("api"), "{}", stall.message);
+        assert!(desired.slo.is_some());
+        assert_eq!(desired.planned.uid, "uid-1");
+        assert!(desired.planned.counting.is_some(), "the store counts it");
+    }
+
+    #[test]
+    fn unreadable_objectives_outrank_every_other_stall_and_configure_no_counting() {
+        let desired = desired_of(
+            json!({"source": workload_source(Some("elsewhere")),
+                   "targets": [service_target()],
+                   "objectives": {"alerting": {"profile": "Custom"}}}),
+            &Gathered::default(),
+        );
+        let stall = desired.stall.expect("stalled");
+        assert_eq!(stall.reason, StallReason::InvalidSpec);
+        assert!(desired.slo.is_none());
+        assert!(desired.planned.counting.is_none());
+    }
+
+    #[test]
+    fn a_missing_grant_outranks_a_missing_object_and_runs_no_probe_pods() {
+        let desired = desired_of(
+            json!({"source": workload_source(Some("elsewhere")), "targets": [service_target()]}),
+            &Gathered::default(),
+        );
+        let stall = desired.stall.expect("stalled");
+        assert_eq!(stall.reason, StallReason::TargetNotPermitted);
+        assert!(
+            stall
+                .message
+                .starts_with("probing from namespace elsewhere is not granted"),
+            "{}",
+            stall.message
+        );
+        assert_eq!(desired.children.workload, None);
+        assert!(
+            desired.planned.targets.is_empty(),
+            "a denied check probes nothing"
+        );
+    }
+
+    #[test]
+    fn a_workload_source_wants_its_deployment_and_the_channel_ca_beside_it() {
+        let desired = desired_of(
+            json!({"source": workload_source(None), "targets": [service_target()]}),
+            &Gathered::default(),
+        );
+        let children = &desired.children;
+        assert!(!children.mesh_agents);
+        assert_eq!(children.channel_ca_namespaces, ["shop"]);
+        let deployment = children.workload.as_ref().expect("a probe Deployment");
+        assert_eq!(deployment.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(deployment.metadata.name.as_deref(), Some("netslo-web"));
+    }
+
+    #[test]
+    fn a_localhost_only_check_starts_no_agents_of_its_own() {
+        let desired = desired_of(
+            json!({"source": workload_source(None),
+                   "targets": [{"name": "app", "localhost": {"podSelector": {"matchLabels": {"app": "checkout"}}, "port": 9091}}]}),
+            &Gathered::default(),
+        );
+        assert_eq!(
+            desired.children,
+            Children {
+                mesh_agents: false,
+                channel_ca_namespaces: vec!["shop".into()],
+                workload: None,
+            }
+        );
+        let mesh = desired_of(
+            json!({"source": {"mesh": {}}, "targets": [service_target()]}),
+            &Gathered::default(),
+        );
+        assert!(mesh.children.mesh_agents);
+    }
+
+    #[test]
+    fn a_refused_probe_deployment_stalls_only_an_unstalled_check() {
+        let spec = json!({"source": workload_source(None), "targets": [service_target()]});
+        let gathered = Gathered::default();
+        let forbidden = Applied {
+            rolling_out: false,
+            workload_forbidden_in: Some("shop".into()),
+        };
+        let mut desired = desired_of(spec.clone(), &gathered);
+        assert_eq!(
+            ready_reason(&status_of(spec.clone(), &desired, &forbidden, &gathered)).0,
+            "TargetNotFound",
+            "the earlier stall stands"
+        );
+        desired.stall = None;
+        let (reason, message) = ready_reason(&status_of(spec, &desired, &forbidden, &gathered));
+        assert_eq!(reason, "TargetNotPermitted");
+        assert!(
+            message.starts_with("the operator may not run probe pods in namespace shop"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn destinations_the_agents_refused_stall_the_check() {
+        let spec = json!({"source": {"mesh": {}}, "targets": [service_target()]});
+        let refused = |target: &str| {
+            (
+                (
+                    "node-a".to_string(),
+                    format!("{target}/ClusterIP/10.96.0.9:80"),
+                ),
+                SeriesView {
+                    summary: SeriesStats {
+                        invalid: 3,
+                        refused: 3,
+                        ..SeriesStats::default()
+                    },
+                    last_slot_ms: NOW - 60_000,
+                    ..SeriesView::default()
+                },
+            )
+        };
+        let gathered = Gathered {
+            results: Some(StoredResults {
+                history: History::new(crate::slo::config::SliceRule::DEFAULT, NOW - 600_000),
+                series: [refused("api"), refused("db")].into(),
+            }),
+            ..Gathered::default()
+        };
+        let mut desired = desired_of(spec.clone(), &gathered);
+        desired.stall = None;
+        let (reason, message) =
+            ready_reason(&status_of(spec, &desired, &Applied::default(), &gathered));
+        assert_eq!(reason, "TargetNotPermitted");
+        assert!(
+            message.starts_with("target api: the agents refused its destination"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_check_the_store_does_not_count_yet_is_evaluated_over_an_empty_window() {
+        let spec = json!({"source": {"mesh": {}}, "targets": [service_target()]});
+        let gathered = Gathered::default();
+        let desired = desired_of(spec.clone(), &gathered);
+        let plan = status_of(spec, &desired, &Applied::default(), &gathered);
+        assert!(!plan.objectives.is_empty(), "figures of an empty window");
+        assert_eq!(
+            plan.status.agents.map(|a| (a.desired, a.reporting)),
+            Some((0, 0))
+        );
+
+        let unreadable = json!({"source": {"mesh": {}}, "targets": [service_target()],
+                                "objectives": {"alerting": {"profile": "Custom"}}});
+        let desired = desired_of(unreadable.clone(), &gathered);
+        let plan = status_of(unreadable, &desired, &Applied::default(), &gathered);
+        assert!(plan.objectives.is_empty(), "nothing to evaluate");
+    }
+
+    #[test]
+    fn a_status_a_reader_would_not_see_change_is_not_written_again() {
+        let spec = json!({"source": {"mesh": {}}, "targets": [service_target()]});
+        let mut gathered = Gathered::default();
+        let desired = desired_of(spec.clone(), &gathered);
+        let first = status_of(spec.clone(), &desired, &Applied::default(), &gathered);
+        assert_eq!(first.write, Some(StatusWrite::Urgent), "a first status");
+        gathered.previous = Some(first.status);
+        let again = status_of(spec, &desired, &Applied::default(), &gathered);
+        assert_eq!(again.write, None);
+    }
+
+    #[test]
+    fn pods_without_a_probe_sidecar_are_named() {
+        let agent = |name: &str, kind: AgentKind| AgentInfo {
+            name: name.into(),
+            kind,
+            node: None,
+            zone: None,
+            ip: None,
+            pod: None,
+        };
+        let agents = [
+            agent("shop/checkout-1", AgentKind::Sidecar),
+            // A mesh agent of the same name is no sidecar.
+            agent("shop/checkout-2", AgentKind::Mesh),
+        ];
+        let pods = ["shop/checkout-1", "shop/checkout-2", "shop/checkout-3"];
+        let message = missing_sidecars(pods.into_iter(), &agents).expect("two lack one");
+        assert!(
+            message.starts_with("pod shop/checkout-2 (and 1 more) runs no netslo probe sidecar"),
+            "{message}"
+        );
+        assert!(
+            message.contains("netslo.io/probe-sidecar=true"),
+            "{message}"
+        );
+        assert_eq!(missing_sidecars(pods[..1].iter().copied(), &agents), None);
+        assert_eq!(missing_sidecars(std::iter::empty(), &agents), None);
+    }
+}
