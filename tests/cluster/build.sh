@@ -7,18 +7,16 @@
 # for containerd 2.3, so runc is built at the version containerd's own CI uses.
 #
 # Usage: build.sh        Prints two lines: the Kubernetes binary dir, then the node binary dir.
-set -euo pipefail
+# shellcheck source=tests/go-build-common.sh
+source "$(dirname "$0")/../go-build-common.sh" cluster || exit 1
 
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.3.4}"
 RUNC_VERSION="${RUNC_VERSION:-v1.4.3}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.12.1}"
 
-repo_root="$(cd "$(dirname "$0")/../.." && pwd)"
-target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
-bin_dir="$target_dir/cluster/containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION-coredns-$COREDNS_VERSION"
+out_root="$target_dir/cluster"
+bin_dir="$out_root/containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION-coredns-$COREDNS_VERSION"
 tools=(containerd containerd-shim-runc-v2 ctr runc coredns pause)
-
-log() { printf 'cluster build: %s\n' "$*" >&2; }
 
 debian_packages() {
   local missing=()
@@ -38,10 +36,6 @@ debian_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-have_all() {
-  for t in "${tools[@]}"; do [[ -x "$bin_dir/$t" ]] || return 1; done
-}
-
 # `go install module@version` builds in module mode from the proxy, pinned by go.sum there; each
 # project resolves its own dependency graph, so none can raise another's.
 go_install() {
@@ -49,7 +43,7 @@ go_install() {
   [[ -x "$bin_dir/$name" ]] && return 0
   log "building $name ($pkg)"
   GOBIN="$work/bin" go install -trimpath "$@" "$pkg"
-  mv "$work/bin/$name" "$bin_dir/$name"
+  install_bin "$work/bin/$name" "$name"
 }
 
 build_pause() {
@@ -87,20 +81,20 @@ func main() {
 	}
 }
 GO
-  (cd "$m" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin_dir/pause" .)
+  (cd "$m" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/bin/pause" .)
+  install_bin "$work/bin/pause" pause
 }
 
 debian_packages
 kube_dir="$(KUBE_NODE=1 bash "$repo_root/tests/control-plane/build.sh" | tail -1)"
 
-if have_all; then
+if cache_is_warm "$out_root"; then
   log "cached in $bin_dir"
 else
-  command -v go >/dev/null || { log "Go is required (https://go.dev/dl); none found on PATH"; exit 1; }
-  export GOTOOLCHAIN=local GOFLAGS=
-  mkdir -p "$bin_dir"
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
+  begin_build
+  # `go install module@version` builds each project with its own published go.mod and go.sum:
+  # no -mod override there (cgo is chosen per binary below).
+  export GOFLAGS=
   containerd_ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
   for t in containerd containerd-shim-runc-v2 ctr; do
     CGO_ENABLED=0 go_install "$t" "github.com/containerd/containerd/v2/cmd/$t@$CONTAINERD_VERSION" \
@@ -111,8 +105,7 @@ else
     -tags seccomp -ldflags "-s -w -X main.version=${RUNC_VERSION#v}"
   CGO_ENABLED=0 go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION" -ldflags "-s -w"
   build_pause
-  have_all || { log "build finished but binaries are missing in $bin_dir"; exit 1; }
-  log "built into $bin_dir"
+  finish_build
 fi
 echo "$kube_dir"
 echo "$bin_dir"

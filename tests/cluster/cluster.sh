@@ -11,6 +11,11 @@
 # Addresses: the node is 198.51.100.10 (TEST-NET-2, on lo), pods 10.244.0.0/24 on bridge cni0,
 # Services 10.96.0.0/16 (kube-dns 10.96.0.10), the external host 198.18.0.10 (benchmarking
 # range) in network namespace netslo-ext, named external.netslo.test in cluster DNS.
+#
+# The node shares the host, so `down` must tell its things from the host's own: pods' cgroups
+# are under a parent of this cluster's (/netslo-cluster/kubepods), pods' network namespaces under
+# containerd's state dir in $RUN, and `up` records what was there before it started (iptables
+# rules, the bridge, pod log entries) for `down` to keep.
 set -euo pipefail
 
 NODE_IP=198.51.100.10
@@ -23,6 +28,11 @@ EXTERNAL_NS=netslo-ext
 EXTERNAL_HOST_IP=198.18.0.1
 EXTERNAL_IP=198.18.0.10
 ETCD_PORT=12379
+# The kubelet's cgroupRoot: pods' cgroups go to /netslo-cluster/kubepods/..., never /kubepods.
+CGROUP_PARENT=netslo-cluster
+# The CNI network's name (tests/cluster's conflist), which names its entries in libcni's cache.
+CNI_NETWORK=netslo
+CNI_CACHE=/var/lib/cni/results
 
 repo_root="$(cd "$(dirname "$0")/../.." && pwd)"
 here="$repo_root/tests/cluster"
@@ -32,6 +42,8 @@ RUN=/run/netslo-cluster
 STATE=/var/lib/netslo-cluster
 PKI="$RUN/pki"
 KUBECONFIG_ADMIN="$RUN/admin.kubeconfig"
+# What the host had before `up` (see host_snapshot); `down` keeps it.
+BEFORE="$RUN/before"
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -104,8 +116,63 @@ current-context: netslo
 EOF
 }
 
+# Records, before `up` changes anything, what `down` must leave: all iptables and ip6tables rules
+# (kube-proxy, the kubelet and the CNI plugins add KUBE-*/CNI-* chains to the host's network
+# namespace, where nothing else tells them from another cluster's or a tool's), whether the
+# bridge and the node address existed, and the entries of the kubelet's fixed log directories.
+host_snapshot() {
+  [[ -d "$BEFORE" ]] && return 0
+  local tmp="$BEFORE.partial" family dir
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  for family in iptables ip6tables; do
+    command -v "$family-save" >/dev/null || continue
+    "$family-save" >"$tmp/$family" 2>/dev/null || rm -f "$tmp/$family"
+  done
+  ip link show cni0 >/dev/null 2>&1 && : >"$tmp/cni0"
+  ip addr show dev lo | grep -q "inet $NODE_IP/" && : >"$tmp/node-address"
+  for dir in /var/log/pods /var/log/containers; do
+    [[ -d "$dir" ]] && find "$dir" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort >"$tmp/${dir##*/}"
+  done
+  mv "$tmp" "$BEFORE"
+}
+
+# The cgroup hierarchies (cgroup v1: one per controller, and the unified one in hybrid mode).
+cgroup_mounts() { findmnt -rn -t cgroup,cgroup2 -o TARGET | grep '^/sys/fs/cgroup' || true; }
+
+# This cluster's cgroup parent in every hierarchy: the kubelet refuses a cgroupRoot that is
+# missing from any, and creates kubepods and the pods' cgroups under it.
+cgroup_parent_create() {
+  local c mnt f
+  if [[ -f /sys/fs/cgroup/cgroup.subtree_control ]]; then
+    # cgroup v2: the kubelet requires these controllers in its cgroupRoot, a child of the root.
+    for c in cpu cpuset memory pids hugetlb; do
+      grep -qw "$c" /sys/fs/cgroup/cgroup.controllers || continue
+      echo "+$c" 2>/dev/null >>/sys/fs/cgroup/cgroup.subtree_control || true
+    done
+  fi
+  while read -r mnt; do
+    mkdir -p "$mnt/$CGROUP_PARENT"
+    # cgroup v1 cpuset: a new cgroup has no CPUs or memory nodes, so no process could join it.
+    for f in cpuset.cpus cpuset.mems; do
+      [[ -f "$mnt/$f" && -f "$mnt/$CGROUP_PARENT/$f" ]] || continue
+      [[ -n "$(cat "$mnt/$CGROUP_PARENT/$f")" ]] || cat "$mnt/$f" >"$mnt/$CGROUP_PARENT/$f"
+    done
+  done < <(cgroup_mounts)
+}
+
+# This cluster's cgroup parent in every hierarchy where it exists.
+cgroup_parent_dirs() {
+  local mnt
+  while read -r mnt; do
+    if [[ -d "$mnt/$CGROUP_PARENT" ]]; then echo "$mnt/$CGROUP_PARENT"; fi
+  done < <(cgroup_mounts)
+}
+
 host_prepare() {
   mkdir -p "$RUN"/{logs,pids,cni,cni-ipam} "$STATE"
+  host_snapshot
+  cgroup_parent_create
   # Pod-to-pod traffic on the bridge must pass iptables: replies of Service traffic are
   # un-NATed there, and the suite's firewall rules apply there. Both restored by `down`.
   local setting
@@ -192,6 +259,9 @@ state = "$RUN/containerd"
 [plugins.'io.containerd.cri.v1.runtime']
   # Root here lacks CAP_SYS_RESOURCE, so containers may not lower their OOM score below ours.
   restrict_oom_score_adj = true
+  # Pods' network namespaces in our state dir ($RUN/containerd/io.containerd.grpc.v1.cri/netns),
+  # not among the host's in /run/netns: cluster.sh down unmounts them with the rest of $RUN.
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
     runtime_type = 'io.containerd.runc.v2'
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
@@ -231,6 +301,9 @@ address: $NODE_IP
 healthzBindAddress: 127.0.0.1
 containerRuntimeEndpoint: unix://$RUN/containerd.sock
 cgroupDriver: cgroupfs
+# Pods under this cluster's own cgroup parent (made by host_prepare), which cluster.sh down empties.
+cgroupRoot: /$CGROUP_PARENT
+cgroupsPerQOS: true
 failCgroupV1: false
 failSwapOn: false
 clusterDNS: [$DNS_IP]
@@ -309,28 +382,99 @@ up() {
   echo "$KUBECONFIG_ADMIN"
 }
 
-# Removes iptables rules and chains that kube-proxy and the CNI plugins created (KUBE-*, CNI-*)
-# and rules tagged with the comments "netslo-cluster" (ours) and "netslo-e2e" (the suite's),
-# keeping everything else.
+# Writes the iptables-restore commands (for `--noflush`) that remove what `up` added, from
+# `<family>-save` output now (file $2) and before `up` (file $1, or /dev/null if none was taken):
+# the KUBE-*/CNI-* chains that were not there before, and the rules that were not there before
+# and name a KUBE-*/CNI-* chain (a copy of a rule that was there counts as added). Rules tagged "netslo-cluster" (ours) or "netslo-e2e" (the suite's)
+# go in any case. Without a snapshot nothing else can be told from the host's own, and stays.
+iptables_added() {
+  local have=1
+  [[ "$1" == /dev/null ]] && have=0
+  awk -v have="$have" '
+    FILENAME == ARGV[1] {
+      if (/^\*/) t = substr($0, 2)
+      else if (/^:/) before_chain[t, substr($1, 2)] = 1
+      else if (/^-A /) before_rule[t, $0]++
+      next
+    }
+    /^\*/ { t = substr($0, 2); if (!(t in seen)) { seen[t] = 1; tables[++n] = t }; next }
+    /^:/ {
+      c = substr($1, 2)
+      if (have && $2 == "-" && c ~ /^(KUBE-|CNI-)/ && !((t, c) in before_chain)) {
+        added_chain[t, c] = 1; flush[t] = flush[t] "-F " c "\n"; drop[t] = drop[t] "-X " c "\n"
+      }
+      next
+    }
+    /^-A / {
+      if ((t, $2) in added_chain) next
+      if (/netslo-cluster|netslo-e2e/) { del[t] = del[t] "-D" substr($0, 3) "\n"; next }
+      if (!have) next
+      if (before_rule[t, $0] > 0) { before_rule[t, $0]--; next }
+      if (/KUBE-|CNI-/) del[t] = del[t] "-D" substr($0, 3) "\n"
+    }
+    END {
+      for (i = 1; i <= n; i++) {
+        t = tables[i]
+        if (del[t] flush[t] drop[t] != "") printf "*%s\n%s%s%sCOMMIT\n", t, del[t], flush[t], drop[t]
+      }
+    }' "$1" "$2"
+}
+
+# Removes from iptables and ip6tables what `up` added (see iptables_added): in one transaction
+# per table, or, if a line no longer applies (a rule already gone), one line at a time.
 iptables_clean() {
-  command -v iptables-save >/dev/null || return 0
-  local table
-  for table in filter nat mangle; do
-    iptables-save -t "$table" | grep -vE 'KUBE-|CNI-|netslo-cluster|netslo-e2e' | iptables-restore -T "$table" 2>/dev/null || true
+  local family before now script line table
+  for family in iptables ip6tables; do
+    command -v "$family-save" >/dev/null && command -v "$family-restore" >/dev/null || continue
+    before="$BEFORE/$family"
+    [[ -f "$before" ]] || before=/dev/null
+    now="$(mktemp)"
+    "$family-save" >"$now" 2>/dev/null || { rm -f "$now"; continue; }
+    script="$(iptables_added "$before" "$now")"
+    rm -f "$now"
+    [[ -n "$script" ]] || continue
+    "$family-restore" -w --noflush <<<"$script" 2>/dev/null && continue
+    while IFS= read -r line; do
+      case "$line" in
+        \**) table="${line#\*}" ;;
+        COMMIT) ;;
+        *) printf '*%s\n%s\nCOMMIT\n' "$table" "$line" | "$family-restore" -w --noflush 2>/dev/null || true ;;
+      esac
+    done <<<"$script"
+  done
+}
+
+# libcni caches each pod's network result as <network>-<container id>-<interface>; ours are
+# named after this cluster's network. A node brought up by an older cluster.sh kept pods'
+# namespaces in /run/netns: those its entries name go too, and no other.
+cni_cache_clean() {
+  local entry netns
+  for entry in "$CNI_CACHE/$CNI_NETWORK"-*; do
+    [[ -f "$entry" && "${entry##*/}" =~ ^$CNI_NETWORK-[0-9a-f]{64}- ]] || continue
+    netns="$(jq -r '.netns // empty' "$entry" 2>/dev/null || true)"
+    case "$netns" in
+      /run/netns/cni-* | /var/run/netns/cni-*) ip netns delete "${netns##*/}" 2>/dev/null || true ;;
+    esac
+    rm -f "$entry"
   done
 }
 
 down() {
-  local name pid
+  local name pid dir entry
+  local -a cgroups
+  mapfile -t cgroups < <(cgroup_parent_dirs)
   # Pods' processes first (their shims would restart nothing once containerd is gone), then
   # the node and control plane in reverse start order.
   for name in external kube-proxy kubelet; do
     [[ -f "$RUN/pids/$name" ]] && kill "$(cat "$RUN/pids/$name")" 2>/dev/null || true
   done
   pkill -f "containerd-shim-runc-v2 .*-address $RUN/containerd.sock" 2>/dev/null || true
-  for pid in $(find /sys/fs/cgroup/*/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u); do
-    kill -9 "$pid" 2>/dev/null || true
-  done
+  # Only processes in this cluster's cgroups: another runtime's /kubepods is not ours.
+  if ((${#cgroups[@]})); then
+    for pid in $(find "${cgroups[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u); do
+      kill -9 "$pid" 2>/dev/null || true
+    done
+  fi
   for name in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [[ -f "$RUN/pids/$name" ]] && kill "$(cat "$RUN/pids/$name")" 2>/dev/null || true
   done
@@ -339,24 +483,42 @@ down() {
     [[ -f "$RUN/pids/$name" ]] && kill -9 "$(cat "$RUN/pids/$name")" 2>/dev/null || true
   done
   pkill -9 -f "containerd-shim-runc-v2 .*-address $RUN/containerd.sock" 2>/dev/null || true
-  # Mounts the kubelet and containerd made (volumes, rootfs overlays, sandbox shm).
+  # Mounts the kubelet and containerd made (volumes, rootfs overlays, sandbox shm, and the pods'
+  # network namespaces, which containerd keeps under $RUN).
   findmnt -rn -o TARGET | { grep -E "^($STATE|$RUN)/" || true; } | sort -r | while read -r mount; do
     umount -l "$mount" 2>/dev/null || true
   done
-  # Pod cgroups, deepest first.
-  find /sys/fs/cgroup/*/kubepods -depth -type d -exec rmdir {} \; 2>/dev/null || true
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^(cni-|$EXTERNAL_NS$)"); do
-    ip netns delete "$ns" 2>/dev/null || true
-  done
-  ip link delete cni0 2>/dev/null || true
+  # This cluster's cgroups, deepest first, the parent last; killed processes may take a moment
+  # to leave them.
+  if ((${#cgroups[@]})); then
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      find "${cgroups[@]}" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+      [[ -n "$(cgroup_parent_dirs)" ]] || break
+      sleep 0.2
+    done
+  fi
+  cni_cache_clean
+  ip netns delete "$EXTERNAL_NS" 2>/dev/null || true
+  # cni0 is a common bridge name: removed only if `up` recorded that it made it.
+  [[ -d "$BEFORE" && ! -f "$BEFORE/cni0" ]] && ip link delete cni0 2>/dev/null || true
   ip link delete netslo-ext0 2>/dev/null || true
   iptables_clean
-  ip addr del "$NODE_IP/32" dev lo 2>/dev/null || true
+  [[ -f "$BEFORE/node-address" ]] || ip addr del "$NODE_IP/32" dev lo 2>/dev/null || true
   local setting
   for setting in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; do
     [[ -f "$RUN/$setting" ]] && sysctl -qw "$setting=$(cat "$RUN/$setting")"
   done
-  rm -rf "$RUN" "$STATE" /var/log/pods /var/log/containers
+  # The kubelet's log directories are fixed host paths: removed if `up` made them, else only the
+  # entries added since.
+  for dir in /var/log/pods /var/log/containers; do
+    [[ -d "$BEFORE" && -d "$dir" ]] || continue
+    if [[ -f "$BEFORE/${dir##*/}" ]]; then
+      while IFS= read -r entry; do rm -rf "${dir:?}/$entry"; done < <(find "$dir" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | comm -23 - "$BEFORE/${dir##*/}")
+    else
+      rm -rf "$dir"
+    fi
+  done
+  rm -rf "$RUN" "$STATE"
   log "down"
 }
 

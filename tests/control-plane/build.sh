@@ -8,36 +8,24 @@
 # With KUBE_NODE=1 it also builds the node binaries (kubelet, kube-proxy) that `just cluster`
 # runs, at the same version (a kubelet must never be newer than its API server).
 # Prints the directory holding the binaries on its last line.
-set -euo pipefail
+# shellcheck source=tests/go-build-common.sh
+source "$(dirname "$0")/../go-build-common.sh" control-plane || exit 1
 
 KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 
-repo_root="$(cd "$(dirname "$0")/../.." && pwd)"
-target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
 out_root="${1:-$target_dir/control-plane}"
 bin_dir="$out_root/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION"
 kube_tools=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 [[ "${KUBE_NODE:-0}" == 1 ]] && kube_tools+=(kubelet kube-proxy)
+tools=(etcd "${kube_tools[@]}")
 
-log() { printf 'control-plane build: %s\n' "$*" >&2; }
-
-have_all() {
-  [[ -x "$bin_dir/etcd" ]] || return 1
-  for t in "${kube_tools[@]}"; do [[ -x "$bin_dir/$t" ]] || return 1; done
-}
-
-if have_all; then
+if cache_is_warm "$out_root"; then
   log "cached in $bin_dir"
   echo "$bin_dir"
   exit 0
 fi
-
-command -v go >/dev/null || { log "Go is required (https://go.dev/dl); none found on PATH"; exit 1; }
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-mkdir -p "$bin_dir"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+begin_build
 
 build_etcd() {
   [[ -x "$bin_dir/etcd" ]] && return 0
@@ -54,8 +42,8 @@ require go.etcd.io/etcd/server/v3 $ETCD_VERSION
 MOD
   (cd "$m" && go mod tidy >/dev/null 2>&1 || go mod tidy
    go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
-     -o "$bin_dir/etcd.partial" go.etcd.io/etcd/server/v3)
-  mv "$bin_dir/etcd.partial" "$bin_dir/etcd"
+     -o "$work/bin/etcd" go.etcd.io/etcd/server/v3)
+  install_bin "$work/bin/etcd" etcd
 }
 
 build_kube() {
@@ -95,14 +83,12 @@ build_kube() {
   (cd "$m" && go mod tidy >/dev/null 2>&1 || (cd "$m" && go mod tidy))
   local pkgs=()
   for t in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$t"); done
-  mkdir -p "$work/out"
-  (cd "$m" && go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$work/out/" "${pkgs[@]}")
-  for t in "${missing[@]}"; do mv "$work/out/$t" "$bin_dir/$t"; done
+  (cd "$m" && go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$work/bin/" "${pkgs[@]}")
+  for t in "${missing[@]}"; do install_bin "$work/bin/$t" "$t"; done
   "$bin_dir/kube-apiserver" --version >&2 2>/dev/null || true
 }
 
 build_etcd
 build_kube
-have_all || { log "build finished but binaries are missing in $bin_dir"; exit 1; }
-log "built into $bin_dir"
+finish_build
 echo "$bin_dir"

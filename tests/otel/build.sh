@@ -12,7 +12,8 @@
 #
 # Usage: build.sh [OUT_DIR]     (default: ${CARGO_TARGET_DIR:-target}/otel)
 # Prints the directory holding the binaries on its last line.
-set -euo pipefail
+# shellcheck source=tests/go-build-common.sh
+source "$(dirname "$0")/../go-build-common.sh" otel || exit 1
 
 # One collector release everywhere: the core modules are v0.<n>, their stable siblings v1.<n-94>
 # and contrib v0.<n>; contrib's fileexporter is good up to v0.161.0, which fixes the release.
@@ -25,8 +26,6 @@ PROMETHEUS_MODULE_VERSION="${PROMETHEUS_MODULE_VERSION:-v0.316.0}"
 # rule checking and rule tests need none of them, and upstream's remove_all_sd tag drops them.
 PROMTOOL_TAGS="${PROMTOOL_TAGS:-netgo,remove_all_sd}"
 
-repo_root="$(cd "$(dirname "$0")/../.." && pwd)"
-target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
 out_root="${1:-$target_dir/otel}"
 # The collector's source is in the repo: its hash joins the versions in the cache key.
 collector_src="$repo_root/tests/otel/collector/main.go"
@@ -35,23 +34,12 @@ bin_dir="$out_root/otelcol-$OTELCOL_VERSION-$OTELCOL_STABLE_VERSION-contrib-$OTE
 bin_dir="$bin_dir-promtool-$PROMETHEUS_MODULE_VERSION-${PROMTOOL_TAGS//,/-}"
 tools=(otelcol-netslo promtool)
 
-log() { printf 'otel build: %s\n' "$*" >&2; }
-
-have_all() {
-  for t in "${tools[@]}"; do [[ -x "$bin_dir/$t" ]] || return 1; done
-}
-
-if have_all; then
+if cache_is_warm "$out_root"; then
   log "cached in $bin_dir"
   echo "$bin_dir"
   exit 0
 fi
-
-command -v go >/dev/null || { log "Go is required (https://go.dev/dl); none found on PATH"; exit 1; }
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-mkdir -p "$bin_dir"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+begin_build
 
 build_collector() {
   [[ -x "$bin_dir/otelcol-netslo" ]] && return 0
@@ -96,8 +84,8 @@ MOD
   fi
   local ld="-s -w -X main.version=$OTELCOL_VERSION-netslo -X main.coreVersion=$OTELCOL_VERSION"
   ld="$ld -X main.stableVersion=$OTELCOL_STABLE_VERSION -X main.contribVersion=$OTELCOL_CONTRIB_VERSION"
-  (cd "$m" && go build -trimpath -ldflags "$ld" -o "$bin_dir/otelcol-netslo.partial" .)
-  mv "$bin_dir/otelcol-netslo.partial" "$bin_dir/otelcol-netslo"
+  (cd "$m" && go build -trimpath -ldflags "$ld" -o "$work/bin/otelcol-netslo" .)
+  install_bin "$work/bin/otelcol-netslo" otelcol-netslo
   "$bin_dir/otelcol-netslo" --version >&2
   log "otelcol-netslo built in $((SECONDS - start)) s"
 }
@@ -126,15 +114,14 @@ MOD
   local p=github.com/prometheus/common/version
   local ld="-s -w -X $p.Version=$version -X $p.Revision=${commit:-$PROMETHEUS_MODULE_VERSION} -X $p.Branch=HEAD"
   ld="$ld -X $p.BuildUser=netslo -X $p.BuildDate=19700101-00:00:00"
-  (cd "$m" && go build -trimpath -tags "$PROMTOOL_TAGS" -ldflags "$ld" -o "$bin_dir/promtool.partial" \
+  (cd "$m" && go build -trimpath -tags "$PROMTOOL_TAGS" -ldflags "$ld" -o "$work/bin/promtool" \
     github.com/prometheus/prometheus/cmd/promtool)
-  mv "$bin_dir/promtool.partial" "$bin_dir/promtool"
+  install_bin "$work/bin/promtool" promtool
   "$bin_dir/promtool" --version >&2
   log "promtool built in $((SECONDS - start)) s"
 }
 
 build_collector
 build_promtool
-have_all || { log "build finished but binaries are missing in $bin_dir"; exit 1; }
-log "built into $bin_dir"
+finish_build
 echo "$bin_dir"

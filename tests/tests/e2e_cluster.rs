@@ -335,14 +335,19 @@ async fn every_area_is_proven(node: &Node) {
         "one Endpoints series per web pod: {paths:?}"
     );
 
-    // Container to container: one probe sidecar per checkout pod reports.
-    let localhost = node.check("checkout-localhost").await;
-    let agents = localhost.status.as_ref().unwrap().agents.unwrap();
-    assert_eq!(
-        (agents.desired, agents.reporting),
-        (2, 2),
-        "both checkout pods' sidecars report"
-    );
+    // Container to container: one probe sidecar per checkout pod reports. The sidecars start
+    // apart (each waits for kubelet to deliver the channel CA), and a new reporting count alone
+    // is written at most every 30 s, so the check may be Ready with one of them counted.
+    node.until(
+        "both checkout pods' sidecars report",
+        Duration::from_secs(90),
+        async || {
+            let localhost = node.check("checkout-localhost").await;
+            let agents = localhost.status?.agents?;
+            ((agents.desired, agents.reporting) == (2, 2)).then_some(())
+        },
+    )
+    .await;
 
     // The workload identity: probe pods run as web-client, with its labels.
     let probes = node.pods(NAMESPACE, "app=web-client").await;

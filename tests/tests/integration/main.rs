@@ -1,6 +1,7 @@
 //! netslo's integration suite, one test binary: the API as the real kube-apiserver serves it,
 //! the agent channel, the operator against a real control plane, OpenTelemetry and alert
-//! rules against the real Collector and promtool, tenancy attacks in network namespaces.
+//! rules against the real Collector and promtool, tenancy attacks in network namespaces, and
+//! `just demo` itself.
 //!
 //! One binary lets libtest run the modules' tests side by side. Tests that only talk to the
 //! API share one control plane; each module that runs operators has a plane of its own,
@@ -23,6 +24,7 @@ mod channel_protocol;
 mod channel_restart;
 mod cluster_fixture;
 mod control_plane_cli;
+mod demo;
 mod operator_apiserver_restart;
 mod operator_cross_namespace;
 mod operator_e2e;
