@@ -1,4 +1,5 @@
-# netslo development commands. `just` lists them.
+# netslo development commands. `just` (or `just --list`) lists them, one line each; the comments
+# above each recipe say more.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -10,6 +11,7 @@ default:
 # Install what the tests need on a fresh Debian machine (root): iproute2 and iptables for the
 # network-namespace tests, and, built from the Go module proxy, the pinned control plane and
 # the OpenTelemetry Collector and promtool the observability tests run.
+[doc("Install what the tests need: iproute2, iptables, the Go-built control plane, Collector and promtool")]
 deps:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -27,6 +29,7 @@ deps:
 # zones as network namespaces, the operator and agents, the checks in config/samples/demo,
 # two faults and their recoveries; everything is removed on exit (also on Ctrl-C).
 # `just demo --keep` leaves it running until Ctrl-C and prints how to use kubectl on it.
+[doc("The whole product on this machine: control plane, stand-in nodes, operator, agents, two faults (--keep stays up)")]
 demo *args: deps
     cargo build --quiet --locked -p netslo-operator -p netslo-agent
     cargo run --quiet --locked -p netslo-tests --example demo -- {{args}}
@@ -34,6 +37,7 @@ demo *args: deps
 # Run every test: unit, integration against a real control plane, and real-network tests
 # (network namespaces and iptables: run as root). The integration suite (one binary) runs four
 # tests at a time: they mostly wait on real probe windows and the API server, not the CPU.
+[doc("Every test: unit, the real control plane, real networks (root)")]
 test: deps
     #!/usr/bin/env bash
     set -uo pipefail
@@ -43,15 +47,18 @@ test: deps
     exit $failed
 
 # Formatting and lints, as CI checks them.
+[doc("Formatting and clippy, as CI checks them")]
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Regenerate the CRD YAML in config/crd from the Rust types.
+[doc("Regenerate config/crd from the Rust types")]
 generate:
     cargo run -q --locked -p netslo-crds --bin crdgen > config/crd/netslo.io.yaml
 
 # Fail if the committed CRD YAML differs from what the types generate.
+[doc("Fail if config/crd differs from what the types generate")]
 check-generated:
     cargo test -q --locked -p netslo-crds --test golden
 
@@ -59,6 +66,7 @@ check-generated:
 # stored SLO windows, probed servers' HTTP and DNS responses) for a bounded time each. cargo-fuzz passes flags stable rustc accepts
 # only with RUSTC_BOOTSTRAP; without a sanitizer (`-s none`) no nightly runtime is needed:
 # the code has no `unsafe`, and what the fuzzer looks for is panics and runaway allocation.
+[doc("Fuzz every parser of untrusted bytes for SECONDS each")]
 fuzz seconds="20":
     #!/usr/bin/env bash
     set -euo pipefail
@@ -77,15 +85,18 @@ fuzz seconds="20":
     done
 
 # Benchmarks; each prints `name: value unit` lines beside a reference measured in the same run.
+[doc("Benchmarks: `name: value unit` lines beside a reference from the same run")]
 bench:
     cargo bench --locked -p netslo-agent -p netslo-operator -p netslo-tests
 
 # A real control plane (etcd, kube-apiserver, kube-controller-manager) with the CRDs
 # installed: `just control-plane up` prints the kubeconfig path; `just control-plane down`.
+[doc("A real control plane with the CRDs: up prints a kubeconfig, down removes it")]
 control-plane action="up": deps
     cargo run -q --locked -p netslo-tests --bin netslo-control-plane -- {{action}}
 
 # Release builds of both binaries.
+[doc("Release builds of both binaries")]
 build:
     cargo build --release --locked -p netslo-operator -p netslo-agent
 
@@ -93,6 +104,7 @@ build:
 # kube-scheduler, containerd + runc, bridge CNI, kubelet, kube-proxy and CoreDNS, built from the
 # Go module proxy and Debian (cached), with netslo's image imported. `just cluster up` prints
 # the kubeconfig path; `just cluster down` removes everything it created.
+[doc("A real single node on this machine (root): up | down | status")]
 cluster action="up":
     #!/usr/bin/env bash
     set -euo pipefail
@@ -101,6 +113,7 @@ cluster action="up":
 
 # The end-to-end suite on a real node (root): installs netslo with `kubectl apply -k
 # config/default` and proves every connectivity area with real pods; the node is removed after.
+[doc("The end-to-end suite on a real node, installed as users do (root)")]
 e2e:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -111,6 +124,7 @@ e2e:
         cargo test --locked -p netslo-tests --test e2e_cluster -- --ignored --nocapture
 
 # netslo's image (both binaries, release build) as an OCI archive: target/netslo-image.tar.
+[doc("netslo's image (both binaries) as an OCI archive: target/netslo-image.tar")]
 image:
     cargo build --release --locked -p netslo-operator -p netslo-agent
     bash tests/cluster/netslo-image.sh "${CARGO_TARGET_DIR:-target}/release" "${CARGO_TARGET_DIR:-target}/netslo-image.tar"

@@ -93,7 +93,7 @@ fn main() {
             } else {
                 10_000 + (i as i64 % 7) * 100
             };
-            r.start_unix_ms = (now - lateness) as u64;
+            r.start_unix_ms = now - lateness;
             let sample = Sample::from_report(r, Some(LATENCY_THRESHOLD_US), false);
             black_box(histories[i % CHECKS].ingest(&sample, now));
         }
@@ -106,12 +106,13 @@ fn main() {
     let reference_rate = per_cpu_second(|| {
         ref_now += 10_000;
         for (i, r) in reports.iter_mut().enumerate() {
-            r.start_unix_ms = (ref_now - 10_000 - (i as i64 % 7) * 100) as u64;
+            r.start_unix_ms = ref_now - 10_000 - (i as i64 % 7) * 100;
             let b = black_box(&*r);
             sums[0] += b.bucket.total;
             sums[1] += b.bucket.good;
             sums[2] += b.bucket.invalid;
-            sums[3] += b.bucket.good_within.get(1).copied().unwrap_or(0) + b.start_unix_ms % 2;
+            sums[3] += b.bucket.good_within.get(1).copied().unwrap_or(0)
+                + b.start_unix_ms.unsigned_abs() % 2;
         }
         POOL as u64
     });

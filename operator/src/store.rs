@@ -536,7 +536,7 @@ fn record_recent(data: &mut CheckData, report: &BucketReport) -> bool {
 }
 
 fn record_in_series(series: &mut Series, report: &BucketReport) {
-    let start = i64::try_from(report.start_unix_ms).unwrap_or(i64::MAX);
+    let start = report.start_unix_ms;
     let slot_start = start - start.rem_euclid(SLOT_MS);
     let b = &report.bucket;
     let index = match series.slots.iter().position(|s| s.start_ms == slot_start) {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netslo_protocol::bucket::{Bucket, BucketReport};
+use netslo_protocol::time::UnixMs;
 use serde::{Deserialize, Serialize};
 
 use crate::verdict::ProbeResult;
@@ -35,7 +36,7 @@ struct Series {
 pub struct Aggregator {
     window: Duration,
     epoch: Instant,
-    epoch_unix_ms: u64,
+    epoch_unix_ms: UnixMs,
     series: HashMap<SeriesKey, Series>,
     outbox: VecDeque<BucketReport>,
     max_outbox: usize,
@@ -46,7 +47,7 @@ pub struct Aggregator {
 impl Aggregator {
     /// `window` must be non-zero (it is clamped to at least 1 ms); `epoch_unix_ms` labels
     /// the window that starts at `epoch`.
-    pub fn new(window: Duration, epoch: Instant, epoch_unix_ms: u64, max_outbox: usize) -> Self {
+    pub fn new(window: Duration, epoch: Instant, epoch_unix_ms: UnixMs, max_outbox: usize) -> Self {
         Aggregator {
             window: window.max(Duration::from_millis(1)),
             epoch,
@@ -108,8 +109,9 @@ impl Aggregator {
             target: key.target,
             source: key.source,
             start_unix_ms: self.epoch_unix_ms.saturating_add(
-                s.window
-                    .saturating_mul(u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX)),
+                i64::try_from(s.window)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX)),
             ),
             duration_ms: u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX),
             p50_us: b.p(0.5),

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -22,6 +22,7 @@ use crate::schedule::{Schedule, stable_hash};
 use crate::verdict::{Expectation, Observation, Phases, ProbeResult, judge};
 use netslo_protocol::spec::{Assignment, Expect, SpecError};
 use netslo_protocol::target::target_field;
+use netslo_protocol::time::now_unix_ms;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -117,13 +118,6 @@ pub fn compile(a: &Assignment, default_source: &str) -> Result<Jobs, SpecError> 
         }
     }
     Ok(jobs.into())
-}
-
-/// The wall clock as Unix milliseconds (0 before 1970), for timestamps agents report.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One judged probe, with its series.
@@ -233,7 +227,7 @@ impl Engine {
     }
 
     fn build(cfg: EngineConfig, raw: Option<mpsc::Sender<RawRecord>>) -> Self {
-        let aggregator = Aggregator::new(cfg.window, Instant::now(), unix_ms(), cfg.max_outbox);
+        let aggregator = Aggregator::new(cfg.window, Instant::now(), now_unix_ms(), cfg.max_outbox);
         Engine {
             shared: Arc::new(Shared {
                 permits: Semaphore::new(cfg.max_concurrency.clamp(1, Semaphore::MAX_PERMITS)),

@@ -11,15 +11,16 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use netslo_agent::echo::{Echo, EchoError};
-use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile, unix_ms};
+use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile};
 use netslo_agent::metrics::ProbeMetrics;
 use netslo_agent::report::{OutboxLimits, ReportError, Reporter, ReporterConfig};
 use netslo_protocol::spec::{Assignment, SpecError};
+use netslo_protocol::time::now_unix_ms;
 use netslo_telemetry::{Otel, OtelError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -371,7 +372,7 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
             // A static assignment is as confirmed as it gets when it is read.
             let assignment_confirmed = match &reporter {
                 Some(r) => r.stats().assignment_confirmed_unix_ms.clone(),
-                None => Arc::new(AtomicU64::new(unix_ms())),
+                None => Arc::new(AtomicI64::new(now_unix_ms())),
             };
             let metrics =
                 ProbeMetrics::global(metrics_per_endpoint, otel.tracing(), assignment_confirmed);

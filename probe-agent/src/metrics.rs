@@ -15,7 +15,7 @@
 //! | `netslo.agent.assignment.age` (gauge) | `s` | none |
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
@@ -23,8 +23,8 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
 
 use crate::aggregate::SeriesKey;
-use crate::engine::unix_ms;
 use crate::verdict::{Layer, Outcome, ProbeResult};
+use netslo_protocol::time::now_unix_ms;
 use netslo_telemetry::attribute::{
     CHECK_NAME, CHECK_NAMESPACE, ENDPOINT, FAILURE_REASON, OUTCOME, TARGET, TARGET_PATH,
 };
@@ -57,7 +57,7 @@ impl ProbeMetrics {
         meter: &Meter,
         per_endpoint: bool,
         trace_failures: bool,
-        assignment_confirmed: Arc<AtomicU64>,
+        assignment_confirmed: Arc<AtomicI64>,
     ) -> Self {
         ProbeMetrics {
             per_endpoint,
@@ -89,7 +89,7 @@ impl ProbeMetrics {
                 .with_callback(move |gauge| {
                     let at = assignment_confirmed.load(Ordering::Relaxed);
                     if at > 0 {
-                        gauge.observe(unix_ms().saturating_sub(at) as f64 / 1e3, &[]);
+                        gauge.observe(now_unix_ms().saturating_sub(at) as f64 / 1e3, &[]);
                     }
                 })
                 .build(),
@@ -100,7 +100,7 @@ impl ProbeMetrics {
     pub fn global(
         per_endpoint: bool,
         trace_failures: bool,
-        assignment_confirmed: Arc<AtomicU64>,
+        assignment_confirmed: Arc<AtomicI64>,
     ) -> Self {
         Self::new(
             &opentelemetry::global::meter("netslo-agent"),

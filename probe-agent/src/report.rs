@@ -23,7 +23,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,7 @@ use netslo_protocol::channel::{
 };
 use netslo_protocol::spec::SpecError;
 use netslo_protocol::target::parse_ca_bundle;
+use netslo_protocol::time::now_unix_ms;
 
 use crate::engine::{Engine, Jobs, compile};
 
@@ -334,7 +335,7 @@ pub struct ReporterStats {
     pub assignment_errors: AtomicU64,
     /// Unix ms when the operator last confirmed the assignment (sent one that compiled, or
     /// said it is unchanged); 0 until then. Shared with the assignment-age gauge.
-    pub assignment_confirmed_unix_ms: std::sync::Arc<AtomicU64>,
+    pub assignment_confirmed_unix_ms: std::sync::Arc<AtomicI64>,
 }
 
 #[derive(Debug)]
@@ -645,7 +646,7 @@ impl Reporter {
     fn confirm_assignment(&self) {
         self.stats
             .assignment_confirmed_unix_ms
-            .store(crate::engine::unix_ms(), Ordering::Relaxed);
+            .store(now_unix_ms(), Ordering::Relaxed);
     }
 
     fn save_assignment(&self, env: &AssignmentEnvelope) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::histogram::Histogram;
+use crate::time::UnixMs;
 use crate::verdict::{FailureReason, Layer, Outcome, ProbeResult};
 
 /// The first failure in a bucket.
@@ -108,7 +109,7 @@ pub struct BucketReport {
     pub target: Arc<str>,
     pub source: Arc<str>,
     /// Window start, Unix milliseconds (wall clock read at agent start + monotonic offset).
-    pub start_unix_ms: u64,
+    pub start_unix_ms: UnixMs,
     pub duration_ms: u64,
     #[serde(flatten)]
     pub bucket: Bucket,

@@ -194,6 +194,9 @@ impl ResultBatch {
             if b.duration_ms == 0 || b.duration_ms > 3_600_000 {
                 return Err(InvalidBatch::new(f("durationMs"), "1 to 3600000"));
             }
+            if b.start_unix_ms < 0 {
+                return Err(InvalidBatch::new(f("startUnixMs"), "before 1970"));
+            }
         }
         Ok(())
     }
@@ -354,6 +357,14 @@ mod tests {
                     b
                 },
                 "durationMs",
+            ),
+            (
+                {
+                    let mut b = batch(&[1]);
+                    b.buckets[0].start_unix_ms = -1;
+                    b
+                },
+                "startUnixMs",
             ),
         ];
         for (b, field) in cases {

@@ -7,7 +7,8 @@
 //! * [`verdict`]: outcomes, failure reasons and the layers they belong to;
 //! * [`bucket`] and [`histogram`]: one series' counters and latencies over one window;
 //! * [`channel`]: the operator channel's wire (paths, bounds, envelopes, batches, acks);
-//! * [`hash`]: the stable hashes both sides agree on.
+//! * [`hash`]: the stable hashes both sides agree on;
+//! * [`time`]: the one clock both sides stamp with.
 
 pub mod bucket;
 pub mod channel;
@@ -16,4 +17,5 @@ pub mod hash;
 pub mod histogram;
 pub mod spec;
 pub mod target;
+pub mod time;
 pub mod verdict;

@@ -13,8 +13,7 @@ pub mod config;
 pub mod evaluate;
 pub mod window;
 
-/// Milliseconds since the Unix epoch.
-pub type UnixMs = i64;
+pub use netslo_protocol::time::UnixMs;
 
 pub const SECOND_MS: i64 = 1_000;
 pub const MINUTE_MS: i64 = 60 * SECOND_MS;
@@ -50,14 +49,9 @@ pub fn format_window(ms: i64) -> String {
     }
 }
 
-/// The wall clock as Unix ms: read at the edges only (the store stamping ingest, the
-/// reconciler's `now`); everything below takes `now` as an argument.
-pub fn now_ms() -> UnixMs {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
+/// The wall clock, read at the edges only (the store stamping ingest, the reconciler's
+/// `now`); everything below takes `now` as an argument.
+pub use netslo_protocol::time::now_unix_ms as now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -128,7 +128,7 @@ impl Sample {
             .and_then(|t| b.thresholds_us.iter().position(|&x| x == t))
             .and_then(|i| b.good_within.get(i).copied());
         Sample {
-            start_ms: i64::try_from(report.start_unix_ms).unwrap_or(i64::MAX),
+            start_ms: report.start_unix_ms,
             total,
             invalid,
             good,
