@@ -17,13 +17,14 @@
 //! [`is_expired`], [`renewal_lost`]); [`LeaderElector`] is the I/O around them.
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use netslo_protocol::hash::random_u64;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -240,17 +241,6 @@ pub fn renewal_lost(last_renewed: Instant, now: Instant, renew_deadline: Duratio
 /// (a restarted container, a local run beside the pod) never both believe they hold the Lease.
 pub fn identity(pod_name: &str) -> String {
     format!("{pod_name}_{:016x}", random_u64())
-}
-
-/// From the system's secure random source; without one (never on Linux), time and process id
-/// still tell two processes apart.
-fn random_u64() -> u64 {
-    getrandom::u64().unwrap_or_else(|_| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        netslo_protocol::hash::splitmix64(nanos as u64 ^ u64::from(std::process::id()))
-    })
 }
 
 fn jittered(period: Duration) -> Duration {

@@ -42,6 +42,7 @@ use netslo_protocol::channel::{
     MAX_ASSIGNMENT_RESPONSE_BYTES, MAX_BATCH_BUCKETS, MAX_WAIT, RESULTS_PATH, ResultBatch,
     WAIT_HEADER, new_boot_id, validate_agent_name,
 };
+use netslo_protocol::hash::random_u64;
 use netslo_protocol::spec::SpecError;
 use netslo_protocol::target::parse_ca_bundle;
 use netslo_protocol::time::now_unix_ms;
@@ -251,8 +252,7 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let d = self.current;
         self.current = self.current.saturating_mul(2).min(self.max);
-        // Without the system's random source (never on Linux) the delay is the longest.
-        let frac = getrandom::u64().map_or(1.0, |r| (r >> 11) as f64 / (1u64 << 53) as f64);
+        let frac = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
         d.mul_f64(0.5 + 0.5 * frac)
     }
 

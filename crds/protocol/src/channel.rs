@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::BucketReport;
+use crate::hash::random_u64;
 use crate::histogram::BUCKETS;
 use crate::spec::{Assignment, MAX_DOCUMENT_BYTES, MAX_THRESHOLDS};
 
@@ -202,20 +203,9 @@ impl ResultBatch {
     }
 }
 
-/// A new random boot id (32 hex digits) from the system's secure random source. Boot ids
-/// only have to be unique: without the random source (never on Linux), time and process id
-/// still make one.
+/// A new random boot id (32 hex digits).
 pub fn new_boot_id() -> String {
-    let bytes = getrandom::u64()
-        .and_then(|high| Ok((u128::from(high) << 64) | u128::from(getrandom::u64()?)))
-        .unwrap_or_else(|_| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            nanos ^ (u128::from(std::process::id()) << 96)
-        });
-    format!("{bytes:032x}")
+    format!("{:016x}{:016x}", random_u64(), random_u64())
 }
 
 #[cfg(test)]

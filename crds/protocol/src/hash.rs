@@ -1,5 +1,6 @@
 //! Small stable hashes (not for security): the same input gives the same value in every
 //! process and release, so they may name objects, spread schedules and seal stored frames.
+//! And [`random_u64`], for ids and jitter.
 
 const FNV32_OFFSET: u32 = 0x811c_9dc5;
 const FNV32_PRIME: u32 = 0x0100_0193;
@@ -18,6 +19,18 @@ pub fn fnv1a_32(bytes: &[u8]) -> u32 {
 pub fn fnv1a_64(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(FNV64_OFFSET, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(FNV64_PRIME)
+    })
+}
+
+/// 64 random bits from the system's secure random source, for ids and jitter (never keys).
+/// Without the source (never on Linux), time and process id still tell two calls in two
+/// processes apart.
+pub fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        splitmix64(nanos as u64 ^ u64::from(std::process::id()))
     })
 }
 
