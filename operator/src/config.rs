@@ -29,6 +29,12 @@ pub struct Config {
     #[arg(long, env = "POD_NAME", default_value = "netslo-operator")]
     pub pod_name: String,
 
+    /// Act only on the ConnectivityChecks of this namespace (one team's or one environment's
+    /// installation beside others on a shared cluster); unset, the checks of every namespace.
+    /// Targets, workloads and nodes are still read cluster-wide.
+    #[arg(long, env = "NETSLO_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
     /// Address the agent channel (HTTPS) listens on.
     #[arg(long, env = "NETSLO_CHANNEL_ADDR", default_value = "0.0.0.0:8443")]
     pub channel_addr: SocketAddr,

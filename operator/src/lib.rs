@@ -141,8 +141,13 @@ async fn run_with(config: Config) -> Result<(), Error> {
             leader::Elected::Stopped(signal) => return signal,
         }
     }
-    // One read proves the types in this binary match what the API server serves.
-    Api::<ConnectivityCheck>::all(client.clone())
+    // One read proves the types in this binary match what the API server serves (and that
+    // this operator may read the checks it is to act on).
+    let checks: Api<ConnectivityCheck> = match &config.watch_namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    checks
         .list(&ListParams::default().limit(1))
         .await
         .map_err(Error::Api)?;
@@ -195,6 +200,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     cache.wait_ready().await;
     let settings = Settings {
         namespace: config.namespace.clone(),
+        watch_namespace: config.watch_namespace.clone(),
         cluster_domain: config.cluster_domain.clone(),
         agent: AgentSettings {
             namespace: config.namespace.clone(),
@@ -226,7 +232,10 @@ async fn run_with(config: Config) -> Result<(), Error> {
         let _ = controller_stop.wait_for(|stop| *stop).await;
     }));
     readiness.set(true);
-    tracing::info!("ready");
+    tracing::info!(
+        watch_namespace = config.watch_namespace.as_deref().unwrap_or("(all)"),
+        "ready"
+    );
 
     // Losing the Lease takes the shutdown path too, and exits non-zero so that Kubernetes
     // restarts the process as a candidate (controller-runtime's behaviour).

@@ -439,6 +439,12 @@ impl Drop for ControlPlane {
 /// plane, each in namespaces of its own.
 pub const API_ONLY: &str = "api-only";
 
+/// The group of tests whose operators each watch only their own test's namespace
+/// (`--watch-namespace`) and live in a namespace of their own: they share one plane as
+/// installations for different teams share a cluster. An operator that watches every
+/// namespace reconciles every check on its plane, so it needs a plane of its own.
+pub const SCOPED_OPERATORS: &str = "scoped-operators";
+
 /// The plane shared by the tests of `group`, started (with the CRDs installed) on first use
 /// and stopped when the test binary exits. An operator reconciles every check on its plane,
 /// so tests that run operators share a plane only within their module (`module_path!()`),

@@ -56,6 +56,9 @@ const FIRST_PLAN_DEADLINE: Duration = Duration::from_secs(60);
 pub struct Settings {
     /// The operator's namespace (mesh agents, external agents' service accounts).
     pub namespace: String,
+    /// The only namespace whose checks this operator acts on (`--watch-namespace`); `None`
+    /// for every namespace.
+    pub watch_namespace: Option<String>,
     pub cluster_domain: String,
     pub agent: AgentSettings,
     /// Name under which the operator publishes Events (its pod name).
@@ -185,8 +188,16 @@ pub async fn run_controller(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let checks: Api<ConnectivityCheck> = Api::all(ctx.client.clone());
-    let deployments: Api<Deployment> = Api::all(ctx.client.clone());
+    // Owned probe Deployments live in their check's namespace (owner references cannot cross
+    // namespaces), so a watched namespace scopes both.
+    let (checks, deployments): (Api<ConnectivityCheck>, Api<Deployment>) =
+        match &ctx.settings.watch_namespace {
+            Some(namespace) => (
+                Api::namespaced(ctx.client.clone(), namespace),
+                Api::namespaced(ctx.client.clone(), namespace),
+            ),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        };
     let controller = Controller::new(checks, watcher::Config::default().any_semantic());
     let sweeper = tokio::spawn(sweep_deleted(ctx.clone(), controller.store()));
     // A series that starts or stops failing reconciles its check at once: the verdict and
@@ -252,16 +263,22 @@ async fn sweep_deleted(ctx: Arc<Context>, store: Store<ConnectivityCheck>) {
             ctx.replan.notify_one();
         }
         let uids: BTreeSet<String> = store.state().iter().filter_map(|c| c.uid()).collect();
-        sweep_orphaned_workloads(&ctx.client, &uids).await;
+        sweep_orphaned_workloads(&ctx.client, ctx.settings.watch_namespace.as_deref(), &uids).await;
         tokio::time::sleep(SWEEP_EVERY).await;
     }
 }
 
 /// Deletes probe Deployments in other namespaces than their check (which owner references
 /// cannot reach, so garbage collection does not) whose check is gone: they carry its UID.
-async fn sweep_orphaned_workloads(client: &Client, existing_uids: &BTreeSet<String>) {
+/// An operator watching one namespace sweeps only the workloads of that namespace's checks:
+/// the others belong to checks it does not see.
+async fn sweep_orphaned_workloads(
+    client: &Client,
+    watched: Option<&str>,
+    existing_uids: &BTreeSet<String>,
+) {
     let all: Api<Deployment> = Api::all(client.clone());
-    let params = kube::api::ListParams::default().labels(workloads::LABEL_OWNER_UID);
+    let params = kube::api::ListParams::default().labels(&orphan_candidates(watched));
     let list = match all.list_metadata(&params).await {
         Ok(list) => list,
         Err(err) => {
@@ -269,7 +286,8 @@ async fn sweep_orphaned_workloads(client: &Client, existing_uids: &BTreeSet<Stri
             return;
         }
     };
-    for (namespace, name) in orphaned(list.items.iter().map(|d| &d.metadata), existing_uids) {
+    let metadata = list.items.iter().map(|d| &d.metadata);
+    for (namespace, name) in orphaned(metadata, watched, existing_uids) {
         let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
         match api.delete(&name, &Default::default()).await {
             Ok(_) => tracing::info!(
@@ -286,18 +304,35 @@ async fn sweep_orphaned_workloads(client: &Client, existing_uids: &BTreeSet<Stri
     }
 }
 
-/// `(namespace, name)` of objects whose owner-UID label names no existing check.
+/// The label selector of the workloads that may be orphans: those of a check in another
+/// namespace, of the watched namespace's checks only if one is watched.
+fn orphan_candidates(watched: Option<&str>) -> String {
+    match watched {
+        Some(namespace) => format!(
+            "{},{}={namespace}",
+            workloads::LABEL_OWNER_UID,
+            workloads::LABEL_OWNER_NAMESPACE
+        ),
+        None => workloads::LABEL_OWNER_UID.to_string(),
+    }
+}
+
+/// `(namespace, name)` of objects whose owner-UID label names no existing check (of the
+/// watched namespace, if one is watched).
 fn orphaned<'a>(
     objects: impl Iterator<Item = &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    watched: Option<&str>,
     existing_uids: &BTreeSet<String>,
 ) -> Vec<(String, String)> {
     objects
         .filter(|m| m.deletion_timestamp.is_none())
         .filter(|m| {
-            m.labels
-                .as_ref()
-                .and_then(|l| l.get(workloads::LABEL_OWNER_UID))
-                .is_some_and(|uid| !existing_uids.contains(uid))
+            let labels = m.labels.as_ref();
+            let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+            let in_scope =
+                watched.is_none_or(|ns| label(workloads::LABEL_OWNER_NAMESPACE) == Some(ns));
+            in_scope
+                && label(workloads::LABEL_OWNER_UID).is_some_and(|uid| !existing_uids.contains(uid))
         })
         .filter_map(|m| Some((m.namespace.clone()?, m.name.clone()?)))
         .collect()
@@ -561,13 +596,24 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+    fn owned_by(owner_namespace: &str, uid: Option<&str>) -> Option<BTreeMap<String, String>> {
+        uid.map(|u| {
+            BTreeMap::from([
+                (workloads::LABEL_OWNER_UID.to_string(), u.to_string()),
+                (
+                    workloads::LABEL_OWNER_NAMESPACE.to_string(),
+                    owner_namespace.to_string(),
+                ),
+            ])
+        })
+    }
+
     #[test]
     fn only_workloads_of_missing_checks_are_orphans() {
         let meta = |name: &str, uid: Option<&str>, deleting: bool| ObjectMeta {
             name: Some(name.into()),
             namespace: Some("payments".into()),
-            labels: uid
-                .map(|u| BTreeMap::from([(workloads::LABEL_OWNER_UID.to_string(), u.to_string())])),
+            labels: owned_by("shop", uid),
             deletion_timestamp: deleting.then_some(
                 k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                     k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
@@ -582,9 +628,28 @@ mod tests {
             meta("unlabelled", None, false),
         ];
         let existing = BTreeSet::from(["uid-live".to_string()]);
+        let orphan = vec![("payments".to_string(), "orphan".to_string())];
+        assert_eq!(orphaned(objects.iter(), None, &existing), orphan);
+        assert_eq!(orphaned(objects.iter(), Some("shop"), &existing), orphan);
+    }
+
+    #[test]
+    fn an_operator_watching_one_namespace_leaves_other_namespaces_workloads_alone() {
+        // Another installation's check (in "billing") owns this workload; this operator,
+        // watching "shop", does not see that check and must not take its workload for an orphan.
+        let theirs = ObjectMeta {
+            name: Some("theirs".into()),
+            namespace: Some("payments".into()),
+            labels: owned_by("billing", Some("uid-of-a-billing-check")),
+            ..ObjectMeta::default()
+        };
+        let no_checks = BTreeSet::new();
+        assert!(orphaned([&theirs].into_iter(), Some("shop"), &no_checks).is_empty());
+        assert_eq!(orphaned([&theirs].into_iter(), None, &no_checks).len(), 1);
         assert_eq!(
-            orphaned(objects.iter(), &existing),
-            vec![("payments".to_string(), "orphan".to_string())]
+            orphan_candidates(Some("shop")),
+            "netslo.io/owner-uid,netslo.io/owner-namespace=shop"
         );
+        assert_eq!(orphan_candidates(None), "netslo.io/owner-uid");
     }
 }

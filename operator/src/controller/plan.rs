@@ -694,6 +694,7 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             namespace: "netslo-system".into(),
+            watch_namespace: None,
             cluster_domain: "cluster.local".into(),
             agent: AgentSettings {
                 namespace: "netslo-system".into(),

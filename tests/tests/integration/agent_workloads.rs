@@ -41,7 +41,7 @@ async fn create_pod(pods: &Api<Pod>, name: &str, spec: PodSpec) -> Result<(), St
 
 #[tokio::test]
 async fn agent_pods_pass_pod_security_restricted() {
-    let plane = control_plane::shared(module_path!()).expect("control plane");
+    let plane = control_plane::shared(control_plane::API_ONLY).expect("control plane");
     let client = plane.client().await.unwrap();
     let ns = TestNamespace::create(plane, "psa").await.unwrap();
     let enforce = json!({"metadata": {"labels": {

@@ -4,8 +4,9 @@
 //! `just demo` itself.
 //!
 //! One binary lets libtest run the modules' tests side by side. Tests that only talk to the
-//! API share one control plane; each module that runs operators has a plane of its own,
-//! because an operator reconciles every check on its plane (see
+//! API share one control plane; so do the tests whose operators each watch one namespace of
+//! their own (`--watch-namespace`). A test whose operator watches every namespace, registers
+//! Nodes or restarts the API server has a plane of its own (see
 //! `netslo_tests::control_plane::shared`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
@@ -32,6 +33,7 @@ mod operator_leader;
 mod operator_mesh_agents;
 mod operator_netns;
 mod operator_restart;
+mod operator_scoped;
 mod operator_start;
 mod otel_export;
 mod rbac;

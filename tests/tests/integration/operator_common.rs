@@ -127,22 +127,26 @@ impl OperatorPorts {
     }
 }
 
-/// Starts `netslo-operator` for `namespace` with its channel on loopback, logging to `log`
-/// (appended, so a restarted operator's log follows the first one's).
+/// Starts `netslo-operator` in `namespace` with its channel on loopback, logging to `log`
+/// (appended, so a restarted operator's log follows the first one's). It acts on the checks
+/// of `watch` only (`--watch-namespace`), or of every namespace if `None`, which only a test
+/// with a plane of its own may ask for. Its Events name it `netslo-operator-<namespace>`.
 pub fn start_operator(
     plane: &ControlPlane,
     namespace: &str,
+    watch: Option<&str>,
     ports: &OperatorPorts,
     log: &Path,
     extra_args: &[&str],
 ) -> Process {
-    start_operator_with_env(plane, namespace, ports, log, extra_args, &[])
+    start_operator_with_env(plane, namespace, watch, ports, log, extra_args, &[])
 }
 
 /// [`start_operator`] with extra environment variables.
 pub fn start_operator_with_env(
     plane: &ControlPlane,
     namespace: &str,
+    watch: Option<&str>,
     ports: &OperatorPorts,
     log: &Path,
     extra_args: &[&str],
@@ -161,8 +165,9 @@ pub fn start_operator_with_env(
                 "--namespace",
                 namespace,
                 "--pod-name",
-                "netslo-operator-test",
+                &format!("netslo-operator-{namespace}"),
             ])
+            .args(watch.iter().flat_map(|ns| ["--watch-namespace", ns]))
             .args([
                 "--channel-addr",
                 &format!("127.0.0.1:{}", ports.channel),
@@ -189,12 +194,14 @@ pub struct OperatorForOffice {
     pub token: PathBuf,
 }
 
-/// Starts the operator for `system` (logging to `dir/operator.log`, with `extra_args` and
-/// `env`) and registers the external agent `office` with it.
+/// Starts the operator in `system` for the checks of `watch` (see [`start_operator`]; logging
+/// to `dir/operator.log`, with `extra_args` and `env`) and registers the external agent
+/// `office` with it.
 pub async fn operator_for_office(
     plane: &ControlPlane,
     client: &Client,
     system: &str,
+    watch: Option<&str>,
     dir: &Path,
     extra_args: &[&str],
     env: &[(&str, String)],
@@ -203,6 +210,7 @@ pub async fn operator_for_office(
     let operator = start_operator_with_env(
         plane,
         system,
+        watch,
         &ports,
         &dir.join("operator.log"),
         extra_args,

@@ -15,7 +15,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn probe_pods_in_another_namespace_need_a_grant_and_go_with_their_check() {
-    let plane = control_plane::shared(module_path!()).expect("control plane");
+    let plane = control_plane::shared(control_plane::SCOPED_OPERATORS).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let app = TestNamespace::create(plane, "app").await.unwrap();
@@ -24,6 +24,7 @@ async fn probe_pods_in_another_namespace_need_a_grant_and_go_with_their_check() 
     let _operator = start_operator(
         plane,
         &system.name,
+        Some(&app.name),
         &OperatorPorts::free(),
         &dir.path().join("operator.log"),
         &[],

@@ -17,7 +17,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn check_to_agent_to_status_and_back() {
-    let plane = control_plane::shared(module_path!()).expect("control plane");
+    let plane = control_plane::shared(control_plane::SCOPED_OPERATORS).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let shop = TestNamespace::create(plane, "shop").await.unwrap();
@@ -39,7 +39,16 @@ async fn check_to_agent_to_status_and_back() {
     // The operator, with its channel on loopback. It publishes its channel's CA; the agent
     // trusts it. An external vantage point named "office": the service account of that name
     // in the operator's namespace, and a token for the netslo audience.
-    let office = operator_for_office(plane, &client, &system.name, dir.path(), &[], &[]).await;
+    let office = operator_for_office(
+        plane,
+        &client,
+        &system.name,
+        Some(&shop.name),
+        dir.path(),
+        &[],
+        &[],
+    )
+    .await;
 
     // The check: probe the target every second from "office", 99% over 28 days, with a
     // short custom alert window so the window is not "too young" for long.

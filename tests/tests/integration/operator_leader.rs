@@ -49,6 +49,8 @@ impl Operator {
                 "--pod-name",
                 pod,
             ])
+            // On a shared plane: act on no other test's checks.
+            .args(["--watch-namespace", namespace])
             .args(["--admin-addr", &admin])
             .args(["--channel-addr", &format!("127.0.0.1:{}", free_port())])
             .stdout(Stdio::null())
@@ -132,7 +134,7 @@ fn acquire_time(lease: &Lease) -> Timestamp {
 
 #[tokio::test]
 async fn one_leader_hands_over_on_sigterm_at_once_and_after_sigkill_on_expiry() {
-    let plane = control_plane::shared(module_path!()).expect("control plane");
+    let plane = control_plane::shared(control_plane::SCOPED_OPERATORS).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let leases: Api<Lease> = Api::namespaced(client, &system.name);

@@ -24,7 +24,7 @@ fn check(name: &str, spec: serde_json::Value) -> ConnectivityCheck {
 
 #[tokio::test]
 async fn mesh_agents_run_once_a_check_needs_them() {
-    let plane = control_plane::shared(module_path!()).expect("control plane");
+    let plane = control_plane::shared(control_plane::SCOPED_OPERATORS).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let shop = TestNamespace::create(plane, "shop").await.unwrap();
@@ -32,6 +32,7 @@ async fn mesh_agents_run_once_a_check_needs_them() {
     let _operator = start_operator(
         plane,
         &system.name,
+        Some(&shop.name),
         &OperatorPorts::free(),
         &dir.path().join("operator.log"),
         &["--agent-image", IMAGE],

@@ -30,7 +30,7 @@ async fn stored_window(windows: &Api<ConfigMap>, name: &str) -> Option<(u64, i64
 
 #[tokio::test]
 async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
-    let plane = control_plane::shared(module_path!()).expect("control plane");
+    let plane = control_plane::shared(control_plane::SCOPED_OPERATORS).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let shop = TestNamespace::create(plane, "shop").await.unwrap();
@@ -51,8 +51,14 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
     let ports = OperatorPorts::free();
     let operator_log = dir.path().join("operator.log");
     let fast_flush = ["--persist-interval-seconds", "1"];
-    let mut first_operator =
-        start_operator(plane, &system.name, &ports, &operator_log, &fast_flush);
+    let mut first_operator = start_operator(
+        plane,
+        &system.name,
+        Some(&shop.name),
+        &ports,
+        &operator_log,
+        &fast_flush,
+    );
     let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
     let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
 
@@ -103,7 +109,14 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
     // The agent keeps probing and buffers its results meanwhile.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let old_ca = std::fs::read_to_string(&ca).unwrap();
-    let _second_operator = start_operator(plane, &system.name, &ports, &operator_log, &fast_flush);
+    let _second_operator = start_operator(
+        plane,
+        &system.name,
+        Some(&shop.name),
+        &ports,
+        &operator_log,
+        &fast_flush,
+    );
     // The new process serves with a new certificate and publishes its CA; the agent re-reads
     // its CA file on every new connection, and in a pod the kubelet rewrites that file from the
     // ConfigMap. Here the test does what the kubelet would.

@@ -35,6 +35,8 @@ fn help_lists_real_flags() {
         "NETSLO_ADMIN_ADDR",
         "--log-format",
         "--crd-wait-seconds",
+        "--watch-namespace",
+        "NETSLO_WATCH_NAMESPACE",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -42,7 +44,7 @@ fn help_lists_real_flags() {
 
 #[tokio::test]
 async fn starts_becomes_ready_and_stops_on_sigterm() {
-    let plane = control_plane::shared(module_path!()).expect("control plane");
+    let plane = control_plane::shared(control_plane::SCOPED_OPERATORS).expect("control plane");
     let namespace = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let free_port = || {
         TcpListener::bind("127.0.0.1:0")
@@ -55,6 +57,8 @@ async fn starts_becomes_ready_and_stops_on_sigterm() {
     let mut operator = Command::new(workspace_binary("netslo-operator").unwrap())
         .env("KUBECONFIG", plane.kubeconfig())
         .args(["--admin-addr", &addr, "--namespace", &namespace.name])
+        // On a shared plane: act on no other test's checks.
+        .args(["--watch-namespace", &namespace.name])
         .args(["--channel-addr", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -190,7 +190,7 @@ fn start_collector(dir: &Path) -> Collector {
 #[tokio::test]
 async fn metrics_and_traces_reach_a_real_collector() {
     testbed::require();
-    let plane = control_plane::shared(module_path!()).expect("control plane");
+    let plane = control_plane::shared(control_plane::SCOPED_OPERATORS).expect("control plane");
     let client = plane.client().await.unwrap();
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let tenant = TestNamespace::create(plane, "otel").await.unwrap();
@@ -244,6 +244,7 @@ async fn metrics_and_traces_reach_a_real_collector() {
         plane,
         &client,
         &system.name,
+        Some(&tenant.name),
         dir.path(),
         &["--persist-interval-seconds", "1"],
         &otel_env(format!("http://127.0.0.1:{}", collector.grpc), "grpc"),

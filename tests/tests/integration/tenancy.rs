@@ -41,7 +41,8 @@ async fn targets_outside_the_grants_are_never_probed() {
     let tenant = TestNamespace::create(plane, "tenant").await.unwrap();
     let victim = TestNamespace::create(plane, "victim").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let office = operator_for_office(plane, &client, &system.name, dir.path(), &[], &[]).await;
+    let office =
+        operator_for_office(plane, &client, &system.name, None, dir.path(), &[], &[]).await;
 
     // Loopback is granted, so the agent has something to probe: the proof that it runs.
     grant_external(&client, &tenant.name, &["127.0.0.0/8"]).await;
@@ -305,7 +306,8 @@ async fn rebinding_names_and_hex_addresses_are_refused_by_the_agent() {
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let tenant = TestNamespace::create(plane, "rebinder").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let office = operator_for_office(plane, &client, &system.name, dir.path(), &[], &[]).await;
+    let office =
+        operator_for_office(plane, &client, &system.name, None, dir.path(), &[], &[]).await;
 
     // Both names are granted, and the one address the name should resolve to; loopback is not.
     // (The CRD may refuse a numeric host name in a grant: then the hex spelling is granted
@@ -537,7 +539,8 @@ async fn status_and_events_never_carry_what_servers_send() {
     let system = TestNamespace::create(plane, "netslo-system").await.unwrap();
     let tenant = TestNamespace::create(plane, "reader").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let office = operator_for_office(plane, &client, &system.name, dir.path(), &[], &[]).await;
+    let office =
+        operator_for_office(plane, &client, &system.name, None, dir.path(), &[], &[]).await;
     grant_external(&client, &tenant.name, &["127.0.0.0/8"]).await;
 
     // Each server answers every connection with the same bytes, then closes.
