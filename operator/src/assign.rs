@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 use netslo_crds::v1alpha1::{ConnectivityCheckSpec, ProbeSource};
+use netslo_protocol::names::AssignedCheck;
 use netslo_protocol::spec::{
     AddressPolicySpec, Assignment, CheckSpec, DEFAULT_INTERVAL_MS, DEFAULT_JITTER_PERCENT,
     DEFAULT_TIMEOUT_MS, DestinationRuleSpec, ExternalGrantSpec, ProbeSpec, TargetSpec,
@@ -72,24 +73,15 @@ pub struct CheckPlan<'a> {
     pub address_policy: &'a AddressPolicySpec,
 }
 
-/// Name of the agent-side check for one target of a ConnectivityCheck:
-/// `<namespace>/<check>/<target>`, the form agents and their reports carry.
+/// Name of the agent-side check for one target of a ConnectivityCheck, the form agents and
+/// their reports carry ([`AssignedCheck`]).
 pub fn agent_check_name(check: &CheckKey, target: &str) -> String {
-    format!("{check}/{target}")
-}
-
-/// An agent-side check name taken apart: which ConnectivityCheck, and which of its targets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentCheckName<'a> {
-    pub check: CheckKey,
-    pub target: &'a str,
-}
-
-/// Splits an agent-side check name back into its check and target.
-pub fn parse_agent_check_name(name: &str) -> Option<AgentCheckName<'_>> {
-    let (check, target) = name.rsplit_once('/')?;
-    let check: CheckKey = check.parse().ok()?;
-    (!target.is_empty()).then_some(AgentCheckName { check, target })
+    AssignedCheck {
+        namespace: &check.namespace,
+        check: &check.name,
+        target,
+    }
+    .to_string()
 }
 
 /// Whether every target of a check is a `localhost` target. Such a check is probed only by
@@ -779,18 +771,16 @@ mod tests {
     }
 
     #[test]
-    fn agent_check_names_round_trip() {
+    fn agent_check_names_are_the_protocols() {
         let name = agent_check_name(&CheckKey::new("shop", "web-to-api"), "api");
         assert_eq!(
-            parse_agent_check_name(&name),
-            Some(AgentCheckName {
-                check: CheckKey::new("shop", "web-to-api"),
+            AssignedCheck::parse(&name),
+            Some(AssignedCheck {
+                namespace: "shop",
+                check: "web-to-api",
                 target: "api"
             })
         );
-        for bad in ["", "a/b", "a//c", "/b/c", "a/b/c/d"] {
-            assert_eq!(parse_agent_check_name(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

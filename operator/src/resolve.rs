@@ -24,6 +24,7 @@ use netslo_crds::v1alpha1::{
     BlockedOutcome, DnsRcode, DnsRecordType, Expectation, HttpMethod, HttpProbe, Protocol,
     ServicePath, Target,
 };
+use netslo_protocol::names::SeriesLabel;
 use netslo_protocol::spec::{
     DnsSpec, Expect, HttpSpec, IcmpSpec, ProbeSpec, Rcode, RecordKind, TcpSpec, UdpSpec,
 };
@@ -129,19 +130,21 @@ pub struct SeriesId {
 
 impl SeriesId {
     pub fn label(&self) -> String {
-        format!("{}/{}/{}", self.target, self.via.as_str(), self.endpoint)
+        SeriesLabel {
+            target: &self.target,
+            path: self.via.as_str(),
+            endpoint: &self.endpoint,
+        }
+        .to_string()
     }
 
     /// Reads a label back; `None` for anything this operator did not produce.
     pub fn parse(label: &str) -> Option<Self> {
-        let mut parts = label.splitn(3, '/');
-        let target = parts.next().filter(|t| !t.is_empty())?;
-        let via = Via::parse(parts.next()?)?;
-        let endpoint = parts.next()?;
+        let label = SeriesLabel::parse(label)?;
         Some(Self {
-            target: target.to_string(),
-            via,
-            endpoint: endpoint.to_string(),
+            target: label.target.to_string(),
+            via: Via::parse(label.path)?,
+            endpoint: label.endpoint.to_string(),
         })
     }
 }

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use netslo_protocol::bucket::BucketReport;
 use netslo_protocol::histogram::Histogram;
+use netslo_protocol::names::AssignedCheck;
 use netslo_protocol::verdict::FailureReason;
 
-use crate::assign::parse_agent_check_name;
 use crate::check_key::CheckKey;
 use tokio::sync::{mpsc, watch};
 
@@ -461,11 +461,12 @@ impl ResultStore {
         let inner = &mut *guard;
         let mut outcome = IngestOutcome::default();
         for report in &batch.buckets {
-            let Some(name) = parse_agent_check_name(&report.check) else {
+            let Some(name) = AssignedCheck::parse(&report.check) else {
                 inner.unknown_check_buckets += 1;
                 continue;
             };
-            let Some(data) = inner.checks.get_mut(&name.check) else {
+            let key = CheckKey::new(name.namespace, name.check);
+            let Some(data) = inner.checks.get_mut(&key) else {
                 inner.unknown_check_buckets += 1;
                 continue;
             };
@@ -481,7 +482,7 @@ impl ResultStore {
             data.history.ingest(&sample, now);
             data.events.add(&sample);
             if record_recent(data, report) {
-                changed.insert(name.check);
+                changed.insert(key);
             }
             data.settled
                 .insert(&batch.agent_name, &batch.boot_id, report.seq, now);

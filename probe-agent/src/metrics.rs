@@ -24,6 +24,7 @@ use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
 
 use crate::aggregate::SeriesKey;
 use crate::verdict::{Layer, Outcome, ProbeResult};
+use netslo_protocol::names::{AssignedCheck, SeriesLabel};
 use netslo_protocol::time::now_unix_ms;
 use netslo_telemetry::attribute::{
     CHECK_NAME, CHECK_NAMESPACE, ENDPOINT, FAILURE_REASON, OUTCOME, TARGET, TARGET_PATH,
@@ -115,24 +116,22 @@ impl ProbeMetrics {
     /// static assignment) is taken as it is.
     pub fn attributes(&self, key: &SeriesKey) -> SeriesAttributes {
         let mut base = Vec::with_capacity(5);
-        let mut check = key.check.splitn(3, '/');
-        match (check.next(), check.next()) {
-            (Some(ns), Some(name)) => {
-                base.push(KeyValue::new(CHECK_NAMESPACE, ns.to_owned()));
-                base.push(KeyValue::new(CHECK_NAME, name.to_owned()));
+        match AssignedCheck::parse(&key.check) {
+            Some(check) => {
+                base.push(KeyValue::new(CHECK_NAMESPACE, check.namespace.to_owned()));
+                base.push(KeyValue::new(CHECK_NAME, check.check.to_owned()));
             }
-            _ => base.push(KeyValue::new(CHECK_NAME, key.check.to_string())),
+            None => base.push(KeyValue::new(CHECK_NAME, key.check.to_string())),
         }
-        let mut parts = key.target.splitn(3, '/');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(target), Some(path), Some(endpoint)) => {
-                base.push(KeyValue::new(TARGET, target.to_owned()));
-                base.push(KeyValue::new(TARGET_PATH, path.to_owned()));
+        match SeriesLabel::parse(&key.target) {
+            Some(series) => {
+                base.push(KeyValue::new(TARGET, series.target.to_owned()));
+                base.push(KeyValue::new(TARGET_PATH, series.path.to_owned()));
                 if self.per_endpoint {
-                    base.push(KeyValue::new(ENDPOINT, endpoint.to_owned()));
+                    base.push(KeyValue::new(ENDPOINT, series.endpoint.to_owned()));
                 }
             }
-            _ => base.push(KeyValue::new(TARGET, key.target.to_string())),
+            None => base.push(KeyValue::new(TARGET, key.target.to_string())),
         }
         let mut good = base.clone();
         good.push(KeyValue::new(OUTCOME, "good"));

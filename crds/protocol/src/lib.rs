@@ -7,6 +7,7 @@
 //! * [`verdict`]: outcomes, failure reasons and the layers they belong to;
 //! * [`bucket`] and [`histogram`]: one series' counters and latencies over one window;
 //! * [`channel`]: the operator channel's wire (paths, bounds, envelopes, batches, acks);
+//! * [`names`]: the assigned checks' names and the series' labels agents report under;
 //! * [`hash`]: the stable hashes both sides agree on;
 //! * [`time`]: the one clock both sides stamp with.
 
@@ -15,6 +16,7 @@ pub mod channel;
 pub mod guard;
 pub mod hash;
 pub mod histogram;
+pub mod names;
 pub mod spec;
 pub mod target;
 pub mod time;
