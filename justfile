@@ -117,7 +117,15 @@ cluster action="up":
 e2e:
     #!/usr/bin/env bash
     set -euo pipefail
-    trap 'bash tests/cluster/cluster.sh down' EXIT
+    # What another runtime or CNI on this host would have, which `down` must leave alone.
+    bash tests/cluster/down-canaries.sh plant
+    finish() {
+        local status=$?
+        bash tests/cluster/cluster.sh down || status=1
+        bash tests/cluster/down-canaries.sh check || status=1
+        exit $status
+    }
+    trap finish EXIT
     cargo build --quiet --locked -p netslo-operator -p netslo-agent
     kubeconfig="$(bash tests/cluster/cluster.sh up | tail -1)"
     NETSLO_E2E_KUBECONFIG="$kubeconfig" \
