@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Proves that `cluster.sh down` removes only what `up` made: `plant` (before `up`) gives the
 # host what another runtime or CNI on it would have (a kubepods cgroup with a live process,
-# KUBE-* and CNI-* chains with rules, a cni-* network namespace, a pod log directory);
-# `check` (after `down`) fails naming each one that is gone, then removes them all.
+# KUBE-* and CNI-* chains with rules, a cni-* network namespace); `check` (after `down`) fails
+# naming each one that is gone, then removes them all. (Pod log directories are not among
+# them: the kubelet itself collects those of pods it does not know.)
 set -euo pipefail
 
 # A kubepods cgroup: in the unified hierarchy (cgroup v2), or in the pids one (v1 and hybrid,
@@ -16,7 +17,6 @@ PIDFILE=/run/netslo-down-canary.pid
 # Present if `plant` made the kubepods cgroup (so `remove` takes it away again).
 MADE_KUBEPODS=/run/netslo-down-canary.made-kubepods
 NETNS=cni-netslo-canary
-LOGDIR=/var/log/pods/netslo-canary_canary_00000000-0000-0000-0000-000000000000
 # table chain
 CHAINS=("filter KUBE-NETSLO-CANARY" "nat CNI-NETSLO-CANARY")
 
@@ -34,7 +34,6 @@ plant() {
     iptables -t "$table" -A "$chain" -j RETURN
   done
   ip netns add "$NETNS"
-  mkdir -p "$LOGDIR"
 }
 
 check() {
@@ -51,7 +50,6 @@ check() {
       || gone+=("iptables $table chain $chain or its rule")
   done
   ip netns list | grep -qw "$NETNS" || gone+=("network namespace $NETNS")
-  [[ -d "$LOGDIR" ]] || gone+=("$LOGDIR")
   remove
   if ((${#gone[@]})); then
     printf 'down-canaries: cluster.sh down removed what it did not make: %s\n' "${gone[@]}" >&2
@@ -78,7 +76,6 @@ remove() {
     iptables -t "$table" -X "$chain" 2>/dev/null || true
   done
   ip netns delete "$NETNS" 2>/dev/null || true
-  rm -rf "$LOGDIR"
 }
 
 case "${1:-}" in
