@@ -57,8 +57,10 @@ pub type SeriesViews = BTreeMap<(String, String), SeriesView>;
 pub struct SeriesView {
     /// Over the summary span (an hour).
     pub summary: SeriesStats,
-    /// The newest agent bucket, if it started within the failure-matrix span.
+    /// The agent buckets that started within the evidence span: what verdicts are decided on.
     pub matrix: SeriesStats,
+    /// Bad probes within the longer hold span: a verdict is kept while its place has any.
+    pub held_bad: u64,
     /// Start of the latest slot with data.
     pub last_slot_ms: UnixMs,
 }
@@ -100,9 +102,31 @@ struct Slot {
 struct Series {
     slots: VecDeque<Slot>,
     last_failure: Option<(FailureReason, UnixMs)>,
-    /// The newest agent bucket: what the failure matrix reads, so a verdict follows the
-    /// network within one agent window rather than a minute slot.
-    latest: Option<Slot>,
+    /// The newest agent buckets, newest last, within [`MAX_EVIDENCE_BUCKETS`]: what the
+    /// failure matrix reads, so a verdict follows the network within agent windows rather than
+    /// minute slots, and rests on several of them rather than the newest alone.
+    evidence: VecDeque<Evidence>,
+}
+
+/// One agent bucket's counts, as verdicts read them (no latencies).
+#[derive(Debug, Default)]
+struct Evidence {
+    start_ms: UnixMs,
+    good: u64,
+    bad: u64,
+    reasons: BTreeMap<FailureReason, u64>,
+}
+
+/// Most agent buckets kept per series for verdicts: the hold span over the shortest agent
+/// window (a second) with room to spare.
+pub const MAX_EVIDENCE_BUCKETS: usize = 64;
+
+/// The spans a check's verdict reads: its evidence (several probe intervals) and the longer
+/// span a verdict is held over once named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceSpans {
+    pub evidence_ms: i64,
+    pub hold_ms: i64,
 }
 
 #[derive(Debug)]
@@ -419,14 +443,14 @@ impl ResultStore {
     }
 
     /// Reads a check: its history (for evaluation) and, per series keyed by (source, target
-    /// label), its counters over the last `summary_ms` (target summaries) and the last
-    /// `matrix_ms`, its newest bucket (the failure matrix verdicts read).
+    /// label), its counters over the last `summary_ms` (target summaries) and the agent
+    /// buckets within `spans` (the failure matrix verdicts read).
     pub fn read<T>(
         &self,
         check: &CheckKey,
         now: UnixMs,
         summary_ms: i64,
-        matrix_ms: i64,
+        spans: EvidenceSpans,
         f: impl FnOnce(&History, SeriesViews) -> T,
     ) -> Option<T> {
         let mut inner = self.lock();
@@ -443,7 +467,13 @@ impl ResultStore {
             .map(|(key, series)| {
                 let view = SeriesView {
                     summary: series_stats(series, now - summary_ms),
-                    matrix: latest_stats(series, now - matrix_ms),
+                    matrix: evidence_stats(series, now - spans.evidence_ms),
+                    held_bad: series
+                        .evidence
+                        .iter()
+                        .filter(|e| e.start_ms >= now - spans.hold_ms)
+                        .map(|e| e.bad)
+                        .sum(),
                     last_slot_ms: series.slots.back().map_or(UnixMs::MIN, |s| s.start_ms),
                 };
                 (key.clone(), view)
@@ -530,7 +560,7 @@ impl SloEvents {
 fn record_recent(data: &mut CheckData, report: &BucketReport) -> bool {
     let key = (report.source.to_string(), report.target.to_string());
     let series = data.series.entry(key).or_default();
-    let failing = |s: &Series| s.latest.as_ref().map(|l| l.bad > 0);
+    let failing = |s: &Series| s.evidence.back().map(|l| l.bad > 0);
     let before = failing(series);
     record_in_series(series, report);
     before != failing(series)
@@ -573,18 +603,7 @@ fn record_in_series(series: &mut Series, report: &BucketReport) {
         return;
     };
     add_bucket(slot, b);
-    match &mut series.latest {
-        Some(latest) if latest.start_ms == start => add_bucket(latest, b),
-        Some(latest) if latest.start_ms > start => {}
-        _ => {
-            let mut latest = Slot {
-                start_ms: start,
-                ..Slot::default()
-            };
-            add_bucket(&mut latest, b);
-            series.latest = Some(latest);
-        }
-    }
+    add_evidence(&mut series.evidence, start, b);
     if let Some(first) = &b.first_failure
         && !first.reason.is_prober_problem()
     {
@@ -611,19 +630,63 @@ fn add_bucket(slot: &mut Slot, b: &netslo_protocol::bucket::Bucket) {
     slot.latency.merge(&b.latency);
 }
 
-fn latest_stats(series: &Series, since: UnixMs) -> SeriesStats {
-    match &series.latest {
-        Some(slot) if slot.start_ms >= since => SeriesStats {
-            good: slot.good,
-            bad: slot.bad,
-            invalid: slot.invalid,
-            refused: slot.refused,
-            reasons: sorted_reasons(&slot.reasons),
-            latency: slot.latency.clone(),
-            last_failure: series.last_failure,
-        },
-        _ => SeriesStats::default(),
+/// Adds a bucket to the evidence, in start order (agents may send a window in more than
+/// one bucket, and late); the oldest go beyond [`MAX_EVIDENCE_BUCKETS`].
+fn add_evidence(
+    evidence: &mut VecDeque<Evidence>,
+    start: UnixMs,
+    b: &netslo_protocol::bucket::Bucket,
+) {
+    let at = evidence.partition_point(|e| e.start_ms < start);
+    if evidence.get(at).is_none_or(|e| e.start_ms != start) {
+        if at == 0 && evidence.len() >= MAX_EVIDENCE_BUCKETS {
+            return;
+        }
+        evidence.insert(
+            at,
+            Evidence {
+                start_ms: start,
+                ..Evidence::default()
+            },
+        );
     }
+    let invalid = b.invalid.min(b.total);
+    let good = b.good.min(b.total - invalid);
+    if let Some(e) = evidence.iter_mut().find(|e| e.start_ms == start) {
+        e.good += good;
+        e.bad += b.total - invalid - good;
+        for (reason, count) in &b.reasons {
+            if *reason != FailureReason::DestinationRefused && !reason.is_prober_problem() {
+                *e.reasons.entry(*reason).or_default() += count;
+            }
+        }
+    }
+    while evidence.len() > MAX_EVIDENCE_BUCKETS {
+        evidence.pop_front();
+    }
+}
+
+/// The counts of the agent buckets that started at or after `since`, from the first with a
+/// bad probe on if any has one: a fault that began within the span is measured over its own
+/// time, not diluted by the good probes before it (a port dropping everything since two
+/// windows fails 100%, not 20%).
+fn evidence_stats(series: &Series, since: UnixMs) -> SeriesStats {
+    let mut stats = SeriesStats {
+        last_failure: series.last_failure,
+        ..SeriesStats::default()
+    };
+    let mut reasons: BTreeMap<FailureReason, u64> = BTreeMap::new();
+    let within = series.evidence.iter().filter(|e| e.start_ms >= since);
+    let first_bad = within.clone().position(|e| e.bad > 0).unwrap_or(0);
+    for e in within.skip(first_bad) {
+        stats.good += e.good;
+        stats.bad += e.bad;
+        for (reason, count) in &e.reasons {
+            *reasons.entry(*reason).or_default() += count;
+        }
+    }
+    stats.reasons = sorted_reasons(&reasons);
+    stats
 }
 
 fn sorted_reasons(counts: &BTreeMap<FailureReason, u64>) -> Vec<(FailureReason, u64)> {
@@ -676,6 +739,13 @@ mod tests {
         CheckKey::new("shop", "web")
     }
 
+    fn spans(evidence_ms: i64) -> EvidenceSpans {
+        EvidenceSpans {
+            evidence_ms,
+            hold_ms: 3 * evidence_ms,
+        }
+    }
+
     fn report(
         seq: u64,
         check: &str,
@@ -725,6 +795,61 @@ mod tests {
     }
 
     #[test]
+    fn evidence_is_measured_from_the_first_failure_and_held_over_the_hold_span() {
+        let now = 1_800_000_000_000;
+        let store = store(now - 600_000);
+        let at = |seconds_ago: i64| u64::try_from(now - seconds_ago * 1_000).unwrap();
+        // Good for 60 s, then failing for the last 20 s; an older failure 200 s ago.
+        let mut buckets = vec![report(
+            1,
+            "shop/web/api",
+            "node-a",
+            "api/Pod/a",
+            at(200),
+            0,
+            10,
+        )];
+        for (i, ago) in (20..=80).rev().step_by(10).enumerate() {
+            let (good, bad) = if ago <= 20 { (0, 10) } else { (10, 0) };
+            let seq = 2 + i as u64;
+            buckets.push(report(
+                seq,
+                "shop/web/api",
+                "node-a",
+                "api/Pod/a",
+                at(ago),
+                good,
+                bad,
+            ));
+        }
+        buckets.push(report(
+            99,
+            "shop/web/api",
+            "node-a",
+            "api/Pod/a",
+            at(10),
+            0,
+            10,
+        ));
+        store.ingest_batch(&batch("b", buckets), now);
+        let spans = EvidenceSpans {
+            evidence_ms: 100_000,
+            hold_ms: 300_000,
+        };
+        let view = store
+            .read(&web(), now, 3_600_000, spans, |_, s| s.clone())
+            .unwrap()
+            .remove(&("node-a".into(), "api/Pod/a".into()))
+            .unwrap();
+        assert_eq!(
+            (view.matrix.good, view.matrix.bad),
+            (0, 20),
+            "the good probes before the fault do not dilute it"
+        );
+        assert_eq!(view.held_bad, 30, "the hold span reaches the older failure");
+    }
+
+    #[test]
     fn counts_each_bucket_once_across_resends() {
         let now = 1_800_000_000_000;
         let store = store(now - 600_000);
@@ -756,7 +881,7 @@ mod tests {
             }
         );
         let (total, stats) = store
-            .read(&web(), now, 300_000, 300_000, |history, stats| {
+            .read(&web(), now, 300_000, spans(300_000), |history, stats| {
                 (history.window(now, 3_600_000).counts.total, stats.clone())
             })
             .unwrap();
@@ -803,7 +928,9 @@ mod tests {
         );
         store.ingest_batch(&b, now);
         let views = store
-            .read(&web(), now, 60 * 60_000, 5 * 60_000, |_, s| s.clone())
+            .read(&web(), now, 60 * 60_000, spans(5 * 60_000), |_, s| {
+                s.clone()
+            })
             .unwrap();
         let a = &views[&("node-a".into(), "api/Pod/a".into())];
         assert_eq!(
@@ -814,7 +941,7 @@ mod tests {
         assert_eq!(
             (a.matrix.good, a.matrix.bad),
             (5, 0),
-            "the matrix reads the newest bucket"
+            "the matrix reads the buckets within the evidence span"
         );
         let b = &views[&("node-b".into(), "api/Pod/b".into())];
         assert_eq!(
@@ -829,7 +956,7 @@ mod tests {
                 &web(),
                 now + 2 * 3_600_000,
                 60 * 60_000,
-                5 * 60_000,
+                spans(5 * 60_000),
                 |_, s| s.len(),
             )
             .unwrap();
@@ -853,7 +980,7 @@ mod tests {
 
     fn window_total(store: &ResultStore, now: UnixMs) -> u64 {
         store
-            .read(&web(), now, 300_000, 300_000, |h, _| {
+            .read(&web(), now, 300_000, spans(300_000), |h, _| {
                 h.window(now, 3_600_000).counts.total
             })
             .unwrap()

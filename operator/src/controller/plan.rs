@@ -591,7 +591,7 @@ fn mesh_coverage(
     Some(mesh_plan.coverage(interval, Some(probed)))
 }
 
-/// The current failure matrix: one cell per (source, series), from its newest bucket.
+/// The failure matrix: one cell per (source, series), over the evidence and hold spans.
 fn failure_matrix(plan: &PlannedCheck, agents: &[AgentInfo], views: &SeriesViews) -> Vec<Cell> {
     views
         .iter()
@@ -599,7 +599,7 @@ fn failure_matrix(plan: &PlannedCheck, agents: &[AgentInfo], views: &SeriesViews
             let series = SeriesId::parse(label)?;
             let target = plan.targets.iter().find(|t| t.name == series.target)?;
             let recent = &view.matrix;
-            if recent.good + recent.bad == 0 {
+            if recent.good + recent.bad == 0 && view.held_bad == 0 {
                 return None;
             }
             let source_agent = agents.iter().find(|a| &a.name == source);
@@ -627,6 +627,7 @@ fn failure_matrix(plan: &PlannedCheck, agents: &[AgentInfo], views: &SeriesViews
                 expect_deny: target.expect == Expect::Deny,
                 good: recent.good,
                 bad: recent.bad,
+                held_bad: view.held_bad,
                 reason: recent.dominant_reason(),
             })
         })

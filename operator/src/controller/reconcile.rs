@@ -17,15 +17,15 @@ use serde_json::json;
 
 use super::plan::{self, Applied, Children, Desired, Gathered, StatusPlan, StatusWrite};
 use super::{Context, Error};
+use crate::assign;
 use crate::check_key::CheckKey;
 use crate::slo::{UnixMs, now_ms};
-use crate::status::events;
 use crate::status::pacing::WriteDecision;
+use crate::status::{events, verdict};
 use crate::workloads;
 
-/// The failure matrix reads each series' newest bucket if it is at most this old (agents
-/// report one bucket per window, 10 s by default); summaries cover the last hour.
-const MATRIX_SPAN_MS: i64 = 60_000;
+/// Target summaries cover the last hour (the failure matrix reads
+/// [`verdict::evidence_spans`]).
 const SUMMARY_SPAN_MS: i64 = 60 * 60_000;
 /// Re-evaluate at least this often: windows move while nothing else does.
 const REQUEUE: Duration = Duration::from_secs(15);
@@ -110,7 +110,7 @@ fn gather(ctx: &Context, check: &ConnectivityCheck, key: &CheckKey, now: UnixMs)
                 key,
                 now,
                 SUMMARY_SPAN_MS,
-                MATRIX_SPAN_MS,
+                verdict::evidence_spans(assign::interval_ms(&check.spec)),
                 |history, series| plan::StoredResults {
                     history: history.clone(),
                     series,

@@ -338,6 +338,7 @@ mod tests {
             expect_deny: true,
             good: 29,
             bad: 1,
+            held_bad: 1,
             reason: Some(FailureReason::UnexpectedlyReachable),
         }]
     }
@@ -797,6 +798,7 @@ mod tests {
                     expect_deny: t == 0,
                     good: 0,
                     bad: 10,
+                    held_bad: 10,
                     reason: Some(if t == 0 {
                         FailureReason::UnexpectedlyReachable
                     } else {

@@ -1,5 +1,13 @@
-//! Localising a failure: which layer, and where, from a small failure matrix of the current
-//! evaluation period (design notes §7).
+//! Localising a failure: which layer, and where, from a small failure matrix of recent
+//! evidence (design notes §7).
+//!
+//! Each cell of the matrix holds one (source, destination) pair's probes of the last
+//! [`EVIDENCE_INTERVALS`] probe intervals, not its newest bucket: a partial fault (a lossy
+//! port, a flaky node) shows as a failure fraction, and one noisy window does not move the
+//! verdict. A place *fails* when at least [`FAIL_PERCENT`] of its probes (and [`MIN_BAD`] or
+//! more) were bad, and *answers* when at most [`HEALTHY_PERCENT`] were. An answering place
+//! or source tells against a failing one only on enough probes: when all of them passing
+//! would be unlikely ([`BY_CHANCE`]) at the failing one's fraction.
 //!
 //! The decision table, most specific first (an expected-deny violation comes before all of
 //! them: a hole in a policy is a security finding, whatever else fails):
@@ -11,11 +19,15 @@
 //! | a Service's VIP fails from every source while its endpoints answer | ServiceRouting |
 //! | one endpoint fails from every source, other endpoints answer | Endpoint |
 //! | every target fails from one source node, other nodes reach them | SourceNode |
-//! | zone a → zone b fails, other zone pairs answer | ZonePair |
+//! | zone a → zone b (a ≠ b) fails, zone b answers from elsewhere | ZonePair |
 //! | a target fails from every source | Target |
 //!
-//! Scattered failures that fit none of these give no verdict; the per-target summaries show
-//! them. A cell "fails" when at least half its probes were bad and "answers" when most were good.
+//! Once named, a verdict is held while its place has bad probes within the hold span
+//! ([`HOLD_FACTOR`] times the evidence span), unless a policy violation comes first: a
+//! fault's verdict settles once and stays while the fault holds, however noisy its
+//! windows, and gives way (to no verdict or another place) only once the fault clearly
+//! stopped. Scattered failures
+//! that fit no pattern give no verdict; the per-target summaries show them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +42,7 @@ use super::conditions::{condition_time, truncate};
 use super::quantise;
 use crate::slo::evaluate::Fraction;
 use crate::slo::{MINUTE_MS, UnixMs};
+use crate::store::EvidenceSpans;
 
 /// Longest verdict summary (the schema's bound).
 pub const MAX_SUMMARY: usize = 256;
@@ -38,7 +51,7 @@ pub const MAX_PLACES: usize = 8;
 /// Longest name kept for a node, zone or endpoint in status; longer ones are cut.
 pub const MAX_PLACE_NAME: usize = 63;
 
-/// Results of one (source, destination) pair in the current evaluation period.
+/// Results of one (source, destination) pair over the evidence span.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cell {
     pub source_node: String,
@@ -53,43 +66,174 @@ pub struct Cell {
     /// Zone of the endpoint, when known (pods, mesh peers).
     pub dest_zone: Option<String>,
     pub expect_deny: bool,
+    /// Probes within the evidence span.
     pub good: u64,
     pub bad: u64,
+    /// Bad probes within the hold span: a verdict naming this cell's place is held while any.
+    pub held_bad: u64,
     /// The most frequent reason among the bad probes.
     pub reason: Option<FailureReason>,
 }
 
-impl Cell {
-    fn fails(&self) -> bool {
-        self.bad > 0 && self.bad >= self.good
-    }
+/// A verdict rests on the probes of this many probe intervals.
+pub const EVIDENCE_INTERVALS: i64 = 10;
+/// The shortest evidence span, for checks probing more often than every second.
+pub const MIN_EVIDENCE_MS: i64 = 10_000;
+/// A named verdict is held over this many evidence spans.
+pub const HOLD_FACTOR: i64 = 3;
+/// A place fails when at least this percentage of its probes were bad...
+pub const FAIL_PERCENT: u64 = 5;
+/// ...and at least this many.
+pub const MIN_BAD: u64 = 2;
+/// A place answers when no more than this percentage of its probes were bad.
+pub const HEALTHY_PERCENT: u64 = 1;
+/// A place that answers tells against another one failing only on enough probes: all of
+/// them passing at the other's failure fraction would be this unlikely.
+pub const BY_CHANCE: f64 = 0.2;
 
-    fn answers(&self) -> bool {
-        self.good > self.bad
+/// The spans the verdict of a check probing every `interval_ms` reads.
+pub fn evidence_spans(interval_ms: u64) -> EvidenceSpans {
+    let interval = i64::try_from(interval_ms).unwrap_or(i64::MAX);
+    let evidence_ms = interval
+        .saturating_mul(EVIDENCE_INTERVALS)
+        .max(MIN_EVIDENCE_MS);
+    EvidenceSpans {
+        evidence_ms,
+        hold_ms: evidence_ms.saturating_mul(HOLD_FACTOR),
     }
 }
 
-/// The verdict for `cells`, keeping `previous.since` while the same verdict holds.
-pub fn localise(cells: &[Cell], previous: Option<&Verdict>, now: UnixMs) -> Option<Verdict> {
-    let found = policy_violation(cells)
-        .or_else(|| dns(cells))
-        .or_else(|| service_routing(cells))
-        .or_else(|| endpoint(cells))
-        .or_else(|| source_node(cells))
-        .or_else(|| zone_pair(cells))
-        .or_else(|| target(cells))?;
-    let since = previous
-        .filter(|p| {
-            p.scope == found.scope
-                && p.layer == found.layer
-                && p.reason == found.reason
-                && p.destinations == found.destinations
+/// Probes of some cells together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tally {
+    good: u64,
+    bad: u64,
+}
+
+impl Tally {
+    fn of<'a>(cells: impl IntoIterator<Item = &'a Cell>) -> Self {
+        cells.into_iter().fold(Tally::default(), |t, c| Tally {
+            good: t.good + c.good,
+            bad: t.bad + c.bad,
         })
+    }
+
+    fn total(self) -> u64 {
+        self.good + self.bad
+    }
+
+    fn fails(self) -> bool {
+        self.bad >= MIN_BAD && self.bad * 100 >= FAIL_PERCENT * self.total()
+    }
+
+    fn answers(self) -> bool {
+        self.good > 0 && self.bad * 100 <= HEALTHY_PERCENT * self.total()
+    }
+
+    /// Answers, on enough probes to tell it from `failing`: at `failing`'s failure fraction,
+    /// this many probes would all have passed by chance less often than [`BY_CHANCE`].
+    fn answers_unlike(self, failing: Tally) -> bool {
+        self.answers() && (1.0 - failing.fraction()).powf(self.total() as f64) < BY_CHANCE
+    }
+
+    fn fraction(self) -> f64 {
+        match self.total() {
+            0 => 0.0,
+            total => self.bad as f64 / total as f64,
+        }
+    }
+
+    /// Bad probes as a whole percentage, at least 1 when any failed.
+    fn percent(self) -> u64 {
+        match self.total() {
+            0 => 0,
+            total => ((self.bad * 100 + total / 2) / total).max(u64::from(self.bad > 0)),
+        }
+    }
+
+    /// "fails " for a place whose every probe failed, "fails 31% of probes " otherwise.
+    fn fails_phrase(self) -> String {
+        match self.percent() {
+            100 => "fails ".to_owned(),
+            p => format!("fails {p}% of probes "),
+        }
+    }
+}
+
+/// Whether `cells` (of one place) fail from every source that probes it: together they fail,
+/// and no source is clearly clean.
+fn fails_from_every_source(cells: &[&Cell]) -> bool {
+    let all = Tally::of(cells.iter().copied());
+    all.fails()
+        && group_by(cells.iter().copied(), |c| Some(c.source_node.as_str()))
+            .values()
+            .all(|cs| !Tally::of(cs.iter().copied()).answers_unlike(all))
+}
+
+/// The verdict for `cells`, holding `previous` while its place still fails (see the module
+/// notes) and keeping its `since` while the place stays the same.
+pub fn localise(cells: &[Cell], previous: Option<&Verdict>, now: UnixMs) -> Option<Verdict> {
+    let violation = policy_violation(cells);
+    let held =
+        previous.filter(|p| violation.is_none() && place_cells(p, cells).any(|c| c.held_bad > 0));
+    let found = violation.or_else(|| fault(cells));
+    let chosen = match held {
+        // The same place found again brings its summary up to date.
+        Some(held) => found
+            .filter(|found| same_place(found, held))
+            .unwrap_or_else(|| held.clone()),
+        None => found?,
+    };
+    let since = previous
+        .filter(|p| same_place(p, &chosen))
         .and_then(|p| p.since.clone())
         .unwrap_or_else(|| condition_time(now));
     Some(Verdict {
         since: Some(since),
-        ..found
+        ..chosen
+    })
+}
+
+/// The first pattern of the table (after policy violations) that the cells show.
+fn fault(cells: &[Cell]) -> Option<Verdict> {
+    dns(cells)
+        .or_else(|| service_routing(cells))
+        .or_else(|| endpoint(cells))
+        .or_else(|| source_node(cells))
+        .or_else(|| zone_pair(cells))
+        .or_else(|| target(cells))
+}
+
+/// Two verdicts name the same place: the same scope, destinations and, where the sources are
+/// the place (nodes, zones), sources.
+fn same_place(a: &Verdict, b: &Verdict) -> bool {
+    let by_source = matches!(a.scope, FailureScope::SourceNode | FailureScope::ZonePair);
+    a.scope == b.scope && a.destinations == b.destinations && (!by_source || a.sources == b.sources)
+}
+
+/// The cells of a verdict's place.
+fn place_cells<'a>(verdict: &'a Verdict, cells: &'a [Cell]) -> impl Iterator<Item = &'a Cell> {
+    let named = |names: &[String], name: &str| names.iter().any(|n| *n == shorten(name.to_owned()));
+    cells.iter().filter(move |c| {
+        let target = || named(&verdict.destinations, &c.target);
+        match verdict.scope {
+            FailureScope::PolicyViolation => c.expect_deny && target(),
+            _ if c.expect_deny => false,
+            FailureScope::DNS => c.path == Some(ServicePath::DNSName) && target(),
+            FailureScope::ServiceRouting => c.path == Some(ServicePath::ClusterIP) && target(),
+            FailureScope::Endpoint => c
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| named(&verdict.destinations, e)),
+            FailureScope::SourceNode => named(&verdict.sources, &c.source_node),
+            FailureScope::ZonePair => match (&c.source_zone, &c.dest_zone) {
+                (Some(from), Some(to)) => {
+                    from != to && named(&verdict.sources, from) && named(&verdict.destinations, to)
+                }
+                _ => false,
+            },
+            FailureScope::Target => target(),
+        }
     })
 }
 
@@ -234,16 +378,23 @@ fn dns(cells: &[Cell]) -> Option<Verdict> {
         Some(c.target.as_str())
     });
     for (target, cs) in by_target {
-        let dns_failing: Vec<&Cell> = cs
+        let name_cells = cs
             .iter()
             .copied()
-            .filter(|c| c.path == Some(ServicePath::DNSName) && c.fails())
-            .filter(|c| c.reason.is_some_and(|r| r.layer() == AgentLayer::Dns))
+            .filter(|c| c.path == Some(ServicePath::DNSName));
+        let by_source = group_by(name_cells, |c| Some(c.source_node.as_str()));
+        // Sources where resolving fails, at the DNS layer.
+        let failing: BTreeMap<&str, &Vec<&Cell>> = by_source
+            .iter()
+            .filter(|(_, cs)| Tally::of(cs.iter().copied()).fails())
+            .filter(|(_, cs)| {
+                dominant(cs.iter().copied()).is_some_and(|(r, _)| r.layer() == AgentLayer::Dns)
+            })
+            .map(|(s, cs)| (*s, cs))
             .collect();
-        if dns_failing.is_empty() {
+        if failing.is_empty() {
             continue;
         }
-        let failing_sources = sources_of(dns_failing.iter().copied());
         // The addresses answer from the same sources that cannot resolve the name.
         let direct: Vec<&Cell> = cs
             .iter()
@@ -254,26 +405,26 @@ fn dns(cells: &[Cell]) -> Option<Verdict> {
                     Some(ServicePath::ClusterIP | ServicePath::Endpoints)
                 )
             })
-            .filter(|c| failing_sources.contains(c.source_node.as_str()))
+            .filter(|c| failing.contains_key(c.source_node.as_str()))
             .collect();
-        if direct.is_empty() || !direct.iter().all(|c| c.answers()) {
+        let failing_cells: Vec<&Cell> =
+            failing.values().flat_map(|cs| cs.iter().copied()).collect();
+        let name_fails = Tally::of(failing_cells.iter().copied());
+        if direct.is_empty() || !Tally::of(direct.iter().copied()).answers_unlike(name_fails) {
             continue;
         }
-        let probed = cs
-            .iter()
-            .copied()
-            .filter(|c| c.path == Some(ServicePath::DNSName));
         let summary = format!(
-            "DNS name of {target} fails from {}/{} sources while its addresses answer ({})",
-            failing_sources.len(),
-            sources_of(probed).len(),
-            reason_name(dns_failing.iter().copied()),
+            "DNS name of {target} {}from {}/{} sources while its addresses answer ({})",
+            Tally::of(failing_cells.iter().copied()).fails_phrase(),
+            failing.len(),
+            by_source.len(),
+            reason_name(failing_cells.iter().copied()),
         );
         return Some(verdict(
             FailureScope::DNS,
-            dominant(dns_failing.iter().copied())?,
+            dominant(failing_cells.iter().copied())?,
             summary,
-            failing_sources.iter().map(|s| (*s).to_owned()),
+            failing.keys().map(|s| (*s).to_owned()),
             [target.to_owned()],
         ));
     }
@@ -290,35 +441,36 @@ fn service_routing(cells: &[Cell]) -> Option<Verdict> {
             .copied()
             .filter(|c| c.path == Some(ServicePath::ClusterIP))
             .collect();
-        let vip_by_source = group_by(vip.iter().copied(), |c| Some(c.source_node.as_str()));
-        let vip_fails_everywhere = !vip_by_source.is_empty()
-            && vip_by_source
-                .values()
-                .all(|cs| cs.iter().all(|c| c.fails()));
         let by_endpoint = group_by(
             cs.iter()
                 .copied()
                 .filter(|c| c.path == Some(ServicePath::Endpoints)),
             |c| c.endpoint.as_deref(),
         );
+        let vip_fails = Tally::of(vip.iter().copied());
         let every_endpoint_answers = !by_endpoint.is_empty()
             && by_endpoint
                 .values()
-                .all(|cs| cs.iter().filter(|c| c.answers()).count() * 2 > cs.len());
-        if !vip_fails_everywhere || !every_endpoint_answers {
+                .all(|cs| Tally::of(cs.iter().copied()).answers_unlike(vip_fails));
+        // A VIP failing a fraction of its probes is one of its endpoints failing, seen
+        // through the balancing; only a VIP failing most of its probes is the routing.
+        let mostly = vip_fails.bad * 2 >= vip_fails.total();
+        if !mostly || !fails_from_every_source(&vip) || !every_endpoint_answers {
             continue;
         }
+        let vip_sources = sources_of(vip.iter().copied());
         let summary = format!(
-            "Service VIP of {target} fails from {n}/{n} sources while {m}/{m} endpoints answer ({})",
+            "Service VIP of {target} {}from {n}/{n} sources while {m}/{m} endpoints answer ({})",
+            Tally::of(vip.iter().copied()).fails_phrase(),
             reason_name(vip.iter().copied()),
-            n = vip_by_source.len(),
+            n = vip_sources.len(),
             m = by_endpoint.len(),
         );
         return Some(verdict(
             FailureScope::ServiceRouting,
             dominant(vip.iter().copied())?,
             summary,
-            vip_by_source.keys().map(|s| (*s).to_owned()),
+            vip_sources.iter().map(|s| (*s).to_owned()),
             [target.to_owned()],
         ));
     }
@@ -336,17 +488,21 @@ fn endpoint(cells: &[Cell]) -> Option<Verdict> {
         let by_endpoint = group_by(cs.iter().copied(), |c| c.endpoint.as_deref());
         let (failing, others): (Vec<_>, Vec<_>) = by_endpoint
             .iter()
-            .partition(|(_, cs)| cs.iter().all(|c| c.fails()));
-        let another_answers = others.iter().any(|(_, cs)| cs.iter().any(|c| c.answers()));
+            .partition(|(_, cs)| fails_from_every_source(cs));
         let Some((first, first_cells)) = failing.first() else {
             continue;
         };
+        let first_fails = Tally::of(first_cells.iter().copied());
+        let another_answers = others
+            .iter()
+            .any(|(_, cs)| Tally::of(cs.iter().copied()).answers_unlike(first_fails));
         if !another_answers {
             continue;
         }
         let n = sources_of(first_cells.iter().copied()).len();
         let summary = format!(
-            "endpoint {first} of {target} fails from {n}/{n} sources{} ({})",
+            "endpoint {first} of {target} {}from {n}/{n} sources{} ({})",
+            Tally::of(first_cells.iter().copied()).fails_phrase(),
             and_more(failing.len(), "endpoints"),
             reason_name(first_cells.iter().copied()),
         );
@@ -369,9 +525,16 @@ fn source_node(cells: &[Cell]) -> Option<Verdict> {
     let by_source = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
         Some(c.source_node.as_str())
     });
+    // A node fails when every destination (each endpoint of each target) fails from it.
     let failing: Vec<(&str, &Vec<&Cell>)> = by_source
         .iter()
-        .filter(|(_, cs)| cs.iter().all(|c| c.fails()))
+        .filter(|(_, cs)| {
+            group_by(cs.iter().copied(), |c| {
+                Some((c.target.as_str(), c.endpoint.as_deref()))
+            })
+            .values()
+            .all(|cs| Tally::of(cs.iter().copied()).fails())
+        })
         .map(|(s, cs)| (*s, cs))
         .collect();
     // Only a minority of nodes may fail, and the others must reach the same targets.
@@ -379,25 +542,31 @@ fn source_node(cells: &[Cell]) -> Option<Verdict> {
         return None;
     }
     let failing_nodes: BTreeSet<&str> = failing.iter().map(|(s, _)| *s).collect();
-    let reached: BTreeSet<&str> = by_source
-        .iter()
-        .filter(|(s, _)| !failing_nodes.contains(*s))
-        .flat_map(|(_, cs)| cs.iter().filter(|c| c.answers()).map(|c| c.target.as_str()))
-        .collect();
+    let from_others = group_by(
+        by_source
+            .iter()
+            .filter(|(s, _)| !failing_nodes.contains(*s))
+            .flat_map(|(_, cs)| cs.iter().copied()),
+        |c| Some(c.target.as_str()),
+    );
     let all_cells: Vec<&Cell> = failing
         .iter()
         .flat_map(|(_, cs)| cs.iter().copied())
         .collect();
-    if !all_cells
-        .iter()
-        .all(|c| reached.contains(c.target.as_str()))
-    {
+    let node_fails = Tally::of(all_cells.iter().copied());
+    let reached = |target: &str| {
+        from_others
+            .get(target)
+            .is_some_and(|cs| Tally::of(cs.iter().copied()).answers_unlike(node_fails))
+    };
+    if !all_cells.iter().all(|c| reached(&c.target)) {
         return None;
     }
     let (node, node_cells) = failing[0];
     let targets: BTreeSet<&str> = node_cells.iter().map(|c| c.target.as_str()).collect();
     let summary = format!(
-        "every target fails from node {node}{} ({t}/{t} targets, {}) while other nodes reach them",
+        "every target {}from node {node}{} ({t}/{t} targets, {}) while other nodes reach them",
+        Tally::of(node_cells.iter().copied()).fails_phrase(),
         and_more(failing.len(), "nodes"),
         reason_name(node_cells.iter().copied()),
         t = targets.len(),
@@ -415,19 +584,30 @@ fn zone_pair(cells: &[Cell]) -> Option<Verdict> {
     let by_pair = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
         Some((c.source_zone.as_deref()?, c.dest_zone.as_deref()?))
     });
-    let (bad_pairs, good_pairs): (Vec<_>, Vec<_>) = by_pair
+    let answers = |cs: &Vec<&Cell>| Tally::of(cs.iter().copied()).answers();
+    // Traffic across zones that fails while its destination zone answers from elsewhere
+    // (its own zone included): within one zone there is no pair to blame.
+    let bad_pairs: Vec<(&(&str, &str), &Vec<&Cell>)> = by_pair
         .iter()
-        .partition(|(_, cs)| cs.iter().filter(|c| c.fails()).count() * 2 > cs.len());
+        .filter(|((from, to), cs)| {
+            let pair = Tally::of(cs.iter().copied());
+            from != to
+                && pair.fails()
+                && by_pair.iter().any(|((f, t), others)| {
+                    t == to && f != from && Tally::of(others.iter().copied()).answers_unlike(pair)
+                })
+        })
+        .collect();
     let ((from, to), pair_cells) = *bad_pairs.first()?;
-    if good_pairs.is_empty() {
-        return None;
-    }
+    let good_pairs = by_pair.values().filter(|cs| answers(cs)).count();
     // No path counts: mesh peers rotate every round, so they would move without a change.
     let summary = format!(
-        "zone {from} to zone {to} fails{} ({}) while {} other zone pairs answer",
+        "zone {from} to zone {to} {}{} ({}) while {good_pairs} other zone pairs answer",
+        Tally::of(pair_cells.iter().copied())
+            .fails_phrase()
+            .trim_end(),
         and_more(bad_pairs.len(), "zone pairs"),
         reason_name(pair_cells.iter().copied()),
-        good_pairs.len(),
     );
     let all_cells: Vec<&Cell> = bad_pairs
         .iter()
@@ -446,9 +626,18 @@ fn target(cells: &[Cell]) -> Option<Verdict> {
     let by_target = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
         Some(c.target.as_str())
     });
+    // The target as a whole: not when one of its paths or endpoints answers.
+    let whole = |cs: &Vec<&Cell>| {
+        fails_from_every_source(cs)
+            && !group_by(cs.iter().copied(), |c| {
+                Some((c.path, c.endpoint.as_deref()))
+            })
+            .values()
+            .any(|cs| Tally::of(cs.iter().copied()).answers())
+    };
     let failing: Vec<(&str, &Vec<&Cell>)> = by_target
         .iter()
-        .filter(|(_, cs)| cs.iter().all(|c| c.fails()))
+        .filter(|(_, cs)| whole(cs))
         .map(|(t, cs)| (*t, cs))
         .collect();
     let (name, target_cells) = *failing.first()?;
@@ -467,7 +656,8 @@ fn target(cells: &[Cell]) -> Option<Verdict> {
         _ => "",
     };
     let summary = format!(
-        "{name} fails from all {} sources{} ({}{hint})",
+        "{name} {}from all {} sources{} ({}{hint})",
+        Tally::of(target_cells.iter().copied()).fails_phrase(),
         sources_of(target_cells.iter().copied()).len(),
         and_more(failing.len(), "targets"),
         reason.0.as_str()
@@ -574,6 +764,7 @@ mod tests {
             expect_deny: false,
             good: 30,
             bad: 0,
+            held_bad: 0,
             reason: None,
         }
     }
@@ -581,6 +772,7 @@ mod tests {
     fn failing(mut c: Cell, reason: FailureReason) -> Cell {
         c.good = 0;
         c.bad = 30;
+        c.held_bad = 30;
         c.reason = Some(reason);
         c
     }
@@ -769,6 +961,185 @@ mod tests {
             service(|_, p, _| (p == ServicePath::ClusterIP).then_some(FailureReason::TcpTimeout));
         let changed = localise(&other, Some(&first), T0 + 600_000).unwrap();
         assert_eq!(changed.since, Some(condition_time(T0 + 600_000)));
+    }
+
+    /// Probes in intervals: one per interval per (source, path) of [`service`], the endpoint
+    /// 10.0.1.7:8080 losing `loss_percent` of its probes while `fault` holds (the VIP and the
+    /// DNS name reach it every other probe, as kube-proxy balances); cells over the spans the
+    /// store reads, in intervals ([`EVIDENCE_INTERVALS`], [`HOLD_FACTOR`] times that).
+    /// Returns the verdict after each interval.
+    fn lossy_endpoint(
+        loss_percent: u64,
+        fault: std::ops::Range<usize>,
+        intervals: usize,
+        seed: u64,
+    ) -> Vec<Option<Verdict>> {
+        use netslo_protocol::hash::splitmix64;
+        let evidence = EVIDENCE_INTERVALS as usize;
+        let hold = evidence * HOLD_FACTOR as usize;
+        let mut draws = 0u64;
+        let mut chance = |percent: u64| {
+            draws += 1;
+            splitmix64(seed ^ draws.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % 100 < percent
+        };
+        let template = service(|_, _, _| None);
+        let mut outcomes: Vec<Vec<bool>> = vec![Vec::new(); template.len()];
+        let mut previous: Option<Verdict> = None;
+        let mut verdicts = Vec::new();
+        for t in 0..intervals {
+            let loss = if fault.contains(&t) { loss_percent } else { 0 };
+            for (cell, history) in template.iter().zip(&mut outcomes) {
+                let reaches_lossy = match cell.path {
+                    Some(ServicePath::Endpoints) => {
+                        cell.endpoint.as_deref() == Some("10.0.1.7:8080")
+                    }
+                    _ => chance(50),
+                };
+                history.push(reaches_lossy && chance(loss));
+            }
+            let cells: Vec<Cell> = template
+                .iter()
+                .zip(&outcomes)
+                .map(|(cell, history)| {
+                    // As the store reads it: from the first bad probe within the span on.
+                    let recent = &history[history.len().saturating_sub(evidence)..];
+                    let recent = &recent[recent.iter().position(|b| *b).unwrap_or(0)..];
+                    let held = &history[history.len().saturating_sub(hold)..];
+                    let bad = recent.iter().filter(|b| **b).count() as u64;
+                    Cell {
+                        good: recent.len() as u64 - bad,
+                        bad,
+                        held_bad: held.iter().filter(|b| **b).count() as u64,
+                        reason: (bad > 0).then_some(FailureReason::TcpTimeout),
+                        ..cell.clone()
+                    }
+                })
+                .collect();
+            let now = T0 + 1_000 * t as i64;
+            previous = localise(&cells, previous.as_ref(), now);
+            verdicts.push(previous.clone());
+        }
+        verdicts
+    }
+
+    fn place(v: &Option<Verdict>) -> Option<(FailureScope, Vec<String>)> {
+        v.as_ref().map(|v| (v.scope, v.destinations.clone()))
+    }
+
+    #[test]
+    fn partial_loss_settles_on_its_endpoint_once_and_clears_once() {
+        const FAULT: std::ops::Range<usize> = 20..140;
+        const END: usize = 220;
+        let lossy = Some((FailureScope::Endpoint, vec!["10.0.1.7:8080".to_string()]));
+        for loss in [10, 30, 40, 100] {
+            for seed in 1..=8 {
+                let verdicts = lossy_endpoint(loss, FAULT, END, seed);
+                let case = format!("{loss}% loss, seed {seed}");
+                assert!(
+                    verdicts[..FAULT.start].iter().all(Option::is_none),
+                    "{case}"
+                );
+                // While the fault holds: one change at most (the verdict appearing), and it
+                // names the lossy endpoint with its failure fraction.
+                let during = &verdicts[FAULT];
+                let changes = during
+                    .windows(2)
+                    .filter(|w| place(&w[0]) != place(&w[1]))
+                    .count()
+                    + usize::from(place(&during[0]).is_some());
+                assert!(changes <= 1, "{case}: {changes} changes: {during:?}");
+                let settled_at = during.iter().position(|v| place(v) == lossy);
+                if settled_at.is_none() {
+                    eprintln!(
+                        "{case}: {:?}",
+                        during
+                            .iter()
+                            .map(|v| v.as_ref().map(|v| v.summary.clone()))
+                            .collect::<Vec<_>>()
+                    );
+                }
+                let settled_at = settled_at.unwrap_or_else(|| panic!("{case}: never named"));
+                // A total fault is named at once; a partial one once the evidence shows it
+                // (a 10% loss needs a few dozen probes to tell from chance).
+                let bound = if loss == 100 {
+                    0
+                } else {
+                    2 * EVIDENCE_INTERVALS as usize
+                };
+                assert!(
+                    settled_at <= bound,
+                    "{case}: named after {settled_at} intervals"
+                );
+                let last = during.last().unwrap().as_ref().unwrap();
+                assert_eq!(
+                    last.since,
+                    during[settled_at].as_ref().unwrap().since,
+                    "{case}"
+                );
+                let phrase = if loss == 100 {
+                    "fails from"
+                } else {
+                    "% of probes from"
+                };
+                assert!(
+                    last.summary
+                        .starts_with("endpoint 10.0.1.7:8080 of web fails")
+                        && last.summary.contains(phrase)
+                        && last.summary.ends_with("from 3/3 sources (TCPTimeout)"),
+                    "{case}: {}",
+                    last.summary
+                );
+                // After it: held while the hold span has failures, then cleared for good.
+                let after = &verdicts[FAULT.end..];
+                let cleared_at = after.iter().position(Option::is_none).unwrap();
+                assert!(
+                    cleared_at <= (EVIDENCE_INTERVALS * HOLD_FACTOR) as usize,
+                    "{case}"
+                );
+                assert!(
+                    after[..cleared_at].iter().all(|v| place(v) == lossy),
+                    "{case}"
+                );
+                assert!(after[cleared_at..].iter().all(Option::is_none), "{case}");
+            }
+        }
+    }
+
+    #[test]
+    fn partial_loss_names_its_fraction() {
+        // 31% of one endpoint's probes fail, from each source.
+        let mut cells = service(|_, _, _| None);
+        for c in &mut cells {
+            if c.endpoint.as_deref() == Some("10.0.1.7:8080") {
+                (c.good, c.bad, c.held_bad) = (69, 31, 31);
+                c.reason = Some(FailureReason::TcpTimeout);
+            }
+        }
+        let v = localise(&cells, None, T0).unwrap();
+        assert_eq!(
+            v.summary,
+            "endpoint 10.0.1.7:8080 of web fails 31% of probes from 3/3 sources (TCPTimeout)"
+        );
+    }
+
+    #[test]
+    fn zone_pairs_are_across_zones_only() {
+        // Within zone b everything fails: no zone pair is to blame ("zone b to zone b").
+        let cells =
+            mesh(|from, to| (from == "b" && to == "b").then_some(FailureReason::IcmpTimeout));
+        let v = localise(&cells, None, T0);
+        assert!(
+            v.as_ref().is_none_or(|v| v.scope != FailureScope::ZonePair),
+            "{v:?}"
+        );
+        // Zone a unreachable from everywhere else (and answering within itself) is not one
+        // pair either way round: both pairs into a fail, and a answers only from a.
+        let cells =
+            mesh(|from, to| (from != "a" && to == "a").then_some(FailureReason::IcmpTimeout));
+        let v = localise(&cells, None, T0).unwrap();
+        assert_eq!(v.scope, FailureScope::ZonePair, "{v:?}");
+        assert_eq!(v.destinations, ["a"]);
+        assert_eq!(v.sources, ["b", "c"]);
     }
 
     #[test]
