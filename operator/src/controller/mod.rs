@@ -150,12 +150,8 @@ impl Context {
         results: Arc<ResultStore>,
         metrics: OperatorMetrics,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "netslo-operator".into(),
-            instance: Some(settings.instance.clone()),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter(&settings)),
             client,
             settings,
             cache,
@@ -176,10 +172,24 @@ impl Context {
         }
     }
 
+    /// A recorder of its own, for an Event that must not be folded into an earlier one of
+    /// the same reason (the shared recorder counts those as a series of the first).
+    fn unaggregated_recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), reporter(&self.settings))
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Who publishes the operator's Events.
+fn reporter(settings: &Settings) -> Reporter {
+    Reporter {
+        controller: "netslo-operator".into(),
+        instance: Some(settings.instance.clone()),
     }
 }
 

@@ -310,7 +310,16 @@ async fn publish_events(
             action: "Evaluate".into(),
             secondary: None,
         };
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+        // A verdict's Events differ in their notes (the place): the shared recorder would fold
+        // a second one within 6 minutes into the first (same reason), keeping the first note.
+        let published = if transition.reason.names_a_place() {
+            ctx.unaggregated_recorder()
+                .publish(&event, &reference)
+                .await
+        } else {
+            ctx.recorder.publish(&event, &reference).await
+        };
+        if let Err(err) = published {
             tracing::warn!(
                 check = object,
                 "cannot publish Event {}: {err}",

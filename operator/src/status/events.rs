@@ -9,9 +9,10 @@ use std::collections::HashMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use netslo_crds::v1alpha1::conditions::{reasons, types};
-use netslo_crds::v1alpha1::{ConnectivityCheckStatus, FailureScope};
+use netslo_crds::v1alpha1::{ConnectivityCheckStatus, FailureScope, Verdict};
 
 use super::conditions::truncate;
+use super::verdict::same_place;
 use crate::slo::{MINUTE_MS, UnixMs};
 
 /// Longest Event note the API accepts.
@@ -29,6 +30,12 @@ pub enum EventReason {
     NoResults,
     ResultsResumed,
     Stalled,
+    /// A failure is localised: a verdict appeared.
+    VerdictNamed,
+    /// The verdict names another place (or layer) now.
+    VerdictChanged,
+    /// No failure is localised any more.
+    VerdictCleared,
 }
 
 impl EventReason {
@@ -43,14 +50,27 @@ impl EventReason {
             EventReason::NoResults => "NoResults",
             EventReason::ResultsResumed => "ResultsResumed",
             EventReason::Stalled => "Stalled",
+            EventReason::VerdictNamed => "VerdictNamed",
+            EventReason::VerdictChanged => "VerdictChanged",
+            EventReason::VerdictCleared => "VerdictCleared",
         }
+    }
+
+    /// Whether Events of this reason say where (a verdict's place), so that two of them are
+    /// two different Events, never one counted twice.
+    pub fn names_a_place(self) -> bool {
+        matches!(
+            self,
+            EventReason::VerdictNamed | EventReason::VerdictChanged | EventReason::VerdictCleared
+        )
     }
 
     pub fn event_type(self) -> EventType {
         match self {
             EventReason::ObjectiveRecovered
             | EventReason::BudgetBurnStopped
-            | EventReason::ResultsResumed => EventType::Normal,
+            | EventReason::ResultsResumed
+            | EventReason::VerdictCleared => EventType::Normal,
             _ => EventType::Warning,
         }
     }
@@ -125,17 +145,23 @@ pub fn transition_events(
         emit(EventReason::ResultsResumed, message(now));
     }
 
-    if let Some(v) = new
-        .verdict
-        .as_ref()
-        .filter(|v| v.scope == FailureScope::PolicyViolation)
-    {
-        let held = old
-            .and_then(|s| s.verdict.as_ref())
-            .is_some_and(|v| v.scope == FailureScope::PolicyViolation);
-        if !held {
+    // The verdict: when it appears, names another place or layer, or clears. A policy
+    // violation has its own reason: it is a security finding, not a connectivity fault.
+    let (was, now) = (old.and_then(|s| s.verdict.as_ref()), new.verdict.as_ref());
+    let violation = |v: &Verdict| v.scope == FailureScope::PolicyViolation;
+    match (was, now) {
+        (_, Some(v)) if violation(v) && !was.is_some_and(violation) => {
             emit(EventReason::ExpectedDenyViolated, v.summary.clone());
         }
+        (None, Some(v)) => emit(EventReason::VerdictNamed, verdict_note(v)),
+        (Some(w), Some(v)) if !same_verdict(w, v) => {
+            emit(EventReason::VerdictChanged, verdict_note(v));
+        }
+        (Some(w), None) => emit(
+            EventReason::VerdictCleared,
+            format!("no failure localised any more (was {})", place(w)),
+        ),
+        _ => {}
     }
 
     let (was, now) = (before(types::STALLED), after(types::STALLED));
@@ -146,6 +172,31 @@ pub fn transition_events(
         );
     }
     out
+}
+
+/// The same verdict as far as Events go: the place, layer and reason (the summary's figures
+/// move while a fault holds; its sources are the place only for nodes and zones).
+fn same_verdict(a: &Verdict, b: &Verdict) -> bool {
+    same_place(a, b) && a.layer == b.layer && a.reason == b.reason
+}
+
+/// "Endpoint 10.0.1.7:8080, TCP TCPTimeout": scope, destinations (and the sources, where they
+/// are the place), layer and reason.
+fn place(v: &Verdict) -> String {
+    let mut place = format!("{:?} {}", v.scope, v.destinations.join(","));
+    if matches!(v.scope, FailureScope::SourceNode | FailureScope::ZonePair) {
+        place = format!(
+            "{:?} from {} to {}",
+            v.scope,
+            v.sources.join(","),
+            v.destinations.join(",")
+        );
+    }
+    format!("{place}, {:?} {}", v.layer, v.reason)
+}
+
+fn verdict_note(v: &Verdict) -> String {
+    format!("{}: {}", place(v), v.summary)
 }
 
 fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
@@ -307,6 +358,114 @@ mod tests {
         let e = &transition_events(None, &stalled(reasons::INVALID_SPEC))[0];
         assert_eq!(e.note, "InvalidSpec: InvalidSpec message");
         assert_eq!(e.type_, EventType::Warning);
+    }
+
+    fn with_verdict(
+        scope: FailureScope,
+        destination: &str,
+        reason: &str,
+        summary: &str,
+    ) -> ConnectivityCheckStatus {
+        ConnectivityCheckStatus {
+            verdict: Some(Verdict {
+                layer: netslo_crds::v1alpha1::Layer::TCP,
+                scope,
+                reason: reason.into(),
+                summary: summary.into(),
+                sources: vec!["node-a".into(), "node-b".into()],
+                destinations: vec![destination.into()],
+                since: Some(condition_time(T0)),
+            }),
+            ..ConnectivityCheckStatus::default()
+        }
+    }
+
+    #[test]
+    fn verdict_events_name_the_place_when_it_appears_moves_or_clears() {
+        let none = ConnectivityCheckStatus::default();
+        let endpoint = |summary| {
+            with_verdict(
+                FailureScope::Endpoint,
+                "10.0.1.7:8080",
+                "TCPTimeout",
+                summary,
+            )
+        };
+        let first = endpoint(
+            "endpoint 10.0.1.7:8080 of web fails 20% of probes from 2/2 sources (TCPTimeout)",
+        );
+        let later = endpoint(
+            "endpoint 10.0.1.7:8080 of web fails 31% of probes from 2/2 sources (TCPTimeout)",
+        );
+        let other = with_verdict(
+            FailureScope::Endpoint,
+            "10.0.2.9:8080",
+            "TCPTimeout",
+            "endpoint 10.0.2.9:8080 ...",
+        );
+        let refused = with_verdict(
+            FailureScope::Endpoint,
+            "10.0.2.9:8080",
+            "TCPRefused",
+            "endpoint 10.0.2.9:8080 ...",
+        );
+        let violation = with_verdict(
+            FailureScope::PolicyViolation,
+            "db",
+            "UnexpectedlyReachable",
+            "Deny target db ...",
+        );
+        let events = |old: &ConnectivityCheckStatus, new: &ConnectivityCheckStatus| {
+            transition_events(Some(old), new)
+                .into_iter()
+                .map(|e| (e.reason, e.type_, e.note))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            events(&none, &first),
+            [(
+                EventReason::VerdictNamed,
+                EventType::Warning,
+                "Endpoint 10.0.1.7:8080, TCP TCPTimeout: endpoint 10.0.1.7:8080 of web fails 20% of probes from 2/2 sources (TCPTimeout)".to_string()
+            )]
+        );
+        assert_eq!(
+            events(&first, &later),
+            [],
+            "the same place with new figures"
+        );
+        assert_eq!(events(&first, &other)[0].0, EventReason::VerdictChanged);
+        assert_eq!(
+            events(&other, &refused)[0].0,
+            EventReason::VerdictChanged,
+            "another reason"
+        );
+        assert_eq!(
+            events(&later, &none),
+            [(
+                EventReason::VerdictCleared,
+                EventType::Normal,
+                "no failure localised any more (was Endpoint 10.0.1.7:8080, TCP TCPTimeout)"
+                    .to_string()
+            )]
+        );
+        assert_eq!(
+            events(&first, &violation)[0].0,
+            EventReason::ExpectedDenyViolated
+        );
+        assert_eq!(events(&violation, &violation), []);
+        assert_eq!(events(&violation, &none)[0].0, EventReason::VerdictCleared);
+        let node = with_verdict(
+            FailureScope::SourceNode,
+            "api",
+            "HostUnreachable",
+            "every target ...",
+        );
+        assert!(
+            events(&none, &node)[0]
+                .2
+                .starts_with("SourceNode from node-a,node-b to api, TCP HostUnreachable: ")
+        );
     }
 
     #[test]

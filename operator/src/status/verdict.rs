@@ -206,7 +206,7 @@ fn fault(cells: &[Cell]) -> Option<Verdict> {
 
 /// Two verdicts name the same place: the same scope, destinations and, where the sources are
 /// the place (nodes, zones), sources.
-fn same_place(a: &Verdict, b: &Verdict) -> bool {
+pub fn same_place(a: &Verdict, b: &Verdict) -> bool {
     let by_source = matches!(a.scope, FailureScope::SourceNode | FailureScope::ZonePair);
     a.scope == b.scope && a.destinations == b.destinations && (!by_source || a.sources == b.sources)
 }

@@ -470,7 +470,8 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
 
     // Recovery. The SLI over the 7-day window keeps the outage (SLOMet stays False until
     // enough good probes outweigh it, which is the point of an SLO); what recovers is the
-    // verdict (it reads the newest results) and, once the short window is clean, the alert.
+    // verdict (held until its place has been clean for its hold span: 30 s at 1 s probes)
+    // and, once the short window is clean, the alert.
     phase("alert firing; fault 1 removed");
     drop_inbound.remove().unwrap();
     let recovered = eventually(
@@ -575,5 +576,35 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
     )
     .await;
     phase("zone verdict cleared");
+    // Each verdict was an Event naming its place, layer and reason, and so was its clearing.
+    let notes = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.unwrap();
+            list.items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(CHECK))
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .filter_map(|e| e.note)
+                .collect::<Vec<_>>()
+        }
+    };
+    let named = notes("VerdictNamed").await;
+    let endpoint_place =
+        format!("Endpoint {endpoint_2}, TCP TCPTimeout: endpoint {endpoint_2} of api");
+    let zone_place = "ZonePair from zone-b to zone-a, TCP TCPTimeout: zone zone-b to zone zone-a";
+    for place in [endpoint_place.as_str(), zone_place] {
+        assert!(
+            named.iter().any(|n| n.starts_with(place)),
+            "{place:?} in {named:?}"
+        );
+    }
+    let cleared = notes("VerdictCleared").await;
+    assert!(
+        cleared
+            .iter()
+            .any(|n| n.ends_with("(was ZonePair from zone-b to zone-a, TCP TCPTimeout)")),
+        "{cleared:?}"
+    );
     assert!(operator.running(), "the operator ran throughout");
 }
