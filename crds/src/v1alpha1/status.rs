@@ -140,6 +140,8 @@ pub enum FailureScope {
     ServiceRouting,
     /// One endpoint fails from every source.
     Endpoint,
+    /// A node is cut off both ways: nothing it sends and nothing sent to it answers.
+    Node,
     /// Every target fails from one source node.
     SourceNode,
     /// Traffic from one zone to another fails; other zone pairs are fine.

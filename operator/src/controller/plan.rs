@@ -28,7 +28,7 @@ use crate::slo::config::SloConfig;
 use crate::slo::evaluate::{Evaluation, evaluate};
 use crate::slo::window::History;
 use crate::status::conditions::{Setup, Stall, StallReason};
-use crate::status::verdict::{Cell, LastFailure, TargetStats};
+use crate::status::verdict::{self, Cell, LastFailure, TargetStats};
 use crate::status::{StatusInput, desired_status, material_change, urgent_change};
 use crate::store::{CheckConfig, SLOT_MS, SeriesViews};
 use crate::workloads::{self, CheckRef};
@@ -498,7 +498,7 @@ impl ResultFigures {
             .collect();
         ResultFigures {
             evaluation: slo.map(|s| evaluate(s, &history, now)),
-            cells: failure_matrix(plan, agents, series),
+            cells: failure_matrix(plan, agents, series, now),
             targets: target_stats(plan, series),
             reporting: reporting.len(),
             mesh: mesh_coverage(plan, mesh_agents, series, now),
@@ -592,28 +592,35 @@ fn mesh_coverage(
 }
 
 /// The failure matrix: one cell per (source, series), over the evidence and hold spans.
-fn failure_matrix(plan: &PlannedCheck, agents: &[AgentInfo], views: &SeriesViews) -> Vec<Cell> {
+fn failure_matrix(
+    plan: &PlannedCheck,
+    agents: &[AgentInfo],
+    views: &SeriesViews,
+    now: UnixMs,
+) -> Vec<Cell> {
+    let spans = verdict::evidence_spans(assign::interval_ms(&plan.spec));
     views
         .iter()
         .filter_map(|((source, label), view)| {
             let series = SeriesId::parse(label)?;
             let target = plan.targets.iter().find(|t| t.name == series.target)?;
             let recent = &view.matrix;
-            if recent.good + recent.bad == 0 && view.held_bad == 0 {
+            // A series silent within the evidence span still counts (as no probes) while it
+            // reported within the hold span: an agent cut off from the operator goes silent.
+            let reported_lately = view.last_slot_ms + SLOT_MS >= now - spans.hold_ms;
+            if recent.good + recent.bad == 0 && view.held_bad == 0 && !reported_lately {
                 return None;
             }
             let source_agent = agents.iter().find(|a| &a.name == source);
-            let endpoint_zone = target
-                .endpoints
-                .iter()
-                .find(|e| e.series == series)
+            // Where the endpoint is: a resolved endpoint's node and zone, or a mesh peer's.
+            let resolved = target.endpoints.iter().find(|e| e.series == series);
+            let peer = agents.iter().find(|a| a.name == series.endpoint);
+            let endpoint_zone = resolved
                 .and_then(|e| e.zone.clone())
-                .or_else(|| {
-                    agents
-                        .iter()
-                        .find(|a| a.name == series.endpoint)
-                        .and_then(|a| a.zone.clone())
-                });
+                .or_else(|| peer.and_then(|a| a.zone.clone()));
+            let endpoint_node = resolved
+                .and_then(|e| e.node.clone())
+                .or_else(|| peer.and_then(|a| a.node.clone()));
             Some(Cell {
                 source_node: source_agent
                     .and_then(|a| a.node.clone())
@@ -624,6 +631,7 @@ fn failure_matrix(plan: &PlannedCheck, agents: &[AgentInfo], views: &SeriesViews
                 path: series.via.service_path(),
                 endpoint: endpoint_label(&series),
                 dest_zone: endpoint_zone,
+                dest_node: endpoint_node,
                 expect_deny: target.expect == Expect::Deny,
                 good: recent.good,
                 bad: recent.bad,

@@ -17,6 +17,7 @@
 //! | a Deny target connected | PolicyViolation |
 //! | a Service's DNS name fails while its ClusterIP or endpoints answer | DNS |
 //! | a Service's VIP fails from every source while its endpoints answer | ServiceRouting |
+//! | a node's traffic fails both ways, the other nodes reach each other | Node |
 //! | one endpoint fails from every source, other endpoints answer | Endpoint |
 //! | every target fails from one source node, other nodes reach them | SourceNode |
 //! | zone a → zone b (a ≠ b) fails, zone b answers from elsewhere | ZonePair |
@@ -65,6 +66,8 @@ pub struct Cell {
     pub endpoint: Option<String>,
     /// Zone of the endpoint, when known (pods, mesh peers).
     pub dest_zone: Option<String>,
+    /// Node of the endpoint, when known (pods, mesh peers).
+    pub dest_node: Option<String>,
     pub expect_deny: bool,
     /// Probes within the evidence span.
     pub good: u64,
@@ -178,9 +181,11 @@ pub fn localise(cells: &[Cell], previous: Option<&Verdict>, now: UnixMs) -> Opti
         previous.filter(|p| violation.is_none() && place_cells(p, cells).any(|c| c.held_bad > 0));
     let found = violation.or_else(|| fault(cells));
     let chosen = match held {
-        // The same place found again brings its summary up to date.
+        // The same place found again brings its summary up to date; a node cut off both
+        // ways takes over from the half of it that showed first (its outbound probes as
+        // SourceNode, or probes to it as Endpoint).
         Some(held) => found
-            .filter(|found| same_place(found, held))
+            .filter(|found| same_place(found, held) || refines(found, held, cells))
             .unwrap_or_else(|| held.clone()),
         None => found?,
     };
@@ -198,6 +203,7 @@ pub fn localise(cells: &[Cell], previous: Option<&Verdict>, now: UnixMs) -> Opti
 fn fault(cells: &[Cell]) -> Option<Verdict> {
     dns(cells)
         .or_else(|| service_routing(cells))
+        .or_else(|| isolated_node(cells))
         .or_else(|| endpoint(cells))
         .or_else(|| source_node(cells))
         .or_else(|| zone_pair(cells))
@@ -207,8 +213,22 @@ fn fault(cells: &[Cell]) -> Option<Verdict> {
 /// Two verdicts name the same place: the same scope, destinations and, where the sources are
 /// the place (nodes, zones), sources.
 pub fn same_place(a: &Verdict, b: &Verdict) -> bool {
-    let by_source = matches!(a.scope, FailureScope::SourceNode | FailureScope::ZonePair);
+    let by_source = matches!(
+        a.scope,
+        FailureScope::Node | FailureScope::SourceNode | FailureScope::ZonePair
+    );
     a.scope == b.scope && a.destinations == b.destinations && (!by_source || a.sources == b.sources)
+}
+
+/// Whether `found` is a node cut off both ways and `held` one half of that node's traffic.
+fn refines(found: &Verdict, held: &Verdict, cells: &[Cell]) -> bool {
+    let mut held_cells = place_cells(held, cells).peekable();
+    found.scope == FailureScope::Node
+        && held_cells.peek().is_some()
+        && held_cells.all(|c| {
+            let node = found.sources.first().map(String::as_str);
+            Some(c.source_node.as_str()) == node || c.dest_node.as_deref() == node
+        })
 }
 
 /// The cells of a verdict's place.
@@ -225,6 +245,12 @@ fn place_cells<'a>(verdict: &'a Verdict, cells: &'a [Cell]) -> impl Iterator<Ite
                 .endpoint
                 .as_deref()
                 .is_some_and(|e| named(&verdict.destinations, e)),
+            FailureScope::Node => {
+                named(&verdict.sources, &c.source_node)
+                    || c.dest_node
+                        .as_deref()
+                        .is_some_and(|n| named(&verdict.sources, n))
+            }
             FailureScope::SourceNode => named(&verdict.sources, &c.source_node),
             FailureScope::ZonePair => match (&c.source_zone, &c.dest_zone) {
                 (Some(from), Some(to)) => {
@@ -521,6 +547,70 @@ fn endpoint(cells: &[Cell]) -> Option<Verdict> {
     None
 }
 
+/// A node cut off both ways (its links, its firewall, a partition of one): everything it
+/// probes fails, everything probing it fails, and the other nodes reach each other. Without
+/// this, the two halves read as "every target fails from node N" or "endpoint N fails from
+/// every source", whichever the newest results happen to show.
+fn isolated_node(cells: &[Cell]) -> Option<Verdict> {
+    let cells: Vec<&Cell> = cells.iter().filter(|c| !c.expect_deny).collect();
+    let nodes: BTreeSet<&str> = cells.iter().map(|c| c.source_node.as_str()).collect();
+    // Needs at least two other nodes to tell the node from the rest.
+    if nodes.len() < 3 {
+        return None;
+    }
+    for node in &nodes {
+        let involves = |c: &Cell| c.source_node == *node || c.dest_node.as_deref() == Some(*node);
+        let outbound: Vec<&Cell> = cells
+            .iter()
+            .copied()
+            .filter(|c| c.source_node == *node)
+            .collect();
+        let inbound: Vec<&Cell> = cells
+            .iter()
+            .copied()
+            .filter(|c| c.source_node != *node && c.dest_node.as_deref() == Some(*node))
+            .collect();
+        let cut = |cs: &[&Cell]| {
+            !cs.is_empty()
+                && group_by(cs.iter().copied(), |c| {
+                    Some((c.target.as_str(), c.endpoint.as_deref()))
+                })
+                .values()
+                .all(|cs| Tally::of(cs.iter().copied()).fails())
+        };
+        // Cut off, its agent's own results cannot reach the operator either: silent counts
+        // as failing (a dead agent would be refused, not silent, and shows as AgentsMissing).
+        let silent = !outbound.is_empty() && Tally::of(outbound.iter().copied()).total() == 0;
+        if !(cut(&outbound) || silent) || !cut(&inbound) {
+            continue;
+        }
+        let isolated = Tally::of(outbound.iter().chain(&inbound).copied());
+        let others = Tally::of(cells.iter().copied().filter(|c| !involves(c)));
+        if !others.answers_unlike(isolated) {
+            continue;
+        }
+        let both: Vec<&Cell> = outbound.iter().chain(&inbound).copied().collect();
+        let what = if silent {
+            "what is sent to it fails and its agent's results stopped"
+        } else {
+            "what it sends and what is sent to it fails"
+        };
+        let summary = format!(
+            "node {node} is cut off: {what} ({}) while the other {} nodes reach each other",
+            reason_name(both.iter().copied()),
+            nodes.len() - 1,
+        );
+        return Some(verdict(
+            FailureScope::Node,
+            dominant(both.iter().copied())?,
+            summary,
+            [(*node).to_owned()],
+            [(*node).to_owned()],
+        ));
+    }
+    None
+}
+
 fn source_node(cells: &[Cell]) -> Option<Verdict> {
     let by_source = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
         Some(c.source_node.as_str())
@@ -761,6 +851,7 @@ mod tests {
             path: None,
             endpoint: None,
             dest_zone: None,
+            dest_node: None,
             expect_deny: false,
             good: 30,
             bad: 0,
@@ -811,6 +902,12 @@ mod tests {
     /// A mesh of nodes n0..n5 in zones a, b, c probing each other.
     fn mesh(broken: impl Fn(&str, &str) -> Option<FailureReason>) -> Vec<Cell> {
         let zone = |i: usize| ["a", "b", "c"][i % 3];
+        mesh_of_nodes(|i, j| broken(zone(i), zone(j)))
+    }
+
+    /// [`mesh`], broken by node numbers.
+    fn mesh_of_nodes(broken: impl Fn(usize, usize) -> Option<FailureReason>) -> Vec<Cell> {
+        let zone = |i: usize| ["a", "b", "c"][i % 3];
         let mut cells = Vec::new();
         for i in 0..6 {
             for j in 0..6 {
@@ -821,14 +918,61 @@ mod tests {
                 c.protocol = Protocol::ICMP;
                 c.source_zone = Some(zone(i).into());
                 c.dest_zone = Some(zone(j).into());
+                c.dest_node = Some(format!("n{j}"));
                 c.endpoint = Some(format!("10.0.0.{j}"));
-                cells.push(match broken(zone(i), zone(j)) {
+                cells.push(match broken(i, j) {
                     Some(r) => failing(c, r),
                     None => c,
                 });
             }
         }
         cells
+    }
+
+    #[test]
+    fn a_node_cut_off_both_ways_is_one_node_verdict() {
+        use FailureReason as R;
+        let cut = |i: usize, j: usize| (i == 2 || j == 2).then_some(R::IcmpTimeout);
+        let v = localise(&mesh_of_nodes(cut), None, T0).unwrap();
+        assert_eq!(v.scope, FailureScope::Node, "{v:?}");
+        assert_eq!(
+            (v.sources.clone(), v.destinations.clone()),
+            (vec!["n2".to_string()], vec!["n2".to_string()])
+        );
+        assert_eq!(
+            v.summary,
+            "node n2 is cut off: what it sends and what is sent to it fails (ICMPTimeout) while the other 5 nodes reach each other"
+        );
+        // Cut off, its agent cannot report either: its own series go silent.
+        let mut silent = mesh_of_nodes(cut);
+        for c in silent.iter_mut().filter(|c| c.source_node == "n2") {
+            (c.good, c.bad) = (0, 0);
+        }
+        let v = localise(&silent, None, T0).unwrap();
+        assert_eq!(v.scope, FailureScope::Node, "{v:?}");
+        assert!(v.summary.contains("its agent's results stopped"), "{v:?}");
+        // One way only is not a node cut off.
+        let outbound = localise(
+            &mesh_of_nodes(|i, _| (i == 2).then_some(R::IcmpTimeout)),
+            None,
+            T0,
+        );
+        assert_eq!(outbound.unwrap().scope, FailureScope::SourceNode);
+        let inbound = localise(
+            &mesh_of_nodes(|_, j| (j == 2).then_some(R::IcmpTimeout)),
+            None,
+            T0,
+        );
+        assert_eq!(inbound.unwrap().scope, FailureScope::Endpoint);
+        // Whichever half showed first, the node verdict takes over once both do.
+        for first_half in [
+            mesh_of_nodes(|i, _| (i == 2).then_some(R::IcmpTimeout)),
+            mesh_of_nodes(|_, j| (j == 2).then_some(R::IcmpTimeout)),
+        ] {
+            let half = localise(&first_half, None, T0);
+            let whole = localise(&mesh_of_nodes(cut), half.as_ref(), T0 + 1_000).unwrap();
+            assert_eq!(whole.scope, FailureScope::Node, "after {half:?}");
+        }
     }
 
     fn targets(broken: impl Fn(&str, &str) -> Option<FailureReason>) -> Vec<Cell> {
