@@ -144,6 +144,8 @@ pub enum FailureScope {
     Node,
     /// Every target fails from one source node.
     SourceNode,
+    /// Traffic between nodes fails while traffic within each node answers.
+    CrossNode,
     /// Traffic from one zone to another fails; other zone pairs are fine.
     ZonePair,
     /// A target fails from everywhere.

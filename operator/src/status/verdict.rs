@@ -20,6 +20,7 @@
 //! | a node's traffic fails both ways, the other nodes reach each other | Node |
 //! | one endpoint fails from every source, other endpoints answer | Endpoint |
 //! | every target fails from one source node, other nodes reach them | SourceNode |
+//! | what crosses nodes fails, what stays on a node answers | CrossNode |
 //! | zone a → zone b (a ≠ b) fails, zone b answers from elsewhere | ZonePair |
 //! | a target fails from every source | Target |
 //!
@@ -206,6 +207,7 @@ fn fault(cells: &[Cell]) -> Option<Verdict> {
         .or_else(|| isolated_node(cells))
         .or_else(|| endpoint(cells))
         .or_else(|| source_node(cells))
+        .or_else(|| cross_node(cells))
         .or_else(|| zone_pair(cells))
         .or_else(|| target(cells))
 }
@@ -252,6 +254,10 @@ fn place_cells<'a>(verdict: &'a Verdict, cells: &'a [Cell]) -> impl Iterator<Ite
                         .is_some_and(|n| named(&verdict.sources, n))
             }
             FailureScope::SourceNode => named(&verdict.sources, &c.source_node),
+            FailureScope::CrossNode => c
+                .dest_node
+                .as_deref()
+                .is_some_and(|n| n != c.source_node && named(&verdict.sources, &c.source_node)),
             FailureScope::ZonePair => match (&c.source_zone, &c.dest_zone) {
                 (Some(from), Some(to)) => {
                     from != to && named(&verdict.sources, from) && named(&verdict.destinations, to)
@@ -670,6 +676,50 @@ fn source_node(cells: &[Cell]) -> Option<Verdict> {
     ))
 }
 
+/// Pod traffic between nodes fails while pod traffic within each node answers: the overlay,
+/// the routes or the MTU between nodes, not any one endpoint, node or zone.
+fn cross_node(cells: &[Cell]) -> Option<Verdict> {
+    let placed: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| !c.expect_deny && c.dest_node.is_some())
+        .collect();
+    let (within, across): (Vec<&Cell>, Vec<&Cell>) = placed
+        .iter()
+        .copied()
+        .partition(|c| c.dest_node.as_deref() == Some(c.source_node.as_str()));
+    let across_tally = Tally::of(across.iter().copied());
+    // From every node that sends across, and answered within more than one node.
+    let within_nodes = group_by(within.iter().copied(), |c| Some(c.source_node.as_str()));
+    let within_answers = within_nodes.len() > 1
+        && within_nodes
+            .values()
+            .all(|cs| Tally::of(cs.iter().copied()).answers_unlike(across_tally));
+    // Every pair of nodes: one answering pair across nodes makes it a narrower fault (a zone
+    // pair, a node).
+    let pair_answers = group_by(across.iter().copied(), |c| {
+        Some((c.source_node.as_str(), c.dest_node.as_deref()))
+    })
+    .values()
+    .any(|cs| Tally::of(cs.iter().copied()).answers());
+    if !within_answers || pair_answers || !fails_from_every_source(&across) {
+        return None;
+    }
+    let sources = sources_of(across.iter().copied());
+    let summary = format!(
+        "traffic between nodes {}from {n}/{n} nodes ({}) while traffic within each node answers",
+        across_tally.fails_phrase(),
+        reason_name(across.iter().copied()),
+        n = sources.len(),
+    );
+    Some(verdict(
+        FailureScope::CrossNode,
+        dominant(across.iter().copied())?,
+        summary,
+        sources.iter().map(|s| (*s).to_owned()),
+        across.iter().map(|c| c.target.clone()),
+    ))
+}
+
 fn zone_pair(cells: &[Cell]) -> Option<Verdict> {
     let by_pair = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
         Some((c.source_zone.as_deref()?, c.dest_zone.as_deref()?))
@@ -927,6 +977,45 @@ mod tests {
             }
         }
         cells
+    }
+
+    /// Nodes n0..n3 (zones a, a, b, b) probing a pod on each node through a Service.
+    fn pods_on_every_node(broken: impl Fn(usize, usize) -> Option<FailureReason>) -> Vec<Cell> {
+        let zone = |i: usize| ["a", "a", "b", "b"][i];
+        let mut cells = Vec::new();
+        for i in 0..4 {
+            for j in 0..4 {
+                let mut c = via(cell(&format!("n{i}"), "api"), ServicePath::Endpoints, None);
+                c.endpoint = Some(format!("10.1.{j}.5:8080"));
+                c.source_zone = Some(zone(i).into());
+                c.dest_zone = Some(zone(j).into());
+                c.dest_node = Some(format!("n{j}"));
+                cells.push(match broken(i, j) {
+                    Some(r) => failing(c, r),
+                    None => c,
+                });
+            }
+        }
+        cells
+    }
+
+    #[test]
+    fn traffic_across_nodes_failing_while_within_answers_is_cross_node() {
+        let cells = pods_on_every_node(|i, j| (i != j).then_some(FailureReason::TcpTimeout));
+        let v = localise(&cells, None, T0).unwrap();
+        assert_eq!(v.scope, FailureScope::CrossNode, "{v:?}");
+        assert_eq!(
+            v.summary,
+            "traffic between nodes fails from 4/4 nodes (TCPTimeout) while traffic within each node answers"
+        );
+        assert_eq!(v.destinations, ["api"]);
+        // Only across zones: a zone pair, not every node pair.
+        let zoned =
+            pods_on_every_node(|i, j| (i / 2 != j / 2).then_some(FailureReason::TcpTimeout));
+        assert_eq!(
+            localise(&zoned, None, T0).unwrap().scope,
+            FailureScope::ZonePair
+        );
     }
 
     #[test]
