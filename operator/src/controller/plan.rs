@@ -14,7 +14,7 @@ use netslo_crds::v1alpha1::{
     AgentCounts, ConnectivityCheck, ConnectivityCheckSpec, ConnectivityCheckStatus, Expectation,
     MeshCoverage, ServicePath,
 };
-use netslo_protocol::spec::{AddressPolicySpec, Expect};
+use netslo_protocol::spec::{AddressPolicySpec, Expect, ProbeSpec};
 
 use crate::assign::{self, AgentInfo, AgentKind, CheckPlan, sources};
 use crate::cache::OwnedSnapshot;
@@ -632,6 +632,7 @@ fn failure_matrix(
                 endpoint: endpoint_label(&series),
                 dest_zone: endpoint_zone,
                 dest_node: endpoint_node,
+                resolver: resolver_of(target, &series),
                 expect_deny: target.expect == Expect::Deny,
                 good: recent.good,
                 bad: recent.bad,
@@ -640,6 +641,19 @@ fn failure_matrix(
             })
         })
         .collect()
+}
+
+/// The DNS server a series' probes ask, where they resolve: a DNS target's own server or the
+/// cluster resolver (the agents' resolv.conf), which also resolves Service names.
+fn resolver_of(target: &ResolvedTarget, series: &SeriesId) -> Option<String> {
+    match (&target.probe, series.via) {
+        (ProbeSpec::Dns(dns), _) => Some(match &dns.server {
+            Some(server) => format!("the resolver {server}"),
+            None => "the cluster resolver".to_owned(),
+        }),
+        (_, Via::DNSName) => Some("the cluster resolver".to_owned()),
+        _ => None,
+    }
 }
 
 fn endpoint_label(series: &SeriesId) -> Option<String> {

@@ -69,6 +69,9 @@ pub struct Cell {
     pub dest_zone: Option<String>,
     /// Node of the endpoint, when known (pods, mesh peers).
     pub dest_node: Option<String>,
+    /// The DNS server the probe asks, for probes that resolve (DNS targets, Service names):
+    /// named when it is the resolver that fails.
+    pub resolver: Option<String>,
     pub expect_deny: bool,
     /// Probes within the evidence span.
     pub good: u64,
@@ -446,11 +449,16 @@ fn dns(cells: &[Cell]) -> Option<Verdict> {
             continue;
         }
         let summary = format!(
-            "DNS name of {target} {}from {}/{} sources while its addresses answer ({})",
+            "DNS name of {target} {}from {}/{} sources while its addresses answer ({}{})",
             Tally::of(failing_cells.iter().copied()).fails_phrase(),
             failing.len(),
             by_source.len(),
             reason_name(failing_cells.iter().copied()),
+            failing_cells
+                .iter()
+                .find_map(|c| c.resolver.as_deref())
+                .map(|r| format!(" from {r}"))
+                .unwrap_or_default(),
         );
         return Some(verdict(
             FailureScope::DNS,
@@ -782,18 +790,29 @@ fn target(cells: &[Cell]) -> Option<Verdict> {
         .collect();
     let (name, target_cells) = *failing.first()?;
     let reason = dominant(target_cells.iter().copied())?;
+    let resolver = target_cells
+        .iter()
+        .find_map(|c| c.resolver.as_deref())
+        .unwrap_or("the resolver");
     let hint = match reason.0 {
+        FailureReason::DnsTimeout => format!(": {resolver} does not answer"),
+        FailureReason::DnsServFail | FailureReason::DnsRefused => {
+            format!(": {resolver} answers with an error")
+        }
+        FailureReason::DnsWrongAnswer => {
+            format!(": {resolver} answers, not what the check expects")
+        }
         FailureReason::TcpTimeout
         | FailureReason::UdpTimeout
         | FailureReason::IcmpTimeout
         | FailureReason::TlsTimeout
         | FailureReason::HttpTimeout => {
-            ": timeouts suggest packets are dropped (policy or firewall)"
+            ": timeouts suggest packets are dropped (policy or firewall)".to_owned()
         }
         FailureReason::TcpRefused | FailureReason::UdpRefused => {
-            ": refused suggests nothing listens on the port"
+            ": refused suggests nothing listens on the port".to_owned()
         }
-        _ => "",
+        _ => String::new(),
     };
     let summary = format!(
         "{name} {}from all {} sources{} ({}{hint})",
@@ -902,6 +921,7 @@ mod tests {
             endpoint: None,
             dest_zone: None,
             dest_node: None,
+            resolver: None,
             expect_deny: false,
             good: 30,
             bad: 0,
@@ -997,6 +1017,43 @@ mod tests {
             }
         }
         cells
+    }
+
+    #[test]
+    fn a_failing_resolver_is_named() {
+        let dns_target = |resolver: &str, reason| {
+            let cells: Vec<Cell> = SOURCES
+                .iter()
+                .map(|s| {
+                    let mut c = cell(s, "cluster-dns");
+                    c.protocol = Protocol::DNS;
+                    c.resolver = Some(resolver.to_owned());
+                    failing(c, reason)
+                })
+                .collect();
+            localise(&cells, None, T0).unwrap().summary
+        };
+        assert_eq!(
+            dns_target("the resolver 10.96.0.10:53", FailureReason::DnsTimeout),
+            "cluster-dns fails from all 3 sources (DNSTimeout: the resolver 10.96.0.10:53 does not answer)"
+        );
+        assert_eq!(
+            dns_target("the cluster resolver", FailureReason::DnsWrongAnswer),
+            "cluster-dns fails from all 3 sources (DNSWrongAnswer: the cluster resolver answers, not what the check expects)"
+        );
+        // A Service's name failing while its addresses answer: the cluster resolver.
+        let mut cells =
+            service(|_, p, _| (p == ServicePath::DNSName).then_some(FailureReason::DnsServFail));
+        for c in cells
+            .iter_mut()
+            .filter(|c| c.path == Some(ServicePath::DNSName))
+        {
+            c.resolver = Some("the cluster resolver".into());
+        }
+        assert_eq!(
+            localise(&cells, None, T0).unwrap().summary,
+            "DNS name of web fails from 3/3 sources while its addresses answer (DNSServFail from the cluster resolver)"
+        );
     }
 
     #[test]
