@@ -79,6 +79,10 @@ pub struct SeriesStats {
     pub latency: Histogram,
     /// Latest failure: reason and the slot it happened in.
     pub last_failure: Option<(FailureReason, UnixMs)>,
+    /// Of the evidence span (only there): good probes, and those of them later than the
+    /// latency objective's threshold.
+    pub answered: u64,
+    pub slow: u64,
 }
 
 impl SeriesStats {
@@ -114,6 +118,8 @@ struct Evidence {
     start_ms: UnixMs,
     good: u64,
     bad: u64,
+    /// Of the good probes, those later than the latency objective's threshold.
+    slow: u64,
     reasons: BTreeMap<FailureReason, u64>,
 }
 
@@ -511,7 +517,13 @@ impl ResultStore {
             let sample = Sample::from_report(report, data.config.latency_threshold_us, deny);
             data.history.ingest(&sample, now);
             data.events.add(&sample);
-            if record_recent(data, report) {
+            // Answered, but later than the latency objective's threshold.
+            let slow = if sample.latency_valid > 0 {
+                sample.good.saturating_sub(sample.latency_good)
+            } else {
+                0
+            };
+            if record_recent(data, report, slow) {
                 changed.insert(key);
             }
             data.settled
@@ -557,16 +569,16 @@ impl SloEvents {
 
 /// Adds a bucket to its series' recent slots; true if the series' newest bucket changed from
 /// failing to not failing or back (or the series is new).
-fn record_recent(data: &mut CheckData, report: &BucketReport) -> bool {
+fn record_recent(data: &mut CheckData, report: &BucketReport, slow: u64) -> bool {
     let key = (report.source.to_string(), report.target.to_string());
     let series = data.series.entry(key).or_default();
     let failing = |s: &Series| s.evidence.back().map(|l| l.bad > 0);
     let before = failing(series);
-    record_in_series(series, report);
+    record_in_series(series, report, slow);
     before != failing(series)
 }
 
-fn record_in_series(series: &mut Series, report: &BucketReport) {
+fn record_in_series(series: &mut Series, report: &BucketReport, slow: u64) {
     let start = report.start_unix_ms;
     let slot_start = start - start.rem_euclid(SLOT_MS);
     let b = &report.bucket;
@@ -603,7 +615,7 @@ fn record_in_series(series: &mut Series, report: &BucketReport) {
         return;
     };
     add_bucket(slot, b);
-    add_evidence(&mut series.evidence, start, b);
+    add_evidence(&mut series.evidence, start, b, slow);
     if let Some(first) = &b.first_failure
         && !first.reason.is_prober_problem()
     {
@@ -636,6 +648,7 @@ fn add_evidence(
     evidence: &mut VecDeque<Evidence>,
     start: UnixMs,
     b: &netslo_protocol::bucket::Bucket,
+    slow: u64,
 ) {
     let at = evidence.partition_point(|e| e.start_ms < start);
     if evidence.get(at).is_none_or(|e| e.start_ms != start) {
@@ -655,6 +668,7 @@ fn add_evidence(
     if let Some(e) = evidence.iter_mut().find(|e| e.start_ms == start) {
         e.good += good;
         e.bad += b.total - invalid - good;
+        e.slow += slow.min(good);
         for (reason, count) in &b.reasons {
             if *reason != FailureReason::DestinationRefused && !reason.is_prober_problem() {
                 *e.reasons.entry(*reason).or_default() += count;
@@ -677,6 +691,11 @@ fn evidence_stats(series: &Series, since: UnixMs) -> SeriesStats {
     };
     let mut reasons: BTreeMap<FailureReason, u64> = BTreeMap::new();
     let within = series.evidence.iter().filter(|e| e.start_ms >= since);
+    // Latency over the whole span: slowness has no onset to measure from.
+    for e in within.clone() {
+        stats.answered += e.good;
+        stats.slow += e.slow;
+    }
     let first_bad = within.clone().position(|e| e.bad > 0).unwrap_or(0);
     for e in within.skip(first_bad) {
         stats.good += e.good;

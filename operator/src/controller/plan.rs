@@ -638,6 +638,9 @@ fn failure_matrix(
                 bad: recent.bad,
                 held_bad: view.held_bad,
                 reason: recent.dominant_reason(),
+                answered: recent.answered,
+                slow: recent.slow,
+                p99_us: view.summary.latency.quantile(0.99),
             })
         })
         .collect()

@@ -80,7 +80,22 @@ pub fn desired_status(
             ..kept
         }
     } else {
-        let verdict = localise(input.cells, previous.and_then(|p| p.verdict.as_ref()), now);
+        // While the latency objective fails (or burns), the verdict says where it is lost.
+        let slow_over_us = input.evaluation.and_then(|e| {
+            e.objectives
+                .iter()
+                .find(|o| {
+                    o.threshold_us.is_some()
+                        && (o.met() == Some(false) || o.alerts.iter().any(|a| a.firing))
+                })
+                .and_then(|o| o.threshold_us)
+        });
+        let verdict = localise(
+            input.cells,
+            previous.and_then(|p| p.verdict.as_ref()),
+            slow_over_us,
+            now,
+        );
         ConnectivityCheckStatus {
             observed_generation: setup.generation,
             conditions: desired_conditions(
@@ -342,6 +357,9 @@ mod tests {
             bad: 1,
             held_bad: 1,
             reason: Some(FailureReason::UnexpectedlyReachable),
+            answered: 0,
+            slow: 0,
+            p99_us: None,
         }]
     }
 
@@ -808,6 +826,9 @@ mod tests {
                     } else {
                         FailureReason::TlsCertificate
                     }),
+                    answered: 0,
+                    slow: 0,
+                    p99_us: None,
                 });
             }
         }

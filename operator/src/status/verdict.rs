@@ -80,6 +80,12 @@ pub struct Cell {
     pub held_bad: u64,
     /// The most frequent reason among the bad probes.
     pub reason: Option<FailureReason>,
+    /// Good probes within the evidence span, and those of them later than the latency
+    /// objective's threshold.
+    pub answered: u64,
+    pub slow: u64,
+    /// p99 latency of the good probes over the last hour, where measured.
+    pub p99_us: Option<u64>,
 }
 
 /// A verdict rests on the probes of this many probe intervals.
@@ -178,12 +184,25 @@ fn fails_from_every_source(cells: &[&Cell]) -> bool {
 }
 
 /// The verdict for `cells`, holding `previous` while its place still fails (see the module
-/// notes) and keeping its `since` while the place stays the same.
-pub fn localise(cells: &[Cell], previous: Option<&Verdict>, now: UnixMs) -> Option<Verdict> {
+/// notes) and keeping its `since` while the place stays the same. `slow_over_us` is the
+/// latency objective's threshold while that objective fails: with nothing unreachable, the
+/// verdict then says where the slow paths are.
+pub fn localise(
+    cells: &[Cell],
+    previous: Option<&Verdict>,
+    slow_over_us: Option<u64>,
+    now: UnixMs,
+) -> Option<Verdict> {
     let violation = policy_violation(cells);
-    let held =
-        previous.filter(|p| violation.is_none() && place_cells(p, cells).any(|c| c.held_bad > 0));
-    let found = violation.or_else(|| fault(cells));
+    let held = previous.filter(|p| {
+        violation.is_none()
+            && place_cells(p, cells).any(|c| {
+                c.held_bad > 0 || (p.reason == SLOW && slow_over_us.is_some() && c.slow > 0)
+            })
+    });
+    let found = violation
+        .or_else(|| fault(cells))
+        .or_else(|| slow_over_us.and_then(|threshold| slow(cells, threshold)));
     let chosen = match held {
         // The same place found again brings its summary up to date; a node cut off both
         // ways takes over from the half of it that showed first (its outbound probes as
@@ -346,6 +365,107 @@ fn verdict(
         destinations: places(&mut destinations.into_iter()),
         since: None,
     }
+}
+
+/// The reason of a latency verdict: the paths answer, later than the objective allows.
+pub const SLOW: &str = "SlowerThanObjective";
+
+/// Where the latency objective is lost: the places (endpoints, or whole targets) whose
+/// probes answer later than `threshold_us` more often than chance, while other places of
+/// the same target answer in time.
+fn slow(cells: &[Cell], threshold_us: u64) -> Option<Verdict> {
+    let lateness = |cs: &[&Cell]| {
+        cs.iter().fold(Tally::default(), |t, c| Tally {
+            good: t.good + c.answered.saturating_sub(c.slow),
+            bad: t.bad + c.slow.min(c.answered),
+        })
+    };
+    let ms = |us: u64| format!("{} ms", (us + 500) / 1_000);
+    let p99_note = |cs: &[&Cell]| {
+        cs.iter()
+            .filter_map(|c| c.p99_us)
+            .max()
+            .filter(|p| *p > threshold_us)
+            .map(|p| format!(", p99 {} over the last hour", ms(p)))
+            .unwrap_or_default()
+    };
+    let by_target = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
+        Some(c.target.as_str())
+    });
+    for (target, cs) in by_target {
+        let by_place = group_by(cs.iter().copied(), |c| Some(c.endpoint.as_deref()));
+        let slow_places: Vec<(&Option<&str>, &Vec<&Cell>)> = by_place
+            .iter()
+            .filter(|(_, cs)| lateness(cs).fails())
+            .collect();
+        let Some((place, place_cells)) = slow_places.first() else {
+            continue;
+        };
+        let late = lateness(place_cells);
+        let in_time_elsewhere = by_place
+            .iter()
+            .any(|(p, cs)| p != *place && lateness(cs).answers_unlike(late));
+        let (scope, summary, sources, destinations) = match place {
+            Some(endpoint) if in_time_elsewhere => {
+                let sources = sources_of(place_cells.iter().copied());
+                (
+                    FailureScope::Endpoint,
+                    format!(
+                        "endpoint {endpoint} of {target} answers slowly: {}% of probes over {} from {n}/{n} sources{}{}",
+                        late.percent(),
+                        ms(threshold_us),
+                        and_more(slow_places.len(), "endpoints"),
+                        p99_note(place_cells),
+                        n = sources.len(),
+                    ),
+                    sources,
+                    slow_places
+                        .iter()
+                        .filter_map(|(p, _)| p.map(str::to_owned))
+                        .collect::<Vec<_>>(),
+                )
+            }
+            _ => {
+                let late = lateness(&cs);
+                if !late.fails() || in_time_elsewhere {
+                    continue;
+                }
+                let sources = sources_of(cs.iter().copied());
+                (
+                    FailureScope::Target,
+                    format!(
+                        "{target} answers slowly from {n}/{n} sources: {}% of probes over {}{}",
+                        late.percent(),
+                        ms(threshold_us),
+                        p99_note(&cs),
+                        n = sources.len(),
+                    ),
+                    sources,
+                    vec![target.to_owned()],
+                )
+            }
+        };
+        let places = |items: &mut dyn Iterator<Item = String>| {
+            let set: BTreeSet<String> = items.map(shorten).collect();
+            set.into_iter().take(MAX_PLACES).collect::<Vec<_>>()
+        };
+        return Some(Verdict {
+            layer: match place_cells[0].protocol {
+                Protocol::HTTP | Protocol::HTTPS => Layer::HTTP,
+                Protocol::DNS => Layer::DNS,
+                Protocol::ICMP => Layer::ICMP,
+                Protocol::UDP => Layer::UDP,
+                Protocol::TCP => Layer::TCP,
+            },
+            scope,
+            reason: SLOW.to_owned(),
+            summary: truncate(summary, MAX_SUMMARY),
+            sources: places(&mut sources.iter().map(|s| (*s).to_owned())),
+            destinations: places(&mut destinations.into_iter()),
+            since: None,
+        });
+    }
+    None
 }
 
 /// Cells grouped by a key, in key order (deterministic verdicts).
@@ -927,6 +1047,9 @@ mod tests {
             bad: 0,
             held_bad: 0,
             reason: None,
+            answered: 30,
+            slow: 0,
+            p99_us: None,
         }
     }
 
@@ -934,6 +1057,7 @@ mod tests {
         c.good = 0;
         c.bad = 30;
         c.held_bad = 30;
+        c.answered = 0;
         c.reason = Some(reason);
         c
     }
@@ -1020,6 +1144,55 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_endpoint_is_named_when_the_latency_objective_fails() {
+        let slow_at = |slow_endpoint: Option<&str>| {
+            let mut cells = service(|_, _, _| None);
+            for c in &mut cells {
+                let slow = slow_endpoint.is_none_or(|e| c.endpoint.as_deref() == Some(e));
+                if slow {
+                    (c.slow, c.p99_us) = (19, Some(81_200));
+                } else {
+                    c.p99_us = Some(4_000);
+                }
+            }
+            cells
+        };
+        let cells = slow_at(Some("10.0.1.7:8080"));
+        assert_eq!(
+            localise(&cells, None, None, T0),
+            None,
+            "no latency objective failing"
+        );
+        let v = localise(&cells, None, Some(50_000), T0).unwrap();
+        assert_eq!(
+            (v.scope, v.layer, v.reason.as_str()),
+            (FailureScope::Endpoint, Layer::TCP, SLOW)
+        );
+        assert_eq!(v.destinations, ["10.0.1.7:8080"]);
+        assert_eq!(
+            v.summary,
+            "endpoint 10.0.1.7:8080 of web answers slowly: 63% of probes over 50 ms from 3/3 sources, p99 81 ms over the last hour"
+        );
+        // Everything slow: the target.
+        let v = localise(&slow_at(None), None, Some(50_000), T0).unwrap();
+        assert_eq!(v.scope, FailureScope::Target);
+        assert_eq!(
+            v.summary,
+            "web answers slowly from 3/3 sources: 63% of probes over 50 ms, p99 81 ms over the last hour"
+        );
+        // Unreachable comes first.
+        let mut both = slow_at(Some("10.0.1.7:8080"));
+        for c in both
+            .iter_mut()
+            .filter(|c| c.endpoint.as_deref() == Some("10.0.2.9:8080"))
+        {
+            *c = failing(c.clone(), FailureReason::TcpRefused);
+        }
+        let v = localise(&both, None, Some(50_000), T0).unwrap();
+        assert_eq!(v.reason, "TCPRefused", "{v:?}");
+    }
+
+    #[test]
     fn a_failing_resolver_is_named() {
         let dns_target = |resolver: &str, reason| {
             let cells: Vec<Cell> = SOURCES
@@ -1031,7 +1204,7 @@ mod tests {
                     failing(c, reason)
                 })
                 .collect();
-            localise(&cells, None, T0).unwrap().summary
+            localise(&cells, None, None, T0).unwrap().summary
         };
         assert_eq!(
             dns_target("the resolver 10.96.0.10:53", FailureReason::DnsTimeout),
@@ -1051,7 +1224,7 @@ mod tests {
             c.resolver = Some("the cluster resolver".into());
         }
         assert_eq!(
-            localise(&cells, None, T0).unwrap().summary,
+            localise(&cells, None, None, T0).unwrap().summary,
             "DNS name of web fails from 3/3 sources while its addresses answer (DNSServFail from the cluster resolver)"
         );
     }
@@ -1059,7 +1232,7 @@ mod tests {
     #[test]
     fn traffic_across_nodes_failing_while_within_answers_is_cross_node() {
         let cells = pods_on_every_node(|i, j| (i != j).then_some(FailureReason::TcpTimeout));
-        let v = localise(&cells, None, T0).unwrap();
+        let v = localise(&cells, None, None, T0).unwrap();
         assert_eq!(v.scope, FailureScope::CrossNode, "{v:?}");
         assert_eq!(
             v.summary,
@@ -1070,7 +1243,7 @@ mod tests {
         let zoned =
             pods_on_every_node(|i, j| (i / 2 != j / 2).then_some(FailureReason::TcpTimeout));
         assert_eq!(
-            localise(&zoned, None, T0).unwrap().scope,
+            localise(&zoned, None, None, T0).unwrap().scope,
             FailureScope::ZonePair
         );
     }
@@ -1079,7 +1252,7 @@ mod tests {
     fn a_node_cut_off_both_ways_is_one_node_verdict() {
         use FailureReason as R;
         let cut = |i: usize, j: usize| (i == 2 || j == 2).then_some(R::IcmpTimeout);
-        let v = localise(&mesh_of_nodes(cut), None, T0).unwrap();
+        let v = localise(&mesh_of_nodes(cut), None, None, T0).unwrap();
         assert_eq!(v.scope, FailureScope::Node, "{v:?}");
         assert_eq!(
             (v.sources.clone(), v.destinations.clone()),
@@ -1094,18 +1267,20 @@ mod tests {
         for c in silent.iter_mut().filter(|c| c.source_node == "n2") {
             (c.good, c.bad) = (0, 0);
         }
-        let v = localise(&silent, None, T0).unwrap();
+        let v = localise(&silent, None, None, T0).unwrap();
         assert_eq!(v.scope, FailureScope::Node, "{v:?}");
         assert!(v.summary.contains("its agent's results stopped"), "{v:?}");
         // One way only is not a node cut off.
         let outbound = localise(
             &mesh_of_nodes(|i, _| (i == 2).then_some(R::IcmpTimeout)),
             None,
+            None,
             T0,
         );
         assert_eq!(outbound.unwrap().scope, FailureScope::SourceNode);
         let inbound = localise(
             &mesh_of_nodes(|_, j| (j == 2).then_some(R::IcmpTimeout)),
+            None,
             None,
             T0,
         );
@@ -1115,8 +1290,8 @@ mod tests {
             mesh_of_nodes(|i, _| (i == 2).then_some(R::IcmpTimeout)),
             mesh_of_nodes(|_, j| (j == 2).then_some(R::IcmpTimeout)),
         ] {
-            let half = localise(&first_half, None, T0);
-            let whole = localise(&mesh_of_nodes(cut), half.as_ref(), T0 + 1_000).unwrap();
+            let half = localise(&first_half, None, None, T0);
+            let whole = localise(&mesh_of_nodes(cut), half.as_ref(), None, T0 + 1_000).unwrap();
             assert_eq!(whole.scope, FailureScope::Node, "after {half:?}");
         }
     }
@@ -1229,7 +1404,7 @@ mod tests {
             ),
         ];
         for (name, cells, want) in cases {
-            let got = localise(&cells, None, T0);
+            let got = localise(&cells, None, None, T0);
             let got = got.as_ref().map(|v| (v.scope, v.layer, v.summary.as_str()));
             assert_eq!(got, want, "{name}");
         }
@@ -1239,17 +1414,17 @@ mod tests {
     fn places_and_since() {
         let cells =
             service(|_, _, ep| (ep == Some("10.0.1.7:8080")).then_some(FailureReason::TcpTimeout));
-        let first = localise(&cells, None, T0).unwrap();
+        let first = localise(&cells, None, None, T0).unwrap();
         assert_eq!(first.sources, SOURCES.map(String::from));
         assert_eq!(first.destinations, ["10.0.1.7:8080"]);
         assert_eq!(first.reason, "TCPTimeout");
         assert_eq!(first.since, Some(condition_time(T0)));
         // The same verdict later keeps its start; a different one starts anew.
-        let again = localise(&cells, Some(&first), T0 + 600_000).unwrap();
+        let again = localise(&cells, Some(&first), None, T0 + 600_000).unwrap();
         assert_eq!(again.since, first.since);
         let other =
             service(|_, p, _| (p == ServicePath::ClusterIP).then_some(FailureReason::TcpTimeout));
-        let changed = localise(&other, Some(&first), T0 + 600_000).unwrap();
+        let changed = localise(&other, Some(&first), None, T0 + 600_000).unwrap();
         assert_eq!(changed.since, Some(condition_time(T0 + 600_000)));
     }
 
@@ -1306,7 +1481,7 @@ mod tests {
                 })
                 .collect();
             let now = T0 + 1_000 * t as i64;
-            previous = localise(&cells, previous.as_ref(), now);
+            previous = localise(&cells, previous.as_ref(), None, now);
             verdicts.push(previous.clone());
         }
         verdicts
@@ -1405,7 +1580,7 @@ mod tests {
                 c.reason = Some(FailureReason::TcpTimeout);
             }
         }
-        let v = localise(&cells, None, T0).unwrap();
+        let v = localise(&cells, None, None, T0).unwrap();
         assert_eq!(
             v.summary,
             "endpoint 10.0.1.7:8080 of web fails 31% of probes from 3/3 sources (TCPTimeout)"
@@ -1417,7 +1592,7 @@ mod tests {
         // Within zone b everything fails: no zone pair is to blame ("zone b to zone b").
         let cells =
             mesh(|from, to| (from == "b" && to == "b").then_some(FailureReason::IcmpTimeout));
-        let v = localise(&cells, None, T0);
+        let v = localise(&cells, None, None, T0);
         assert!(
             v.as_ref().is_none_or(|v| v.scope != FailureScope::ZonePair),
             "{v:?}"
@@ -1426,7 +1601,7 @@ mod tests {
         // pair either way round: both pairs into a fail, and a answers only from a.
         let cells =
             mesh(|from, to| (from != "a" && to == "a").then_some(FailureReason::IcmpTimeout));
-        let v = localise(&cells, None, T0).unwrap();
+        let v = localise(&cells, None, None, T0).unwrap();
         assert_eq!(v.scope, FailureScope::ZonePair, "{v:?}");
         assert_eq!(v.destinations, ["a"]);
         assert_eq!(v.sources, ["b", "c"]);
@@ -1444,7 +1619,7 @@ mod tests {
                 )
             })
             .collect();
-        let v = localise(&cells, None, T0).unwrap();
+        let v = localise(&cells, None, None, T0).unwrap();
         assert_eq!(v.scope, FailureScope::Target);
         assert!(v.summary.len() <= MAX_SUMMARY);
         assert_eq!(v.sources.len(), MAX_PLACES);
