@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use netslo_operator::channel::{AcceptedBatch, AgentIdentity, ResultSink};
 use netslo_operator::check_key::CheckKey;
 use netslo_operator::slo::config::SliceRule;
-use netslo_operator::store::{CheckConfig, ResultStore};
+use netslo_operator::store::{CheckConfig, EvidenceSpans, ResultStore};
 use netslo_protocol::channel::ResultBatch;
 
 fn store() -> &'static ResultStore {
@@ -51,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
         &CheckKey::new("shop", "web"),
         now,
         3_600_000,
-        60_000,
+        EvidenceSpans {
+            evidence_ms: 60_000,
+            hold_ms: 180_000,
+        },
         |history, series| (history.window(now, 3_600_000), series.len()),
     );
 });
