@@ -51,6 +51,8 @@ test: deps
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    # The fuzz targets live outside the workspace: they must still build against it.
+    cargo check --quiet --locked --manifest-path fuzz/Cargo.toml --bins
 
 # Regenerate the CRD YAML in config/crd from the Rust types.
 [doc("Regenerate config/crd from the Rust types")]
