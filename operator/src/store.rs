@@ -116,6 +116,8 @@ struct Series {
 #[derive(Debug, Default)]
 struct Evidence {
     start_ms: UnixMs,
+    /// The agent window's length.
+    duration_ms: i64,
     good: u64,
     bad: u64,
     /// Of the good probes, those later than the latency objective's threshold.
@@ -473,11 +475,11 @@ impl ResultStore {
             .map(|(key, series)| {
                 let view = SeriesView {
                     summary: series_stats(series, now - summary_ms),
-                    matrix: evidence_stats(series, now - spans.evidence_ms),
+                    matrix: evidence_stats(series, now - spans_of(series, spans).evidence_ms),
                     held_bad: series
                         .evidence
                         .iter()
-                        .filter(|e| e.start_ms >= now - spans.hold_ms)
+                        .filter(|e| e.start_ms >= now - spans_of(series, spans).hold_ms)
                         .map(|e| e.bad)
                         .sum(),
                     last_slot_ms: series.slots.back().map_or(UnixMs::MIN, |s| s.start_ms),
@@ -615,7 +617,8 @@ fn record_in_series(series: &mut Series, report: &BucketReport, slow: u64) {
         return;
     };
     add_bucket(slot, b);
-    add_evidence(&mut series.evidence, start, b, slow);
+    let duration_ms = i64::try_from(report.duration_ms).unwrap_or(i64::MAX);
+    add_evidence(&mut series.evidence, start, duration_ms, b, slow);
     if let Some(first) = &b.first_failure
         && !first.reason.is_prober_problem()
     {
@@ -647,6 +650,7 @@ fn add_bucket(slot: &mut Slot, b: &netslo_protocol::bucket::Bucket) {
 fn add_evidence(
     evidence: &mut VecDeque<Evidence>,
     start: UnixMs,
+    duration_ms: i64,
     b: &netslo_protocol::bucket::Bucket,
     slow: u64,
 ) {
@@ -659,6 +663,7 @@ fn add_evidence(
             at,
             Evidence {
                 start_ms: start,
+                duration_ms,
                 ..Evidence::default()
             },
         );
@@ -679,6 +684,24 @@ fn add_evidence(
         evidence.pop_front();
     }
 }
+
+/// The spans read for one series: at least three of its agent windows plus the time a
+/// window takes to arrive (its end, one persist interval, the settling), so that an agent
+/// window longer than the probe interval (10 s windows, 1 s probes) still leaves evidence.
+fn spans_of(series: &Series, spans: EvidenceSpans) -> EvidenceSpans {
+    let window = series.evidence.back().map_or(0, |e| e.duration_ms.max(0));
+    let evidence_ms = spans
+        .evidence_ms
+        .max(window.saturating_mul(3).saturating_add(ARRIVAL_SLACK_MS));
+    EvidenceSpans {
+        evidence_ms,
+        hold_ms: spans.hold_ms.max(evidence_ms.saturating_mul(3)),
+    }
+}
+
+/// How long after its window a bucket may arrive and be counted: the persist interval
+/// (5 s by default) and the settling before a reconcile, with room to spare.
+const ARRIVAL_SLACK_MS: i64 = 10_000;
 
 /// The counts of the agent buckets that started at or after `since`, from the first with a
 /// bad probe on if any has one: a fault that began within the span is measured over its own
@@ -866,6 +889,32 @@ mod tests {
             "the good probes before the fault do not dilute it"
         );
         assert_eq!(view.held_bad, 30, "the hold span reaches the older failure");
+    }
+
+    #[test]
+    fn evidence_spans_cover_agent_windows_longer_than_the_probe_interval() {
+        // 1 s probes (10 s of evidence) reported in 10 s agent windows that arrive up to
+        // ~17 s after they start: the span stretches to three windows and their arrival.
+        let mut series = Series::default();
+        let bucket = report(1, "shop/web/api", "node-a", "api/Pod/a", 0, 10, 0).bucket;
+        add_evidence(&mut series.evidence, 0, 10_000, &bucket, 0);
+        let asked = EvidenceSpans {
+            evidence_ms: 10_000,
+            hold_ms: 30_000,
+        };
+        let spans = spans_of(&series, asked);
+        assert_eq!((spans.evidence_ms, spans.hold_ms), (40_000, 120_000));
+        // Windows of one second keep the spans asked for.
+        let mut short = Series::default();
+        add_evidence(&mut short.evidence, 0, 1_000, &bucket, 0);
+        assert_eq!(spans_of(&short, asked).evidence_ms, 13_000);
+        assert_eq!(
+            spans_of(&Series::default(), asked),
+            EvidenceSpans {
+                evidence_ms: 10_000,
+                hold_ms: 30_000
+            }
+        );
     }
 
     #[test]
