@@ -111,15 +111,17 @@ async fn check_to_agent_to_status_and_back() {
     assert_eq!(condition(&ready, "SLOMet").unwrap().0, "True");
     assert_eq!(condition(&ready, "NoData").unwrap().0, "False");
 
-    // Fault: the target stops listening. Refused connections breach 99% at once.
+    // Fault: the target stops listening. Refused connections breach 99% at once; the verdict
+    // follows once two probes failed (one failure alone names no place).
     serving.abort();
     let _ = serving.await;
     let broken = eventually(
-        "Ready=False after the fault",
+        "Ready=False and a verdict after the fault",
         Duration::from_secs(60),
         async || {
             let check = checks.get("office-to-target").await.ok()?;
-            (condition(&check, "Ready")?.0 == "False").then_some(check)
+            let verdict = check.status.as_ref()?.verdict.is_some();
+            (condition(&check, "Ready")?.0 == "False" && verdict).then_some(check)
         },
     )
     .await;
