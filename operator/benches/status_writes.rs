@@ -157,6 +157,7 @@ fn run(scenario: &Scenario) -> Counts {
             name: "api".into(),
             via: None,
             endpoint: None,
+            locality: None,
             protocol: Protocol::TCP,
             good,
             valid,

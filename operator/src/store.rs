@@ -63,7 +63,16 @@ pub struct SeriesView {
     pub held_bad: u64,
     /// Start of the latest slot with data.
     pub last_slot_ms: UnixMs,
+    /// Whether the series stopped reporting while the check's other series report: its
+    /// newest agent window ended more than two of its windows (plus [`SILENCE_SLACK_MS`])
+    /// before the newest window of any series of the check. Relative to the others, so that
+    /// the batching of results (an agent sends once the operator has persisted the previous
+    /// batch) is never taken for silence.
+    pub silent: bool,
 }
+
+/// Delivery jitter between agents allowed before a series counts as silent.
+pub const SILENCE_SLACK_MS: i64 = 2_000;
 
 /// One series' counters over a span of recent slots.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -469,20 +478,46 @@ impl ResultStore {
         let horizon = now - SLOT_MS * RECENT_SLOTS as i64;
         data.series
             .retain(|_, s| s.slots.back().is_some_and(|slot| slot.start_ms >= horizon));
+        let freshest = data.series.values().filter_map(newest_end).max();
+        // Where each path began to fail within its evidence span: the first bad bucket from
+        // any source. Every source's probes of the path count from there.
+        let mut onsets: HashMap<&str, UnixMs> = HashMap::new();
+        for ((_, label), series) in &data.series {
+            let since = now - spans_of(series, spans).evidence_ms;
+            if let Some(first_bad) = series
+                .evidence
+                .iter()
+                .find(|e| e.start_ms >= since && e.bad > 0)
+            {
+                let onset = onsets.entry(label.as_str()).or_insert(first_bad.start_ms);
+                *onset = (*onset).min(first_bad.start_ms);
+            }
+        }
         let views: SeriesViews = data
             .series
             .iter()
             .map(|(key, series)| {
+                let spans = spans_of(series, spans);
+                let onset = onsets.get(key.1.as_str()).copied();
+                let silent = match (freshest, series.evidence.back()) {
+                    (Some(freshest), Some(newest)) => {
+                        let window = newest.duration_ms.max(0);
+                        freshest - (newest.start_ms + window)
+                            > window.saturating_mul(2).saturating_add(SILENCE_SLACK_MS)
+                    }
+                    _ => false,
+                };
                 let view = SeriesView {
                     summary: series_stats(series, now - summary_ms),
-                    matrix: evidence_stats(series, now - spans_of(series, spans).evidence_ms),
+                    matrix: evidence_stats(series, now - spans.evidence_ms, onset),
                     held_bad: series
                         .evidence
                         .iter()
-                        .filter(|e| e.start_ms >= now - spans_of(series, spans).hold_ms)
+                        .filter(|e| e.start_ms >= now - spans.hold_ms)
                         .map(|e| e.bad)
                         .sum(),
                     last_slot_ms: series.slots.back().map_or(UnixMs::MIN, |s| s.start_ms),
+                    silent,
                 };
                 (key.clone(), view)
             })
@@ -574,7 +609,8 @@ impl SloEvents {
 fn record_recent(data: &mut CheckData, report: &BucketReport, slow: u64) -> bool {
     let key = (report.source.to_string(), report.target.to_string());
     let series = data.series.entry(key).or_default();
-    let failing = |s: &Series| s.evidence.back().map(|l| l.bad > 0);
+    // Failing, or answering later than the latency objective allows.
+    let failing = |s: &Series| s.evidence.back().map(|l| (l.bad > 0, l.slow > 0));
     let before = failing(series);
     record_in_series(series, report, slow);
     before != failing(series)
@@ -699,15 +735,25 @@ fn spans_of(series: &Series, spans: EvidenceSpans) -> EvidenceSpans {
     }
 }
 
+/// When a series' newest agent window ended.
+fn newest_end(series: &Series) -> Option<UnixMs> {
+    series
+        .evidence
+        .back()
+        .map(|e| e.start_ms + e.duration_ms.max(0))
+}
+
 /// How long after its window a bucket may arrive and be counted: the persist interval
 /// (5 s by default) and the settling before a reconcile, with room to spare.
 const ARRIVAL_SLACK_MS: i64 = 10_000;
 
-/// The counts of the agent buckets that started at or after `since`, from the first with a
-/// bad probe on if any has one: a fault that began within the span is measured over its own
-/// time, not diluted by the good probes before it (a port dropping everything since two
-/// windows fails 100%, not 20%).
-fn evidence_stats(series: &Series, since: UnixMs) -> SeriesStats {
+/// The counts of the agent buckets that started at or after `since`, from the path's
+/// failure `onset` on if it has one (the first bad bucket of any source within the span): a
+/// fault that began within the span is measured over its own time, not diluted by the good
+/// probes before it (a port dropping everything since two windows fails 100%, not 20%), and
+/// every source of the path over the same time (a partial fault seen so far by some sources
+/// is not diluted by the whole span of the others).
+fn evidence_stats(series: &Series, since: UnixMs, onset: Option<UnixMs>) -> SeriesStats {
     let mut stats = SeriesStats {
         last_failure: series.last_failure,
         ..SeriesStats::default()
@@ -719,8 +765,8 @@ fn evidence_stats(series: &Series, since: UnixMs) -> SeriesStats {
         stats.answered += e.good;
         stats.slow += e.slow;
     }
-    let first_bad = within.clone().position(|e| e.bad > 0).unwrap_or(0);
-    for e in within.skip(first_bad) {
+    let from = onset.unwrap_or(UnixMs::MIN);
+    for e in within.filter(|e| e.start_ms >= from) {
         stats.good += e.good;
         stats.bad += e.bad;
         for (reason, count) in &e.reasons {
@@ -889,6 +935,118 @@ mod tests {
             "the good probes before the fault do not dilute it"
         );
         assert_eq!(view.held_bad, 30, "the hold span reaches the older failure");
+    }
+
+    #[test]
+    fn a_series_is_silent_when_it_stops_while_the_others_report() {
+        let now = 1_800_000_000_000;
+        let first = store(now - 600_000);
+        let at = |seconds_ago: i64| u64::try_from(now - seconds_ago * 1_000).unwrap();
+        // 10 s windows. node-a's newest ended 10 s before node-b's: within two windows and
+        // the slack. node-c's ended 30 s before: silent.
+        let buckets = vec![
+            report(1, "shop/web/api", "node-a", "api/Pod/a", at(30), 10, 0),
+            report(2, "shop/web/api", "node-b", "api/Pod/a", at(20), 10, 0),
+            report(3, "shop/web/api", "node-c", "api/Pod/a", at(50), 10, 0),
+        ];
+        first.ingest_batch(&batch("b", buckets), now);
+        let silent: Vec<(String, bool)> = first
+            .read(&web(), now, 3_600_000, spans(300_000), |_, views| {
+                views
+                    .iter()
+                    .map(|((source, _), v)| (source.clone(), v.silent))
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(
+            silent,
+            [
+                ("node-a".to_owned(), false),
+                ("node-b".to_owned(), false),
+                ("node-c".to_owned(), true),
+            ]
+        );
+        // One-second windows, reported each second: node-c stops 6 s before the others.
+        let second = store(now - 600_000);
+        let mut buckets = Vec::new();
+        for (i, ago) in (1..=30).rev().enumerate() {
+            for (k, source) in ["node-a", "node-b", "node-c"].into_iter().enumerate() {
+                if source == "node-c" && ago < 7 {
+                    continue;
+                }
+                let seq = (i * 3 + k) as u64;
+                let mut r = report(seq, "shop/web/api", source, "api/Pod/a", at(ago), 1, 0);
+                r.duration_ms = 1_000;
+                buckets.push(r);
+            }
+        }
+        second.ingest_batch(&batch("b", buckets), now);
+        let silent: Vec<bool> = second
+            .read(&web(), now, 3_600_000, spans(10_000), |_, views| {
+                views.values().map(|v| v.silent).collect()
+            })
+            .unwrap();
+        assert_eq!(silent, [false, false, true]);
+    }
+
+    #[test]
+    fn every_source_of_a_path_counts_from_where_the_path_began_to_fail() {
+        let now = 1_800_000_000_000;
+        let store = store(now - 600_000);
+        let at = |seconds_ago: i64| u64::try_from(now - seconds_ago * 1_000).unwrap();
+        // Both sources good for 60 s; node-a's probes fail from 20 s ago, node-b's stay
+        // good. Another path fails nowhere.
+        let mut buckets = Vec::new();
+        for (i, ago) in (10..=80).rev().step_by(10).enumerate() {
+            let bad = if ago <= 20 { 5 } else { 0 };
+            let seq = 10 * i as u64;
+            buckets.push(report(
+                seq,
+                "shop/web/api",
+                "node-a",
+                "api/Pod/a",
+                at(ago),
+                10 - bad,
+                bad,
+            ));
+            buckets.push(report(
+                seq + 1,
+                "shop/web/api",
+                "node-b",
+                "api/Pod/a",
+                at(ago),
+                10,
+                0,
+            ));
+            buckets.push(report(
+                seq + 2,
+                "shop/web/api",
+                "node-b",
+                "api/Pod/b",
+                at(ago),
+                10,
+                0,
+            ));
+        }
+        store.ingest_batch(&batch("b", buckets), now);
+        let counts: Vec<(String, String, u64, u64)> = store
+            .read(&web(), now, 3_600_000, spans(100_000), |_, views| {
+                views
+                    .iter()
+                    .map(|((source, label), v)| {
+                        (source.clone(), label.clone(), v.matrix.good, v.matrix.bad)
+                    })
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(
+            counts,
+            [
+                ("node-a".to_owned(), "api/Pod/a".to_owned(), 10, 10),
+                ("node-b".to_owned(), "api/Pod/a".to_owned(), 20, 0),
+                ("node-b".to_owned(), "api/Pod/b".to_owned(), 80, 0),
+            ]
+        );
     }
 
     #[test]

@@ -204,6 +204,12 @@ pub struct TargetSummary {
     #[schemars(length(max = 300))]
     pub endpoint: Option<String>,
 
+    /// Whether the figures are for sources on the endpoint's own node or on other nodes,
+    /// where the endpoint's node is known (pods, Service endpoints, mesh peers): the two
+    /// paths are reported apart, as only traffic across nodes crosses the overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+
     /// Protocol probed.
     pub protocol: Protocol,
 
@@ -219,6 +225,17 @@ pub struct TargetSummary {
     /// The latest failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<FailureSummary>,
+}
+
+/// Where a path runs relative to the nodes.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum Locality {
+    /// From a source on the endpoint's own node.
+    SameNode,
+    /// From sources on other nodes.
+    CrossNode,
 }
 
 /// Latency percentiles, as durations ("412us", "3.1ms").

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use netslo_crds::v1alpha1::{
     AgentCounts, ConnectivityCheck, ConnectivityCheckSpec, ConnectivityCheckStatus, Expectation,
-    MeshCoverage, ServicePath,
+    Locality, MeshCoverage, ServicePath,
 };
 use netslo_protocol::spec::{AddressPolicySpec, Expect, ProbeSpec};
 
@@ -129,6 +129,27 @@ pub(super) struct StatusPlan {
     pub write: Option<StatusWrite>,
     /// The objectives' figures as just evaluated, for the metrics.
     pub objectives: Vec<ObjectiveFigures>,
+    /// When to evaluate again.
+    pub revisit: Duration,
+}
+
+/// Re-evaluate at least this often: windows move while nothing else does.
+const REVISIT: Duration = Duration::from_secs(15);
+
+/// When to evaluate a check again. While a fault is in progress (a series failed within the
+/// hold span, went silent, or answered later than the latency objective allows) its verdict moves with time alone: an agent's silence grows,
+/// the evidence from before the fault ages out, a hold runs out. No result arrives to say
+/// so, so the check is evaluated once per probe interval (at least a second apart) until
+/// the fault is over; otherwise at the routine pace.
+fn revisit(cells: &[Cell], interval_ms: u64) -> Duration {
+    if cells
+        .iter()
+        .any(|c| c.held_bad > 0 || c.silent || c.slow >= verdict::MIN_BAD)
+    {
+        Duration::from_millis(interval_ms.max(1_000)).min(REVISIT)
+    } else {
+        REVISIT
+    }
 }
 
 /// How a status write is paced.
@@ -424,6 +445,15 @@ pub(super) fn status(
     };
     let previous = gathered.previous.as_ref();
     let status = desired_status(&input, previous, now);
+    let failing = |c: &&Cell| c.bad > 0;
+    tracing::debug!(
+        check = %key,
+        cells = figures.cells.len(),
+        failing = figures.cells.iter().filter(failing).count(),
+        silent = figures.cells.iter().filter(|c| c.silent).count(),
+        verdict = status.verdict.as_ref().map(|v| v.summary.as_str()),
+        "evaluated"
+    );
     let write = if !material_change(previous, &status) {
         None
     } else if urgent_change(previous, &status) {
@@ -434,6 +464,7 @@ pub(super) fn status(
     StatusPlan {
         status,
         write,
+        revisit: revisit(&figures.cells, assign::interval_ms(&desired.planned.spec)),
         objectives: figures
             .evaluation
             .as_ref()
@@ -499,7 +530,7 @@ impl ResultFigures {
         ResultFigures {
             evaluation: slo.map(|s| evaluate(s, &history, now)),
             cells: failure_matrix(plan, agents, series, now),
-            targets: target_stats(plan, series),
+            targets: target_stats(plan, agents, series),
             reporting: reporting.len(),
             mesh: mesh_coverage(plan, mesh_agents, series, now),
             refused_targets: refused_targets(series),
@@ -612,15 +643,7 @@ fn failure_matrix(
                 return None;
             }
             let source_agent = agents.iter().find(|a| &a.name == source);
-            // Where the endpoint is: a resolved endpoint's node and zone, or a mesh peer's.
-            let resolved = target.endpoints.iter().find(|e| e.series == series);
-            let peer = agents.iter().find(|a| a.name == series.endpoint);
-            let endpoint_zone = resolved
-                .and_then(|e| e.zone.clone())
-                .or_else(|| peer.and_then(|a| a.zone.clone()));
-            let endpoint_node = resolved
-                .and_then(|e| e.node.clone())
-                .or_else(|| peer.and_then(|a| a.node.clone()));
+            let (endpoint_node, endpoint_zone) = endpoint_place(target, &series, agents);
             Some(Cell {
                 source_node: source_agent
                     .and_then(|a| a.node.clone())
@@ -637,6 +660,7 @@ fn failure_matrix(
                 good: recent.good,
                 bad: recent.bad,
                 held_bad: view.held_bad,
+                silent: view.silent,
                 reason: recent.dominant_reason(),
                 answered: recent.answered,
                 slow: recent.slow,
@@ -644,6 +668,24 @@ fn failure_matrix(
             })
         })
         .collect()
+}
+
+/// Where a series' endpoint is, as (node, zone): a resolved endpoint's, or a mesh peer's.
+fn endpoint_place(
+    target: &ResolvedTarget,
+    series: &SeriesId,
+    agents: &[AgentInfo],
+) -> (Option<String>, Option<String>) {
+    let resolved = target.endpoints.iter().find(|e| e.series == *series);
+    let peer = || agents.iter().find(|a| a.name == series.endpoint);
+    (
+        resolved
+            .and_then(|e| e.node.clone())
+            .or_else(|| peer().and_then(|a| a.node.clone())),
+        resolved
+            .and_then(|e| e.zone.clone())
+            .or_else(|| peer().and_then(|a| a.zone.clone())),
+    )
 }
 
 /// The DNS server a series' probes ask, where they resolve: a DNS target's own server or the
@@ -667,9 +709,14 @@ fn endpoint_label(series: &SeriesId) -> Option<String> {
 }
 
 /// Per-target statistics of the last hour, one per (target, path, endpoint), all sources
-/// together.
-fn target_stats(plan: &PlannedCheck, views: &SeriesViews) -> Vec<TargetStats> {
-    let mut by_series: BTreeMap<SeriesId, TargetStats> = BTreeMap::new();
+/// together, except that sources on the endpoint's own node and on other nodes are counted
+/// apart where the endpoint's node is known.
+fn target_stats(
+    plan: &PlannedCheck,
+    agents: &[AgentInfo],
+    views: &SeriesViews,
+) -> Vec<TargetStats> {
+    let mut by_series: BTreeMap<(SeriesId, Option<Locality>), TargetStats> = BTreeMap::new();
     for ((source, label), view) in views {
         let stats = &view.summary;
         let Some(series) = SeriesId::parse(label) else {
@@ -679,12 +726,22 @@ fn target_stats(plan: &PlannedCheck, views: &SeriesViews) -> Vec<TargetStats> {
             continue;
         };
         let via: Option<ServicePath> = series.via.service_path();
+        let source_node = agents
+            .iter()
+            .find(|a| &a.name == source)
+            .and_then(|a| a.node.as_deref());
+        let locality = match (source_node, endpoint_place(target, &series, agents).0) {
+            (Some(from), Some(to)) if from == to => Some(Locality::SameNode),
+            (Some(_), Some(_)) => Some(Locality::CrossNode),
+            _ => None,
+        };
         let entry = by_series
-            .entry(series.clone())
+            .entry((series.clone(), locality))
             .or_insert_with(|| TargetStats {
                 name: series.target.clone(),
                 via,
                 endpoint: endpoint_label(&series),
+                locality,
                 protocol: target.protocol,
                 good: 0,
                 valid: 0,
@@ -960,6 +1017,107 @@ mod tests {
         gathered.previous = Some(first.status);
         let again = status_of(spec, &desired, &Applied::default(), &gathered);
         assert_eq!(again.write, None);
+    }
+
+    #[test]
+    fn paths_within_a_node_and_across_nodes_are_summarised_apart() {
+        let spec = json!({"source": {"mesh": {}}, "targets": [{"name": "peers", "mesh": {}}]});
+        let agent = |name: &str, node: &str| AgentInfo {
+            name: name.into(),
+            kind: AgentKind::Mesh,
+            node: Some(node.into()),
+            zone: None,
+            ip: None,
+            pod: None,
+        };
+        // Two agents on node-a, one on node-b; every peer of a1 answers, b1 does not answer
+        // a2. An agent the operator does not know has no node: its path is not placed.
+        let agents = vec![
+            agent("a1", "node-a"),
+            agent("a2", "node-a"),
+            agent("b1", "node-b"),
+        ];
+        let view = |good: u64, bad: u64| SeriesView {
+            summary: SeriesStats {
+                good,
+                bad,
+                ..SeriesStats::default()
+            },
+            last_slot_ms: NOW - 60_000,
+            ..SeriesView::default()
+        };
+        let series = |source: &str, peer: &str| (source.to_string(), format!("peers/Pod/{peer}"));
+        let gathered = Gathered {
+            agents: agents.clone(),
+            results: Some(StoredResults {
+                history: History::new(crate::slo::config::SliceRule::DEFAULT, NOW - 600_000),
+                series: [
+                    (series("a1", "a2"), view(10, 0)),
+                    (series("b1", "a2"), view(0, 10)),
+                    (series("a1", "b1"), view(10, 0)),
+                    (series("gone", "a2"), view(5, 0)),
+                ]
+                .into(),
+            }),
+            ..Gathered::default()
+        };
+        let desired = desired_of(spec.clone(), &gathered);
+        let status = status_of(spec, &desired, &Applied::default(), &gathered).status;
+        let mut summaries: Vec<(Option<&str>, Option<Locality>, Option<&str>)> = status
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.endpoint.as_deref(),
+                    t.locality,
+                    t.success_ratio.as_deref(),
+                )
+            })
+            .collect();
+        summaries.sort();
+        assert_eq!(
+            summaries,
+            [
+                (Some("a2"), None, Some("1")),
+                (Some("a2"), Some(Locality::SameNode), Some("1")),
+                (Some("a2"), Some(Locality::CrossNode), Some("0")),
+                (Some("b1"), Some(Locality::CrossNode), Some("1")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fault_in_progress_is_evaluated_once_per_probe_interval() {
+        let cell = |held_bad: u64, silent: bool| Cell {
+            source_node: "node-a".into(),
+            source_zone: None,
+            target: "api".into(),
+            protocol: netslo_crds::v1alpha1::Protocol::TCP,
+            path: None,
+            endpoint: None,
+            dest_zone: None,
+            dest_node: None,
+            resolver: None,
+            expect_deny: false,
+            good: 10,
+            bad: 0,
+            held_bad,
+            silent,
+            reason: None,
+            answered: 10,
+            slow: 0,
+            p99_us: None,
+        };
+        assert_eq!(revisit(&[cell(0, false)], 10_000), REVISIT);
+        assert_eq!(revisit(&[], 1_000), REVISIT);
+        assert_eq!(
+            revisit(&[cell(0, false), cell(3, false)], 10_000),
+            Duration::from_secs(10)
+        );
+        assert_eq!(revisit(&[cell(0, true)], 1_000), Duration::from_secs(1));
+        // Never more often than each second, never less often than the routine pace.
+        assert_eq!(revisit(&[cell(1, false)], 500), Duration::from_secs(1));
+        assert_eq!(revisit(&[cell(1, false)], 60_000), REVISIT);
     }
 
     #[test]

@@ -27,8 +27,6 @@ use crate::workloads;
 /// Target summaries cover the last hour (the failure matrix reads
 /// [`verdict::evidence_spans`]).
 const SUMMARY_SPAN_MS: i64 = 60 * 60_000;
-/// Re-evaluate at least this often: windows move while nothing else does.
-const REQUEUE: Duration = Duration::from_secs(15);
 
 /// One reconcile, counted in the metrics and, when traces are exported, a span.
 pub(super) async fn reconcile(
@@ -47,7 +45,14 @@ pub(super) async fn reconcile(
             opentelemetry::KeyValue::new(netslo_telemetry::attribute::CHECK_NAME, check.name_any()),
         ])
         .start(&tracer);
+    let started = std::time::Instant::now();
     let result = reconcile_check(&check, &ctx).await;
+    tracing::debug!(
+        check = check.name_any(),
+        elapsed_ms = started.elapsed().as_millis(),
+        outcome = ?result,
+        "reconciled"
+    );
     let error = result.as_ref().err().map(Error::reason);
     ctx.metrics.reconciled(error);
     if let Some(reason) = error {
@@ -179,7 +184,7 @@ async fn write_status(
     now: UnixMs,
 ) -> Result<Action, Error> {
     let Some(write) = planned.write else {
-        return Ok(Action::requeue(REQUEUE));
+        return Ok(Action::requeue(planned.revisit));
     };
     // The pacer and the Event limiter are generic over object names: the key's string form.
     let object = key.to_string();
@@ -188,8 +193,12 @@ async fn write_status(
         StatusWrite::Routine => ctx.state().pacer.request(&object, now),
     };
     if let WriteDecision::NotBefore(at) = decision {
+        // A figure update waiting out its floor must not hold back the evaluations that
+        // would turn it into an urgent one (a verdict found once an agent's silence grows).
         let wait = u64::try_from((at - now).max(1_000)).unwrap_or(1_000);
-        return Ok(Action::requeue(Duration::from_millis(wait)));
+        return Ok(Action::requeue(
+            Duration::from_millis(wait).min(planned.revisit),
+        ));
     }
     let api: Api<ConnectivityCheck> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let patch = json!({"apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck", "status": planned.status});
@@ -208,7 +217,7 @@ async fn write_status(
     );
     publish_events(ctx, check, &object, previous, &planned.status, now).await;
     ctx.state().written.insert(key.clone(), planned.status);
-    Ok(Action::requeue(REQUEUE))
+    Ok(Action::requeue(planned.revisit))
 }
 
 /// Publishes the channel CA in `namespace` once per operator process (its content is this

@@ -31,6 +31,9 @@ pub const MAX_STATUS_BYTES: usize = 4096;
 /// Latency percentiles alone justify a write only when one moves by more than this fraction:
 /// they are informational, and jitter of a few percent moves them on every evaluation.
 pub const LATENCY_WRITE_TOLERANCE: f64 = 0.25;
+/// ...and by more than this many microseconds: on a busy node a p99 of a few hundred
+/// microseconds doubles and halves from one evaluation to the next, and no reader acts on it.
+pub const LATENCY_WRITE_FLOOR_US: f64 = 1_000.0;
 /// The same for a target's failure fraction (1 − success ratio) and for burn rates: a
 /// steady 0.3% loss reads 0.9961 one minute and 0.9965 the next, and a 5-minute burn rate
 /// of 0.3 becomes 0.4. Readers act on thresholds, which conditions carry; appearing or
@@ -80,16 +83,12 @@ pub fn desired_status(
             ..kept
         }
     } else {
-        // While the latency objective fails (or burns), the verdict says where it is lost.
-        let slow_over_us = input.evaluation.and_then(|e| {
-            e.objectives
-                .iter()
-                .find(|o| {
-                    o.threshold_us.is_some()
-                        && (o.met() == Some(false) || o.alerts.iter().any(|a| a.firing))
-                })
-                .and_then(|o| o.threshold_us)
-        });
+        // With a latency objective, a place answering later than its threshold is named as
+        // it happens, as an unreachable one is: not once the window's SLI has fallen (after
+        // a healthy week that takes hours), and whether or not the objective still holds.
+        let slow_over_us = input
+            .evaluation
+            .and_then(|e| e.objectives.iter().find_map(|o| o.threshold_us));
         let verdict = localise(
             input.cells,
             previous.and_then(|p| p.verdict.as_ref()),
@@ -142,7 +141,8 @@ fn fit_to_size(status: &mut ConnectivityCheckStatus) {
 
 /// Whether writing `new` over `old` tells a reader anything: any difference in figures,
 /// conditions, verdict, agents or mesh coverage counts, except latency percentiles that moved
-/// by less than [`LATENCY_WRITE_TOLERANCE`]. Condition order does not matter.
+/// by less than [`LATENCY_WRITE_TOLERANCE`] or [`LATENCY_WRITE_FLOOR_US`]. Condition order
+/// does not matter.
 pub fn material_change(
     old: Option<&ConnectivityCheckStatus>,
     new: &ConnectivityCheckStatus,
@@ -234,7 +234,7 @@ fn figure_close(a: Option<f64>, b: Option<f64>) -> bool {
 }
 
 fn same_place(a: &TargetSummary, b: &TargetSummary) -> bool {
-    a.name == b.name && a.via == b.via && a.endpoint == b.endpoint
+    a.name == b.name && a.via == b.via && a.endpoint == b.endpoint && a.locality == b.locality
 }
 
 fn latency_close(a: &TargetSummary, b: &TargetSummary) -> bool {
@@ -247,7 +247,7 @@ fn latency_close(a: &TargetSummary, b: &TargetSummary) -> bool {
     ) {
         (Some(x), Some(y)) => {
             let (x, y) = (x as f64, y as f64);
-            (x - y).abs() <= LATENCY_WRITE_TOLERANCE * x.max(y)
+            (x - y).abs() <= (LATENCY_WRITE_TOLERANCE * x.max(y)).max(LATENCY_WRITE_FLOOR_US)
         }
         _ => x == y,
     };
@@ -258,7 +258,7 @@ fn latency_close(a: &TargetSummary, b: &TargetSummary) -> bool {
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use netslo_crds::v1alpha1::conditions::reasons;
-    use netslo_crds::v1alpha1::{AgentCounts, FailureScope, LatencySummary, Protocol};
+    use netslo_crds::v1alpha1::{AgentCounts, FailureScope, LatencySummary, Locality, Protocol};
     use netslo_protocol::histogram::Histogram;
     use netslo_protocol::verdict::FailureReason;
 
@@ -356,6 +356,7 @@ mod tests {
             good: 29,
             bad: 1,
             held_bad: 1,
+            silent: false,
             reason: Some(FailureReason::UnexpectedlyReachable),
             answered: 0,
             slow: 0,
@@ -653,6 +654,7 @@ mod tests {
             name: "web".into(),
             via: None,
             endpoint: None,
+            locality: None,
             protocol: Protocol::TCP,
             success_ratio: Some("1".into()),
             latency: Some(LatencySummary {
@@ -669,7 +671,10 @@ mod tests {
         let cases = [
             ("410us", false),
             ("450us", false),
-            ("600us", true),
+            // Sub-millisecond moves are jitter, however large a share.
+            ("600us", false),
+            ("1.4ms", false),
+            ("1.5ms", true),
             ("410us", false),
         ];
         for (p50, material) in cases {
@@ -821,6 +826,7 @@ mod tests {
                     good: 0,
                     bad: 10,
                     held_bad: 10,
+                    silent: false,
                     reason: Some(if t == 0 {
                         FailureReason::UnexpectedlyReachable
                     } else {
@@ -840,6 +846,7 @@ mod tests {
                     name: format!("target-{t:02}-{}", "t".repeat(50)),
                     via: None,
                     endpoint: Some(long("endpoint", t)),
+                    locality: Some(Locality::CrossNode),
                     protocol: Protocol::HTTPS,
                     good: 1,
                     valid: 3,

@@ -41,14 +41,17 @@ pub enum WriteDecision {
 
 /// A condition flip may be written this soon after the previous write...
 const TRANSITION_GAP_MS: i64 = SECOND_MS;
+/// ...this many times per floor: an outage's first picture and the one it settles on (a
+/// node's outbound half, then the whole node) both go out without waiting out the floor.
+const EARLY_WRITES_PER_FLOOR: usize = 2;
 
 /// Per-object floors and the global bucket.
 #[derive(Debug, Clone)]
 pub struct WritePacer {
     limits: PacingLimits,
     last_write: HashMap<String, UnixMs>,
-    /// ...once per floor: when its last early write was.
-    last_early: HashMap<String, UnixMs>,
+    /// ...and when its early writes of the last floor were.
+    early_writes: HashMap<String, Vec<UnixMs>>,
     tokens: f64,
     refilled_at: Option<UnixMs>,
 }
@@ -58,7 +61,7 @@ impl WritePacer {
         WritePacer {
             limits,
             last_write: HashMap::new(),
-            last_early: HashMap::new(),
+            early_writes: HashMap::new(),
             tokens: limits.burst,
             refilled_at: None,
         }
@@ -81,14 +84,19 @@ impl WritePacer {
 
     /// Asks to write a status in which a condition flipped or the verdict changed: an outage
     /// must show without waiting out the floor that a figure-only change (or a first,
-    /// partial picture of the same outage) started. Allowed [`TRANSITION_GAP_MS`] after the previous write, once
-    /// per floor, within the global bucket; otherwise as [`WritePacer::request`]. Flapping
-    /// therefore costs at most two writes per floor.
+    /// partial picture of the same outage) started. Allowed [`TRANSITION_GAP_MS`] after the
+    /// previous write, [`EARLY_WRITES_PER_FLOOR`] times per floor, within the global bucket;
+    /// otherwise as [`WritePacer::request`]. Flapping therefore costs at most three writes
+    /// per floor.
     pub fn request_transition(&mut self, object: &str, now: UnixMs) -> WriteDecision {
-        let early_used = self
-            .last_early
-            .get(object)
-            .is_some_and(|t| *t <= now && now < t.saturating_add(self.limits.per_object_ms));
+        let floor = self.limits.per_object_ms;
+        let early_used = self.early_writes.get(object).is_some_and(|times| {
+            times
+                .iter()
+                .filter(|t| **t <= now && now < t.saturating_add(floor))
+                .count()
+                >= EARLY_WRITES_PER_FLOOR
+        });
         let last = self.last_write.get(object).copied();
         let within_floor =
             last.is_some_and(|l| l <= now && now < l.saturating_add(self.limits.per_object_ms));
@@ -102,7 +110,9 @@ impl WritePacer {
         self.refill(now);
         let decision = self.take_token(object, now);
         if decision == WriteDecision::Write {
-            self.last_early.insert(object.to_owned(), now);
+            let times = self.early_writes.entry(object.to_owned()).or_default();
+            times.retain(|t| *t <= now && now < t.saturating_add(floor));
+            times.push(now);
         }
         decision
     }
@@ -122,7 +132,7 @@ impl WritePacer {
     /// Forgets a deleted object.
     pub fn forget(&mut self, object: &str) {
         self.last_write.remove(object);
-        self.last_early.remove(object);
+        self.early_writes.remove(object);
     }
 
     /// Drops floors that have passed, so memory follows the objects written recently.
@@ -130,8 +140,10 @@ impl WritePacer {
         let floor = self.limits.per_object_ms;
         self.last_write
             .retain(|_, last| now.saturating_sub(*last) < floor && *last <= now);
-        self.last_early
-            .retain(|_, last| now.saturating_sub(*last) < floor && *last <= now);
+        self.early_writes.retain(|_, times| {
+            times.retain(|t| now.saturating_sub(*t) < floor && *t <= now);
+            !times.is_empty()
+        });
     }
 
     fn refill(&mut self, now: UnixMs) {
@@ -165,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn a_condition_flip_is_written_early_once_per_floor() {
+    fn a_condition_flip_is_written_early_twice_per_floor() {
         let mut p = WritePacer::new(PacingLimits::default());
         assert_eq!(p.request("ns/a", T0), WriteDecision::Write);
         let cases = [
@@ -173,9 +185,22 @@ mod tests {
             (500, WriteDecision::NotBefore(T0 + 1_000)),
             // The flip goes out early...
             (2_000, WriteDecision::Write),
-            // ...once: the next flip waits for the floor of that write.
-            (5_000, WriteDecision::NotBefore(T0 + 32_000)),
-            (32_000, WriteDecision::Write),
+            // ...and so does the one it settles on, a second after...
+            (2_500, WriteDecision::NotBefore(T0 + 3_000)),
+            (4_000, WriteDecision::Write),
+            // ...but a third waits for the floor of that write.
+            (5_000, WriteDecision::NotBefore(T0 + 34_000)),
+            (34_000, WriteDecision::Write),
+        ];
+        for (at, want) in cases {
+            assert_eq!(p.request_transition("ns/a", T0 + at), want, "at +{at}");
+        }
+        // The early writes at +2 s and +4 s are a floor old by +34 s: two early writes again
+        // (the one at +34 s went through the floor), then the floor.
+        let cases = [
+            (35_000, WriteDecision::Write),
+            (36_000, WriteDecision::Write),
+            (37_000, WriteDecision::NotBefore(T0 + 66_000)),
         ];
         for (at, want) in cases {
             assert_eq!(p.request_transition("ns/a", T0 + at), want, "at +{at}");
@@ -183,12 +208,7 @@ mod tests {
         // Figure-only changes keep the plain floor.
         assert_eq!(
             p.request("ns/a", T0 + 40_000),
-            WriteDecision::NotBefore(T0 + 62_000)
-        );
-        // Another early write is allowed once the previous one is a floor old.
-        assert_eq!(
-            p.request_transition("ns/a", T0 + 63_000),
-            WriteDecision::Write
+            WriteDecision::NotBefore(T0 + 66_000)
         );
     }
 

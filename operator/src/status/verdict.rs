@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use netslo_crds::v1alpha1::{
-    FailureScope, FailureSummary, LatencySummary, Layer, MAX_TARGET_SUMMARIES, Protocol,
+    FailureScope, FailureSummary, LatencySummary, Layer, Locality, MAX_TARGET_SUMMARIES, Protocol,
     ServicePath, TargetSummary, Verdict,
 };
 use netslo_protocol::histogram::Histogram;
@@ -78,6 +78,9 @@ pub struct Cell {
     pub bad: u64,
     /// Bad probes within the hold span: a verdict naming this cell's place is held while any.
     pub held_bad: u64,
+    /// The series stopped reporting while the check's others report (see
+    /// [`crate::store::SeriesView::silent`]).
+    pub silent: bool,
     /// The most frequent reason among the bad probes.
     pub reason: Option<FailureReason>,
     /// Good probes within the evidence span, and those of them later than the latency
@@ -185,7 +188,7 @@ fn fails_from_every_source(cells: &[&Cell]) -> bool {
 
 /// The verdict for `cells`, holding `previous` while its place still fails (see the module
 /// notes) and keeping its `since` while the place stays the same. `slow_over_us` is the
-/// latency objective's threshold while that objective fails: with nothing unreachable, the
+/// latency objective's threshold, if the check has one: with nothing unreachable, the
 /// verdict then says where the slow paths are.
 pub fn localise(
     cells: &[Cell],
@@ -352,14 +355,33 @@ fn verdict(
     sources: impl IntoIterator<Item = String>,
     destinations: impl IntoIterator<Item = String>,
 ) -> Verdict {
+    verdict_at(
+        layer_of(reason, protocol),
+        scope,
+        reason.as_str(),
+        summary,
+        sources,
+        destinations,
+    )
+}
+
+/// A verdict at `layer`, its summary and place lists cut to what status holds.
+fn verdict_at(
+    layer: Layer,
+    scope: FailureScope,
+    reason: &str,
+    summary: String,
+    sources: impl IntoIterator<Item = String>,
+    destinations: impl IntoIterator<Item = String>,
+) -> Verdict {
     let places = |items: &mut dyn Iterator<Item = String>| {
         let set: BTreeSet<String> = items.map(shorten).collect();
         set.into_iter().take(MAX_PLACES).collect::<Vec<_>>()
     };
     Verdict {
-        layer: layer_of(reason, protocol),
+        layer,
         scope,
-        reason: reason.as_str().to_owned(),
+        reason: reason.to_owned(),
         summary: truncate(summary, MAX_SUMMARY),
         sources: places(&mut sources.into_iter()),
         destinations: places(&mut destinations.into_iter()),
@@ -445,25 +467,22 @@ fn slow(cells: &[Cell], threshold_us: u64) -> Option<Verdict> {
                 )
             }
         };
-        let places = |items: &mut dyn Iterator<Item = String>| {
-            let set: BTreeSet<String> = items.map(shorten).collect();
-            set.into_iter().take(MAX_PLACES).collect::<Vec<_>>()
+        // Answered late: the layer is the protocol's own (an HTTP answer, a DNS answer).
+        let layer = match place_cells[0].protocol {
+            Protocol::HTTP | Protocol::HTTPS => Layer::HTTP,
+            Protocol::DNS => Layer::DNS,
+            Protocol::ICMP => Layer::ICMP,
+            Protocol::UDP => Layer::UDP,
+            Protocol::TCP => Layer::TCP,
         };
-        return Some(Verdict {
-            layer: match place_cells[0].protocol {
-                Protocol::HTTP | Protocol::HTTPS => Layer::HTTP,
-                Protocol::DNS => Layer::DNS,
-                Protocol::ICMP => Layer::ICMP,
-                Protocol::UDP => Layer::UDP,
-                Protocol::TCP => Layer::TCP,
-            },
+        return Some(verdict_at(
+            layer,
             scope,
-            reason: SLOW.to_owned(),
-            summary: truncate(summary, MAX_SUMMARY),
-            sources: places(&mut sources.iter().map(|s| (*s).to_owned())),
-            destinations: places(&mut destinations.into_iter()),
-            since: None,
-        });
+            SLOW,
+            summary,
+            sources.iter().map(|s| (*s).to_owned()),
+            destinations,
+        ));
     }
     None
 }
@@ -714,7 +733,11 @@ fn isolated_node(cells: &[Cell]) -> Option<Verdict> {
         };
         // Cut off, its agent's own results cannot reach the operator either: silent counts
         // as failing (a dead agent would be refused, not silent, and shows as AgentsMissing).
-        let silent = !outbound.is_empty() && Tally::of(outbound.iter().copied()).total() == 0;
+        // Its results from before the cut stay in the evidence span for a while; its silence
+        // shows sooner.
+        let silent = !outbound.is_empty()
+            && (outbound.iter().all(|c| c.silent)
+                || Tally::of(outbound.iter().copied()).total() == 0);
         if !(cut(&outbound) || silent) || !cut(&inbound) {
             continue;
         }
@@ -868,19 +891,29 @@ fn zone_pair(cells: &[Cell]) -> Option<Verdict> {
         .collect();
     let ((from, to), pair_cells) = *bad_pairs.first()?;
     let good_pairs = by_pair.values().filter(|cs| answers(cs)).count();
-    // No path counts: mesh peers rotate every round, so they would move without a change.
-    let summary = format!(
-        "zone {from} to zone {to} {}{} ({}) while {good_pairs} other zone pairs answer",
-        Tally::of(pair_cells.iter().copied())
-            .fails_phrase()
-            .trim_end(),
-        and_more(bad_pairs.len(), "zone pairs"),
-        reason_name(pair_cells.iter().copied()),
-    );
     let all_cells: Vec<&Cell> = bad_pairs
         .iter()
         .flat_map(|(_, cs)| cs.iter().copied())
         .collect();
+    // Both directions between two zones, and nothing else: a partition.
+    let partition = bad_pairs.len() == 2 && bad_pairs[1].0 == &(*to, *from);
+    // No path counts: mesh peers rotate every round, so they would move without a change.
+    let summary = if partition {
+        format!(
+            "zones {from} and {to} cannot reach each other: {}in both directions ({}) while {good_pairs} other zone pairs answer",
+            Tally::of(all_cells.iter().copied()).fails_phrase(),
+            reason_name(all_cells.iter().copied()),
+        )
+    } else {
+        format!(
+            "zone {from} to zone {to} {}{} ({}) while {good_pairs} other zone pairs answer",
+            Tally::of(pair_cells.iter().copied())
+                .fails_phrase()
+                .trim_end(),
+            and_more(bad_pairs.len(), "zone pairs"),
+            reason_name(pair_cells.iter().copied()),
+        )
+    };
     Some(verdict(
         FailureScope::ZonePair,
         dominant(all_cells.iter().copied())?,
@@ -969,6 +1002,8 @@ pub struct TargetStats {
     pub name: String,
     pub via: Option<ServicePath>,
     pub endpoint: Option<String>,
+    /// Sources on the endpoint's node or on others, where the endpoint's node is known.
+    pub locality: Option<Locality>,
     pub protocol: Protocol,
     pub good: u64,
     /// Good plus bad (invalid probes excluded).
@@ -991,6 +1026,7 @@ pub fn target_summaries(stats: &[TargetStats]) -> Vec<TargetSummary> {
             .then_with(|| a.name.cmp(&b.name))
             .then_with(|| a.via.cmp(&b.via))
             .then_with(|| a.endpoint.cmp(&b.endpoint))
+            .then_with(|| a.locality.cmp(&b.locality))
     });
     order
         .into_iter()
@@ -999,6 +1035,7 @@ pub fn target_summaries(stats: &[TargetStats]) -> Vec<TargetSummary> {
             name: shorten(s.name.clone()),
             via: s.via,
             endpoint: s.endpoint.clone().map(shorten),
+            locality: s.locality,
             protocol: s.protocol,
             success_ratio: (s.valid > 0).then(|| {
                 quantise::ratio(
@@ -1046,6 +1083,7 @@ mod tests {
             good: 30,
             bad: 0,
             held_bad: 0,
+            silent: false,
             reason: None,
             answered: 30,
             slow: 0,
@@ -1270,6 +1308,35 @@ mod tests {
         let v = localise(&silent, None, None, T0).unwrap();
         assert_eq!(v.scope, FailureScope::Node, "{v:?}");
         assert!(v.summary.contains("its agent's results stopped"), "{v:?}");
+        // Its results from before the cut still in the evidence span, its series silent.
+        let mut stopped = mesh_of_nodes(|_, j| (j == 2).then_some(R::IcmpTimeout));
+        for c in stopped.iter_mut().filter(|c| c.source_node == "n2") {
+            c.silent = true;
+        }
+        let v = localise(&stopped, None, None, T0).unwrap();
+        assert_eq!(
+            (v.scope, v.sources.clone()),
+            (FailureScope::Node, vec!["n2".to_owned()]),
+            "{v:?}"
+        );
+        // The same with pods on every node, their node's agent silent since the cut.
+        let mut pods = pods_on_every_node(|i, j| (j == 3 && i != 3).then_some(R::TcpTimeout));
+        for c in pods.iter_mut() {
+            c.path = None;
+            c.silent = c.source_node == "n3";
+        }
+        let v = localise(&pods, None, None, T0).unwrap();
+        assert_eq!(
+            (v.scope, v.sources.clone()),
+            (FailureScope::Node, vec!["n3".to_owned()]),
+            "{v:?}"
+        );
+        // A silent agent alone (probes to it answer) is no verdict of its own.
+        let mut quiet = mesh_of_nodes(|_, _| None);
+        for c in quiet.iter_mut().filter(|c| c.source_node == "n2") {
+            c.silent = true;
+        }
+        assert_eq!(localise(&quiet, None, None, T0), None);
         // One way only is not a node cut off.
         let outbound = localise(
             &mesh_of_nodes(|i, _| (i == 2).then_some(R::IcmpTimeout)),
@@ -1608,6 +1675,35 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_between_two_zones_is_said_as_one() {
+        let zone = |i: usize| ["a", "a", "b", "b"][i];
+        let cells =
+            pods_on_every_node(|i, j| (zone(i) != zone(j)).then_some(FailureReason::TcpTimeout));
+        let v = localise(&cells, None, None, T0).unwrap();
+        assert_eq!(v.scope, FailureScope::ZonePair, "{v:?}");
+        assert_eq!(
+            (v.sources.clone(), v.destinations.clone()),
+            (
+                vec!["a".to_owned(), "b".to_owned()],
+                vec!["a".to_owned(), "b".to_owned()]
+            )
+        );
+        assert_eq!(
+            v.summary,
+            "zones a and b cannot reach each other: fails in both directions (TCPTimeout) while 2 other zone pairs answer"
+        );
+        // One direction only is a pair, said as one.
+        let cells = pods_on_every_node(|i, j| {
+            (zone(i) == "a" && zone(j) == "b").then_some(FailureReason::TcpTimeout)
+        });
+        let v = localise(&cells, None, None, T0).unwrap();
+        assert!(
+            v.summary.starts_with("zone a to zone b fails (TCPTimeout)"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
     fn verdicts_stay_within_bounds_at_any_scale() {
         // 5,000 nodes with 253-character names all failing one target.
         let long = "n".repeat(240);
@@ -1657,6 +1753,7 @@ mod tests {
             name: name.into(),
             via: None,
             endpoint: None,
+            locality: None,
             protocol: Protocol::TCP,
             good,
             valid,

@@ -20,7 +20,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use netslo_agent::testbed;
-use netslo_crds::v1alpha1::{ConnectivityCheck, FailureScope, Layer, TargetSummary, Verdict};
+use netslo_crds::v1alpha1::{
+    ConnectivityCheck, FailureScope, Layer, Locality, TargetSummary, Verdict,
+};
 use netslo_tests::cluster::{
     create_service, ensure_service_account, register_mesh_agent, register_node, register_pod,
 };
@@ -281,19 +283,22 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
     let objective = &status.slo.as_ref().unwrap().objectives[0];
     assert_eq!(objective.sli.as_deref(), Some("1"), "{objective:?}");
     assert!(status.verdict.is_none(), "{:?}", status.verdict);
-    // One summary per (target, endpoint): two endpoints of the Service, two pods.
-    let mut summarised: Vec<(String, Option<String>)> = status
+    // One summary per (target, endpoint, locality): two endpoints of the Service, two pods,
+    // each probed from its own node (api-1 on node-a, api-2 on node-b) and from the others.
+    let mut summarised: Vec<(String, Option<String>, Option<Locality>)> = status
         .targets
         .iter()
-        .map(|t| (t.name.clone(), t.endpoint.clone()))
+        .map(|t| (t.name.clone(), t.endpoint.clone(), t.locality))
         .collect();
     summarised.sort();
-    let mut want = vec![
-        ("api".to_string(), Some(endpoint_1.clone())),
-        ("api".to_string(), Some(endpoint_2.clone())),
-        ("api-pods".to_string(), Some(endpoint_1.clone())),
-        ("api-pods".to_string(), Some(endpoint_2.clone())),
-    ];
+    let mut want = Vec::new();
+    for target in ["api", "api-pods"] {
+        for endpoint in [&endpoint_1, &endpoint_2] {
+            for locality in [Locality::SameNode, Locality::CrossNode] {
+                want.push((target.to_string(), Some(endpoint.clone()), Some(locality)));
+            }
+        }
+    }
     want.sort();
     assert_eq!(summarised, want, "{:?}", status.targets);
     for t in &status.targets {

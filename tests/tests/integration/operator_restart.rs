@@ -51,14 +51,18 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
     let ports = OperatorPorts::free();
     let operator_log = dir.path().join("operator.log");
     let fast_flush = ["--persist-interval-seconds", "1"];
-    let mut first_operator = start_operator(
-        plane,
-        &system.name,
-        Some(&shop.name),
-        &ports,
-        &operator_log,
-        &fast_flush,
-    );
+    // The same operator, started again on the same ports and log after the first is killed.
+    let operator = || {
+        start_operator(
+            plane,
+            &system.name,
+            Some(&shop.name),
+            &ports,
+            &operator_log,
+            &fast_flush,
+        )
+    };
+    let mut first_operator = operator();
     let ca = fetch_operator_ca(&client, &system.name, dir.path()).await;
     let token = external_agent_token(&client, &system.name, "office", dir.path()).await;
 
@@ -109,14 +113,7 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
     // The agent keeps probing and buffers its results meanwhile.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let old_ca = std::fs::read_to_string(&ca).unwrap();
-    let _second_operator = start_operator(
-        plane,
-        &system.name,
-        Some(&shop.name),
-        &ports,
-        &operator_log,
-        &fast_flush,
-    );
+    let _second_operator = operator();
     // The new process serves with a new certificate and publishes its CA; the agent re-reads
     // its CA file on every new connection, and in a pod the kubelet rewrites that file from the
     // ConfigMap. Here the test does what the kubelet would.
