@@ -87,9 +87,14 @@ fuzz seconds="20":
     done
 
 # Benchmarks; each prints `name: value unit` lines beside a reference measured in the same run.
+# The last is the fault matrix on real networks (root): per fault, the time to the settled
+# verdict, its ratio to the bound (two probe intervals plus 5 s) and the verdict's changes
+# while the fault held.
 [doc("Benchmarks: `name: value unit` lines beside a reference from the same run")]
-bench:
+bench: deps
     cargo bench --locked -p netslo-agent -p netslo-operator -p netslo-tests
+    cargo build --quiet --locked -p netslo-operator -p netslo-agent
+    cargo test --quiet --locked -p netslo-tests --test integration -- operator_faults --nocapture --test-threads 3 2>/dev/null | grep -E '^fault_[a-z0-9_]+: '
 
 # A real control plane (etcd, kube-apiserver, kube-controller-manager) with the CRDs
 # installed: `just control-plane up` prints the kubeconfig path; `just control-plane down`.

@@ -29,6 +29,7 @@ mod demo;
 mod operator_apiserver_restart;
 mod operator_cross_namespace;
 mod operator_e2e;
+mod operator_faults;
 mod operator_leader;
 mod operator_mesh_agents;
 mod operator_netns;
