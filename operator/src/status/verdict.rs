@@ -211,7 +211,9 @@ pub fn localise(
         // ways takes over from the half of it that showed first (its outbound probes as
         // SourceNode, or probes to it as Endpoint).
         Some(held) => found
-            .filter(|found| same_place(found, held) || refines(found, held, cells))
+            .filter(|found| {
+                same_place(found, held) || refines(found, held, cells) || outgrown(held, cells)
+            })
             .unwrap_or_else(|| held.clone()),
         None => found?,
     };
@@ -256,6 +258,22 @@ fn refines(found: &Verdict, held: &Verdict, cells: &[Cell]) -> bool {
             let node = found.sources.first().map(String::as_str);
             Some(c.source_node.as_str()) == node || c.dest_node.as_deref() == node
         })
+}
+
+/// Whether `held`, an endpoint failing from every source, is contradicted by what came
+/// since: a source of it now clearly answers. Named on the first seconds of a fault, before
+/// each source had probed it enough to tell (a zone cut off from one pod reads as that pod
+/// failing until the pod's own zone has answered a few times), it gives way to the verdict
+/// the fuller evidence finds.
+fn outgrown(held: &Verdict, cells: &[Cell]) -> bool {
+    if held.scope != FailureScope::Endpoint {
+        return false;
+    }
+    let place: Vec<&Cell> = place_cells(held, cells).collect();
+    let all = Tally::of(place.iter().copied());
+    group_by(place.iter().copied(), |c| Some(c.source_node.as_str()))
+        .values()
+        .any(|cs| Tally::of(cs.iter().copied()).answers_unlike(all))
 }
 
 /// The cells of a verdict's place.
@@ -1672,6 +1690,57 @@ mod tests {
         assert_eq!(v.scope, FailureScope::ZonePair, "{v:?}");
         assert_eq!(v.destinations, ["a"]);
         assert_eq!(v.sources, ["b", "c"]);
+    }
+
+    #[test]
+    fn an_endpoint_named_early_gives_way_once_its_own_zone_answers() {
+        // Zone b's nodes cannot reach the pod on n0 (zone a). Just after the onset zone a's
+        // results since then have not arrived: the pod reads as failing from every source.
+        let zone = |i: usize| ["a", "a", "b", "b"][i];
+        let early = |clean_probes: u64| {
+            let mut cells = pods_on_every_node(|i, j| {
+                (j == 0 && zone(i) == "b").then_some(FailureReason::TcpTimeout)
+            });
+            for c in cells.iter_mut() {
+                c.path = None;
+                if c.endpoint.as_deref() == Some("10.1.0.5:8080") && zone_of(c) == "a" {
+                    c.good = clean_probes;
+                }
+            }
+            cells
+        };
+        fn zone_of(c: &Cell) -> &str {
+            c.source_zone.as_deref().unwrap_or_default()
+        }
+        let first = localise(&early(0), None, None, T0).unwrap();
+        assert_eq!(first.scope, FailureScope::Endpoint, "{first:?}");
+        // Seconds later zone a has answered it enough to tell: the zone pair takes over.
+        let settled = localise(&early(10), Some(&first), None, T0 + 5_000).unwrap();
+        assert_eq!(settled.scope, FailureScope::ZonePair, "{settled:?}");
+        // A partial fault whose sources have not all failed yet keeps its endpoint verdict.
+        let lossy = |good: u64, bad: u64| {
+            let mut cells = pods_on_every_node(|_, _| None);
+            for c in cells
+                .iter_mut()
+                .filter(|c| c.endpoint.as_deref() == Some("10.1.0.5:8080"))
+            {
+                c.path = None;
+                (c.good, c.bad) = (good, bad);
+                if bad > 0 {
+                    c.reason = Some(FailureReason::TcpTimeout);
+                    c.held_bad = bad;
+                }
+            }
+            cells
+        };
+        let named = localise(&lossy(8, 2), None, None, T0).unwrap();
+        assert_eq!(named.scope, FailureScope::Endpoint, "{named:?}");
+        assert_eq!(
+            localise(&lossy(9, 1), Some(&named), None, T0)
+                .unwrap()
+                .scope,
+            FailureScope::Endpoint
+        );
     }
 
     #[test]
