@@ -170,7 +170,9 @@ fn ready(
         return not_ready(stall.reason.as_str(), stall.message.clone());
     }
     let agents = setup.agents;
-    if setup.agents_rolling_out || agents.desired == 0 || agents.reporting == 0 {
+    // No agent desired while results still arrive is an agent being replaced (a mesh agent's
+    // pod deleted before its successor registers): not pending until its results go stale.
+    if setup.agents_rolling_out || agents.reporting == 0 {
         return not_ready(
             reasons::AGENTS_PENDING,
             format!(

@@ -464,6 +464,19 @@ mod tests {
                 ],
             ),
             (
+                "the only agent replaced: none desired while its results are fresh",
+                with(|s| {
+                    s.agents.desired = 0;
+                    s.agents.reporting = 1;
+                }),
+                &healthy,
+                vec![],
+                [
+                    (types::READY, pair("True", reasons::OBJECTIVES_MET)),
+                    (types::NO_DATA, pair("False", reasons::RESULTS_FRESH)),
+                ],
+            ),
+            (
                 "some agents missing",
                 with(|s| s.agents.reporting = 2),
                 &healthy,
