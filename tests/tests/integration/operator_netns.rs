@@ -594,7 +594,10 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
                 .collect::<Vec<_>>()
         }
     };
-    let named = notes("VerdictNamed").await;
+    // A verdict is named, or the place settles from an interim one (one change is allowed):
+    // either way an Event names it.
+    let mut named = notes("VerdictNamed").await;
+    named.extend(notes("VerdictChanged").await);
     let endpoint_place =
         format!("Endpoint {endpoint_2}, TCP TCPTimeout: endpoint {endpoint_2} of api");
     let zone_place = "ZonePair from zone-b to zone-a, TCP TCPTimeout: zone zone-b to zone zone-a";
