@@ -413,7 +413,7 @@ impl State {
         };
         let known = known_version(headers);
         let deadline = tokio::time::Instant::now() + wait;
-        let mut changes = self.source.changes();
+        let mut changes = self.source.changes(&agent);
         loop {
             changes.borrow_and_update();
             let past = tokio::time::Instant::now() >= deadline;

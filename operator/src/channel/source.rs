@@ -89,16 +89,32 @@ pub trait AssignmentSource: Send + Sync + std::fmt::Debug {
     /// operator restart refuses nothing for lack of a plan.
     fn ready(&self) -> bool;
     fn agent(&self, name: &str) -> Option<Arc<AgentEntry>>;
-    /// Ticks on every change (readiness included).
-    fn changes(&self) -> watch::Receiver<u64>;
+    /// Ticks when `agent`'s entry changes or goes, and when the source becomes ready: a
+    /// long-poll wakes for its own agent only, so that a change to one agent of thousands
+    /// wakes one poll, not thousands.
+    fn changes(&self, agent: &str) -> watch::Receiver<u64>;
+}
+
+/// Every agent's entry, and a change signal per agent that someone waits on.
+#[derive(Debug, Default)]
+struct Agents {
+    entries: HashMap<String, Arc<AgentEntry>>,
+    watchers: HashMap<String, watch::Sender<u64>>,
+}
+
+impl Agents {
+    fn notify(&self, agent: &str) {
+        if let Some(tx) = self.watchers.get(agent) {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
 }
 
 /// The in-memory source the reconciler feeds.
 #[derive(Debug)]
 pub struct MemoryAssignments {
-    agents: Mutex<HashMap<String, Arc<AgentEntry>>>,
+    agents: Mutex<Agents>,
     ready: AtomicBool,
-    tx: watch::Sender<u64>,
     nonce: String,
     counter: AtomicU64,
     grace: Duration,
@@ -108,11 +124,9 @@ impl MemoryAssignments {
     /// `grace`: how long results for a retired `(check, source)` are still accepted; match it
     /// to the agents' outbox age (one hour by default).
     pub fn new(grace: Duration) -> Self {
-        let (tx, _) = watch::channel(0);
         MemoryAssignments {
-            agents: Mutex::new(HashMap::new()),
+            agents: Mutex::new(Agents::default()),
             ready: AtomicBool::new(false),
-            tx,
             // Versions of different operator runs never collide.
             nonce: netslo_protocol::channel::new_boot_id()[..12].to_owned(),
             counter: AtomicU64::new(0),
@@ -120,12 +134,8 @@ impl MemoryAssignments {
         }
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<AgentEntry>>> {
+    fn map(&self) -> MutexGuard<'_, Agents> {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn notify(&self) {
-        self.tx.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Sets an agent's binding and assignment; returns the version. An unchanged binding and
@@ -141,7 +151,7 @@ impl MemoryAssignments {
         assignment.validate()?;
         let now = Instant::now();
         let mut map = self.map();
-        let previous = map.get(agent).cloned();
+        let previous = map.entries.get(agent).cloned();
         if let Some(p) = &previous
             && p.binding == binding
             && *p.assignment == assignment
@@ -171,7 +181,7 @@ impl MemoryAssignments {
             assignment,
         };
         let body = Bytes::from(serde_json::to_vec(&envelope)?);
-        map.insert(
+        map.entries.insert(
             agent.to_owned(),
             Arc::new(AgentEntry {
                 binding,
@@ -182,42 +192,43 @@ impl MemoryAssignments {
                 grace: self.grace,
             }),
         );
-        drop(map);
-        self.notify();
+        map.notify(agent);
         Ok(version)
     }
 
     /// Forgets an agent (its results are refused from now on).
     pub fn remove(&self, agent: &str) -> bool {
-        let removed = self.map().remove(agent).is_some();
+        let mut map = self.map();
+        let removed = map.entries.remove(agent).is_some();
         if removed {
-            self.notify();
+            map.notify(agent);
         }
         removed
     }
 
     /// Keeps only the agents for which `keep` is true (after a full replan).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        let before = {
-            let mut map = self.map();
-            let n = map.len();
-            map.retain(|k, _| keep(k));
-            n - map.len()
-        };
-        if before > 0 {
-            self.notify();
+        let mut map = self.map();
+        let gone: Vec<String> = map.entries.keys().filter(|k| !keep(k)).cloned().collect();
+        for agent in &gone {
+            map.entries.remove(agent);
+            map.notify(agent);
         }
+        // Nobody polls for these any more.
+        map.watchers.retain(|_, tx| tx.receiver_count() > 0);
     }
 
     /// Declares the plan complete: agents are served from now on.
     pub fn mark_ready(&self) {
         if !self.ready.swap(true, Ordering::SeqCst) {
-            self.notify();
+            for tx in self.map().watchers.values() {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.map().len()
+        self.map().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -231,11 +242,15 @@ impl AssignmentSource for MemoryAssignments {
     }
 
     fn agent(&self, name: &str) -> Option<Arc<AgentEntry>> {
-        self.map().get(name).cloned()
+        self.map().entries.get(name).cloned()
     }
 
-    fn changes(&self) -> watch::Receiver<u64> {
-        self.tx.subscribe()
+    fn changes(&self, agent: &str) -> watch::Receiver<u64> {
+        self.map()
+            .watchers
+            .entry(agent.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 }
 
@@ -261,11 +276,16 @@ mod tests {
     fn versions_change_only_with_content_and_pairs_retire_with_grace() {
         let m = MemoryAssignments::new(Duration::from_millis(50));
         let b = AgentBinding::service_account("ns", "agent");
-        let mut rx = m.changes();
+        let mut rx = m.changes("node-a");
+        let other = m.changes("node-b");
         let v1 = m
             .set("node-a", b.clone(), assignment(&["ns/a", "ns/b"], None))
             .unwrap();
         assert!(rx.has_changed().unwrap());
+        assert!(
+            !other.has_changed().unwrap(),
+            "another agent's change wakes only that agent's polls"
+        );
         rx.borrow_and_update();
         assert_eq!(
             m.set("node-a", b.clone(), assignment(&["ns/a", "ns/b"], None))
@@ -346,7 +366,7 @@ mod tests {
     #[test]
     fn readiness_and_removal_notify() {
         let m = MemoryAssignments::new(Duration::ZERO);
-        let mut rx = m.changes();
+        let mut rx = m.changes("b");
         assert!(!m.ready());
         m.mark_ready();
         assert!(m.ready());
@@ -366,7 +386,10 @@ mod tests {
         .unwrap();
         rx.borrow_and_update();
         m.retain(|a| a == "a");
-        assert!(rx.has_changed().unwrap());
+        assert!(
+            rx.has_changed().unwrap(),
+            "a poll for a removed agent wakes"
+        );
         assert!(m.agent("b").is_none());
         assert!(m.remove("a"));
         assert!(m.is_empty());
