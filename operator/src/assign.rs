@@ -23,7 +23,7 @@ use netslo_protocol::spec::{
 };
 
 use crate::check_key::CheckKey;
-use crate::resolve::{Destination, ResolvedTarget, Via, selects};
+use crate::resolve::{Destination, LabelSelection, NodeIndex, ResolvedTarget, Via};
 
 /// An agent the operator knows of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub fn localhost_only(spec: &ConnectivityCheckSpec) -> bool {
 pub fn sources<'a>(
     plan: &CheckPlan<'_>,
     agents: &'a [AgentInfo],
-    nodes: &[Arc<Node>],
+    nodes: &NodeIndex<'_>,
 ) -> Vec<&'a AgentInfo> {
     let only_localhost = localhost_only(plan.spec);
     let inside: BTreeSet<&str> = plan
@@ -104,20 +104,38 @@ pub fn sources<'a>(
         .flat_map(|t| &t.endpoints)
         .filter_map(|e| e.inside_pod.as_deref())
         .collect();
+    // Compiled once per check, not per agent.
+    let node_selection = plan
+        .spec
+        .source
+        .mesh
+        .as_ref()
+        .and_then(|m| m.node_selector.as_ref())
+        .map(LabelSelection::new);
     agents
         .iter()
         .filter(|agent| match agent.kind {
             AgentKind::Sidecar => inside.contains(agent.name.as_str()),
-            _ => !only_localhost && source_includes(&plan.spec.source, plan.key, agent, nodes),
+            _ => {
+                !only_localhost
+                    && source_includes(
+                        &plan.spec.source,
+                        node_selection.as_ref(),
+                        plan.key,
+                        agent,
+                        nodes,
+                    )
+            }
         })
         .collect()
 }
 
 fn source_includes(
     source: &ProbeSource,
+    node_selection: Option<&LabelSelection>,
     check_key: &CheckKey,
     agent: &AgentInfo,
-    nodes: &[Arc<Node>],
+    nodes: &NodeIndex<'_>,
 ) -> bool {
     if let Some(mesh) = &source.mesh {
         if agent.kind != AgentKind::Mesh {
@@ -126,17 +144,13 @@ fn source_includes(
         if !mesh.zones.is_empty() && !agent.zone.as_ref().is_some_and(|z| mesh.zones.contains(z)) {
             return false;
         }
-        if let Some(selector) = &mesh.node_selector {
+        if let Some(selection) = node_selection {
             let labels = agent
                 .node
                 .as_deref()
-                .and_then(|n| {
-                    nodes
-                        .iter()
-                        .find(|node| node.metadata.name.as_deref() == Some(n))
-                })
+                .and_then(|n| nodes.get(n))
                 .and_then(|node| node.metadata.labels.as_ref());
-            return labels.is_some() && selects(selector, labels);
+            return labels.is_some() && selection.selects(labels);
         }
         return true;
     }
@@ -168,6 +182,7 @@ pub fn assignments<'a>(
     // ones included, unless a check is granted node addresses; NodePorts and mesh peers are
     // exempt exactly.
     let all_node_addresses = node_addresses(nodes);
+    let node_index = NodeIndex::new(nodes);
     let mut out: BTreeMap<String, Assignment> = agents
         .iter()
         .map(|a| {
@@ -186,7 +201,7 @@ pub fn assignments<'a>(
         if plan.spec.suspend == Some(true) {
             continue;
         }
-        let sources = sources(plan, agents, nodes);
+        let sources = sources(plan, agents, &node_index);
         // Sidecars probe their own pod's localhost and nothing else: they are no mesh peers.
         let mesh_sources: Vec<&AgentInfo> = sources
             .iter()

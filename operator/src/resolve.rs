@@ -10,7 +10,7 @@
 //! Mesh targets are not resolved here: their peers rotate per round and per agent
 //! ([`crate::mesh`]); this module only reports the protocol to use.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -1055,6 +1055,36 @@ pub fn node_address(node: &Node) -> Option<String> {
 }
 
 /// The zone label of a node by name.
+/// Nodes by name, built once per pass over many agents or endpoints: a lookup per agent
+/// must not scan every node (N agents × N nodes at thousands of nodes).
+#[derive(Debug, Default)]
+pub struct NodeIndex<'a>(HashMap<&'a str, &'a Node>);
+
+impl<'a> NodeIndex<'a> {
+    pub fn new(nodes: &'a [Arc<Node>]) -> Self {
+        NodeIndex(
+            nodes
+                .iter()
+                .filter_map(|n| Some((n.metadata.name.as_deref()?, n.as_ref())))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a Node> {
+        self.0.get(name).copied()
+    }
+
+    /// The node's zone label.
+    pub fn zone_of(&self, name: &str) -> Option<String> {
+        self.get(name)?
+            .metadata
+            .labels
+            .as_ref()?
+            .get(ZONE_LABEL)
+            .cloned()
+    }
+}
+
 pub fn zone_of(nodes: &[Arc<Node>], node_name: &str) -> Option<String> {
     nodes
         .iter()

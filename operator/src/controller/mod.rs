@@ -42,6 +42,9 @@ use plan::{PlannedCheck, mesh_plan_for};
 
 /// How often the planner recomputes assignments when nothing triggers it (mesh rounds).
 const PLAN_TICK: Duration = Duration::from_secs(5);
+/// Least time between two planner passes: changes arriving meanwhile (a rollout moving
+/// thousands of pods, checks applied by the hundred) are planned together in the next pass.
+const PLAN_SPACING: Duration = Duration::from_secs(1);
 /// How long a check whose results changed waits before it is reconciled: the other agents'
 /// buckets of the same window arrive within their flush interval (1 s).
 const CHANGE_SETTLE: Duration = Duration::from_millis(1_500);
@@ -388,6 +391,7 @@ fn agent_infos(
     snapshot: &OwnedSnapshot,
 ) -> Vec<AgentInfo> {
     let mut agents = Vec::new();
+    let nodes = resolve::NodeIndex::new(&snapshot.nodes);
     for pod in &snapshot.pods {
         let labels = pod.metadata.labels.as_ref();
         let component = labels
@@ -395,9 +399,7 @@ fn agent_infos(
             .map(String::as_str);
         let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-        let zone = node
-            .as_deref()
-            .and_then(|n| resolve::zone_of(&snapshot.nodes, n));
+        let zone = node.as_deref().and_then(|n| nodes.zone_of(n));
         let agent_pod = || AgentPod {
             namespace: pod.namespace().unwrap_or_default(),
             name: pod.name_any(),
@@ -509,11 +511,16 @@ fn binding(ctx: &Context, agent: &AgentInfo) -> Option<AgentBinding> {
 /// Runs the planner: recomputes every agent's assignment on change and every tick.
 pub async fn run_planner(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
+        let planned_at = tokio::time::Instant::now();
         plan_once(&ctx);
+        tokio::select! {
+            _ = tokio::time::sleep_until(planned_at + PLAN_SPACING) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
         tokio::select! {
             _ = ctx.replan.notified() => {}
             _ = ctx.cache.changed.notified() => {}
-            _ = tokio::time::sleep(PLAN_TICK) => {}
+            _ = tokio::time::sleep_until(planned_at + PLAN_TICK) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
@@ -539,8 +546,9 @@ fn plan_once(ctx: &Context) {
     let agents = agent_infos(&ctx.settings.namespace, &plans, &snapshot);
     let views: Vec<CheckPlan<'_>> = plans.values().map(PlannedCheck::as_check_plan).collect();
     // One mesh plan per (check, target) and pass: its agents are the check's sources, the
-    // same for every agent, and sorting them per agent would cost O(N² log N) at N nodes.
-    let mut mesh_plans: HashMap<(CheckKey, String), MeshPlan> = HashMap::new();
+    // same for every agent, and sorting them per agent would cost O(N² log N) at N nodes;
+    // so would finding each agent and peer by a scan.
+    let mut mesh_plans: HashMap<(CheckKey, String), MeshPeers<'_>> = HashMap::new();
     let cluster_cidrs = crate::cluster_space::cluster_space(
         &snapshot.service_cidrs,
         &snapshot.nodes,
@@ -553,10 +561,10 @@ fn plan_once(ctx: &Context) {
         &snapshot.nodes,
         &cluster_cidrs,
         |plan, target, agent, peers| {
-            let mesh_plan = mesh_plans
+            mesh_plans
                 .entry((plan.key.clone(), target.name.clone()))
-                .or_insert_with(|| mesh_plan_for(plan.spec, &target.name, peers.iter().copied()));
-            mesh_peers(mesh_plan, plan.spec, agent, peers, now)
+                .or_insert_with(|| MeshPeers::new(plan.spec, &target.name, peers))
+                .of(plan.spec, agent, now)
         },
     );
     for agent in &agents {
@@ -582,23 +590,54 @@ fn plan_once(ctx: &Context) {
     }
 }
 
-/// The peers `agent` probes this round.
-fn mesh_peers<'a>(
-    mesh_plan: &MeshPlan,
-    spec: &ConnectivityCheckSpec,
-    agent: &AgentInfo,
-    peers: &[&'a AgentInfo],
-    now: UnixMs,
-) -> Vec<&'a AgentInfo> {
-    let interval_ms = i64::try_from(assign::interval_ms(spec)).unwrap_or(i64::MAX);
-    let round = mesh::round_at(now, interval_ms);
-    let Some(i) = mesh_plan.agents().iter().position(|a| a.name == agent.name) else {
-        return Vec::new();
-    };
-    mesh_plan
-        .peers(i, round)
-        .filter_map(|peer| peers.iter().find(|a| a.name == peer.agent.name).copied())
-        .collect()
+/// One mesh target's rotation over its agents, with each agent's place in it.
+struct MeshPeers<'a> {
+    plan: MeshPlan,
+    /// Agent name → (index in the plan's sorted agents).
+    index: HashMap<&'a str, usize>,
+    /// The plan's agents, in its order.
+    agents: Vec<&'a AgentInfo>,
+}
+
+impl<'a> MeshPeers<'a> {
+    fn new(spec: &ConnectivityCheckSpec, target: &str, peers: &[&'a AgentInfo]) -> Self {
+        let plan = mesh_plan_for(spec, target, peers.iter().copied());
+        let by_name: HashMap<&str, &'a AgentInfo> =
+            peers.iter().map(|a| (a.name.as_str(), *a)).collect();
+        let agents: Vec<&'a AgentInfo> = plan
+            .agents()
+            .iter()
+            .filter_map(|a| by_name.get(a.name.as_str()).copied())
+            .collect();
+        let index = agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.as_str(), i))
+            .collect();
+        MeshPeers {
+            plan,
+            index,
+            agents,
+        }
+    }
+
+    /// The peers `agent` probes this round.
+    fn of(
+        &self,
+        spec: &ConnectivityCheckSpec,
+        agent: &AgentInfo,
+        now: UnixMs,
+    ) -> Vec<&'a AgentInfo> {
+        let interval_ms = i64::try_from(assign::interval_ms(spec)).unwrap_or(i64::MAX);
+        let round = mesh::round_at(now, interval_ms);
+        let Some(&i) = self.index.get(agent.name.as_str()) else {
+            return Vec::new();
+        };
+        self.plan
+            .peer_indexes(i, round)
+            .filter_map(|p| self.agents.get(p).copied())
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! or the result store: every rule is a function of plain values.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -22,7 +22,7 @@ use crate::check_key::CheckKey;
 use crate::mesh::{self, MeshPlan};
 use crate::metrics::ObjectiveFigures;
 use crate::policy::Grants;
-use crate::resolve::{self, ProblemKind, ResolvedTarget, SeriesId, Via};
+use crate::resolve::{self, NodeIndex, ProblemKind, ResolvedTarget, SeriesId, Via};
 use crate::slo::UnixMs;
 use crate::slo::config::SloConfig;
 use crate::slo::evaluate::{Evaluation, evaluate};
@@ -65,7 +65,7 @@ pub(super) struct StoredResults {
 
 /// A check as the planner needs it: what it assigns to agents, and how the result store
 /// counts the check's results (configured by the planner before it assigns agents).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct PlannedCheck {
     pub key: CheckKey,
     /// The check object's UID: a check created again under the same name starts a new window.
@@ -379,7 +379,7 @@ pub(super) fn status(
     let source_agents = sources(
         &planned.as_check_plan(),
         &gathered.agents,
-        &gathered.cluster.nodes,
+        &NodeIndex::new(&gathered.cluster.nodes),
     );
     let mesh_agents: Vec<&AgentInfo> = source_agents
         .iter()
@@ -527,10 +527,11 @@ impl ResultFigures {
             .filter(|(_, s)| s.last_slot_ms + SLOT_MS >= now - no_data_after)
             .map(|((source, _), _)| source)
             .collect();
+        let agents = AgentsByName::new(agents);
         ResultFigures {
             evaluation: slo.map(|s| evaluate(s, &history, now)),
-            cells: failure_matrix(plan, agents, series, now),
-            targets: target_stats(plan, agents, series),
+            cells: failure_matrix(plan, &agents, series, now),
+            targets: target_stats(plan, &agents, series),
             reporting: reporting.len(),
             mesh: mesh_coverage(plan, mesh_agents, series, now),
             refused_targets: refused_targets(series),
@@ -622,10 +623,23 @@ fn mesh_coverage(
     Some(mesh_plan.coverage(interval, Some(probed)))
 }
 
+/// Agents by name: looked up once per series, of which a mesh has thousands.
+struct AgentsByName<'a>(HashMap<&'a str, &'a AgentInfo>);
+
+impl<'a> AgentsByName<'a> {
+    fn new(agents: &'a [AgentInfo]) -> Self {
+        AgentsByName(agents.iter().map(|a| (a.name.as_str(), a)).collect())
+    }
+
+    fn get(&self, name: &str) -> Option<&'a AgentInfo> {
+        self.0.get(name).copied()
+    }
+}
+
 /// The failure matrix: one cell per (source, series), over the evidence and hold spans.
 fn failure_matrix(
     plan: &PlannedCheck,
-    agents: &[AgentInfo],
+    agents: &AgentsByName<'_>,
     views: &SeriesViews,
     now: UnixMs,
 ) -> Vec<Cell> {
@@ -642,7 +656,7 @@ fn failure_matrix(
             if recent.good + recent.bad == 0 && view.held_bad == 0 && !reported_lately {
                 return None;
             }
-            let source_agent = agents.iter().find(|a| &a.name == source);
+            let source_agent = agents.get(source);
             let (endpoint_node, endpoint_zone) = endpoint_place(target, &series, agents);
             Some(Cell {
                 source_node: source_agent
@@ -674,10 +688,10 @@ fn failure_matrix(
 fn endpoint_place(
     target: &ResolvedTarget,
     series: &SeriesId,
-    agents: &[AgentInfo],
+    agents: &AgentsByName<'_>,
 ) -> (Option<String>, Option<String>) {
     let resolved = target.endpoints.iter().find(|e| e.series == *series);
-    let peer = || agents.iter().find(|a| a.name == series.endpoint);
+    let peer = || agents.get(&series.endpoint);
     (
         resolved
             .and_then(|e| e.node.clone())
@@ -713,7 +727,7 @@ fn endpoint_label(series: &SeriesId) -> Option<String> {
 /// apart where the endpoint's node is known.
 fn target_stats(
     plan: &PlannedCheck,
-    agents: &[AgentInfo],
+    agents: &AgentsByName<'_>,
     views: &SeriesViews,
 ) -> Vec<TargetStats> {
     let mut by_series: BTreeMap<(SeriesId, Option<Locality>), TargetStats> = BTreeMap::new();
@@ -726,10 +740,7 @@ fn target_stats(
             continue;
         };
         let via: Option<ServicePath> = series.via.service_path();
-        let source_node = agents
-            .iter()
-            .find(|a| &a.name == source)
-            .and_then(|a| a.node.as_deref());
+        let source_node = agents.get(source).and_then(|a| a.node.as_deref());
         let locality = match (source_node, endpoint_place(target, &series, agents).0) {
             (Some(from), Some(to)) if from == to => Some(Locality::SameNode),
             (Some(_), Some(_)) => Some(Locality::CrossNode),

@@ -165,12 +165,16 @@ async fn apply(ctx: &Context, children: &Children) -> Result<Applied, Error> {
 }
 
 /// Hands the check's plan to the planner, which configures the result store and assigns
-/// agents.
+/// agents. The planner is woken only by a plan that changed: checks are reconciled far more
+/// often than they change, and a pass plans every agent of every check.
 fn publish_plan(ctx: &Context, desired: &Desired) {
-    ctx.state()
+    let previous = ctx
+        .state()
         .plans
         .insert(desired.planned.key.clone(), desired.planned.clone());
-    ctx.replan.notify_one();
+    if previous.as_ref() != Some(&desired.planned) {
+        ctx.replan.notify_one();
+    }
 }
 
 /// Writes the planned status if a reader would see a change and the pacing allows it, then
