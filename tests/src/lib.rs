@@ -60,9 +60,18 @@ impl Error {
 /// Path of a binary of this workspace (`netslo-operator`, `netslo-agent`), built first if
 /// needed, from the same profile and target directory as the running test.
 pub fn workspace_binary(name: &str) -> Result<PathBuf, Error> {
+    // Test binaries live in <target>/<profile>/deps; workspace binaries one level up.
+    let exe = std::env::current_exe().map_err(|e| Error::io(Path::new("current_exe"), e))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| Error::Build("no target dir".into()))?;
+    // Benchmarks run from the release profile and measure release binaries.
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
         .args(["build", "--quiet", "--bin", name])
+        .args(release.then_some("--release"))
         .current_dir(control_plane::repo_root())
         .output()
         .map_err(|source| Error::Spawn {
@@ -75,11 +84,5 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf, Error> {
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    // Test binaries live in <target>/<profile>/deps; workspace binaries one level up.
-    let exe = std::env::current_exe().map_err(|e| Error::io(Path::new("current_exe"), e))?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| Error::Build("no target dir".into()))?;
     Ok(profile_dir.join(name))
 }
