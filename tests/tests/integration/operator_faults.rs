@@ -48,9 +48,14 @@ const INTERVAL: Duration = Duration::from_secs(1);
 const SETTLE_BOUND: Duration = Duration::from_secs(2 + 5);
 /// How long each fault is held while its verdict is watched for changes.
 const HOLD: Duration = Duration::from_secs(30);
-/// A check meets its fault steady: no status write for longer than the operator's write floor
-/// (30 s per check), so that the fault's first write is not paced.
+/// A check meets its fault steady: Ready without a verdict in every status written for
+/// longer than the operator's write floor (30 s per check), so no earlier transition holds
+/// the early writes a verdict gets past the floor. Figures (latencies, SLIs) may move
+/// meanwhile, and are written at the floor: on a busy machine they always do.
 const STEADY: Duration = Duration::from_secs(31);
+/// ...and its last write at least this old: the gap the operator leaves between a write and
+/// an early one (a second), with room to spare.
+const QUIET: Duration = Duration::from_secs(3);
 const MESH_ACCOUNT: &str = "netslo-agent";
 
 /// A verdict as a reader tells verdicts apart: its place, layer and reason. Its summary's
@@ -148,20 +153,28 @@ impl Timeline {
             .unwrap_or_default()
     }
 
-    /// Whether `check` is Ready without a verdict and has had no status write for
-    /// [`STEADY`]; if not, why.
+    /// Whether `check` has been Ready without a verdict for [`STEADY`] and not written for
+    /// [`QUIET`]; if not, why.
     fn steady(&self, check: &str) -> Result<(), String> {
         let writes = self.of(check);
         let Some(last) = writes.last() else {
             return Err(format!("{check}: no status yet"));
         };
-        if let Some(v) = &last.verdict {
-            return Err(format!("{check}: verdict {:?}", v.summary));
+        // The writes of the span, and the one in force at its start.
+        let span_start = writes
+            .iter()
+            .rposition(|w| w.at.elapsed() >= STEADY)
+            .ok_or_else(|| format!("{check}: first written less than {STEADY:?} ago"))?;
+        if let Some(unsteady) = writes[span_start..]
+            .iter()
+            .find(|w| w.verdict.is_some() || !w.ready)
+        {
+            return Err(match &unsteady.verdict {
+                Some(v) => format!("{check}: verdict {:?}", v.summary),
+                None => format!("{check}: not Ready"),
+            });
         }
-        if !last.ready {
-            return Err(format!("{check}: not Ready"));
-        }
-        if last.at.elapsed() < STEADY {
+        if last.at.elapsed() < QUIET {
             let mut changed = Vec::new();
             if let Some(before) = writes.iter().rev().nth(1) {
                 differences("status", &before.status, &last.status, &mut changed);
