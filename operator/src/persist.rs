@@ -175,7 +175,9 @@ async fn flush_once(
     store: &ResultStore,
     now: UnixMs,
 ) -> (u64, Vec<CheckKey>, Option<String>) {
+    let started = std::time::Instant::now();
     let work = store.take_flush(now);
+    let (written, deleted) = (work.writes.len(), work.deletes.len());
     let writes = work.writes.into_iter().map(|record| async move {
         let name = config_map_name(&record.key);
         let params = PatchParams::apply(netslo_crds::OPERATOR_FIELD_MANAGER).force();
@@ -210,6 +212,13 @@ async fn flush_once(
             failed.push(key);
         }
     }
+    tracing::debug!(
+        written,
+        deleted,
+        failed = failed.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "SLO windows flushed"
+    );
     (work.generation, failed, first_error)
 }
 

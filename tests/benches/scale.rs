@@ -550,7 +550,8 @@ impl Operator {
         let log = dir.join("operator.log");
         let child = Command::new(bin)
             .env("KUBECONFIG", plane.kubeconfig())
-            .env("RUST_LOG", "info")
+            // Each flush's size and duration: result acknowledgements wait for them.
+            .env("RUST_LOG", "info,netslo_operator::persist=debug")
             .env("NO_COLOR", "1")
             .args(["--namespace", SYSTEM, "--watch-namespace", CHECKS])
             .args(["--pod-name", "netslo-operator"])
