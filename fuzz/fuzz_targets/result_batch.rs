@@ -45,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
         buckets: batch.buckets,
     };
     let identity = AgentIdentity::service_account("netslo-system", "netslo-agent");
-    let _ = futures::executor::block_on(store().ingest(&identity, &accepted));
+    // An in-memory store: counted is durable.
+    if let Ok(counted) = store().ingest(&identity, &accepted) {
+        let _ = futures::executor::block_on(counted.durable);
+    }
     let now = netslo_operator::slo::now_ms();
     let _ = store().read(
         &CheckKey::new("shop", "web"),

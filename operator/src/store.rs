@@ -25,9 +25,7 @@ use netslo_protocol::verdict::FailureReason;
 use crate::check_key::CheckKey;
 use tokio::sync::{mpsc, watch};
 
-use crate::channel::{
-    AcceptedBatch, AgentIdentity, BoxFuture, IngestOutcome, ResultSink, SinkError,
-};
+use crate::channel::{AcceptedBatch, AgentIdentity, Counted, IngestOutcome, ResultSink, SinkError};
 use crate::settled::Settled;
 use crate::slo::UnixMs;
 use crate::slo::config::SliceRule;
@@ -804,16 +802,16 @@ fn series_stats(series: &Series, since: UnixMs) -> SeriesStats {
 }
 
 impl ResultSink for ResultStore {
-    fn ingest<'a>(
-        &'a self,
-        _identity: &'a AgentIdentity,
-        batch: &'a AcceptedBatch,
-    ) -> BoxFuture<'a, Result<IngestOutcome, SinkError>> {
-        Box::pin(async move {
-            let (outcome, generation) = self.ingest_batch(batch, crate::slo::now_ms());
+    fn ingest(
+        &self,
+        _identity: &AgentIdentity,
+        batch: &AcceptedBatch,
+    ) -> Result<Counted<'_>, SinkError> {
+        let (outcome, generation) = self.ingest_batch(batch, crate::slo::now_ms());
+        Ok(Counted {
+            outcome,
             // Duplicates wait too: what they duplicate may still be in flight to storage.
-            self.durable_by(generation).await?;
-            Ok(outcome)
+            durable: Box::pin(self.durable_by(generation)),
         })
     }
 }
@@ -825,6 +823,16 @@ mod tests {
 
     fn web() -> CheckKey {
         CheckKey::new("shop", "web")
+    }
+
+    /// What the channel answers for a batch: its outcome, once durable.
+    async fn acknowledged(
+        store: &ResultStore,
+        batch: &AcceptedBatch,
+    ) -> Result<IngestOutcome, SinkError> {
+        let counted = store.ingest(&identity(), batch)?;
+        counted.durable.await?;
+        Ok(counted.outcome)
     }
 
     fn spans(evidence_ms: i64) -> EvidenceSpans {
@@ -1233,7 +1241,7 @@ mod tests {
         let pending = {
             let store = store.clone();
             let b = b.clone();
-            tokio::spawn(async move { store.ingest(&identity(), &b).await })
+            tokio::spawn(async move { acknowledged(&store, &b).await })
         };
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1252,7 +1260,7 @@ mod tests {
         // The resend is a duplicate in memory, yet waits for the next flush too.
         let resent = {
             let store = store.clone();
-            tokio::spawn(async move { store.ingest(&identity(), &b).await })
+            tokio::spawn(async move { acknowledged(&store, &b).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!resent.is_finished());

@@ -39,7 +39,9 @@ pub use auth::{
 };
 pub use dedup::{AgentSeqs, Dedup, SeqSet};
 pub use server::{ChannelConfig, ChannelServer};
-pub use sink::{AcceptedBatch, IngestOutcome, MemorySink, ResultSink, SinkError, StoredBucket};
+pub use sink::{
+    AcceptedBatch, Counted, IngestOutcome, MemorySink, ResultSink, SinkError, StoredBucket,
+};
 pub use source::{AgentBinding, AgentEntry, AssignmentSource, MemoryAssignments};
 pub use stats::{ChannelCounters, ChannelStats};
 pub use tls::{CA_CONFIGMAP_KEY, ServingCert, publish_ca};

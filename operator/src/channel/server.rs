@@ -21,7 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::ChannelError;
 use super::auth::{AgentIdentity, TokenVerifier};
 use super::dedup::Dedup;
-use super::sink::{AcceptedBatch, ResultSink};
+use super::sink::{AcceptedBatch, ResultSink, SinkError};
 use super::source::{AgentEntry, AssignmentSource};
 use super::stats::ChannelStats;
 use super::tls::ServingCert;
@@ -326,6 +326,13 @@ impl State {
         Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason, message)
     }
 
+    /// The result store could not take or keep a batch: the agent keeps it and retries.
+    fn sink_failed(&self, agent: &str, e: SinkError) -> Refusal {
+        ChannelStats::add(&self.stats.sink_errors, 1);
+        tracing::warn!(reason = e.reason(), agent, "{e}");
+        self.unavailable(e.reason(), e.to_string())
+    }
+
     fn forbidden(&self, reason: &'static str, message: impl Into<String>) -> Refusal {
         ChannelStats::add(&self.stats.refused_forbidden, 1);
         Refusal::new(StatusCode::FORBIDDEN, reason, message)
@@ -506,7 +513,7 @@ impl State {
     async fn results(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Refusal> {
         // Authenticate before reading a byte of the body.
         let id = self.authenticate(req.headers()).await?;
-        let _permit = self
+        let reading = self
             .batches
             .acquire()
             .await
@@ -539,27 +546,40 @@ impl State {
             buckets: accepted,
         };
         let mut stored = 0;
-        if !accepted.buckets.is_empty() {
-            match self.sink.ingest(&id, &accepted).await {
-                Ok(outcome) => {
-                    stored = outcome.stored;
-                    duplicates += outcome.duplicates;
-                }
-                Err(e) => {
-                    ChannelStats::add(&self.stats.sink_errors, 1);
-                    tracing::warn!(reason = e.reason(), agent = %accepted.agent_name, "{e}");
-                    return Err(self.unavailable(e.reason(), e.to_string()));
-                }
-            }
+        let accepted_seqs: Vec<u64> = accepted.buckets.iter().map(|b| b.seq).collect();
+        let durable = if accepted.buckets.is_empty() {
+            None
+        } else {
+            let ingested = self
+                .sink
+                .ingest(&id, &accepted)
+                .map_err(|e| self.sink_failed(&accepted.agent_name, e))?;
+            stored = ingested.outcome.stored;
+            duplicates += ingested.outcome.duplicates;
+            Some(ingested.durable)
+        };
+        let (agent_name, boot_id, agent_dropped) = (
+            accepted.agent_name,
+            accepted.boot_id,
+            accepted.dropped_buckets,
+        );
+        // Counted: the batch's body and place among those being read go before the wait for
+        // durability, which is a group commit seconds away.
+        drop(accepted.buckets);
+        drop(reading);
+        if let Some(durable) = durable {
+            durable
+                .await
+                .map_err(|e| self.sink_failed(&agent_name, e))?;
         }
         // Settled: stored, known duplicates and refusals alike.
-        for b in &accepted.buckets {
-            seqs.insert(&accepted.boot_id, b.seq);
+        for seq in accepted_seqs {
+            seqs.insert(&boot_id, seq);
         }
         for r in &refused {
-            seqs.insert(&accepted.boot_id, r.seq);
+            seqs.insert(&boot_id, r.seq);
         }
-        let dropped = seqs.dropped(&accepted.boot_id, accepted.dropped_buckets);
+        let dropped = seqs.dropped(&boot_id, agent_dropped);
         drop(seqs);
         let s = &self.stats;
         ChannelStats::add(&s.accepted, stored);
@@ -568,7 +588,7 @@ impl State {
         ChannelStats::add(&s.agent_dropped, dropped);
         ChannelStats::add(&s.batches_acked, 1);
         if !refused.is_empty() {
-            tracing::warn!(agent = %accepted.agent_name, identity = %id.username,
+            tracing::warn!(agent = %agent_name, identity = %id.username,
                 refused = refused.len(), "refused results for unassigned checks");
         }
         let ack = BatchAck {

@@ -48,17 +48,34 @@ impl SinkError {
     }
 }
 
-/// Takes accepted buckets. `ingest` must resolve `Ok` only once the buckets are durable (the
-/// agent forgets them when acknowledged), and must be idempotent per
+/// A batch counted: what the sink did, and a wait that resolves once it is durable.
+pub struct Counted<'a> {
+    pub outcome: IngestOutcome,
+    /// Resolves `Ok` once what was counted is durable (the agent forgets the buckets when
+    /// acknowledged). The channel waits on it holding neither the batch nor its place among
+    /// the batches being read: a durable store acknowledges in group commits seconds apart,
+    /// and holding those places through them would cap throughput at a few batches a second.
+    pub durable: BoxFuture<'a, Result<(), SinkError>>,
+}
+
+impl std::fmt::Debug for Counted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counted")
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes accepted buckets. `ingest` counts them at once and must be idempotent per
 /// `(agent_name, boot_id, seq)`: the channel filters duplicates in memory, but after an
 /// operator restart a batch whose acknowledgement was lost arrives again, and only the store
 /// knows it already holds it (keep the [`SeqSet`](super::SeqSet)s with the data).
 pub trait ResultSink: Send + Sync + std::fmt::Debug {
-    fn ingest<'a>(
-        &'a self,
-        identity: &'a AgentIdentity,
-        batch: &'a AcceptedBatch,
-    ) -> BoxFuture<'a, Result<IngestOutcome, SinkError>>;
+    fn ingest(
+        &self,
+        identity: &AgentIdentity,
+        batch: &AcceptedBatch,
+    ) -> Result<Counted<'_>, SinkError>;
 }
 
 /// A stored bucket with where it came from.
@@ -115,12 +132,12 @@ impl MemorySink {
 }
 
 impl ResultSink for MemorySink {
-    fn ingest<'a>(
-        &'a self,
-        identity: &'a AgentIdentity,
-        batch: &'a AcceptedBatch,
-    ) -> BoxFuture<'a, Result<IngestOutcome, SinkError>> {
-        let out = if self.failing.load(Ordering::SeqCst) {
+    fn ingest(
+        &self,
+        identity: &AgentIdentity,
+        batch: &AcceptedBatch,
+    ) -> Result<Counted<'_>, SinkError> {
+        if self.failing.load(Ordering::SeqCst) {
             Err(SinkError::Unavailable("failing on request".into()))
         } else {
             let mut st = self.state();
@@ -145,8 +162,10 @@ impl ResultSink for MemorySink {
                 .entry((batch.agent_name.clone(), batch.boot_id.clone()))
                 .or_default();
             *d = (*d).max(batch.dropped_buckets);
-            Ok(outcome)
-        };
-        Box::pin(std::future::ready(out))
+            Ok(Counted {
+                outcome,
+                durable: Box::pin(std::future::ready(Ok(()))),
+            })
+        }
     }
 }

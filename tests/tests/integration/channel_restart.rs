@@ -17,8 +17,8 @@ use netslo_agent::echo::Echo;
 use netslo_agent::engine::{Engine, EngineConfig, Jobs};
 use netslo_agent::report::{Reporter, ReporterConfig};
 use netslo_operator::channel::{
-    AcceptedBatch, AgentBinding, AgentIdentity, BoxFuture, ChannelConfig, ChannelServer,
-    IngestOutcome, MemoryAssignments, MemorySink, ResultSink, SinkError, StaticTokens,
+    AcceptedBatch, AgentBinding, AgentIdentity, ChannelConfig, ChannelServer, Counted,
+    MemoryAssignments, MemorySink, ResultSink, SinkError, StaticTokens,
 };
 use tokio::sync::watch;
 
@@ -35,18 +35,23 @@ struct StallingSink {
 }
 
 impl ResultSink for StallingSink {
-    fn ingest<'a>(
-        &'a self,
-        identity: &'a AgentIdentity,
-        batch: &'a AcceptedBatch,
-    ) -> BoxFuture<'a, Result<IngestOutcome, SinkError>> {
-        Box::pin(async move {
-            let out = self.inner.ingest(identity, batch).await;
-            if self.stall.load(Ordering::SeqCst) {
-                self.stalled.notify_one();
-                std::future::pending::<()>().await;
-            }
-            out
+    fn ingest(
+        &self,
+        identity: &AgentIdentity,
+        batch: &AcceptedBatch,
+    ) -> Result<Counted<'_>, SinkError> {
+        let counted = self.inner.ingest(identity, batch)?;
+        let stall = self.stall.load(Ordering::SeqCst);
+        Ok(Counted {
+            outcome: counted.outcome,
+            durable: Box::pin(async move {
+                counted.durable.await?;
+                if stall {
+                    self.stalled.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            }),
         })
     }
 }
@@ -276,4 +281,71 @@ async fn operator_restart_loses_no_results_and_counts_none_twice() {
         stored.len(),
         reporter.stats().buckets_duplicate.load(Ordering::SeqCst)
     );
+}
+
+/// A batch waiting for its durable write holds no place among the batches being read: with
+/// room for one batch at a time and every acknowledgement stalled, each agent's batch is
+/// still counted. (A durable store acknowledges in group commits seconds apart; batches that
+/// held their places through them capped an operator at a few batches a second.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_waiting_to_be_durable_hold_up_no_other_batch() {
+    let agents = ["agent-1", "agent-2", "agent-3"];
+    let source = Arc::new(MemoryAssignments::new(Duration::from_secs(3_600)));
+    for agent in agents {
+        source
+            .set(
+                agent,
+                AgentBinding::service_account("netslo", "agent"),
+                crate::channel_common::tcp_assignment(CHECK, &["127.0.0.1:9".into()], 10_000),
+            )
+            .unwrap();
+    }
+    source.mark_ready();
+    let sink = MemorySink::new();
+    let stalling = Arc::new(StallingSink {
+        inner: sink.clone(),
+        ..StallingSink::default()
+    });
+    stalling.stall.store(true, Ordering::SeqCst);
+    let verifier = Arc::new(
+        StaticTokens::new().with(TOKEN, AgentIdentity::service_account("netslo", "agent")),
+    );
+    let mut cfg = ChannelConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        vec!["127.0.0.1".into()],
+    );
+    cfg.max_concurrent_batches = 1;
+    let server = ChannelServer::start(cfg, verifier, source, stalling)
+        .await
+        .unwrap();
+    let (addr, ca) = (server.local_addr(), server.ca_pem().to_owned());
+    let auth = format!("Bearer {TOKEN}");
+    let _posts: Vec<_> = agents
+        .iter()
+        .map(|agent| {
+            let body = crate::channel_common::batch(
+                agent,
+                "boot-1",
+                vec![crate::channel_common::bucket(1, CHECK, agent, 5)],
+            );
+            let (ca, auth) = (ca.clone(), auth.clone());
+            tokio::spawn(async move {
+                crate::channel_common::https(
+                    addr,
+                    &ca,
+                    http::Method::POST,
+                    netslo_protocol::channel::RESULTS_PATH,
+                    &[("authorization", &auth)],
+                    body,
+                )
+                .await
+            })
+        })
+        .collect();
+    wait_for(
+        "every agent's batch counted",
+        Duration::from_secs(10),
+        || sink.buckets().len() == agents.len(),
+    )
+    .await;
 }
