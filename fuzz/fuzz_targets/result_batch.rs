@@ -20,6 +20,8 @@ fn store() -> &'static ResultStore {
             latency_threshold_us: Some(5_000),
             deny_targets: vec!["blocked".into()],
             slice: SliceRule::DEFAULT,
+            // Results of "peers" are pooled per peer (a mesh): both ways of keeping them.
+            mesh_targets: vec!["peers".into()],
         };
         store.configure(
             &CheckKey::new("shop", "web"),
@@ -58,6 +60,11 @@ fuzz_target!(|data: &[u8]| {
             evidence_ms: 60_000,
             hold_ms: 180_000,
         },
-        |history, series| (history.window(now, 3_600_000), series.len()),
+        |history, recent| {
+            (
+                history.window(now, 3_600_000),
+                recent.paths.len() + recent.pooled.len() + recent.sources.len(),
+            )
+        },
     );
 });

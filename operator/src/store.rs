@@ -3,8 +3,13 @@
 //! read. The channel's [`ResultSink`]: idempotent per (agent, boot id, sequence number), so a
 //! batch resent after a lost acknowledgement is counted once.
 //!
-//! Memory is bounded: histories have a fixed number of buckets; recent data keeps at most
-//! [`RECENT_SLOTS`] one-minute slots per series and forgets series that stopped reporting.
+//! Memory is bounded by what status and verdicts read, not by the paths ever probed:
+//! histories have a fixed number of buckets; a series keeps at most [`RECENT_SLOTS`]
+//! one-minute slots and the agent buckets of its hold span, and is forgotten once silent for
+//! longer. A mesh's (source, peer) pairs rotate through every ordered pair of its N agents
+//! within the rotation period, N² series over an hour: a mesh pair keeps only its hold span
+//! (what verdicts read), and the hour's figures are kept per peer, all sources together
+//! ([`PooledView`]), and per source ([`SourceView`]).
 //!
 //! Durability: a store made with [`ResultStore::durable`] acknowledges a batch only once a
 //! flush has written every check it touched (its window and its [`Settled`] watermarks, one
@@ -45,15 +50,87 @@ pub struct CheckConfig {
     /// Targets (by name) that must stay blocked: no latency to judge.
     pub deny_targets: Vec<String>,
     pub slice: SliceRule,
+    /// Mesh targets (by name): their hour figures are kept per peer, not per pair.
+    pub mesh_targets: Vec<String>,
 }
 
 /// Every series of a check as the reconciler reads them, keyed by (source, target label).
 pub type SeriesViews = BTreeMap<(String, String), SeriesView>;
 
+/// A check's recent results as the reconciler reads them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recent {
+    /// Per (source, target label): the paths with results within the summary span (a mesh
+    /// pair: within its hold span).
+    pub paths: SeriesViews,
+    /// Per mesh target label (peer): the summary span's figures, all sources together.
+    pub pooled: BTreeMap<String, PooledView>,
+    /// Per source agent with results within the summary span.
+    pub sources: BTreeMap<String, SourceView>,
+}
+
+/// A mesh peer's figures over the summary span, all sources together.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PooledView {
+    pub summary: SeriesStats,
+    /// The source of the latest failure.
+    pub last_failure_source: Option<String>,
+}
+
+/// One source agent's results, whatever it probed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceView {
+    /// Start of the latest slot with data.
+    pub last_slot_ms: UnixMs,
+    /// Per mesh target: the minutes in which it reported the target's peers.
+    pub mesh_minutes: BTreeMap<String, MinuteMask>,
+}
+
+/// Which of the last 64 minutes had something, one bit each: what mesh coverage reads, as
+/// the rotation decides which peers an agent probes in each of its rounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MinuteMask {
+    /// Start of the newest minute marked (bit 0).
+    newest_ms: UnixMs,
+    bits: u64,
+}
+
+impl MinuteMask {
+    /// Marks the minute `at` falls in; minutes more than 63 before the newest are not kept.
+    pub fn mark(&mut self, at: UnixMs) {
+        let minute = slot_of(at);
+        if self.bits == 0 || minute > self.newest_ms {
+            let shift = minute.saturating_sub(self.newest_ms) / SLOT_MS;
+            self.bits = match u32::try_from(shift) {
+                Ok(shift) if self.bits != 0 && shift < 64 => self.bits << shift,
+                _ => 0,
+            };
+            self.bits |= 1;
+            self.newest_ms = minute;
+        } else if let Ok(age) = u32::try_from(self.newest_ms.saturating_sub(minute) / SLOT_MS)
+            && age < 64
+        {
+            self.bits |= 1 << age;
+        }
+    }
+
+    /// Minutes marked that end after `since`.
+    pub fn count_since(&self, since: UnixMs) -> u32 {
+        (0..64u32)
+            .filter(|age| self.bits >> age & 1 == 1)
+            .filter(|age| {
+                let start = self.newest_ms.saturating_sub(i64::from(*age) * SLOT_MS);
+                start.saturating_add(SLOT_MS) > since
+            })
+            .count() as u32
+    }
+}
+
 /// One series as the reconciler reads it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeriesView {
-    /// Over the summary span (an hour).
+    /// Over the summary span (an hour); empty for a mesh pair, whose peer's figures are in
+    /// [`Recent::pooled`].
     pub summary: SeriesStats,
     /// The agent buckets that started within the evidence span: what verdicts are decided on.
     pub matrix: SeriesStats,
@@ -111,12 +188,29 @@ struct Slot {
 
 #[derive(Debug, Default)]
 struct Series {
+    /// Empty for a mesh pair (see [`Pooled`]).
     slots: VecDeque<Slot>,
+    /// Start of the newest bucket.
+    last_ms: UnixMs,
     last_failure: Option<(FailureReason, UnixMs)>,
     /// The newest agent buckets, newest last, within [`MAX_EVIDENCE_BUCKETS`]: what the
     /// failure matrix reads, so a verdict follows the network within agent windows rather than
     /// minute slots, and rests on several of them rather than the newest alone.
     evidence: VecDeque<Evidence>,
+}
+
+/// A mesh peer's recent slots, all sources together.
+#[derive(Debug, Default)]
+struct Pooled {
+    slots: VecDeque<Slot>,
+    /// Latest failure: reason, when, and from which source.
+    last_failure: Option<(FailureReason, UnixMs, String)>,
+}
+
+#[derive(Debug, Default)]
+struct SourceActivity {
+    last_ms: UnixMs,
+    mesh_minutes: HashMap<String, MinuteMask>,
 }
 
 /// One agent bucket's counts, as verdicts read them (no latencies).
@@ -156,6 +250,10 @@ struct CheckData {
     dirty: bool,
     /// Keyed by (source, target label).
     series: HashMap<(String, String), Series>,
+    /// Mesh peers' slots, keyed by target label.
+    pooled: HashMap<String, Pooled>,
+    /// Keyed by source agent.
+    sources: HashMap<String, SourceActivity>,
     /// What the metrics export: events counted since this process started.
     events: SloEvents,
 }
@@ -169,6 +267,8 @@ impl CheckData {
             settled: Settled::default(),
             dirty: true,
             series: HashMap::new(),
+            pooled: HashMap::new(),
+            sources: HashMap::new(),
             events: SloEvents::default(),
         }
     }
@@ -324,23 +424,18 @@ impl ResultStore {
         history.advance(now);
         let mut settled = check.settled;
         settled.prune(now);
+        // The planner tells which targets are meshes before any agent is assigned.
         let config = CheckConfig {
             latency_threshold_us: check.latency_threshold_us,
             deny_targets: check.deny_targets,
             slice: history.slice_rule(),
+            mesh_targets: Vec::new(),
         };
-        self.lock().checks.insert(
-            check.key,
-            CheckData {
-                uid: check.uid,
-                config,
-                history,
-                settled,
-                dirty: false,
-                series: HashMap::new(),
-                events: SloEvents::default(),
-            },
-        );
+        let mut data = CheckData::new(&check.uid, config, now);
+        data.history = history;
+        data.settled = settled;
+        data.dirty = false;
+        self.lock().checks.insert(check.key, data);
     }
 
     /// The SLO events counted per check, for the metrics. A deleted check is gone from here
@@ -457,25 +552,22 @@ impl ResultStore {
         self.lock().unknown_check_buckets
     }
 
-    /// Reads a check: its history (for evaluation) and, per series keyed by (source, target
-    /// label), its counters over the last `summary_ms` (target summaries) and the agent
-    /// buckets within `spans` (the failure matrix verdicts read).
+    /// Reads a check: its history (for evaluation) and its [`Recent`] results: per series
+    /// keyed by (source, target label), its counters over the last `summary_ms` (target
+    /// summaries) and the agent buckets within `spans` (the failure matrix verdicts read); per
+    /// mesh peer and per source, their figures over `summary_ms`.
     pub fn read<T>(
         &self,
         check: &CheckKey,
         now: UnixMs,
         summary_ms: i64,
         spans: EvidenceSpans,
-        f: impl FnOnce(&History, SeriesViews) -> T,
+        f: impl FnOnce(&History, Recent) -> T,
     ) -> Option<T> {
         let mut inner = self.lock();
         let data = inner.checks.get_mut(check)?;
         data.history.advance(now);
-        // Series silent for longer than the recent span are forgotten: memory follows the
-        // series that exist.
-        let horizon = now - SLOT_MS * RECENT_SLOTS as i64;
-        data.series
-            .retain(|_, s| s.slots.back().is_some_and(|slot| slot.start_ms >= horizon));
+        forget_the_past(data, now, spans);
         let freshest = data.series.values().filter_map(newest_end).max();
         // Where each path began to fail within its evidence span: the first bad bucket from
         // any source. Every source's probes of the path count from there.
@@ -491,7 +583,7 @@ impl ResultStore {
                 *onset = (*onset).min(first_bad.start_ms);
             }
         }
-        let views: SeriesViews = data
+        let paths: SeriesViews = data
             .series
             .iter()
             .map(|(key, series)| {
@@ -506,7 +598,7 @@ impl ResultStore {
                     _ => false,
                 };
                 let view = SeriesView {
-                    summary: series_stats(series, now - summary_ms),
+                    summary: slot_stats(&series.slots, series.last_failure, now - summary_ms),
                     matrix: evidence_stats(series, now - spans.evidence_ms, onset),
                     held_bad: series
                         .evidence
@@ -514,14 +606,52 @@ impl ResultStore {
                         .filter(|e| e.start_ms >= now - spans.hold_ms)
                         .map(|e| e.bad)
                         .sum(),
-                    last_slot_ms: series.slots.back().map_or(UnixMs::MIN, |s| s.start_ms),
+                    last_slot_ms: slot_of(series.last_ms),
                     silent,
                 };
                 (key.clone(), view)
             })
-            .filter(|(_, v)| v.summary.good + v.summary.bad + v.summary.invalid > 0)
+            .filter(|(_, v)| {
+                let probes = |s: &SeriesStats| s.good + s.bad + s.invalid;
+                probes(&v.summary) + v.matrix.good + v.matrix.bad + v.held_bad > 0
+            })
             .collect();
-        Some(f(&data.history, views))
+        let pooled = data
+            .pooled
+            .iter()
+            .map(|(label, pooled)| {
+                let (last_failure, source) = match &pooled.last_failure {
+                    Some((reason, at, source)) => (Some((*reason, *at)), Some(source.clone())),
+                    None => (None, None),
+                };
+                let view = PooledView {
+                    summary: slot_stats(&pooled.slots, last_failure, now - summary_ms),
+                    last_failure_source: source,
+                };
+                (label.clone(), view)
+            })
+            .collect();
+        let sources = data
+            .sources
+            .iter()
+            .map(|(source, activity)| {
+                let view = SourceView {
+                    last_slot_ms: slot_of(activity.last_ms),
+                    mesh_minutes: activity
+                        .mesh_minutes
+                        .iter()
+                        .map(|(target, mask)| (target.clone(), *mask))
+                        .collect(),
+                };
+                (source.clone(), view)
+            })
+            .collect();
+        let recent = Recent {
+            paths,
+            pooled,
+            sources,
+        };
+        Some(f(&data.history, recent))
     }
 
     /// Counts a batch's new buckets; returns the outcome and the flush generation that makes
@@ -558,7 +688,13 @@ impl ResultStore {
             } else {
                 0
             };
-            if record_recent(data, report, slow) {
+            let mesh_target = data
+                .config
+                .mesh_targets
+                .iter()
+                .any(|t| t == name.target)
+                .then_some(name.target);
+            if record_recent(data, report, slow, mesh_target) {
                 changed.insert(key);
             }
             data.settled
@@ -602,65 +738,139 @@ impl SloEvents {
     }
 }
 
-/// Adds a bucket to its series' recent slots; true if the series' newest bucket changed from
-/// failing to not failing or back (or the series is new).
-fn record_recent(data: &mut CheckData, report: &BucketReport, slow: u64) -> bool {
+/// Adds a bucket to its series (and, for a mesh target, to its peer's pooled slots) and to its
+/// source's activity; true if the series' newest bucket changed from failing to not failing
+/// or back (or the series is new).
+fn record_recent(
+    data: &mut CheckData,
+    report: &BucketReport,
+    slow: u64,
+    mesh_target: Option<&str>,
+) -> bool {
+    let start = report.start_unix_ms;
+    let activity = match data.sources.get_mut(&*report.source) {
+        Some(activity) => activity,
+        None => data.sources.entry(report.source.to_string()).or_default(),
+    };
+    activity.last_ms = activity.last_ms.max(start);
+    if let Some(target) = mesh_target {
+        match activity.mesh_minutes.get_mut(target) {
+            Some(mask) => mask.mark(start),
+            None => activity
+                .mesh_minutes
+                .entry(target.to_owned())
+                .or_default()
+                .mark(start),
+        }
+        let pooled = match data.pooled.get_mut(&*report.target) {
+            Some(pooled) => pooled,
+            None => data.pooled.entry(report.target.to_string()).or_default(),
+        };
+        if let Some(slot) = slot_at(&mut pooled.slots, start) {
+            add_bucket(slot, &report.bucket);
+            if let Some((reason, at)) = failure_of(report)
+                && pooled
+                    .last_failure
+                    .as_ref()
+                    .is_none_or(|(_, t, _)| *t <= at)
+            {
+                pooled.last_failure = Some((reason, at, report.source.to_string()));
+            }
+        }
+    }
     let key = (report.source.to_string(), report.target.to_string());
     let series = data.series.entry(key).or_default();
     // Failing, or answering later than the latency objective allows.
     let failing = |s: &Series| s.evidence.back().map(|l| (l.bad > 0, l.slow > 0));
     let before = failing(series);
-    record_in_series(series, report, slow);
+    record_in_series(series, report, slow, mesh_target.is_none());
     before != failing(series)
 }
 
-fn record_in_series(series: &mut Series, report: &BucketReport, slow: u64) {
+/// Adds a bucket to a series: its agent buckets, and its slots when `slotted` (a mesh pair's
+/// are pooled per peer).
+fn record_in_series(series: &mut Series, report: &BucketReport, slow: u64, slotted: bool) {
     let start = report.start_unix_ms;
-    let slot_start = start - start.rem_euclid(SLOT_MS);
     let b = &report.bucket;
-    let index = match series.slots.iter().position(|s| s.start_ms == slot_start) {
-        Some(i) => i,
-        None => {
-            // Slots stay ordered; a late bucket older than every slot kept is not recent.
-            let at = series
-                .slots
-                .iter()
-                .position(|s| s.start_ms > slot_start)
-                .unwrap_or(series.slots.len());
-            if at == 0 && series.slots.len() >= RECENT_SLOTS {
-                return;
-            }
-            series.slots.insert(
-                at,
-                Slot {
-                    start_ms: slot_start,
-                    ..Slot::default()
-                },
-            );
-            while series.slots.len() > RECENT_SLOTS {
-                series.slots.pop_front();
-            }
-            series
-                .slots
-                .iter()
-                .position(|s| s.start_ms == slot_start)
-                .unwrap_or(0)
-        }
-    };
-    let Some(slot) = series.slots.get_mut(index) else {
-        return;
-    };
-    add_bucket(slot, b);
+    if slotted {
+        let Some(slot) = slot_at(&mut series.slots, start) else {
+            return;
+        };
+        add_bucket(slot, b);
+    }
+    series.last_ms = series.last_ms.max(start);
     let duration_ms = i64::try_from(report.duration_ms).unwrap_or(i64::MAX);
     add_evidence(&mut series.evidence, start, duration_ms, b, slow);
-    if let Some(first) = &b.first_failure
-        && !first.reason.is_prober_problem()
+    if let Some((reason, at)) = failure_of(report)
+        && series.last_failure.is_none_or(|(_, t)| t <= at)
     {
-        let at = start + i64::try_from(first.offset_ms).unwrap_or(0);
-        if series.last_failure.is_none_or(|(_, t)| t <= at) {
-            series.last_failure = Some((first.reason, at));
+        series.last_failure = Some((reason, at));
+    }
+}
+
+/// A bucket's first failure, when the network failed (not the prober): reason and time.
+fn failure_of(report: &BucketReport) -> Option<(FailureReason, UnixMs)> {
+    let first = report.bucket.first_failure.as_ref()?;
+    (!first.reason.is_prober_problem()).then(|| {
+        let at = report.start_unix_ms + i64::try_from(first.offset_ms).unwrap_or(0);
+        (first.reason, at)
+    })
+}
+
+/// The slot a bucket starting at `start` is counted in, made if new; `None` for a late
+/// bucket older than every slot kept (it is not recent).
+fn slot_at(slots: &mut VecDeque<Slot>, start: UnixMs) -> Option<&mut Slot> {
+    let slot_start = slot_of(start);
+    // Slots stay ordered.
+    let at = slots.partition_point(|s| s.start_ms < slot_start);
+    if slots.get(at).is_none_or(|s| s.start_ms != slot_start) {
+        if at == 0 && slots.len() >= RECENT_SLOTS {
+            return None;
+        }
+        slots.insert(
+            at,
+            Slot {
+                start_ms: slot_start,
+                ..Slot::default()
+            },
+        );
+        while slots.len() > RECENT_SLOTS {
+            slots.pop_front();
         }
     }
+    let index = slots.partition_point(|s| s.start_ms < slot_start);
+    slots.get_mut(index)
+}
+
+/// Start of the slot `at` falls in.
+fn slot_of(at: UnixMs) -> UnixMs {
+    at - at.rem_euclid(SLOT_MS)
+}
+
+/// Forgets what no reader reads again: series, mesh peers and sources without results within
+/// the recent span; agent buckets older than their series' hold span (and a slot: a series
+/// that stopped within the hold span still reads as silent there); a mesh pair, which has no
+/// slots, once its agent buckets are gone.
+fn forget_the_past(data: &mut CheckData, now: UnixMs, spans: EvidenceSpans) {
+    let horizon = now - SLOT_MS * RECENT_SLOTS as i64;
+    data.series.retain(|_, series| {
+        let held_from = now - spans_of(series, spans).hold_ms - SLOT_MS;
+        while series
+            .evidence
+            .front()
+            .is_some_and(|e| e.start_ms < held_from)
+        {
+            series.evidence.pop_front();
+        }
+        match series.slots.back() {
+            Some(slot) => slot.start_ms >= horizon,
+            None => !series.evidence.is_empty(),
+        }
+    });
+    data.pooled
+        .retain(|_, pooled| pooled.slots.back().is_some_and(|s| s.start_ms >= horizon));
+    data.sources
+        .retain(|_, activity| activity.last_ms >= horizon);
 }
 
 fn add_bucket(slot: &mut Slot, b: &netslo_protocol::bucket::Bucket) {
@@ -781,13 +991,18 @@ fn sorted_reasons(counts: &BTreeMap<FailureReason, u64>) -> Vec<(FailureReason, 
     reasons
 }
 
-fn series_stats(series: &Series, since: UnixMs) -> SeriesStats {
+/// The counters of the slots that end after `since`.
+fn slot_stats(
+    slots: &VecDeque<Slot>,
+    last_failure: Option<(FailureReason, UnixMs)>,
+    since: UnixMs,
+) -> SeriesStats {
     let mut stats = SeriesStats {
-        last_failure: series.last_failure,
+        last_failure,
         ..SeriesStats::default()
     };
     let mut reasons: BTreeMap<FailureReason, u64> = BTreeMap::new();
-    for slot in series.slots.iter().filter(|s| s.start_ms + SLOT_MS > since) {
+    for slot in slots.iter().filter(|s| s.start_ms + SLOT_MS > since) {
         stats.good += slot.good;
         stats.bad += slot.bad;
         stats.invalid += slot.invalid;
@@ -885,6 +1100,7 @@ mod tests {
             latency_threshold_us: Some(5000),
             deny_targets: vec![],
             slice: SliceRule::DEFAULT,
+            mesh_targets: vec![],
         };
         store.configure(&web(), "uid-1", config, now);
         store
@@ -933,7 +1149,7 @@ mod tests {
             hold_ms: 300_000,
         };
         let view = store
-            .read(&web(), now, 3_600_000, spans, |_, s| s.clone())
+            .read(&web(), now, 3_600_000, spans, |_, s| s.paths.clone())
             .unwrap()
             .remove(&("node-a".into(), "api/Pod/a".into()))
             .unwrap();
@@ -959,7 +1175,8 @@ mod tests {
         ];
         first.ingest_batch(&batch("b", buckets), now);
         let silent: Vec<(String, bool)> = first
-            .read(&web(), now, 3_600_000, spans(300_000), |_, views| {
+            .read(&web(), now, 3_600_000, spans(300_000), |_, recent| {
+                let views = recent.paths;
                 views
                     .iter()
                     .map(|((source, _), v)| (source.clone(), v.silent))
@@ -990,7 +1207,8 @@ mod tests {
         }
         second.ingest_batch(&batch("b", buckets), now);
         let silent: Vec<bool> = second
-            .read(&web(), now, 3_600_000, spans(10_000), |_, views| {
+            .read(&web(), now, 3_600_000, spans(10_000), |_, recent| {
+                let views = recent.paths;
                 views.values().map(|v| v.silent).collect()
             })
             .unwrap();
@@ -1038,7 +1256,8 @@ mod tests {
         }
         store.ingest_batch(&batch("b", buckets), now);
         let counts: Vec<(String, String, u64, u64)> = store
-            .read(&web(), now, 3_600_000, spans(100_000), |_, views| {
+            .read(&web(), now, 3_600_000, spans(100_000), |_, recent| {
+                let views = recent.paths;
                 views
                     .iter()
                     .map(|((source, label), v)| {
@@ -1115,7 +1334,8 @@ mod tests {
             }
         );
         let (total, stats) = store
-            .read(&web(), now, 300_000, spans(300_000), |history, stats| {
+            .read(&web(), now, 300_000, spans(300_000), |history, recent| {
+                let stats = recent.paths;
                 (history.window(now, 3_600_000).counts.total, stats.clone())
             })
             .unwrap();
@@ -1162,7 +1382,8 @@ mod tests {
         );
         store.ingest_batch(&b, now);
         let views = store
-            .read(&web(), now, 60 * 60_000, spans(5 * 60_000), |_, s| {
+            .read(&web(), now, 60 * 60_000, spans(5 * 60_000), |_, recent| {
+                let s = recent.paths;
                 s.clone()
             })
             .unwrap();
@@ -1191,10 +1412,144 @@ mod tests {
                 now + 2 * 3_600_000,
                 60 * 60_000,
                 spans(5 * 60_000),
-                |_, s| s.len(),
+                |_, s| s.paths.len(),
             )
             .unwrap();
         assert_eq!(later, 0);
+    }
+
+    /// The memory bound of a mesh: its agents rotate through every ordered pair within the
+    /// hour, and the store holds each pair only over its hold span (what verdicts read), so
+    /// the series held follow N·k (agents × peers per round), not the N² pairs probed; the
+    /// hour's figures are kept per peer and per source, and still count every probe.
+    #[test]
+    fn a_mesh_holds_its_pairs_over_the_hold_span_only_and_its_hour_per_peer() {
+        const AGENTS: usize = 300;
+        const ROUND_MS: i64 = 30_000;
+        const ROUNDS: i64 = 3_600_000 / ROUND_MS;
+        let agents: Vec<crate::mesh::Agent> = (0..AGENTS)
+            .map(|i| crate::mesh::Agent {
+                node: format!("node-{i:03}"),
+                name: format!("agent-{i:03}"),
+                zone: None,
+            })
+            .collect();
+        let plan = crate::mesh::MeshPlan::new(agents, Some(3));
+        let k = plan.peers_per_agent();
+        // On the hour.
+        let start: UnixMs = 1_800_000_000_000;
+        let store = ResultStore::new();
+        let config = CheckConfig {
+            latency_threshold_us: None,
+            deny_targets: vec![],
+            slice: SliceRule::DEFAULT,
+            mesh_targets: vec!["peers".into()],
+        };
+        store.configure(&web(), "uid-1", config, start);
+        let spans = spans(20_000);
+        let mut seq = 0;
+        let mut pairs_probed = BTreeSet::new();
+        let mut most_held = 0;
+        for round in 0..ROUNDS {
+            let round_start = start + round * ROUND_MS;
+            let mut buckets = Vec::new();
+            for (i, source) in plan.agents().iter().enumerate() {
+                for p in plan.peer_indexes(i, round as u64) {
+                    let peer = &plan.agents()[p].name;
+                    pairs_probed.insert((i, p));
+                    seq += 1;
+                    let target = format!("peers/Pod/{peer}");
+                    let start_ms = u64::try_from(round_start).unwrap();
+                    let mut r =
+                        report(seq, "shop/web/peers", &source.name, &target, start_ms, 1, 0);
+                    r.duration_ms = ROUND_MS as u64;
+                    buckets.push(r);
+                }
+            }
+            let now = round_start + ROUND_MS;
+            store.ingest_batch(&batch("b", buckets), now);
+            // Reconciles read the check (a healthy one about once a minute); the most held
+            // is just before a read.
+            if round % 2 == 1 {
+                most_held = most_held.max(store.lock().checks[&web()].series.len());
+                store
+                    .read(&web(), now, 3_600_000, spans, |_, _| ())
+                    .unwrap();
+            }
+        }
+        assert_eq!(
+            pairs_probed.len(),
+            AGENTS * (AGENTS - 1),
+            "the rotation probed every pair"
+        );
+        // The hold span of windows of a round (3 × (3 windows + 10 s)), a slot and a minute
+        // between reads, in rounds, each of N·k pairs.
+        let hold_ms = 3 * (3 * ROUND_MS + 10_000);
+        let held_rounds = (hold_ms + 2 * SLOT_MS) / ROUND_MS + 1;
+        let bound = AGENTS * k * usize::try_from(held_rounds).unwrap();
+        assert!(most_held <= bound, "{most_held} series held, bound {bound}");
+        assert!(
+            bound * 2 < pairs_probed.len(),
+            "the bound is below the pairs probed"
+        );
+        let now = start + ROUNDS * ROUND_MS;
+        let (paths, pooled, sources) = store
+            .read(&web(), now, 3_600_000, spans, |_, recent| {
+                let good: u64 = recent.pooled.values().map(|p| p.summary.good).sum();
+                (
+                    recent.paths.len(),
+                    (recent.pooled.len(), good),
+                    recent.sources,
+                )
+            })
+            .unwrap();
+        assert!(paths <= bound, "{paths}");
+        assert_eq!(
+            pooled,
+            (AGENTS, ROUNDS as u64 * (AGENTS * k) as u64),
+            "every probe of the hour, per peer"
+        );
+        assert_eq!(sources.len(), AGENTS);
+        assert!(
+            sources
+                .values()
+                .all(|s| s.mesh_minutes["peers"].count_since(start) == 60),
+            "every source reported the mesh in each minute of the hour"
+        );
+        let data = &store.lock().checks[&web()];
+        assert!(
+            data.series.values().all(|s| s.slots.is_empty()),
+            "no pair keeps slots"
+        );
+    }
+
+    #[test]
+    fn a_minute_mask_keeps_the_last_64_minutes_in_any_order() {
+        // On the minute.
+        let t0: UnixMs = 1_800_000_000_000;
+        let mut mask = MinuteMask::default();
+        assert_eq!(mask.count_since(UnixMs::MIN), 0);
+        mask.mark(t0 + 5_000);
+        mask.mark(t0 + 59_999);
+        assert_eq!(mask.count_since(UnixMs::MIN), 1, "one minute, twice");
+        mask.mark(t0 + 3 * SLOT_MS);
+        mask.mark(t0 + SLOT_MS);
+        assert_eq!(mask.count_since(UnixMs::MIN), 3, "late minutes count");
+        assert_eq!(
+            mask.count_since(t0 + SLOT_MS),
+            2,
+            "minutes ending after since"
+        );
+        mask.mark(t0 - 70 * SLOT_MS);
+        assert_eq!(
+            mask.count_since(UnixMs::MIN),
+            3,
+            "older than 64 minutes: not kept"
+        );
+        mask.mark(t0 + 66 * SLOT_MS);
+        assert_eq!(mask.count_since(UnixMs::MIN), 2, "t0 is now 66 minutes old");
+        mask.mark(t0 + 1_000 * SLOT_MS);
+        assert_eq!(mask.count_since(UnixMs::MIN), 1);
     }
 
     fn identity() -> AgentIdentity {
@@ -1207,6 +1562,7 @@ mod tests {
             latency_threshold_us: Some(5000),
             deny_targets: vec![],
             slice: SliceRule::DEFAULT,
+            mesh_targets: vec![],
         };
         store.configure(&web(), "uid-1", config, now);
         store
@@ -1339,6 +1695,7 @@ mod tests {
             latency_threshold_us: Some(5000),
             deny_targets: vec![],
             slice: SliceRule::DEFAULT,
+            mesh_targets: vec![],
         };
         restarted.configure(&web(), "uid-1", config.clone(), now);
         assert_eq!(window_total(&restarted, now), 15);

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use netslo_crds::v1alpha1::{
     AgentCounts, ConnectivityCheck, ConnectivityCheckSpec, ConnectivityCheckStatus, Expectation,
-    Locality, MeshCoverage, ServicePath,
+    Locality, MeshCoverage,
 };
 use netslo_protocol::spec::{AddressPolicySpec, Expect, ProbeSpec};
 
@@ -30,7 +30,7 @@ use crate::slo::window::History;
 use crate::status::conditions::{Setup, Stall, StallReason};
 use crate::status::verdict::{self, Cell, LastFailure, TargetStats};
 use crate::status::{StatusInput, desired_status, material_change, urgent_change};
-use crate::store::{CheckConfig, SLOT_MS, SeriesViews};
+use crate::store::{CheckConfig, Recent, SLOT_MS, SeriesStats};
 use crate::workloads::{self, CheckRef};
 
 use super::Settings;
@@ -60,7 +60,7 @@ pub(super) struct Gathered {
 #[derive(Debug, Clone)]
 pub(super) struct StoredResults {
     pub history: History,
-    pub series: SeriesViews,
+    pub recent: Recent,
 }
 
 /// A check as the planner needs it: what it assigns to agents, and how the result store
@@ -269,6 +269,12 @@ pub(super) fn desired(
             .map(|t| t.name.clone())
             .collect(),
         slice: slo.slice,
+        mesh_targets: spec
+            .targets
+            .iter()
+            .filter(|t| t.mesh.is_some())
+            .map(|t| t.name.clone())
+            .collect(),
     });
     let uid = check.uid().unwrap_or_default();
     let children = children(check, key, &uid, check_denied, settings);
@@ -500,41 +506,41 @@ impl ResultFigures {
         now: UnixMs,
     ) -> Self {
         let no_data_after = slo.map_or(DEFAULT_NO_DATA_AFTER_MS, |s| s.no_data_after_ms);
-        let no_series = SeriesViews::new();
+        let nothing = Recent::default();
         // The planner configures the store from this plan: until it has, the window is the
         // one configuring will give it. A new check (or one created again under the same
         // name) starts an empty window now; a new timeslice rule settles the open slices
         // under the old one first.
-        let (history, series): (Cow<'_, History>, &SeriesViews) = match (stored, slo) {
+        let (history, recent): (Cow<'_, History>, &Recent) = match (stored, slo) {
             (Some(stored), Some(slo)) if stored.history.slice_rule() != slo.slice => {
                 let mut history = stored.history.clone();
                 history.set_slice_rule(slo.slice, now);
                 history.advance(now);
-                (Cow::Owned(history), &stored.series)
+                (Cow::Owned(history), &stored.recent)
             }
-            (Some(stored), _) => (Cow::Borrowed(&stored.history), &stored.series),
-            (None, Some(slo)) => (Cow::Owned(History::new(slo.slice, now)), &no_series),
+            (Some(stored), _) => (Cow::Borrowed(&stored.history), &stored.recent),
+            (None, Some(slo)) => (Cow::Owned(History::new(slo.slice, now)), &nothing),
             // Objectives that cannot be read configure nothing: there is nothing to count.
             (None, None) => {
                 return ResultFigures {
-                    mesh: mesh_coverage(plan, mesh_agents, &no_series, now),
+                    mesh: mesh_coverage(plan, mesh_agents, &nothing, now),
                     ..ResultFigures::default()
                 };
             }
         };
-        let reporting: BTreeSet<&String> = series
-            .iter()
-            .filter(|(_, s)| s.last_slot_ms + SLOT_MS >= now - no_data_after)
-            .map(|((source, _), _)| source)
-            .collect();
+        let reporting = recent
+            .sources
+            .values()
+            .filter(|s| s.last_slot_ms + SLOT_MS >= now - no_data_after)
+            .count();
         let agents = AgentsByName::new(agents);
         ResultFigures {
             evaluation: slo.map(|s| evaluate(s, &history, now)),
-            cells: failure_matrix(plan, &agents, series, now),
-            targets: target_stats(plan, &agents, series),
-            reporting: reporting.len(),
-            mesh: mesh_coverage(plan, mesh_agents, series, now),
-            refused_targets: refused_targets(series),
+            cells: failure_matrix(plan, &agents, recent, now),
+            targets: target_stats(plan, &agents, recent),
+            reporting,
+            mesh: mesh_coverage(plan, mesh_agents, recent, now),
+            refused_targets: refused_targets(recent),
             agents_due: history
                 .first_result_ms()
                 .is_some_and(|first| now - first >= no_data_after),
@@ -585,22 +591,28 @@ pub(super) fn mesh_plan_for<'a>(
 }
 
 /// Targets (by name) whose probes the agents refused within the summary span.
-fn refused_targets(views: &SeriesViews) -> Vec<String> {
-    let names: BTreeSet<String> = views
+fn refused_targets(recent: &Recent) -> Vec<String> {
+    let paths = recent
+        .paths
         .iter()
-        .filter(|(_, v)| v.summary.refused > 0)
-        .filter_map(|((_, label), _)| SeriesId::parse(label).map(|s| s.target))
+        .map(|((_, label), v)| (label, &v.summary));
+    let pooled = recent.pooled.iter().map(|(label, v)| (label, &v.summary));
+    let names: BTreeSet<String> = paths
+        .chain(pooled)
+        .filter(|(_, summary)| summary.refused > 0)
+        .filter_map(|(label, _)| SeriesId::parse(label).map(|s| s.target))
         .collect();
     names.into_iter().collect()
 }
 
 /// Mesh coverage over the check's own source agents: the rotation, and the fraction of
-/// ordered pairs with results within the last rotation period (at the store's one-minute
-/// resolution).
+/// ordered pairs probed within the last rotation period. Each agent probes the peers the
+/// rotation gives each of its rounds, so its share of its N − 1 pairs is its share of the
+/// period's minutes in which it reported the mesh (the store's resolution).
 fn mesh_coverage(
     plan: &PlannedCheck,
     source_agents: &[&AgentInfo],
-    views: &SeriesViews,
+    recent: &Recent,
     now: UnixMs,
 ) -> Option<MeshCoverage> {
     let target = plan.spec.targets.iter().find(|t| t.mesh.is_some())?;
@@ -609,17 +621,21 @@ fn mesh_coverage(
     let period_ms =
         i64::try_from(mesh_plan.rotation_period(interval).as_millis()).unwrap_or(i64::MAX);
     let since = now.saturating_sub(period_ms);
-    let members: BTreeSet<&str> = mesh_plan.agents().iter().map(|a| a.name.as_str()).collect();
-    let probed = views
+    let period_minutes = u64::try_from(period_ms)
+        .unwrap_or(0)
+        .div_ceil(SLOT_MS as u64)
+        .max(1);
+    let peers = mesh_plan.agents().len().saturating_sub(1) as u64;
+    let probed = mesh_plan
+        .agents()
         .iter()
-        .filter(|((source, label), view)| {
-            view.last_slot_ms.saturating_add(SLOT_MS) > since
-                && members.contains(source.as_str())
-                && SeriesId::parse(label).is_some_and(|s| {
-                    s.target == target.name && members.contains(s.endpoint.as_str())
-                })
+        .filter_map(|agent| recent.sources.get(&agent.name))
+        .filter_map(|source| source.mesh_minutes.get(&target.name))
+        .map(|minutes| {
+            let reported = u64::from(minutes.count_since(since)).min(period_minutes);
+            peers * reported / period_minutes
         })
-        .count() as u64;
+        .sum();
     Some(mesh_plan.coverage(interval, Some(probed)))
 }
 
@@ -640,22 +656,29 @@ impl<'a> AgentsByName<'a> {
 fn failure_matrix(
     plan: &PlannedCheck,
     agents: &AgentsByName<'_>,
-    views: &SeriesViews,
+    recent: &Recent,
     now: UnixMs,
 ) -> Vec<Cell> {
     let spans = verdict::evidence_spans(assign::interval_ms(&plan.spec));
-    views
+    recent
+        .paths
         .iter()
         .filter_map(|((source, label), view)| {
             let series = SeriesId::parse(label)?;
             let target = plan.targets.iter().find(|t| t.name == series.target)?;
-            let recent = &view.matrix;
+            let recent_probes = &view.matrix;
             // A series silent within the evidence span still counts (as no probes) while it
             // reported within the hold span: an agent cut off from the operator goes silent.
             let reported_lately = view.last_slot_ms + SLOT_MS >= now - spans.hold_ms;
-            if recent.good + recent.bad == 0 && view.held_bad == 0 && !reported_lately {
+            if recent_probes.good + recent_probes.bad == 0 && view.held_bad == 0 && !reported_lately
+            {
                 return None;
             }
+            // A mesh pair's latency is its peer's, from all sources.
+            let hour = recent
+                .pooled
+                .get(label)
+                .map_or(&view.summary, |pooled| &pooled.summary);
             let source_agent = agents.get(source);
             let (endpoint_node, endpoint_zone) = endpoint_place(target, &series, agents);
             Some(Cell {
@@ -671,14 +694,14 @@ fn failure_matrix(
                 dest_node: endpoint_node,
                 resolver: resolver_of(target, &series),
                 expect_deny: target.expect == Expect::Deny,
-                good: recent.good,
-                bad: recent.bad,
+                good: recent_probes.good,
+                bad: recent_probes.bad,
                 held_bad: view.held_bad,
                 silent: view.silent,
-                reason: recent.dominant_reason(),
-                answered: recent.answered,
-                slow: recent.slow,
-                p99_us: view.summary.latency.quantile(0.99),
+                reason: recent_probes.dominant_reason(),
+                answered: recent_probes.answered,
+                slow: recent_probes.slow,
+                p99_us: hour.latency.quantile(0.99),
             })
         })
         .collect()
@@ -724,33 +747,33 @@ fn endpoint_label(series: &SeriesId) -> Option<String> {
 
 /// Per-target statistics of the last hour, one per (target, path, endpoint), all sources
 /// together, except that sources on the endpoint's own node and on other nodes are counted
-/// apart where the endpoint's node is known.
+/// apart where the endpoint's node is known. A mesh peer's figures come pooled over its
+/// sources: mesh agents run one per node (a DaemonSet), so they are all on other nodes than
+/// the peer's, unless the peer's node runs a second agent (a rolling update): then the two
+/// are not told apart.
 fn target_stats(
     plan: &PlannedCheck,
     agents: &AgentsByName<'_>,
-    views: &SeriesViews,
+    recent: &Recent,
 ) -> Vec<TargetStats> {
     let mut by_series: BTreeMap<(SeriesId, Option<Locality>), TargetStats> = BTreeMap::new();
-    for ((source, label), view) in views {
-        let stats = &view.summary;
+    let mut add = |label: &str,
+                   stats: &SeriesStats,
+                   source: Option<&str>,
+                   locality: &dyn Fn(Option<&str>) -> Option<Locality>| {
         let Some(series) = SeriesId::parse(label) else {
-            continue;
+            return;
         };
         let Some(target) = plan.targets.iter().find(|t| t.name == series.target) else {
-            continue;
+            return;
         };
-        let via: Option<ServicePath> = series.via.service_path();
-        let source_node = agents.get(source).and_then(|a| a.node.as_deref());
-        let locality = match (source_node, endpoint_place(target, &series, agents).0) {
-            (Some(from), Some(to)) if from == to => Some(Locality::SameNode),
-            (Some(_), Some(_)) => Some(Locality::CrossNode),
-            _ => None,
-        };
+        let endpoint_node = endpoint_place(target, &series, agents).0;
+        let locality = locality(endpoint_node.as_deref());
         let entry = by_series
             .entry((series.clone(), locality))
             .or_insert_with(|| TargetStats {
                 name: series.target.clone(),
-                via,
+                via: series.via.service_path(),
                 endpoint: endpoint_label(&series),
                 locality,
                 protocol: target.protocol,
@@ -768,10 +791,46 @@ fn target_stats(
             entry.last_failure = Some(LastFailure {
                 reason,
                 protocol: target.protocol,
-                source: source.clone(),
+                source: source.unwrap_or_default().to_owned(),
                 at_ms: at,
             });
         }
+    };
+    // A mesh pair's figures are its peer's, below.
+    for ((source, label), view) in recent
+        .paths
+        .iter()
+        .filter(|((_, label), _)| !recent.pooled.contains_key(label))
+    {
+        let source_node = agents.get(source).and_then(|a| a.node.as_deref());
+        let locality = |endpoint_node: Option<&str>| match (source_node, endpoint_node) {
+            (Some(from), Some(to)) if from == to => Some(Locality::SameNode),
+            (Some(_), Some(_)) => Some(Locality::CrossNode),
+            _ => None,
+        };
+        add(label, &view.summary, Some(source), &locality);
+    }
+    let mut agents_per_node: HashMap<&str, usize> = HashMap::new();
+    for node in agents
+        .0
+        .values()
+        .filter(|a| a.kind == AgentKind::Mesh)
+        .filter_map(|a| a.node.as_deref())
+    {
+        *agents_per_node.entry(node).or_default() += 1;
+    }
+    for (label, pooled) in &recent.pooled {
+        let locality = |endpoint_node: Option<&str>| {
+            endpoint_node
+                .filter(|node| agents_per_node.get(node).is_some_and(|n| *n == 1))
+                .map(|_| Locality::CrossNode)
+        };
+        add(
+            label,
+            &pooled.summary,
+            pooled.last_failure_source.as_deref(),
+            &locality,
+        );
     }
     by_series.into_values().collect()
 }
@@ -779,8 +838,9 @@ fn target_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{SeriesStats, SeriesView};
+    use crate::store::{MinuteMask, PooledView, SeriesStats, SeriesView, SourceView};
     use crate::workloads::AgentSettings;
+    use netslo_protocol::verdict::FailureReason;
     use serde_json::json;
 
     const NOW: UnixMs = 1_800_000_000_000;
@@ -984,7 +1044,10 @@ mod tests {
         let gathered = Gathered {
             results: Some(StoredResults {
                 history: History::new(crate::slo::config::SliceRule::DEFAULT, NOW - 600_000),
-                series: [refused("api"), refused("db")].into(),
+                recent: Recent {
+                    paths: [refused("api"), refused("db")].into(),
+                    ..Recent::default()
+                },
             }),
             ..Gathered::default()
         };
@@ -1062,13 +1125,16 @@ mod tests {
             agents: agents.clone(),
             results: Some(StoredResults {
                 history: History::new(crate::slo::config::SliceRule::DEFAULT, NOW - 600_000),
-                series: [
-                    (series("a1", "a2"), view(10, 0)),
-                    (series("b1", "a2"), view(0, 10)),
-                    (series("a1", "b1"), view(10, 0)),
-                    (series("gone", "a2"), view(5, 0)),
-                ]
-                .into(),
+                recent: Recent {
+                    paths: [
+                        (series("a1", "a2"), view(10, 0)),
+                        (series("b1", "a2"), view(0, 10)),
+                        (series("a1", "b1"), view(10, 0)),
+                        (series("gone", "a2"), view(5, 0)),
+                    ]
+                    .into(),
+                    ..Recent::default()
+                },
             }),
             ..Gathered::default()
         };
@@ -1094,6 +1160,104 @@ mod tests {
                 (Some("a2"), Some(Locality::CrossNode), Some("0")),
                 (Some("b1"), Some(Locality::CrossNode), Some("1")),
             ]
+        );
+    }
+
+    #[test]
+    fn a_mesh_peer_is_summarised_over_its_sources_and_coverage_read_from_their_minutes() {
+        let spec = json!({"source": {"mesh": {}}, "targets": [{"name": "peers", "mesh": {}}]});
+        let agent = |name: &str, node: &str| AgentInfo {
+            name: name.into(),
+            kind: AgentKind::Mesh,
+            node: Some(node.into()),
+            zone: None,
+            ip: None,
+            pod: None,
+        };
+        // node-c runs two mesh agents (a DaemonSet rolling over): probes of c1 from c2 and
+        // from the other nodes are pooled, so c1's figures are not placed.
+        let agents = vec![
+            agent("a1", "node-a"),
+            agent("b1", "node-b"),
+            agent("c1", "node-c"),
+            agent("c2", "node-c"),
+        ];
+        let pooled = |good: u64, bad: u64, failure_source: Option<&str>| PooledView {
+            summary: SeriesStats {
+                good,
+                bad,
+                last_failure: failure_source.map(|_| (FailureReason::TcpTimeout, NOW - 90_000)),
+                ..SeriesStats::default()
+            },
+            last_failure_source: failure_source.map(str::to_owned),
+        };
+        // Rounds of 10 s over 4 agents and 3 peers each: every pair within one round, read
+        // at the store's one-minute resolution. a1 and b1 reported within the last minute,
+        // c1 ten minutes ago, c2 never: 2 × 3 of 12 ordered pairs.
+        let minutes = |ago_ms: i64| {
+            let mut mask = MinuteMask::default();
+            mask.mark(NOW - ago_ms);
+            BTreeMap::from([("peers".to_owned(), mask)])
+        };
+        let source = |ago_ms: i64| SourceView {
+            last_slot_ms: NOW - ago_ms,
+            mesh_minutes: minutes(ago_ms),
+        };
+        let gathered = Gathered {
+            agents: agents.clone(),
+            results: Some(StoredResults {
+                history: History::new(crate::slo::config::SliceRule::DEFAULT, NOW - 600_000),
+                recent: Recent {
+                    pooled: [
+                        ("peers/Pod/b1".to_owned(), pooled(30, 0, None)),
+                        ("peers/Pod/c1".to_owned(), pooled(15, 15, Some("a1"))),
+                    ]
+                    .into(),
+                    sources: [
+                        ("a1".to_owned(), source(30_000)),
+                        ("b1".to_owned(), source(30_000)),
+                        ("c1".to_owned(), source(600_000)),
+                    ]
+                    .into(),
+                    ..Recent::default()
+                },
+            }),
+            ..Gathered::default()
+        };
+        let desired = desired_of(spec.clone(), &gathered);
+        let status = status_of(spec, &desired, &Applied::default(), &gathered).status;
+        // (endpoint, locality, success ratio, source of the last failure)
+        type Summary<'a> = (
+            Option<&'a str>,
+            Option<Locality>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let summaries: Vec<Summary<'_>> = status
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.endpoint.as_deref(),
+                    t.locality,
+                    t.success_ratio.as_deref(),
+                    t.last_failure.as_ref().map(|f| f.source.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summaries,
+            [
+                (Some("c1"), None, Some("0.5"), Some("a1")),
+                (Some("b1"), Some(Locality::CrossNode), Some("1"), None),
+            ]
+        );
+        let mesh = status.mesh.expect("mesh coverage");
+        assert_eq!(mesh.pairs_covered.as_deref(), Some("0.5"), "{mesh:?}");
+        assert_eq!(
+            status.agents.map(|a| a.reporting),
+            Some(2),
+            "c1 reported ten minutes ago"
         );
     }
 

@@ -116,9 +116,9 @@ fn gather(ctx: &Context, check: &ConnectivityCheck, key: &CheckKey, now: UnixMs)
                 now,
                 SUMMARY_SPAN_MS,
                 verdict::evidence_spans(assign::interval_ms(&check.spec)),
-                |history, series| plan::StoredResults {
+                |history, recent| plan::StoredResults {
                     history: history.clone(),
-                    series,
+                    recent,
                 },
             )
         })
