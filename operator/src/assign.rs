@@ -45,6 +45,7 @@ pub struct AgentPod {
     pub namespace: String,
     pub name: String,
     pub service_account: String,
+    pub uid: Option<String>,
 }
 
 /// Where an agent runs and for whom.

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use crate::admin::Readiness;
 use crate::cache::ClusterCache;
 use crate::channel::{
-    CachingVerifier, ChannelConfig, ChannelServer, MemoryAssignments, TokenReviewVerifier,
+    CachingVerifier, ChannelConfig, ChannelServer, LivePods, MemoryAssignments, TokenReviewVerifier,
 };
 use crate::config::Config;
 use crate::controller::{Context, Settings};
@@ -177,9 +177,11 @@ async fn run_with(config: Config) -> Result<(), Error> {
         Duration::from_secs(config.persist_interval_seconds.max(1)),
         flusher_stop_rx,
     ));
-    let verifier = Arc::new(CachingVerifier::new(TokenReviewVerifier::new(
-        client.clone(),
-    )));
+    let live_pods = Arc::new(LivePods::default());
+    let verifier = Arc::new(
+        CachingVerifier::new(TokenReviewVerifier::new(client.clone()))
+            .keeping_live_pods(live_pods.clone()),
+    );
     let channel = ChannelServer::start(
         ChannelConfig::new(config.channel_addr, names),
         verifier,
@@ -223,6 +225,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
         settings,
         cache,
         assignments,
+        live_pods,
         results,
         metrics,
     ));

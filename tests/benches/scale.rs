@@ -319,6 +319,11 @@ async fn run(size: Size, plane: &ControlPlane, operator_bin: &Path) -> Vec<Figur
             format!("{:.2}", api.status_writes / secs),
             "writes/s",
         ),
+        (
+            "token_reviews",
+            format!("{:.2}", api.token_reviews / secs),
+            "req/s",
+        ),
         ("mesh_rotation_period", rotation, "period"),
         ("mesh_pairs_covered", covered, "fraction"),
     ]
@@ -635,6 +640,8 @@ fn cpu_seconds(stat_path: &str) -> f64 {
 struct ApiCounters {
     all: f64,
     status_writes: f64,
+    /// The operator's checks of agent tokens.
+    token_reviews: f64,
 }
 
 impl ApiCounters {
@@ -664,6 +671,9 @@ impl ApiCounters {
             if status_write {
                 counters.status_writes += value;
             }
+            if line.contains("resource=\"tokenreviews\"") {
+                counters.token_reviews += value;
+            }
         }
         counters
     }
@@ -672,6 +682,7 @@ impl ApiCounters {
         ApiCounters {
             all: self.all - earlier.all,
             status_writes: self.status_writes - earlier.status_writes,
+            token_reviews: self.token_reviews - earlier.token_reviews,
         }
     }
 }

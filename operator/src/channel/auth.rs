@@ -1,7 +1,7 @@
 //! Who is calling: bearer tokens verified with TokenReview, verdicts cached.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -292,11 +292,49 @@ enum Verdict {
 struct Entry {
     verdict: Verdict,
     until: std::time::Instant,
+    /// A pod-bound token's pod (UID) and the token's expiry: the verdict also holds while
+    /// that pod is live.
+    pod: Option<(String, std::time::Instant)>,
+}
+
+impl Entry {
+    fn holds(&self, now: std::time::Instant, live: Option<&LivePods>) -> bool {
+        self.until > now
+            || self.pod.as_ref().is_some_and(|(uid, expires)| {
+                *expires > now && live.is_some_and(|live| live.contains(uid))
+            })
+    }
+}
+
+/// The agent pods (by UID) the operator knows, as its planner last saw them. The API server
+/// stops honouring a pod-bound token once its pod is deleted: a verdict on such a token can be
+/// kept for the token's life while its pod is here, and asked again once the pod is gone.
+#[derive(Debug, Default)]
+pub struct LivePods(RwLock<HashSet<String>>);
+
+impl LivePods {
+    /// Replaces the set, if it changed.
+    pub fn set(&self, uids: HashSet<String>) {
+        let unchanged = *self.0.read().unwrap_or_else(|p| p.into_inner()) == uids;
+        if !unchanged {
+            *self.0.write().unwrap_or_else(|p| p.into_inner()) = uids;
+        }
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(uid)
+    }
 }
 
 /// Wraps a verifier: refuses malformed or expired JWTs without asking it, caches positive
-/// verdicts until the token's expiry (at most `max_ttl`) and refusals for `negative_ttl`,
-/// bounds the cache, and bounds concurrent verifications.
+/// verdicts until the token's expiry (at most `max_ttl`, or while its pod is live, see
+/// [`LivePods`]) and refusals for `negative_ttl`, bounds the cache, and bounds concurrent
+/// verifications. With thousands of agents, reviewing each token every `max_ttl` would be a
+/// stream of TokenReviews growing with the node count; with live pods, each token is reviewed
+/// about once per token (kubelets renew projected tokens hourly).
 #[derive(Debug)]
 pub struct CachingVerifier<V> {
     inner: V,
@@ -306,6 +344,7 @@ pub struct CachingVerifier<V> {
     negative_ttl: Duration,
     in_flight: Semaphore,
     reviews: std::sync::atomic::AtomicU64,
+    live_pods: Option<Arc<LivePods>>,
 }
 
 impl<V: TokenVerifier> CachingVerifier<V> {
@@ -334,7 +373,14 @@ impl<V: TokenVerifier> CachingVerifier<V> {
             negative_ttl,
             in_flight: Semaphore::new(16),
             reviews: std::sync::atomic::AtomicU64::new(0),
+            live_pods: None,
         }
+    }
+
+    /// Keeps verdicts on pod-bound tokens while their pod is among `live`.
+    pub fn keeping_live_pods(mut self, live: Arc<LivePods>) -> Self {
+        self.live_pods = Some(live);
+        self
     }
 
     /// Calls made to the inner verifier.
@@ -350,7 +396,7 @@ impl<V: TokenVerifier> CachingVerifier<V> {
         let now = std::time::Instant::now();
         let mut cache = self.cache();
         match cache.get(key) {
-            Some(e) if e.until > now => Some(e.verdict.clone()),
+            Some(e) if e.holds(now, self.live_pods.as_deref()) => Some(e.verdict.clone()),
             Some(_) => {
                 cache.remove(key);
                 None
@@ -359,14 +405,21 @@ impl<V: TokenVerifier> CachingVerifier<V> {
         }
     }
 
-    fn store(&self, key: [u8; 32], verdict: Verdict, ttl: Duration) {
+    fn store(
+        &self,
+        key: [u8; 32],
+        verdict: Verdict,
+        ttl: Duration,
+        pod: Option<(String, Duration)>,
+    ) {
         if ttl.is_zero() {
             return;
         }
         let now = std::time::Instant::now();
         let mut cache = self.cache();
         if cache.len() >= self.max_entries {
-            cache.retain(|_, e| e.until > now);
+            let live = self.live_pods.as_deref();
+            cache.retain(|_, e| e.holds(now, live));
         }
         if cache.len() >= self.max_entries {
             // Evict the entry closest to expiry.
@@ -379,6 +432,7 @@ impl<V: TokenVerifier> CachingVerifier<V> {
             Entry {
                 verdict,
                 until: now + ttl,
+                pod: pod.map(|(uid, lifetime)| (uid, now + lifetime)),
             },
         );
     }
@@ -410,16 +464,22 @@ impl<V: TokenVerifier> CachingVerifier<V> {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.inner.verify(token).await {
             Ok(v) => {
-                let until_exp = v
+                let lifetime = v
                     .expires
                     .or(expires)
-                    .map(|e| e.duration_since(now).unwrap_or_default())
-                    .unwrap_or(self.max_ttl);
-                self.store(key, Verdict::Good(v.clone()), until_exp.min(self.max_ttl));
+                    .map(|e| e.duration_since(now).unwrap_or_default());
+                let pod = v
+                    .identity
+                    .pod_uid
+                    .clone()
+                    .zip(lifetime)
+                    .filter(|_| self.live_pods.is_some());
+                let ttl = lifetime.unwrap_or(self.max_ttl).min(self.max_ttl);
+                self.store(key, Verdict::Good(v.clone()), ttl, pod);
                 Ok(v)
             }
             Err(e) if e.is_refusal() => {
-                self.store(key, Verdict::Bad(e.clone()), self.negative_ttl);
+                self.store(key, Verdict::Bad(e.clone()), self.negative_ttl, None);
                 Err(e)
             }
             Err(e) => Err(e),
@@ -590,6 +650,64 @@ mod tests {
         assert!(!v.verify(&other).await.unwrap_err().is_refusal());
         assert!(!v.verify(&other).await.unwrap_err().is_refusal());
         assert_eq!(v.inner.calls.load(Ordering::SeqCst), 4);
+    }
+
+    /// Tokens bound to a pod, as the API server reviews them.
+    #[derive(Debug, Default)]
+    struct PodTokens {
+        calls: std::sync::atomic::AtomicU64,
+        /// Token → the UID of the pod it is bound to.
+        bound: HashMap<String, String>,
+    }
+
+    impl TokenVerifier for PodTokens {
+        fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Verified, AuthError>> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut identity = AgentIdentity::service_account("netslo", "agent");
+            identity.pod_uid = self.bound.get(token).cloned();
+            let expires = SystemTime::now() + Duration::from_secs(3_600);
+            Box::pin(std::future::ready(Ok(Verified {
+                identity: Arc::new(identity),
+                expires: Some(expires),
+            })))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pod_bound_token_is_reviewed_again_only_once_its_pod_is_gone() {
+        use std::sync::atomic::Ordering;
+        let live = Arc::new(LivePods::default());
+        live.set(HashSet::from(["uid-1".to_owned()]));
+        let pod_token = jwt(r#"{"sub":"pod-1"}"#);
+        let plain_token = jwt(r#"{"sub":"no-pod"}"#);
+        let tokens = PodTokens {
+            bound: HashMap::from([(pod_token.clone(), "uid-1".to_owned())]),
+            ..PodTokens::default()
+        };
+        let v = CachingVerifier::with_limits(
+            tokens,
+            Duration::from_millis(40),
+            Duration::from_secs(10),
+            100,
+        )
+        .keeping_live_pods(live.clone());
+        for _ in 0..2 {
+            v.verify(&pod_token).await.unwrap();
+            v.verify(&plain_token).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        assert_eq!(
+            v.inner.calls.load(Ordering::SeqCst),
+            3,
+            "the pod's token once; the other again after max_ttl"
+        );
+        live.set(HashSet::new());
+        v.verify(&pod_token).await.unwrap();
+        assert_eq!(
+            v.inner.calls.load(Ordering::SeqCst),
+            4,
+            "its pod gone, the token is reviewed again"
+        );
     }
 
     #[tokio::test]

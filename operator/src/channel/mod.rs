@@ -34,8 +34,8 @@ mod stats;
 mod tls;
 
 pub use auth::{
-    AUDIENCE, AgentIdentity, AuthError, CachingVerifier, StaticTokens, TokenReviewVerifier,
-    TokenVerifier, Verified, unverified_jwt_expiry,
+    AUDIENCE, AgentIdentity, AuthError, CachingVerifier, LivePods, StaticTokens,
+    TokenReviewVerifier, TokenVerifier, Verified, unverified_jwt_expiry,
 };
 pub use dedup::{AgentSeqs, Dedup, SeqSet};
 pub use server::{ChannelConfig, ChannelServer};

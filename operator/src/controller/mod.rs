@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 
 use crate::assign::{self, AgentInfo, AgentKind, AgentPod, CheckPlan, assignments};
 use crate::cache::{ClusterCache, OwnedSnapshot};
-use crate::channel::{AgentBinding, AssignmentSource, MemoryAssignments};
+use crate::channel::{AgentBinding, AssignmentSource, LivePods, MemoryAssignments};
 use crate::check_key::CheckKey;
 use crate::mesh::{self, MeshPlan};
 use crate::metrics::OperatorMetrics;
@@ -123,6 +123,8 @@ pub struct Context {
     settings: Settings,
     cache: ClusterCache,
     assignments: Arc<MemoryAssignments>,
+    /// The agent pods the planner last saw, for the channel's token cache.
+    live_pods: Arc<LivePods>,
     results: Arc<ResultStore>,
     recorder: Recorder,
     state: Mutex<State>,
@@ -150,6 +152,7 @@ impl Context {
         settings: Settings,
         cache: ClusterCache,
         assignments: Arc<MemoryAssignments>,
+        live_pods: Arc<LivePods>,
         results: Arc<ResultStore>,
         metrics: OperatorMetrics,
     ) -> Self {
@@ -159,6 +162,7 @@ impl Context {
             settings,
             cache,
             assignments,
+            live_pods,
             results,
             state: Mutex::new(State {
                 plans: BTreeMap::new(),
@@ -408,6 +412,7 @@ fn agent_infos(
                 .as_ref()
                 .and_then(|s| s.service_account_name.clone())
                 .unwrap_or_else(|| "default".into()),
+            uid: pod.metadata.uid.clone(),
         };
         match component {
             Some("mesh-agent")
@@ -421,7 +426,7 @@ fn agent_infos(
                         node: Some(node),
                         zone,
                         ip,
-                        pod: None,
+                        pod: Some(agent_pod()),
                     });
                 }
             }
@@ -581,6 +586,12 @@ fn plan_once(ctx: &Context) {
     }
     let names: BTreeSet<String> = agents.iter().map(|a| a.name.clone()).collect();
     ctx.assignments.retain(|name| names.contains(name));
+    ctx.live_pods.set(
+        agents
+            .iter()
+            .filter_map(|a| a.pod.as_ref()?.uid.clone())
+            .collect(),
+    );
     if !ctx.assignments.ready() && first_plan_complete(ctx, &plans) {
         tracing::info!(
             checks = plans.len(),
