@@ -12,6 +12,7 @@
 //!   [`AgentInfo`] maps it back to a node and zone.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
@@ -164,13 +165,15 @@ fn source_includes(
     false
 }
 
-/// Builds every agent's assignment. `cluster_cidrs` is the cluster's own address space
+/// Builds every agent's assignment. `node_addresses` are every node's own addresses
+/// ([`node_addresses`]), `cluster_cidrs` the cluster's own address space
 /// ([`crate::cluster_space`]); `mesh_peers` gives, for a mesh target, the peers a given agent
 /// probes this round (the rotation lives in [`crate::mesh`]).
 pub fn assignments<'a>(
     plans: &[CheckPlan<'_>],
     agents: &'a [AgentInfo],
     nodes: &[Arc<Node>],
+    node_addresses: &Arc<[IpAddr]>,
     cluster_cidrs: &[String],
     mut mesh_peers: impl FnMut(
         &CheckPlan<'_>,
@@ -182,7 +185,6 @@ pub fn assignments<'a>(
     // Every node's addresses (kubelets, node services) are off limits to every agent, external
     // ones included, unless a check is granted node addresses; NodePorts and mesh peers are
     // exempt exactly.
-    let all_node_addresses = node_addresses(nodes);
     let node_index = NodeIndex::new(nodes);
     let mut out: BTreeMap<String, Assignment> = agents
         .iter()
@@ -192,7 +194,7 @@ pub fn assignments<'a>(
                 Assignment {
                     source: Some(a.name.clone()),
                     checks: Vec::new(),
-                    node_addresses: all_node_addresses.clone(),
+                    node_addresses: node_addresses.clone(),
                     cluster_cidrs: cluster_cidrs.to_vec(),
                 },
             )
@@ -346,8 +348,9 @@ fn socket_address_of(address: &str) -> Option<std::net::SocketAddr> {
 }
 
 /// Every node's InternalIP and ExternalIP addresses, sorted, each once.
-fn node_addresses(nodes: &[Arc<Node>]) -> Vec<std::net::IpAddr> {
-    let set: BTreeSet<std::net::IpAddr> = nodes
+/// Every node's internal and external addresses, sorted.
+pub fn node_addresses(nodes: &[Arc<Node>]) -> Vec<IpAddr> {
+    let set: BTreeSet<IpAddr> = nodes
         .iter()
         .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
         .flatten()
@@ -370,7 +373,7 @@ fn mesh_target(
         return None;
     }
     let ip = peer.ip.as_deref()?;
-    let peer_ip: std::net::IpAddr = ip.parse().ok()?;
+    let peer_ip: IpAddr = ip.parse().ok()?;
     let port = crate::workloads::ECHO_PORT;
     let host = if ip.contains(':') {
         format!("[{ip}]")
@@ -433,7 +436,7 @@ pub fn unprobeable(check: &CheckKey, target: &ResolvedTarget) -> Option<String> 
     let assignment = Assignment {
         source: None,
         checks: vec![spec],
-        node_addresses: Vec::new(),
+        node_addresses: Arc::default(),
         cluster_cidrs: Vec::new(),
     };
     let error = netslo_protocol::target::check_assignment(&assignment).err()?;
@@ -605,9 +608,15 @@ mod tests {
             .collect();
         let agents = agents();
         let cluster_cidrs = ["10.244.0.0/16".to_string()];
-        let out = assignments(&plans, &agents, &nodes, &cluster_cidrs, |_, _, _, peers| {
-            peers.to_vec()
-        });
+        let addresses = node_addresses(&nodes).into();
+        let out = assignments(
+            &plans,
+            &agents,
+            &nodes,
+            &addresses,
+            &cluster_cidrs,
+            |_, _, _, peers| peers.to_vec(),
+        );
         // Every assignment is one the agent accepts.
         for assignment in out.values() {
             assignment
@@ -808,8 +817,8 @@ mod tests {
         )]);
         let a = &out["mesh-a"];
         assert_eq!(
-            a.node_addresses,
-            vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+            *a.node_addresses,
+            ["10.0.0.1".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(
             out["mesh-b"].node_addresses, a.node_addresses,

@@ -779,7 +779,11 @@ fn record_recent(
         }
     }
     let key = (report.source.to_string(), report.target.to_string());
-    let series = data.series.entry(key).or_default();
+    // Room for one agent bucket: a mesh pair has about one per rotation.
+    let series = data.series.entry(key).or_insert_with(|| Series {
+        evidence: VecDeque::with_capacity(1),
+        ..Series::default()
+    });
     // Failing, or answering later than the latency objective allows.
     let failing = |s: &Series| s.evidence.back().map(|l| (l.bad > 0, l.slow > 0));
     let before = failing(series);

@@ -82,13 +82,18 @@ pub struct Assignment {
     pub source: Option<String>,
     pub checks: Vec<CheckSpec>,
     /// Every node's own addresses, refused as destinations unless a check's `addressPolicy`
-    /// allows node addresses (the agent cannot know them: it never reads the cluster).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub node_addresses: Vec<IpAddr>,
+    /// allows node addresses (the agent cannot know them: it never reads the cluster). The
+    /// same for every agent: shared, one copy for all the assignments of a cluster.
+    #[serde(default, skip_serializing_if = "no_addresses")]
+    pub node_addresses: Arc<[IpAddr]>,
     /// The cluster's own address space (pod and Service ranges): reached through an external
     /// grant only where the grant says so (see [`crate::guard`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_cidrs: Vec<String>,
+}
+
+fn no_addresses(addresses: &Arc<[IpAddr]>) -> bool {
+    addresses.is_empty()
 }
 
 /// Allow (the path must work) or Deny (the path must stay blocked).

@@ -430,8 +430,11 @@ impl State {
                         return Err(self.not_bound(&id, &agent));
                     }
                     Some(entry) if known.as_deref() != Some(entry.version.as_str()) => {
+                        let body = entry.body().map_err(|e| {
+                            self.unavailable("AssignmentUnavailable", e.to_string())
+                        })?;
                         ChannelStats::add(&self.stats.assignments_served, 1);
-                        let mut resp = json_response(StatusCode::OK, entry.body.clone());
+                        let mut resp = json_response(StatusCode::OK, body);
                         if let Ok(v) =
                             http::HeaderValue::from_str(&format!("\"{}\"", entry.version))
                         {

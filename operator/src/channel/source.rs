@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hyper::body::Bytes;
-use netslo_protocol::channel::AssignmentEnvelope;
 use netslo_protocol::spec::{Assignment, SpecError};
 use tokio::sync::watch;
 
@@ -64,14 +63,30 @@ pub struct AgentEntry {
     pub binding: AgentBinding,
     pub version: String,
     pub assignment: Arc<Assignment>,
-    /// The serialized [`AssignmentEnvelope`].
-    pub body: Bytes,
     /// `(check, source)` → `None` while assigned, or when it stopped being assigned.
     pairs: HashMap<(String, String), Option<Instant>>,
     grace: Duration,
 }
 
+/// A [`netslo_protocol::channel::AssignmentEnvelope`] as served, borrowing its parts (serialized the same).
+#[derive(serde::Serialize)]
+struct ServedEnvelope<'a> {
+    version: &'a str,
+    assignment: &'a Assignment,
+}
+
 impl AgentEntry {
+    /// The serialized envelope, made when served rather than kept: every
+    /// assignment carries every node's address, and a body kept per agent would hold them
+    /// once per agent (N² addresses for N nodes).
+    pub fn body(&self) -> Result<Bytes, serde_json::Error> {
+        let envelope = ServedEnvelope {
+            version: &self.version,
+            assignment: &self.assignment,
+        };
+        serde_json::to_vec(&envelope).map(Bytes::from)
+    }
+
     /// Whether results for `(check, source)` are accepted from this agent: assigned now, or
     /// until `grace` after it stopped being assigned (results buffered before the change).
     pub fn assigned(&self, check: &str, source: &str, now: Instant) -> bool {
@@ -176,18 +191,12 @@ impl MemoryAssignments {
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let version = format!("{}-{n}", self.nonce);
-        let envelope = AssignmentEnvelope {
-            version: version.clone(),
-            assignment,
-        };
-        let body = Bytes::from(serde_json::to_vec(&envelope)?);
         map.entries.insert(
             agent.to_owned(),
             Arc::new(AgentEntry {
                 binding,
                 version: version.clone(),
-                assignment: Arc::new(envelope.assignment),
-                body,
+                assignment: Arc::new(assignment),
                 pairs,
                 grace: self.grace,
             }),
@@ -257,6 +266,7 @@ impl AssignmentSource for MemoryAssignments {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netslo_protocol::channel::AssignmentEnvelope;
 
     fn assignment(checks: &[&str], source: Option<&str>) -> Assignment {
         let checks: Vec<String> = checks
@@ -314,8 +324,9 @@ mod tests {
             "retired pair within grace"
         );
         assert!(!e.assigned("ns/b", "node-a", now + Duration::from_secs(1)));
-        let body: AssignmentEnvelope = serde_json::from_slice(&e.body).unwrap();
+        let body: AssignmentEnvelope = serde_json::from_slice(&e.body().unwrap()).unwrap();
         assert_eq!(body.version, v2);
+        assert_eq!(*e.assignment, body.assignment);
         assert!(m.set("x\n", b, assignment(&["ns/a"], None)).is_err());
     }
 

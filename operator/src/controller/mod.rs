@@ -12,11 +12,13 @@ mod reconcile;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
@@ -125,6 +127,9 @@ pub struct Context {
     assignments: Arc<MemoryAssignments>,
     /// The agent pods the planner last saw, for the channel's token cache.
     live_pods: Arc<LivePods>,
+    /// Every node's addresses as the last planning pass gave them to every agent: kept, so
+    /// that assignments of passes over the same nodes share them and compare in O(1).
+    node_addresses: Mutex<Arc<[IpAddr]>>,
     results: Arc<ResultStore>,
     recorder: Recorder,
     state: Mutex<State>,
@@ -163,6 +168,7 @@ impl Context {
             cache,
             assignments,
             live_pods,
+            node_addresses: Mutex::default(),
             results,
             state: Mutex::new(State {
                 plans: BTreeMap::new(),
@@ -560,10 +566,12 @@ fn plan_once(ctx: &Context) {
         &snapshot.pods,
         &snapshot.services,
     );
+    let node_addresses = shared_node_addresses(ctx, &snapshot.nodes);
     let per_agent = assignments(
         &views,
         &agents,
         &snapshot.nodes,
+        &node_addresses,
         &cluster_cidrs,
         |plan, target, agent, peers| {
             mesh_plans
@@ -599,6 +607,19 @@ fn plan_once(ctx: &Context) {
         );
         ctx.assignments.mark_ready();
     }
+}
+
+/// Every node's addresses, as the previous pass's shared copy while they have not changed.
+fn shared_node_addresses(ctx: &Context, nodes: &[Arc<Node>]) -> Arc<[IpAddr]> {
+    let addresses = assign::node_addresses(nodes);
+    let mut kept = ctx
+        .node_addresses
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if **kept != *addresses {
+        *kept = addresses.into();
+    }
+    kept.clone()
 }
 
 /// One mesh target's rotation over its agents, with each agent's place in it.
