@@ -816,10 +816,7 @@ mod tests {
                    "targets": [{"name": "t", "external": {"host": "192.0.2.1", "port": 443}}]}),
         )]);
         let a = &out["mesh-a"];
-        assert_eq!(
-            *a.node_addresses,
-            ["10.0.0.1".parse::<IpAddr>().unwrap()]
-        );
+        assert_eq!(*a.node_addresses, ["10.0.0.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(
             out["mesh-b"].node_addresses, a.node_addresses,
             "every node's addresses, whichever node the agent is on"
