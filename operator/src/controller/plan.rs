@@ -30,7 +30,7 @@ use crate::slo::window::History;
 use crate::status::conditions::{Setup, Stall, StallReason};
 use crate::status::verdict::{self, Cell, LastFailure, TargetStats};
 use crate::status::{StatusInput, desired_status, material_change, urgent_change};
-use crate::store::{CheckConfig, Recent, SLOT_MS, SeriesStats};
+use crate::store::{CheckConfig, Recent, SLOT_MS};
 use crate::workloads::{self, CheckRef};
 
 use super::Settings;
@@ -756,19 +756,52 @@ fn target_stats(
     agents: &AgentsByName<'_>,
     recent: &Recent,
 ) -> Vec<TargetStats> {
+    let mut mesh_agents_per_node: HashMap<&str, usize> = HashMap::new();
+    for node in agents
+        .0
+        .values()
+        .filter(|a| a.kind == AgentKind::Mesh)
+        .filter_map(|a| a.node.as_deref())
+    {
+        *mesh_agents_per_node.entry(node).or_default() += 1;
+    }
+    // A mesh pair's figures are its peer's, pooled.
+    let per_source = recent
+        .paths
+        .iter()
+        .filter(|((_, label), _)| !recent.pooled.contains_key(label))
+        .map(|((source, label), view)| {
+            let node = agents.get(source).and_then(|a| a.node.as_deref());
+            (label, &view.summary, Counted::BySource { source, node })
+        });
+    let pooled = recent.pooled.iter().map(|(label, pooled)| {
+        let last_failure = pooled.last_failure_source.as_deref();
+        (label, &pooled.summary, Counted::Pooled { last_failure })
+    });
     let mut by_series: BTreeMap<(SeriesId, Option<Locality>), TargetStats> = BTreeMap::new();
-    let mut add = |label: &str,
-                   stats: &SeriesStats,
-                   source: Option<&str>,
-                   locality: &dyn Fn(Option<&str>) -> Option<Locality>| {
+    for (label, stats, counted) in per_source.chain(pooled) {
         let Some(series) = SeriesId::parse(label) else {
-            return;
+            continue;
         };
         let Some(target) = plan.targets.iter().find(|t| t.name == series.target) else {
-            return;
+            continue;
         };
         let endpoint_node = endpoint_place(target, &series, agents).0;
-        let locality = locality(endpoint_node.as_deref());
+        let locality = match (counted, endpoint_node.as_deref()) {
+            (
+                Counted::BySource {
+                    node: Some(from), ..
+                },
+                Some(to),
+            ) if from == to => Some(Locality::SameNode),
+            (Counted::BySource { node: Some(_), .. }, Some(_)) => Some(Locality::CrossNode),
+            (Counted::Pooled { .. }, Some(to))
+                if mesh_agents_per_node.get(to).is_some_and(|n| *n == 1) =>
+            {
+                Some(Locality::CrossNode)
+            }
+            _ => None,
+        };
         let entry = by_series
             .entry((series.clone(), locality))
             .or_insert_with(|| TargetStats {
@@ -788,51 +821,31 @@ fn target_stats(
         if let Some((reason, at)) = stats.last_failure
             && entry.last_failure.as_ref().is_none_or(|f| f.at_ms <= at)
         {
+            let source = match counted {
+                Counted::BySource { source, .. } => source,
+                Counted::Pooled { last_failure } => last_failure.unwrap_or_default(),
+            };
             entry.last_failure = Some(LastFailure {
                 reason,
                 protocol: target.protocol,
-                source: source.unwrap_or_default().to_owned(),
+                source: source.to_owned(),
                 at_ms: at,
             });
         }
-    };
-    // A mesh pair's figures are its peer's, below.
-    for ((source, label), view) in recent
-        .paths
-        .iter()
-        .filter(|((_, label), _)| !recent.pooled.contains_key(label))
-    {
-        let source_node = agents.get(source).and_then(|a| a.node.as_deref());
-        let locality = |endpoint_node: Option<&str>| match (source_node, endpoint_node) {
-            (Some(from), Some(to)) if from == to => Some(Locality::SameNode),
-            (Some(_), Some(_)) => Some(Locality::CrossNode),
-            _ => None,
-        };
-        add(label, &view.summary, Some(source), &locality);
-    }
-    let mut agents_per_node: HashMap<&str, usize> = HashMap::new();
-    for node in agents
-        .0
-        .values()
-        .filter(|a| a.kind == AgentKind::Mesh)
-        .filter_map(|a| a.node.as_deref())
-    {
-        *agents_per_node.entry(node).or_default() += 1;
-    }
-    for (label, pooled) in &recent.pooled {
-        let locality = |endpoint_node: Option<&str>| {
-            endpoint_node
-                .filter(|node| agents_per_node.get(node).is_some_and(|n| *n == 1))
-                .map(|_| Locality::CrossNode)
-        };
-        add(
-            label,
-            &pooled.summary,
-            pooled.last_failure_source.as_deref(),
-            &locality,
-        );
     }
     by_series.into_values().collect()
+}
+
+/// Whose probes a summary counts.
+#[derive(Debug, Clone, Copy)]
+enum Counted<'a> {
+    /// One source agent's, on its node where known.
+    BySource {
+        source: &'a str,
+        node: Option<&'a str>,
+    },
+    /// A mesh peer's, from all its sources, and the source of the latest failure.
+    Pooled { last_failure: Option<&'a str> },
 }
 
 #[cfg(test)]
@@ -844,6 +857,17 @@ mod tests {
     use serde_json::json;
 
     const NOW: UnixMs = 1_800_000_000_000;
+
+    fn mesh_agent(name: &str, node: &str) -> AgentInfo {
+        AgentInfo {
+            name: name.into(),
+            kind: AgentKind::Mesh,
+            node: Some(node.into()),
+            zone: None,
+            ip: None,
+            pod: None,
+        }
+    }
 
     fn settings() -> Settings {
         Settings {
@@ -1096,20 +1120,12 @@ mod tests {
     #[test]
     fn paths_within_a_node_and_across_nodes_are_summarised_apart() {
         let spec = json!({"source": {"mesh": {}}, "targets": [{"name": "peers", "mesh": {}}]});
-        let agent = |name: &str, node: &str| AgentInfo {
-            name: name.into(),
-            kind: AgentKind::Mesh,
-            node: Some(node.into()),
-            zone: None,
-            ip: None,
-            pod: None,
-        };
         // Two agents on node-a, one on node-b; every peer of a1 answers, b1 does not answer
         // a2. An agent the operator does not know has no node: its path is not placed.
         let agents = vec![
-            agent("a1", "node-a"),
-            agent("a2", "node-a"),
-            agent("b1", "node-b"),
+            mesh_agent("a1", "node-a"),
+            mesh_agent("a2", "node-a"),
+            mesh_agent("b1", "node-b"),
         ];
         let view = |good: u64, bad: u64| SeriesView {
             summary: SeriesStats {
@@ -1166,21 +1182,13 @@ mod tests {
     #[test]
     fn a_mesh_peer_is_summarised_over_its_sources_and_coverage_read_from_their_minutes() {
         let spec = json!({"source": {"mesh": {}}, "targets": [{"name": "peers", "mesh": {}}]});
-        let agent = |name: &str, node: &str| AgentInfo {
-            name: name.into(),
-            kind: AgentKind::Mesh,
-            node: Some(node.into()),
-            zone: None,
-            ip: None,
-            pod: None,
-        };
         // node-c runs two mesh agents (a DaemonSet rolling over): probes of c1 from c2 and
         // from the other nodes are pooled, so c1's figures are not placed.
         let agents = vec![
-            agent("a1", "node-a"),
-            agent("b1", "node-b"),
-            agent("c1", "node-c"),
-            agent("c2", "node-c"),
+            mesh_agent("a1", "node-a"),
+            mesh_agent("b1", "node-b"),
+            mesh_agent("c1", "node-c"),
+            mesh_agent("c2", "node-c"),
         ];
         let pooled = |good: u64, bad: u64, failure_source: Option<&str>| PooledView {
             summary: SeriesStats {
