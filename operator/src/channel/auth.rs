@@ -292,17 +292,22 @@ enum Verdict {
 struct Entry {
     verdict: Verdict,
     until: std::time::Instant,
-    /// A pod-bound token's pod (UID) and the token's expiry: the verdict also holds while
-    /// that pod is live.
-    pod: Option<(String, std::time::Instant)>,
+    /// The token's expiry, when known: a verdict on a pod-bound token also holds until then
+    /// while its pod is live.
+    expires: Option<std::time::Instant>,
 }
 
 impl Entry {
     fn holds(&self, now: std::time::Instant, live: Option<&LivePods>) -> bool {
-        self.until > now
-            || self.pod.as_ref().is_some_and(|(uid, expires)| {
-                *expires > now && live.is_some_and(|live| live.contains(uid))
-            })
+        let pod_live = || match (&self.verdict, live) {
+            (Verdict::Good(v), Some(live)) => v
+                .identity
+                .pod_uid
+                .as_deref()
+                .is_some_and(|uid| live.contains(uid)),
+            _ => false,
+        };
+        self.until > now || (self.expires.is_some_and(|e| e > now) && pod_live())
     }
 }
 
@@ -405,13 +410,7 @@ impl<V: TokenVerifier> CachingVerifier<V> {
         }
     }
 
-    fn store(
-        &self,
-        key: [u8; 32],
-        verdict: Verdict,
-        ttl: Duration,
-        pod: Option<(String, Duration)>,
-    ) {
+    fn store(&self, key: [u8; 32], verdict: Verdict, ttl: Duration, lifetime: Option<Duration>) {
         if ttl.is_zero() {
             return;
         }
@@ -432,7 +431,7 @@ impl<V: TokenVerifier> CachingVerifier<V> {
             Entry {
                 verdict,
                 until: now + ttl,
-                pod: pod.map(|(uid, lifetime)| (uid, now + lifetime)),
+                expires: lifetime.map(|lifetime| now + lifetime),
             },
         );
     }
@@ -468,14 +467,8 @@ impl<V: TokenVerifier> CachingVerifier<V> {
                     .expires
                     .or(expires)
                     .map(|e| e.duration_since(now).unwrap_or_default());
-                let pod = v
-                    .identity
-                    .pod_uid
-                    .clone()
-                    .zip(lifetime)
-                    .filter(|_| self.live_pods.is_some());
                 let ttl = lifetime.unwrap_or(self.max_ttl).min(self.max_ttl);
-                self.store(key, Verdict::Good(v.clone()), ttl, pod);
+                self.store(key, Verdict::Good(v.clone()), ttl, lifetime);
                 Ok(v)
             }
             Err(e) if e.is_refusal() => {
