@@ -22,9 +22,10 @@
 //! operator, which validates every batch with [`ResultBatch::validate`].
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, StatusCode, Uri, header};
@@ -39,8 +40,9 @@ use tokio::sync::watch;
 use netslo_protocol::bucket::BucketReport;
 use netslo_protocol::channel::{
     AGENT_HEADER, ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, InvalidBatch,
-    MAX_ASSIGNMENT_RESPONSE_BYTES, MAX_BATCH_BUCKETS, MAX_WAIT, RESULTS_PATH, ResultBatch,
-    WAIT_HEADER, new_boot_id, validate_agent_name,
+    MAX_ASSIGNMENT_RESPONSE_BYTES, MAX_BATCH_BUCKETS, MAX_WAIT, NO_NODE_ADDRESSES,
+    NODE_ADDRESSES_HEADER, RESULTS_PATH, ResultBatch, WAIT_HEADER, new_boot_id,
+    node_addresses_digest, validate_agent_name,
 };
 use netslo_protocol::hash::random_u64;
 use netslo_protocol::spec::SpecError;
@@ -53,6 +55,54 @@ use crate::engine::{Engine, Jobs, compile};
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Largest ack or error body read by the agent.
 const MAX_SMALL_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// The node addresses this agent holds, named by their digest, so that the operator sends
+/// them only when they change (see [`AssignmentEnvelope`]).
+#[derive(Debug, Default)]
+struct HeldNodeAddresses(Option<(String, Arc<[IpAddr]>)>);
+
+impl HeldNodeAddresses {
+    /// The value of [`NODE_ADDRESSES_HEADER`].
+    fn header(&self) -> String {
+        self.0
+            .as_ref()
+            .map_or(NO_NODE_ADDRESSES, |(digest, _)| digest.as_str())
+            .to_owned()
+    }
+
+    /// Makes `env` whole: puts the held addresses in where the operator left them out, and
+    /// holds the ones it sent. An envelope leaving out addresses this agent does not hold,
+    /// or whose addresses do not match their digest, is refused and the held list dropped,
+    /// so that the next request asks for the list again.
+    fn complete(&mut self, env: &mut AssignmentEnvelope) -> Result<(), ReportError> {
+        if env.node_addresses_held {
+            match &self.0 {
+                Some((digest, list)) if *digest == env.node_addresses_digest => {
+                    env.assignment.node_addresses = list.clone();
+                    env.node_addresses_held = false;
+                }
+                _ => {
+                    self.0 = None;
+                    return Err(ReportError::Response(
+                        "node addresses left out that this agent does not hold".into(),
+                    ));
+                }
+            }
+        } else if !env.node_addresses_digest.is_empty() {
+            if node_addresses_digest(&env.assignment.node_addresses) != env.node_addresses_digest {
+                self.0 = None;
+                return Err(ReportError::Response(
+                    "node addresses do not match their digest".into(),
+                ));
+            }
+            self.0 = Some((
+                env.node_addresses_digest.clone(),
+                env.assignment.node_addresses.clone(),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Errors of the agent side of the channel.
 #[derive(Debug, thiserror::Error)]
@@ -335,7 +385,7 @@ pub struct ReporterStats {
     pub assignment_errors: AtomicU64,
     /// Unix ms when the operator last confirmed the assignment (sent one that compiled, or
     /// said it is unchanged); 0 until then. Shared with the assignment-age gauge.
-    pub assignment_confirmed_unix_ms: std::sync::Arc<AtomicI64>,
+    pub assignment_confirmed_unix_ms: Arc<AtomicI64>,
 }
 
 #[derive(Debug)]
@@ -403,6 +453,7 @@ pub struct Reporter {
     batch_buckets: AtomicU64,
     /// Version of the assignment loaded from the cache, the first `If-None-Match`.
     cached_version: Mutex<Option<String>>,
+    node_addresses: Mutex<HeldNodeAddresses>,
     stats: ReporterStats,
 }
 
@@ -418,6 +469,7 @@ impl Reporter {
             outbox: Mutex::new(Outbox::new(cfg.outbox)),
             batch_buckets: AtomicU64::new(cfg.batch_buckets.clamp(1, MAX_BATCH_BUCKETS) as u64),
             cached_version: Mutex::new(None),
+            node_addresses: Mutex::default(),
             stats: ReporterStats::default(),
             cfg,
         })
@@ -577,6 +629,7 @@ impl Reporter {
         let mut headers = vec![
             (AGENT_HEADER, self.cfg.agent_name.clone()),
             (WAIT_HEADER, wait.as_secs().to_string()),
+            (NODE_ADDRESSES_HEADER, self.held_node_addresses().header()),
         ];
         if let Some(v) = known {
             headers.push((header::IF_NONE_MATCH.as_str(), format!("\"{v}\"")));
@@ -593,8 +646,9 @@ impl Reporter {
         match status {
             StatusCode::NOT_MODIFIED => Ok(None),
             StatusCode::OK => {
-                let env: AssignmentEnvelope = serde_json::from_slice(&body)
+                let mut env: AssignmentEnvelope = serde_json::from_slice(&body)
                     .map_err(|e| ReportError::Response(e.to_string()))?;
+                self.held_node_addresses().complete(&mut env)?;
                 env.assignment.validate()?;
                 if env.version.is_empty() || env.version.len() > 128 {
                     return Err(ReportError::Response("version of 1 to 128 bytes".into()));
@@ -618,7 +672,11 @@ impl Reporter {
             Some(
                 serde_json::from_slice::<AssignmentEnvelope>(&bytes)
                     .map_err(|e| e.to_string())
-                    .and_then(|env| {
+                    .and_then(|mut env| {
+                        // Saved whole; held again, so the first request need not fetch them.
+                        self.held_node_addresses()
+                            .complete(&mut env)
+                            .map_err(|e| e.to_string())?;
                         compile(&env.assignment, &self.cfg.agent_name)
                             .map(|jobs| (env.version, jobs))
                             .map_err(|e| e.to_string())
@@ -641,6 +699,12 @@ impl Reporter {
                 None
             }
         }
+    }
+
+    fn held_node_addresses(&self) -> MutexGuard<'_, HeldNodeAddresses> {
+        self.node_addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn confirm_assignment(&self) {
@@ -1009,9 +1073,13 @@ mod tests {
         let r = Reporter::new(cfg.clone()).unwrap();
         assert!(r.load_cached_assignment().is_none(), "nothing cached yet");
         let doc = r#"{"checks":[{"name":"ns/a","probe":{"tcp":{}},"targets":[{"address":"127.0.0.1:1"}]}]}"#;
+        let mut assignment = Assignment::from_json(doc.as_bytes()).unwrap();
+        assignment.node_addresses = Arc::from(vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
         let env = AssignmentEnvelope {
             version: "v7".into(),
-            assignment: Assignment::from_json(doc.as_bytes()).unwrap(),
+            node_addresses_digest: node_addresses_digest(&assignment.node_addresses),
+            node_addresses_held: false,
+            assignment,
         };
         r.save_assignment(&env);
         let next = Reporter::new(cfg.clone()).unwrap();
@@ -1019,6 +1087,11 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert_eq!(&*jobs[0].key.source, "node-a");
         assert_eq!(next.cached_version.lock().unwrap().as_deref(), Some("v7"));
+        assert_eq!(
+            next.held_node_addresses().header(),
+            env.node_addresses_digest,
+            "the cached addresses are held: the first request need not fetch them again"
+        );
         std::fs::write(dir.path().join("assignment.json"), "{garbage").unwrap();
         assert!(
             Reporter::new(cfg)
@@ -1026,6 +1099,45 @@ mod tests {
                 .load_cached_assignment()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn held_node_addresses_fill_envelopes_that_leave_them_out() {
+        let list: Arc<[IpAddr]> = Arc::from(vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        let digest = node_addresses_digest(&list);
+        let envelope = |addresses: &[IpAddr], digest: &str, held: bool| AssignmentEnvelope {
+            version: "v1".into(),
+            node_addresses_digest: digest.into(),
+            node_addresses_held: held,
+            assignment: Assignment {
+                source: None,
+                checks: vec![],
+                node_addresses: Arc::from(addresses),
+                cluster_cidrs: vec![],
+            },
+        };
+        let mut held = HeldNodeAddresses::default();
+        assert_eq!(held.header(), NO_NODE_ADDRESSES);
+        let mut left_out = envelope(&[], &digest, true);
+        assert_eq!(
+            held.complete(&mut left_out).unwrap_err().reason(),
+            "OperatorResponseMalformed",
+            "addresses this agent does not hold cannot be left out"
+        );
+        let mut whole = envelope(&list, &digest, false);
+        held.complete(&mut whole).unwrap();
+        assert_eq!(held.header(), digest);
+        let mut left_out = envelope(&[], &digest, true);
+        held.complete(&mut left_out).unwrap();
+        assert_eq!(left_out.assignment.node_addresses, list);
+        assert!(!left_out.node_addresses_held, "saved whole");
+
+        let mut mismatched = envelope(&list, "0000000000000000", false);
+        assert!(held.complete(&mut mismatched).is_err());
+        assert_eq!(held.header(), NO_NODE_ADDRESSES, "asks for the list again");
+        let mut old_operator = envelope(&list, "", false);
+        held.complete(&mut old_operator).unwrap();
+        assert_eq!(old_operator.assignment.node_addresses, list);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::BucketReport;
-use crate::hash::random_u64;
+use crate::hash::{fnv1a_64, random_u64};
 use crate::histogram::BUCKETS;
 use crate::spec::{Assignment, MAX_DOCUMENT_BYTES, MAX_THRESHOLDS};
 
@@ -19,6 +19,12 @@ pub const RESULTS_PATH: &str = "/v1/results";
 pub const AGENT_HEADER: &str = "x-netslo-agent";
 /// Header with the longest a long-poll may wait, in seconds.
 pub const WAIT_HEADER: &str = "x-netslo-wait-seconds";
+/// Header on assignment requests with the digest ([`node_addresses_digest`]) of the node
+/// addresses the agent holds, or [`NO_NODE_ADDRESSES`]. An agent that sends it understands
+/// envelopes that leave the addresses out; one that does not is sent them every time.
+pub const NODE_ADDRESSES_HEADER: &str = "x-netslo-node-addresses";
+/// [`NODE_ADDRESSES_HEADER`]'s value from an agent that holds no node addresses yet.
+pub const NO_NODE_ADDRESSES: &str = "none";
 /// Longest long-poll the operator honours.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Most buckets in one batch.
@@ -50,12 +56,39 @@ impl InvalidBatch {
 }
 
 /// The answer to an assignment request.
+///
+/// Every assignment carries every node's addresses (thousands at cluster sizes) while its
+/// checks change with each mesh round, so an agent that says which addresses it holds
+/// ([`NODE_ADDRESSES_HEADER`]) is sent them only when they changed: `nodeAddressesHeld` then
+/// says the agent's list (with `nodeAddressesDigest`) stands in for the missing one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AssignmentEnvelope {
     /// Opaque version (also the `ETag`); unchanged version, unchanged assignment.
     pub version: String,
+    /// Digest of the assignment's node addresses; set only for agents that sent
+    /// [`NODE_ADDRESSES_HEADER`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_addresses_digest: String,
+    /// The addresses were left out: they are the ones the agent said it holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_addresses_held: bool,
     pub assignment: Assignment,
+}
+
+/// The digest that names a list of node addresses in [`NODE_ADDRESSES_HEADER`]: FNV-1a 64
+/// over the addresses in order, with their count (detects change, not tampering: the list
+/// comes from the operator over the authenticated channel either way).
+pub fn node_addresses_digest(addresses: &[std::net::IpAddr]) -> String {
+    let bytes = addresses.iter().flat_map(|ip| {
+        let (tag, octets): (u8, [u8; 16]) = match ip {
+            std::net::IpAddr::V4(v4) => (4, v4.to_ipv6_mapped().octets()),
+            std::net::IpAddr::V6(v6) => (6, v6.octets()),
+        };
+        std::iter::once(tag).chain(octets)
+    });
+    let count = (addresses.len() as u64).to_le_bytes();
+    format!("{:016x}", fnv1a_64(count.into_iter().chain(bytes)))
 }
 
 /// A batch of closed buckets from one agent process.
@@ -387,5 +420,36 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, new_boot_id());
         validate_boot_id(&a).unwrap();
+    }
+
+    #[test]
+    fn node_address_digests_tell_lists_apart() {
+        let ips = |list: &[&str]| -> Vec<std::net::IpAddr> {
+            list.iter().map(|s| s.parse().unwrap()).collect()
+        };
+        let a = node_addresses_digest(&ips(&["10.0.0.1", "10.0.0.2"]));
+        assert_eq!(a, node_addresses_digest(&ips(&["10.0.0.1", "10.0.0.2"])));
+        assert_eq!(a.len(), 16);
+        for other in [
+            ips(&["10.0.0.2", "10.0.0.1"]),
+            ips(&["10.0.0.1"]),
+            ips(&["10.0.0.1", "10.0.0.2", "10.0.0.2"]),
+            ips(&["10.0.0.1", "::ffff:10.0.0.2"]),
+            ips(&[]),
+        ] {
+            assert_ne!(a, node_addresses_digest(&other), "{other:?}");
+        }
+        assert_ne!(node_addresses_digest(&[]), NO_NODE_ADDRESSES);
+    }
+
+    #[test]
+    fn an_envelope_without_digest_fields_is_read_as_before() {
+        let env: AssignmentEnvelope = serde_json::from_str(
+            r#"{"version":"v1","assignment":{"checks":[],"nodeAddresses":["10.0.0.1"]}}"#,
+        )
+        .unwrap();
+        assert!(env.node_addresses_digest.is_empty() && !env.node_addresses_held);
+        let text = serde_json::to_string(&env).unwrap();
+        assert!(!text.contains("nodeAddressesDigest") && !text.contains("nodeAddressesHeld"));
     }
 }

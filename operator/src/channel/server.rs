@@ -11,8 +11,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use netslo_protocol::channel::{
-    AGENT_HEADER, ASSIGNMENT_PATH, BatchAck, ErrorBody, MAX_BATCH_BYTES, RESULTS_PATH,
-    RefusedBucket, ResultBatch, WAIT_HEADER, validate_agent_name,
+    AGENT_HEADER, ASSIGNMENT_PATH, BatchAck, ErrorBody, MAX_BATCH_BYTES, NODE_ADDRESSES_HEADER,
+    RESULTS_PATH, RefusedBucket, ResultBatch, WAIT_HEADER, validate_agent_name,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -22,7 +22,7 @@ use super::ChannelError;
 use super::auth::{AgentIdentity, TokenVerifier};
 use super::dedup::Dedup;
 use super::sink::{AcceptedBatch, ResultSink, SinkError};
-use super::source::{AgentEntry, AssignmentSource};
+use super::source::{AgentEntry, AssignmentSource, HeldAddresses};
 use super::stats::ChannelStats;
 use super::tls::ServingCert;
 
@@ -430,7 +430,11 @@ impl State {
                         return Err(self.not_bound(&id, &agent));
                     }
                     Some(entry) if known.as_deref() != Some(entry.version.as_str()) => {
-                        let body = entry.body().map_err(|e| {
+                        let held = match headers.get(NODE_ADDRESSES_HEADER) {
+                            None => HeldAddresses::Unspoken,
+                            Some(v) => HeldAddresses::Digest(v.to_str().unwrap_or_default()),
+                        };
+                        let body = entry.body(held).map_err(|e| {
                             self.unavailable("AssignmentUnavailable", e.to_string())
                         })?;
                         ChannelStats::add(&self.stats.assignments_served, 1);

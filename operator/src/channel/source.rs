@@ -1,11 +1,13 @@
 //! Where agents' assignments come from: the reconciler's plan, per agent, with a version.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hyper::body::Bytes;
+use netslo_protocol::channel::node_addresses_digest;
 use netslo_protocol::spec::{Assignment, SpecError};
 use tokio::sync::watch;
 
@@ -57,12 +59,35 @@ impl AgentBinding {
     }
 }
 
+/// The node addresses every assignment carries, with their digest: one per cluster state,
+/// shared by every agent's entry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NodeAddresses {
+    pub list: Arc<[IpAddr]>,
+    pub digest: String,
+}
+
+impl Default for NodeAddresses {
+    fn default() -> Self {
+        NodeAddresses::new(Arc::default())
+    }
+}
+
+impl NodeAddresses {
+    fn new(list: Arc<[IpAddr]>) -> Self {
+        let digest = node_addresses_digest(&list);
+        NodeAddresses { list, digest }
+    }
+}
+
 /// One agent's assignment as served.
 #[derive(Debug)]
 pub struct AgentEntry {
     pub binding: AgentBinding,
     pub version: String,
+    /// The assignment without its node addresses, which are kept once beside it.
     pub assignment: Arc<Assignment>,
+    pub node_addresses: Arc<NodeAddresses>,
     /// `(check, source)` → `None` while assigned, or when it stopped being assigned.
     pairs: HashMap<(String, String), Option<Instant>>,
     grace: Duration,
@@ -70,19 +95,51 @@ pub struct AgentEntry {
 
 /// A [`netslo_protocol::channel::AssignmentEnvelope`] as served, borrowing its parts (serialized the same).
 #[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ServedEnvelope<'a> {
     version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    node_addresses_digest: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    node_addresses_held: bool,
     assignment: &'a Assignment,
 }
 
+/// What an agent said about node addresses on its request ([`netslo_protocol::channel::NODE_ADDRESSES_HEADER`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldAddresses<'a> {
+    /// No header: an agent that does not know the digest; it is sent the addresses every time.
+    Unspoken,
+    /// The digest of the list it holds (or the no-list marker, which matches no digest).
+    Digest(&'a str),
+}
+
 impl AgentEntry {
-    /// The serialized envelope, made when served rather than kept: every
-    /// assignment carries every node's address, and a body kept per agent would hold them
-    /// once per agent (N² addresses for N nodes).
-    pub fn body(&self) -> Result<Bytes, serde_json::Error> {
+    /// The serialized envelope, made when served rather than kept: a body kept per agent
+    /// would hold every node's address once per agent (N² addresses for N nodes). The
+    /// addresses are left out when the agent already holds them: mesh rounds change every
+    /// agent's checks every round, the addresses only when nodes come and go.
+    pub fn body(&self, held: HeldAddresses<'_>) -> Result<Bytes, serde_json::Error> {
+        let addresses = &self.node_addresses;
+        let (digest, held) = match held {
+            HeldAddresses::Unspoken => ("", false),
+            HeldAddresses::Digest(d) => (addresses.digest.as_str(), d == addresses.digest),
+        };
+        let with_addresses;
+        let assignment = if held || addresses.list.is_empty() {
+            &*self.assignment
+        } else {
+            with_addresses = Assignment {
+                node_addresses: addresses.list.clone(),
+                ..(*self.assignment).clone()
+            };
+            &with_addresses
+        };
         let envelope = ServedEnvelope {
             version: &self.version,
-            assignment: &self.assignment,
+            node_addresses_digest: digest,
+            node_addresses_held: held,
+            assignment,
         };
         serde_json::to_vec(&envelope).map(Bytes::from)
     }
@@ -129,6 +186,8 @@ impl Agents {
 #[derive(Debug)]
 pub struct MemoryAssignments {
     agents: Mutex<Agents>,
+    /// The node addresses of the latest assignments, digested once for all agents.
+    node_addresses: Mutex<Arc<NodeAddresses>>,
     ready: AtomicBool,
     nonce: String,
     counter: AtomicU64,
@@ -141,6 +200,7 @@ impl MemoryAssignments {
     pub fn new(grace: Duration) -> Self {
         MemoryAssignments {
             agents: Mutex::new(Agents::default()),
+            node_addresses: Mutex::default(),
             ready: AtomicBool::new(false),
             // Versions of different operator runs never collide.
             nonce: netslo_protocol::channel::new_boot_id()[..12].to_owned(),
@@ -151,6 +211,20 @@ impl MemoryAssignments {
 
     fn map(&self) -> MutexGuard<'_, Agents> {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `list` with its digest, computed once per list: the planner shares one list among
+    /// all agents' assignments (and across passes while nodes stay), so this is one pointer
+    /// compare per agent; a list equal to the last one is kept as well.
+    fn shared_node_addresses(&self, list: Arc<[IpAddr]>) -> Arc<NodeAddresses> {
+        let mut last = self
+            .node_addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&last.list, &list) && last.list != list {
+            *last = Arc::new(NodeAddresses::new(list));
+        }
+        last.clone()
     }
 
     /// Sets an agent's binding and assignment; returns the version. An unchanged binding and
@@ -164,12 +238,16 @@ impl MemoryAssignments {
         netslo_protocol::channel::validate_agent_name(agent)
             .map_err(|e| SpecError::invalid("agent", e.to_string()))?;
         assignment.validate()?;
+        let mut assignment = assignment;
+        let node_addresses =
+            self.shared_node_addresses(std::mem::take(&mut assignment.node_addresses));
         let now = Instant::now();
         let mut map = self.map();
         let previous = map.entries.get(agent).cloned();
         if let Some(p) = &previous
             && p.binding == binding
             && *p.assignment == assignment
+            && p.node_addresses == node_addresses
         {
             return Ok(p.version.clone());
         }
@@ -197,6 +275,7 @@ impl MemoryAssignments {
                 binding,
                 version: version.clone(),
                 assignment: Arc::new(assignment),
+                node_addresses,
                 pairs,
                 grace: self.grace,
             }),
@@ -266,7 +345,7 @@ impl AssignmentSource for MemoryAssignments {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netslo_protocol::channel::AssignmentEnvelope;
+    use netslo_protocol::channel::{AssignmentEnvelope, NO_NODE_ADDRESSES};
 
     fn assignment(checks: &[&str], source: Option<&str>) -> Assignment {
         let checks: Vec<String> = checks
@@ -324,10 +403,78 @@ mod tests {
             "retired pair within grace"
         );
         assert!(!e.assigned("ns/b", "node-a", now + Duration::from_secs(1)));
-        let body: AssignmentEnvelope = serde_json::from_slice(&e.body().unwrap()).unwrap();
+        let body: AssignmentEnvelope =
+            serde_json::from_slice(&e.body(HeldAddresses::Unspoken).unwrap()).unwrap();
         assert_eq!(body.version, v2);
         assert_eq!(*e.assignment, body.assignment);
         assert!(m.set("x\n", b, assignment(&["ns/a"], None)).is_err());
+    }
+
+    fn with_addresses(mut a: Assignment, list: &Arc<[IpAddr]>) -> Assignment {
+        a.node_addresses = list.clone();
+        a
+    }
+
+    #[test]
+    fn node_addresses_are_served_only_to_agents_that_do_not_hold_them() {
+        let m = MemoryAssignments::new(Duration::ZERO);
+        let b = AgentBinding::service_account("ns", "agent");
+        let list: Arc<[IpAddr]> = Arc::from(vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        let v1 = m
+            .set(
+                "a",
+                b.clone(),
+                with_addresses(assignment(&["ns/a"], None), &list),
+            )
+            .unwrap();
+        let served = |held| -> AssignmentEnvelope {
+            serde_json::from_slice(&m.agent("a").unwrap().body(held).unwrap()).unwrap()
+        };
+        let digest = node_addresses_digest(&list);
+
+        let old_agent = served(HeldAddresses::Unspoken);
+        assert_eq!(old_agent.assignment.node_addresses, list);
+        assert!(
+            old_agent.node_addresses_digest.is_empty(),
+            "no field an old agent would refuse"
+        );
+        let first = served(HeldAddresses::Digest(NO_NODE_ADDRESSES));
+        assert_eq!(first.assignment.node_addresses, list);
+        assert_eq!(
+            (
+                first.node_addresses_digest.as_str(),
+                first.node_addresses_held
+            ),
+            (digest.as_str(), false)
+        );
+        let stale = served(HeldAddresses::Digest("0123456789abcdef"));
+        assert_eq!(
+            stale.assignment.node_addresses, list,
+            "another list: sent again"
+        );
+        let held = served(HeldAddresses::Digest(&digest));
+        assert!(held.node_addresses_held && held.assignment.node_addresses.is_empty());
+        assert_eq!(held.version, v1);
+        assert_eq!(held.assignment.checks, first.assignment.checks);
+
+        // The same addresses in a list of their own change nothing; other addresses do.
+        let copy: Arc<[IpAddr]> = Arc::from(list.to_vec());
+        let same = m
+            .set(
+                "a",
+                b.clone(),
+                with_addresses(assignment(&["ns/a"], None), &copy),
+            )
+            .unwrap();
+        assert_eq!(same, v1);
+        let moved: Arc<[IpAddr]> = Arc::from(vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
+        let v2 = m
+            .set("a", b, with_addresses(assignment(&["ns/a"], None), &moved))
+            .unwrap();
+        assert_ne!(v2, v1);
+        let after = served(HeldAddresses::Digest(&digest));
+        assert!(!after.node_addresses_held);
+        assert_eq!(after.assignment.node_addresses, moved);
     }
 
     #[test]

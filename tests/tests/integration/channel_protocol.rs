@@ -1,18 +1,21 @@
 //! The channel's protocol edges, against a real server over TLS (no control plane needed):
 //! request limits and strict parsing, de-duplication, acknowledgement only after the store
-//! said "durable", "retry later" before the first plan, and the assignment long-poll.
+//! said "durable", "retry later" before the first plan, the assignment long-poll, and node
+//! addresses sent only to agents that do not hold them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::channel_common::{batch, bucket, https};
 use http::{Method, StatusCode};
+use netslo_agent::report::{Reporter, ReporterConfig};
 use netslo_operator::channel::{
     AgentBinding, AgentIdentity, ChannelConfig, ChannelServer, MemoryAssignments, MemorySink,
     StaticTokens,
 };
 use netslo_protocol::channel::{
-    ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, MAX_BATCH_BYTES, RESULTS_PATH,
+    ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, MAX_BATCH_BYTES,
+    NODE_ADDRESSES_HEADER, RESULTS_PATH, node_addresses_digest,
 };
 
 const AGENT: &str = "node-a";
@@ -385,4 +388,111 @@ async fn assignment_long_poll_answers_changes_at_once() {
     let ack: BatchAck = serde_json::from_str(&b).unwrap();
     assert_eq!(ack.accepted, 1);
     assert_eq!(ack.refused.len(), 1);
+}
+
+#[tokio::test]
+async fn node_addresses_travel_only_when_they_change() {
+    let f = fixture(true).await;
+    let with_addresses = |check: &str, addresses: &[&str]| {
+        let mut a = crate::channel_common::tcp_assignment(check, &["127.0.0.1:9".into()], 10_000);
+        a.node_addresses = addresses.iter().map(|ip| ip.parse().unwrap()).collect();
+        a
+    };
+    let binding = AgentBinding::service_account("netslo", "agent");
+    f.source
+        .set(
+            AGENT,
+            binding.clone(),
+            with_addresses(CHECK, &["10.0.0.1", "10.0.0.2"]),
+        )
+        .unwrap();
+
+    // The agent's own client: the first answer carries the addresses and their digest.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), f.server.ca_pem()).unwrap();
+    std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+    let reporter = Reporter::new(ReporterConfig::new(
+        format!("https://{}", f.server.local_addr())
+            .parse()
+            .unwrap(),
+        dir.path().join("ca.crt"),
+        dir.path().join("token"),
+        AGENT.into(),
+    ))
+    .unwrap();
+    let first = reporter
+        .fetch_assignment(None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.assignment.node_addresses.len(), 2);
+    let digest = first.node_addresses_digest.clone();
+    assert_eq!(
+        digest,
+        node_addresses_digest(&first.assignment.node_addresses)
+    );
+
+    // On the wire: left out for an agent that holds them, sent to one that holds others, and
+    // always to an agent that does not speak of them.
+    let wire = async |headers: &[(&str, &str)]| -> serde_json::Value {
+        let (s, b) = f.get(headers).await;
+        assert_eq!(s, StatusCode::OK);
+        serde_json::from_slice(&b).unwrap()
+    };
+    let held = wire(&[(NODE_ADDRESSES_HEADER, &digest)]).await;
+    assert_eq!(held["nodeAddressesHeld"], true);
+    assert!(held["assignment"].get("nodeAddresses").is_none(), "{held}");
+    let stale = wire(&[(NODE_ADDRESSES_HEADER, "0123456789abcdef")]).await;
+    assert_eq!(
+        stale["assignment"]["nodeAddresses"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let unspoken = wire(&[]).await;
+    assert_eq!(
+        unspoken["assignment"]["nodeAddresses"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(unspoken.get("nodeAddressesDigest").is_none(), "{unspoken}");
+
+    // A new round's checks with the same addresses: the agent fills them in from its own.
+    f.source
+        .set(
+            AGENT,
+            binding.clone(),
+            with_addresses("team/next", &["10.0.0.1", "10.0.0.2"]),
+        )
+        .unwrap();
+    let next = reporter
+        .fetch_assignment(Some(&first.version), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(next.version, first.version);
+    assert_eq!(next.assignment.checks[0].name, "team/next");
+    assert_eq!(
+        next.assignment.node_addresses,
+        first.assignment.node_addresses
+    );
+
+    // A node joins: the new list comes whole.
+    f.source
+        .set(
+            AGENT,
+            binding,
+            with_addresses("team/next", &["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
+        )
+        .unwrap();
+    let joined = reporter
+        .fetch_assignment(Some(&next.version), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(joined.assignment.node_addresses.len(), 3);
+    assert_ne!(joined.node_addresses_digest, digest);
 }
