@@ -8,7 +8,8 @@
 
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -39,7 +40,17 @@ pub struct ClusterCache {
     pub policies: Store<ConnectivityPolicy>,
     /// Signalled on every change, so the planner can re-plan promptly.
     pub changed: Arc<Notify>,
+    /// Bumped after every watch event has reached its store: a snapshot taken at one
+    /// generation holds for as long as the generation stays.
+    generation: Arc<AtomicU64>,
+    /// The last snapshot and the generation it was taken at: every reconcile reads the
+    /// cluster, and copying every store's objects for each would cost each reconcile the
+    /// whole cluster (thousands of pods and nodes).
+    last: Arc<Mutex<Option<TakenAt>>>,
 }
+
+/// A snapshot and the generation it was taken at.
+type TakenAt = (u64, Arc<OwnedSnapshot>);
 
 impl Debug for ClusterCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,7 +98,10 @@ impl OwnedSnapshot {
 impl ClusterCache {
     /// Starts every watch on the runtime; they run until `shutdown` turns true.
     pub fn start(client: &Client, shutdown: watch::Receiver<bool>) -> Self {
-        let changed = Arc::new(Notify::new());
+        let changed = Changes {
+            notify: Arc::new(Notify::new()),
+            generation: Arc::new(AtomicU64::new(0)),
+        };
         Self {
             pods: spawn_reflector(
                 Api::all(client.clone()),
@@ -137,7 +151,9 @@ impl ClusterCache {
                 changed.clone(),
                 shutdown,
             ),
-            changed,
+            changed: changed.notify,
+            generation: changed.generation,
+            last: Arc::default(),
         }
     }
 
@@ -153,7 +169,27 @@ impl ClusterCache {
         let _ = self.policies.wait_until_ready().await;
     }
 
-    pub fn snapshot(&self) -> OwnedSnapshot {
+    /// The watch events seen so far (any kind, all stores).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Every store's objects, shared while nothing changed.
+    pub fn snapshot(&self) -> Arc<OwnedSnapshot> {
+        // Read before the stores: a snapshot holds at least what this generation saw.
+        let generation = self.generation();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((taken_at, snapshot)) = &*last
+            && *taken_at == generation
+        {
+            return snapshot.clone();
+        }
+        let snapshot = Arc::new(self.copy_stores());
+        *last = Some((generation, snapshot.clone()));
+        snapshot
+    }
+
+    fn copy_stores(&self) -> OwnedSnapshot {
         OwnedSnapshot {
             pods: self.pods.state(),
             services: self.services.state(),
@@ -167,10 +203,25 @@ impl ClusterCache {
     }
 }
 
+/// How reflectors tell that their store changed.
+#[derive(Clone)]
+struct Changes {
+    notify: Arc<Notify>,
+    generation: Arc<AtomicU64>,
+}
+
+impl Changes {
+    /// A store took an event.
+    fn record(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
 fn spawn_reflector<K>(
     api: Api<K>,
     trim: fn(&mut K),
-    changed: Arc<Notify>,
+    changed: Changes,
     mut shutdown: watch::Receiver<bool>,
 ) -> Store<K>
 where
@@ -182,14 +233,15 @@ where
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(trim)
-        .reflect(writer)
-        .touched_objects();
+        .reflect(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         loop {
             tokio::select! {
+                // Every event, the end of a re-list included (when the store takes the new
+                // list whole), after the store has it.
                 item = stream.next() => match item {
-                    Some(Ok(_)) => changed.notify_one(),
+                    Some(Ok(_)) => changed.record(),
                     // The backoff retries; an error is logged, never fatal.
                     Some(Err(err)) => tracing::warn!(kind = %K::kind(&K::DynamicType::default()), "watch error: {err}"),
                     None => return,
@@ -239,5 +291,49 @@ fn trim_node(node: &mut Node) {
         status.images = None;
         status.volumes_attached = None;
         status.volumes_in_use = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    #[test]
+    fn a_snapshot_is_shared_until_a_watch_event_reaches_a_store() {
+        let (pods, mut writer) = reflector::store::<Pod>();
+        let changes = Changes {
+            notify: Arc::new(Notify::new()),
+            generation: Arc::new(AtomicU64::new(0)),
+        };
+        let cache = ClusterCache {
+            pods,
+            services: reflector::store().0,
+            endpoint_slices: reflector::store().0,
+            nodes: reflector::store().0,
+            ingresses: reflector::store().0,
+            service_cidrs: reflector::store().0,
+            namespaces: reflector::store().0,
+            policies: reflector::store().0,
+            changed: changes.notify.clone(),
+            generation: changes.generation.clone(),
+            last: Arc::default(),
+        };
+        let first = cache.snapshot();
+        assert!(first.pods.is_empty());
+        assert!(
+            Arc::ptr_eq(&first, &cache.snapshot()),
+            "nothing changed: shared"
+        );
+
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("web-1".into());
+        pod.metadata.namespace = Some("shop".into());
+        writer.apply_watcher_event(&Event::Apply(pod));
+        changes.record();
+        let after = cache.snapshot();
+        assert!(!Arc::ptr_eq(&first, &after));
+        assert_eq!(after.pods.len(), 1);
+        assert!(Arc::ptr_eq(&after, &cache.snapshot()));
     }
 }

@@ -130,6 +130,9 @@ pub struct Context {
     /// Every node's addresses as the last planning pass gave them to every agent: kept, so
     /// that assignments of passes over the same nodes share them and compare in O(1).
     node_addresses: Mutex<Arc<[IpAddr]>>,
+    /// The agents as last built, and from what: reused while neither the cluster nor the
+    /// external agents named by checks changed.
+    agents: Mutex<Option<KnownAgents>>,
     results: Arc<ResultStore>,
     recorder: Recorder,
     state: Mutex<State>,
@@ -169,6 +172,7 @@ impl Context {
             assignments,
             live_pods,
             node_addresses: Mutex::default(),
+            agents: Mutex::default(),
             results,
             state: Mutex::new(State {
                 plans: BTreeMap::new(),
@@ -393,11 +397,52 @@ fn forget(ctx: &Context, key: &CheckKey) {
     ctx.replan.notify_one();
 }
 
+/// Agents built from one snapshot of the cluster and one set of external agents.
+struct KnownAgents {
+    snapshot: Arc<OwnedSnapshot>,
+    external: Vec<String>,
+    agents: Arc<[AgentInfo]>,
+}
+
+/// The agents the operator knows (see [`agent_infos`]), shared while the cluster snapshot
+/// and the external agents stay: the planner and every reconcile read them, and building
+/// them walks every pod of the cluster.
+fn known_agents(
+    ctx: &Context,
+    snapshot: &Arc<OwnedSnapshot>,
+    plans: &BTreeMap<CheckKey, PlannedCheck>,
+) -> Arc<[AgentInfo]> {
+    let external = external_agents(plans);
+    let mut known = ctx.agents.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(k) = &*known
+        && Arc::ptr_eq(&k.snapshot, snapshot)
+        && k.external.iter().eq(external.iter().copied())
+    {
+        return k.agents.clone();
+    }
+    let agents: Arc<[AgentInfo]> = agent_infos(&ctx.settings.namespace, &external, snapshot).into();
+    *known = Some(KnownAgents {
+        snapshot: snapshot.clone(),
+        external: external.into_iter().cloned().collect(),
+        agents: agents.clone(),
+    });
+    agents
+}
+
+/// The external agents checks name, sorted and once each.
+fn external_agents(plans: &BTreeMap<CheckKey, PlannedCheck>) -> BTreeSet<&String> {
+    plans
+        .values()
+        .filter_map(|p| p.spec.source.external.as_ref())
+        .flat_map(|e| e.agents.iter())
+        .collect()
+}
+
 /// The agents the operator knows: mesh agents (their pods), workload agents (the probe
-/// Deployments' pods) and external agents named by checks.
+/// Deployments' pods) and the external agents checks name.
 fn agent_infos(
     operator_namespace: &str,
-    plans: &BTreeMap<CheckKey, PlannedCheck>,
+    external: &BTreeSet<&String>,
     snapshot: &OwnedSnapshot,
 ) -> Vec<AgentInfo> {
     let mut agents = Vec::new();
@@ -471,14 +516,9 @@ fn agent_infos(
             _ => {}
         }
     }
-    let external: BTreeSet<&String> = plans
-        .values()
-        .filter_map(|p| p.spec.source.external.as_ref())
-        .flat_map(|e| e.agents.iter())
-        .collect();
     for name in external {
         agents.push(AgentInfo {
-            name: name.clone(),
+            name: (*name).clone(),
             kind: AgentKind::External,
             node: None,
             zone: None,
@@ -554,7 +594,7 @@ fn plan_once(ctx: &Context) {
         }
         state.plans.clone()
     };
-    let agents = agent_infos(&ctx.settings.namespace, &plans, &snapshot);
+    let agents = known_agents(ctx, &snapshot, &plans);
     let views: Vec<CheckPlan<'_>> = plans.values().map(PlannedCheck::as_check_plan).collect();
     // One mesh plan per (check, target) and pass: its agents are the check's sources, the
     // same for every agent, and sorting them per agent would cost O(N² log N) at N nodes;
@@ -580,7 +620,7 @@ fn plan_once(ctx: &Context) {
                 .of(plan.spec, agent, now)
         },
     );
-    for agent in &agents {
+    for agent in agents.iter() {
         let (Some(assignment), Some(binding)) = (per_agent.get(&agent.name), binding(ctx, agent))
         else {
             continue;

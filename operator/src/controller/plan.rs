@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -43,12 +44,12 @@ const DEFAULT_NO_DATA_AFTER_MS: i64 = 300_000;
 #[derive(Debug, Clone, Default)]
 pub(super) struct Gathered {
     /// The cluster as the cache last saw it.
-    pub cluster: OwnedSnapshot,
+    pub cluster: Arc<OwnedSnapshot>,
     /// Every check in the check's namespace, as (creation time in ms, name), for the
     /// policies' limit on checks per namespace; `None` until the controller has listed them.
     pub checks_in_namespace: Option<Vec<(Option<i64>, String)>>,
     /// The agents the operator knows, as the planner sees them.
-    pub agents: Vec<AgentInfo>,
+    pub agents: Arc<[AgentInfo]>,
     /// The check's window and recent series; `None` when the store holds no window of this
     /// check object (a new check, or one created again under the same name).
     pub results: Option<StoredResults>,
@@ -1138,7 +1139,7 @@ mod tests {
         };
         let series = |source: &str, peer: &str| (source.to_string(), format!("peers/Pod/{peer}"));
         let gathered = Gathered {
-            agents: agents.clone(),
+            agents: agents.clone().into(),
             results: Some(StoredResults {
                 history: History::new(crate::slo::config::SliceRule::DEFAULT, NOW - 600_000),
                 recent: Recent {
@@ -1212,7 +1213,7 @@ mod tests {
             mesh_minutes: minutes(ago_ms),
         };
         let gathered = Gathered {
-            agents: agents.clone(),
+            agents: agents.clone().into(),
             results: Some(StoredResults {
                 history: History::new(crate::slo::config::SliceRule::DEFAULT, NOW - 600_000),
                 recent: Recent {

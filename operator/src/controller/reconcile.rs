@@ -106,7 +106,7 @@ fn gather(ctx: &Context, check: &ConnectivityCheck, key: &CheckKey, now: UnixMs)
             })
             .collect()
     });
-    let agents = super::agent_infos(&ctx.settings.namespace, &ctx.state().plans, &cluster);
+    let agents = super::known_agents(ctx, &cluster, &ctx.state().plans);
     // A window of an earlier object under the same name is not this check's.
     let uid = check.uid().unwrap_or_default();
     let results = (ctx.results.window_uid(key) == Some(uid))
