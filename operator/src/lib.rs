@@ -163,7 +163,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     // Results are acknowledged to agents only once persisted; the windows stored by the
     // previous operator process are loaded before the channel accepts anything.
     let results = Arc::new(ResultStore::durable(ACK_WAIT));
-    let windows = persist::load(
+    let (windows, shards) = persist::load(
         &Api::namespaced(client.clone(), &config.namespace),
         &results,
     )
@@ -174,6 +174,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
         client.clone(),
         config.namespace.clone(),
         results.clone(),
+        shards,
         Duration::from_secs(config.persist_interval_seconds.max(1)),
         flusher_stop_rx,
     ));

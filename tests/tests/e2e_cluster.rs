@@ -24,7 +24,7 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use netslo_crds::v1alpha1::{ConnectivityCheck, FailureScope};
 use netslo_operator::check_key::CheckKey;
-use netslo_operator::persist::{config_map_name, from_config_map};
+use netslo_operator::persist::stored_windows;
 use netslo_tests::control_plane::{self, client_from_kubeconfig, repo_root};
 
 const NAMESPACE: &str = "e2e";
@@ -161,11 +161,10 @@ impl Node {
     /// Probes counted in the check's stored window over the last hour (all of this test).
     async fn stored_probes(&self, check: &str) -> Option<u64> {
         let windows: Api<ConfigMap> = self.api(SYSTEM);
-        let cm = windows
-            .get_opt(&config_map_name(&CheckKey::new(NAMESPACE, check)))
+        let stored = stored_windows(&windows)
             .await
-            .ok()??;
-        let stored = from_config_map(&cm).ok()?;
+            .ok()?
+            .remove(&CheckKey::new(NAMESPACE, check))?;
         let now = netslo_operator::slo::now_ms();
         Some(stored.history.window(now, 3_600_000).counts.total)
     }
@@ -611,7 +610,7 @@ async fn operator_pod_killed(node: &Node) {
 
 async fn removal_leaves_nothing(node: &Node) {
     node.step("delete a check: its stored window goes with it");
-    let window = config_map_name(&CheckKey::new(NAMESPACE, "egress"));
+    let window = CheckKey::new(NAMESPACE, "egress");
     node.kubectl_ok(&[
         "-n",
         NAMESPACE,
@@ -622,9 +621,12 @@ async fn removal_leaves_nothing(node: &Node) {
     ]);
     let windows: Api<ConfigMap> = node.api(SYSTEM);
     node.until(
-        "the egress window ConfigMap gone",
+        "the egress window gone from the stored windows",
         Duration::from_secs(60),
-        || async { windows.get_opt(&window).await.ok()?.is_none().then_some(()) },
+        || async {
+            let stored = stored_windows(&windows).await.ok()?;
+            (!stored.contains_key(&window)).then_some(())
+        },
     )
     .await;
 

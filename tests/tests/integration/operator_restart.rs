@@ -13,14 +13,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use netslo_crds::v1alpha1::ConnectivityCheck;
 use netslo_operator::check_key::CheckKey;
-use netslo_operator::persist::{config_map_name, from_config_map};
+use netslo_operator::persist::stored_windows;
 use netslo_tests::control_plane::{self, TestNamespace};
 use serde_json::json;
 
 /// What the stored window says: probes counted in the last hour and the first result's time.
-async fn stored_window(windows: &Api<ConfigMap>, name: &str) -> Option<(u64, i64)> {
-    let cm = windows.get_opt(name).await.ok()??;
-    let stored = from_config_map(&cm).ok()?;
+async fn stored_window(windows: &Api<ConfigMap>, check: &CheckKey) -> Option<(u64, i64)> {
+    let stored = stored_windows(windows).await.ok()?.remove(check)?;
     let now = netslo_operator::slo::now_ms();
     Some((
         stored.history.window(now, 3_600_000).counts.total,
@@ -95,11 +94,11 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
     );
 
     let windows: Api<ConfigMap> = Api::namespaced(client.clone(), &system.name);
-    let stored_name = config_map_name(&CheckKey::new(&shop.name, "office-to-target"));
+    let stored_check = CheckKey::new(&shop.name, "office-to-target");
     let before = tokio::time::timeout(
         Duration::from_secs(120),
         eventually("results persisted", Duration::from_secs(120), async || {
-            stored_window(&windows, &stored_name)
+            stored_window(&windows, &stored_check)
                 .await
                 .filter(|(total, _)| *total >= 5)
         }),
@@ -134,7 +133,7 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
             "the buffered results persisted by the new operator",
             Duration::from_secs(90),
             async || {
-                stored_window(&windows, &stored_name)
+                stored_window(&windows, &stored_check)
                     .await
                     .filter(|(total, _)| *total >= before.0 + 6)
             },
@@ -176,7 +175,7 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
         .filter(|l| !l.trim().is_empty())
         .count() as u64;
     let settled = eventually("the last flush", Duration::from_secs(30), async || {
-        stored_window(&windows, &stored_name)
+        stored_window(&windows, &stored_check)
             .await
             .filter(|(total, _)| *total >= probes)
     })
@@ -199,12 +198,8 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
             "the stored window deleted with its check",
             Duration::from_secs(65),
             async || {
-                windows
-                    .get_opt(&stored_name)
-                    .await
-                    .ok()?
-                    .is_none()
-                    .then_some(())
+                let stored = stored_windows(&windows).await.ok()?;
+                (!stored.contains_key(&stored_check)).then_some(())
             },
         ),
     )
