@@ -109,8 +109,9 @@ impl Error {
 
 #[derive(Debug)]
 struct State {
-    /// Every check's latest plan, as its reconcile handed it to the planner.
-    plans: BTreeMap<CheckKey, PlannedCheck>,
+    /// Every check's latest plan, as its reconcile handed it to the planner (shared with the
+    /// planner's passes, which take every plan each time).
+    plans: BTreeMap<CheckKey, Arc<PlannedCheck>>,
     pacer: WritePacer,
     events: EventLimiter,
     /// The last status written (or read) per check, to compare against.
@@ -367,7 +368,7 @@ fn orphaned<'a>(
 
 /// Whether every existing check has a plan (or the deadline for that passed): until then an
 /// agent that reports after an operator restart would be refused for checks not planned yet.
-fn first_plan_complete(ctx: &Context, plans: &BTreeMap<CheckKey, PlannedCheck>) -> bool {
+fn first_plan_complete(ctx: &Context, plans: &BTreeMap<CheckKey, Arc<PlannedCheck>>) -> bool {
     if ctx.started.elapsed() >= FIRST_PLAN_DEADLINE {
         return true;
     }
@@ -410,7 +411,7 @@ struct KnownAgents {
 fn known_agents(
     ctx: &Context,
     snapshot: &Arc<OwnedSnapshot>,
-    plans: &BTreeMap<CheckKey, PlannedCheck>,
+    plans: &BTreeMap<CheckKey, Arc<PlannedCheck>>,
 ) -> Arc<[AgentInfo]> {
     let external = external_agents(plans);
     let mut known = ctx.agents.lock().unwrap_or_else(|p| p.into_inner());
@@ -430,7 +431,7 @@ fn known_agents(
 }
 
 /// The external agents checks name, sorted and once each.
-fn external_agents(plans: &BTreeMap<CheckKey, PlannedCheck>) -> BTreeSet<&String> {
+fn external_agents(plans: &BTreeMap<CheckKey, Arc<PlannedCheck>>) -> BTreeSet<&String> {
     plans
         .values()
         .filter_map(|p| p.spec.source.external.as_ref())
@@ -563,7 +564,12 @@ fn binding(ctx: &Context, agent: &AgentInfo) -> Option<AgentBinding> {
 pub async fn run_planner(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
         let planned_at = tokio::time::Instant::now();
-        plan_once(&ctx);
+        // A pass plans every agent of every check (seconds of CPU at thousands of nodes):
+        // off the runtime's threads, which meanwhile serve the agents and the reconciles.
+        let planning = ctx.clone();
+        if let Err(err) = tokio::task::spawn_blocking(move || plan_once(&planning)).await {
+            tracing::error!("planning pass failed: {err}");
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(planned_at + PLAN_SPACING) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -578,6 +584,7 @@ pub async fn run_planner(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Re
 }
 
 fn plan_once(ctx: &Context) {
+    let started = Instant::now();
     let now = now_ms();
     let snapshot = ctx.cache.snapshot();
     let plans = {
@@ -595,7 +602,7 @@ fn plan_once(ctx: &Context) {
         state.plans.clone()
     };
     let agents = known_agents(ctx, &snapshot, &plans);
-    let views: Vec<CheckPlan<'_>> = plans.values().map(PlannedCheck::as_check_plan).collect();
+    let views: Vec<CheckPlan<'_>> = plans.values().map(|p| p.as_check_plan()).collect();
     // One mesh plan per (check, target) and pass: its agents are the check's sources, the
     // same for every agent, and sorting them per agent would cost O(N² log N) at N nodes;
     // so would finding each agent and peer by a scan.
@@ -647,6 +654,12 @@ fn plan_once(ctx: &Context) {
         );
         ctx.assignments.mark_ready();
     }
+    tracing::debug!(
+        checks = plans.len(),
+        agents = agents.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "planning pass"
+    );
 }
 
 /// Every node's addresses, as the previous pass's shared copy while they have not changed.

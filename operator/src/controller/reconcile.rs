@@ -171,8 +171,11 @@ fn publish_plan(ctx: &Context, desired: &Desired) {
     let previous = ctx
         .state()
         .plans
-        .insert(desired.planned.key.clone(), desired.planned.clone());
-    if previous.as_ref() != Some(&desired.planned) {
+        .insert(
+            desired.planned.key.clone(),
+            Arc::new(desired.planned.clone()),
+        );
+    if previous.as_deref() != Some(&desired.planned) {
         ctx.replan.notify_one();
     }
 }
