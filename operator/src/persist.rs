@@ -501,14 +501,18 @@ impl Shards {
             .collect()
     }
 
-    /// Records the shards the server now holds; a moved record leaves its old shard once its
-    /// new one is written.
+    /// Records the shards the server now holds.
     pub fn written(&mut self, indices: &[u32]) {
         for i in indices {
             if let Some(shard) = self.shards.get_mut(i) {
                 shard.dirty = false;
             }
         }
+    }
+
+    /// Drops the copies of moved records whose new shard the server holds: their old shards
+    /// are to be written without them.
+    pub fn release_arrived(&mut self) {
         let arrived: Vec<CheckKey> = self
             .shards
             .values()
@@ -628,31 +632,48 @@ pub async fn load(
     Ok((loaded, shards))
 }
 
-/// Writes and deletes what one flush took; returns the keys that failed and the first error.
-async fn flush_once(
-    api: &Api<ConfigMap>,
-    store: &ResultStore,
+/// Where shards are written: the API server, or a test's map.
+trait ShardServer {
+    async fn apply(&self, index: u32, object: serde_json::Value) -> Result<(), String>;
+    /// Deletes a ConfigMap; one that is not there counts as deleted.
+    async fn delete(&self, name: &str) -> Result<(), String>;
+}
+
+impl ShardServer for Api<ConfigMap> {
+    async fn apply(&self, index: u32, object: serde_json::Value) -> Result<(), String> {
+        let params = PatchParams::apply(netslo_crds::OPERATOR_FIELD_MANAGER).force();
+        self.patch(&shard_name(index), &params, &Patch::Apply(object))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), String> {
+        match Api::delete(self, name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+}
+
+/// Takes one flush's work into the shards and writes them: the shards receiving moved
+/// records first, then the shards those leave (without the copies that arrived) and the
+/// rest, then the deletions. Returns the checks whose records are not written (their flush
+/// is not durable) and the first error.
+async fn flush_shards(
+    server: &impl ShardServer,
     shards: &mut Shards,
-    now: UnixMs,
-) -> (u64, Vec<CheckKey>, Option<String>) {
-    let started = std::time::Instant::now();
-    let work = store.take_flush(now);
-    shards.take(&work);
+    work: &FlushWork,
+) -> (Vec<CheckKey>, Option<String>) {
+    shards.take(work);
     let mut first_error = None;
-    // Shards receiving moved records go first; the shards they leave, once those are written.
     for first in [true, false] {
         let writes = shards
             .writes(first)
             .into_iter()
-            .map(|(index, object)| async move {
-                let params = PatchParams::apply(netslo_crds::OPERATOR_FIELD_MANAGER).force();
-                let result = api
-                    .patch(&shard_name(index), &params, &Patch::Apply(object))
-                    .await
-                    .map(|_| ());
-                (index, result)
-            });
-        let results: Vec<(u32, Result<(), kube::Error>)> = stream::iter(writes)
+            .map(|(index, object)| async move { (index, server.apply(index, object).await) });
+        let results: Vec<(u32, Result<(), String>)> = stream::iter(writes)
             .buffer_unordered(CONCURRENT_WRITES)
             .collect()
             .await;
@@ -662,26 +683,40 @@ async fn flush_once(
                 Ok(()) => written.push(index),
                 Err(err) => {
                     tracing::warn!(shard = %shard_name(index), "cannot persist SLO windows: {err}");
-                    first_error.get_or_insert_with(|| err.to_string());
+                    first_error.get_or_insert(err);
                 }
             }
         }
         shards.written(&written);
+        if first {
+            shards.release_arrived();
+        }
     }
     let mut deleted = Vec::new();
     for name in shards.deletes() {
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => deleted.push(name),
-            Err(kube::Error::Api(status)) if status.code == 404 => deleted.push(name),
+        match server.delete(&name).await {
+            Ok(()) => deleted.push(name),
             Err(err) => {
                 tracing::warn!(config_map = %name, "cannot delete a stored window: {err}");
-                first_error.get_or_insert_with(|| err.to_string());
+                first_error.get_or_insert(err);
             }
         }
     }
     shards.deleted(&deleted);
-    // A removed check's shard that was not written stays to be written: nothing to retry.
-    let failed = shards.unwritten();
+    (shards.unwritten(), first_error)
+}
+
+/// Writes and deletes what one flush took; returns the generation, the keys that failed
+/// and the first error.
+async fn flush_once(
+    api: &Api<ConfigMap>,
+    store: &ResultStore,
+    shards: &mut Shards,
+    now: UnixMs,
+) -> (u64, Vec<CheckKey>, Option<String>) {
+    let started = std::time::Instant::now();
+    let work = store.take_flush(now);
+    let (failed, first_error) = flush_shards(api, shards, &work).await;
     tracing::debug!(
         records = work.writes.len(),
         removed = work.deletes.len(),
@@ -746,47 +781,65 @@ mod tests {
         }
     }
 
-    /// The ConfigMaps a flush leaves on the server, by name.
-    type Server = BTreeMap<String, ConfigMap>;
+    /// A map of ConfigMaps standing in for the API server; writes to the shards in `fail`
+    /// fail.
+    #[derive(Default)]
+    struct Server {
+        objects: std::sync::Mutex<BTreeMap<String, ConfigMap>>,
+        fail: Vec<u32>,
+    }
 
-    /// Runs one flush against `server` as the flusher does; `fail` names shards whose
-    /// writes fail.
-    fn flush(
+    impl ShardServer for Server {
+        async fn apply(&self, index: u32, object: serde_json::Value) -> Result<(), String> {
+            if self.fail.contains(&index) {
+                return Err("injected".into());
+            }
+            let cm: ConfigMap = serde_json::from_value(object).unwrap();
+            let bytes = serde_json::to_vec(&cm).unwrap().len();
+            assert!(
+                bytes <= SHARD_LIMIT + 100 * 1024,
+                "{} of {bytes} bytes",
+                cm.name_any()
+            );
+            self.objects.lock().unwrap().insert(shard_name(index), cm);
+            Ok(())
+        }
+
+        async fn delete(&self, name: &str) -> Result<(), String> {
+            self.objects.lock().unwrap().remove(name);
+            Ok(())
+        }
+    }
+
+    impl Server {
+        fn names(&self) -> Vec<String> {
+            self.objects.lock().unwrap().keys().cloned().collect()
+        }
+
+        fn copies(&self) -> usize {
+            let objects = self.objects.lock().unwrap();
+            objects
+                .values()
+                .map(|cm| records_of(cm).unwrap().1.len())
+                .sum()
+        }
+    }
+
+    /// One flush as the flusher runs it; `fail` names shards whose writes fail.
+    async fn flush(
         shards: &mut Shards,
         server: &mut Server,
         w: FlushWork,
         fail: &[u32],
     ) -> Vec<CheckKey> {
-        shards.take(&w);
-        for first in [true, false] {
-            let mut written = Vec::new();
-            for (index, object) in shards.writes(first) {
-                if fail.contains(&index) {
-                    continue;
-                }
-                let cm: ConfigMap = serde_json::from_value(object).unwrap();
-                let bytes = serde_json::to_vec(&cm).unwrap().len();
-                assert!(
-                    bytes <= SHARD_LIMIT + 100 * 1024,
-                    "{} of {bytes} bytes",
-                    cm.name_any()
-                );
-                server.insert(shard_name(index), cm);
-                written.push(index);
-            }
-            shards.written(&written);
-        }
-        let deletes = shards.deletes();
-        for name in &deletes {
-            server.remove(name);
-        }
-        shards.deleted(&deletes);
-        shards.unwritten()
+        server.fail = fail.to_vec();
+        flush_shards(server, shards, &w).await.0
     }
 
     /// What a restarted operator reads from `server`.
     fn restart(server: &Server) -> (Shards, BTreeMap<CheckKey, StoredRecord>) {
-        let read = server.values().map(|cm| records_of(cm).unwrap()).collect();
+        let objects = server.objects.lock().unwrap();
+        let read = objects.values().map(|cm| records_of(cm).unwrap()).collect();
         let (shards, newest) = Shards::from_stored(read);
         let newest = newest
             .into_iter()
@@ -795,25 +848,21 @@ mod tests {
         (shards, newest)
     }
 
-    #[test]
-    fn a_thousand_checks_are_written_in_a_few_config_maps_and_read_back() {
+    #[tokio::test]
+    async fn a_thousand_checks_are_written_in_a_few_config_maps_and_read_back() {
         let mut shards = Shards::default();
-        let mut server = Server::new();
+        let mut server = Server::default();
         // Windows of a few KiB each, as checks with weeks of history have.
         let records: Vec<CheckRecord> = (0..1_000)
             .map(|i| record(&format!("check-{i:04}"), 6_000))
             .collect();
-        let failed = flush(&mut shards, &mut server, work(records.clone(), vec![]), &[]);
+        let failed = flush(&mut shards, &mut server, work(records.clone(), vec![]), &[]).await;
         assert!(failed.is_empty());
+        let written = server.names().len();
         assert!(
-            (16..=24).contains(&server.len()),
-            "1,000 records of 8 KiB in shards of 512 KiB: {} ConfigMaps",
-            server.len()
+            (16..=24).contains(&written),
+            "1,000 records of 8 KiB in shards of 512 KiB: {written} ConfigMaps"
         );
-        for cm in server.values() {
-            let bytes = serde_json::to_vec(cm).unwrap().len();
-            assert!(bytes <= SHARD_LIMIT, "{} has {bytes} bytes", cm.name_any());
-        }
         let (_, newest) = restart(&server);
         assert_eq!(newest.len(), 1_000);
         for r in &records {
@@ -825,18 +874,18 @@ mod tests {
         assert_eq!(shards.writes(false).len(), 1);
     }
 
-    #[test]
-    fn a_growing_shard_hands_records_on_and_a_crash_midway_loses_none() {
+    #[tokio::test]
+    async fn a_growing_shard_hands_records_on_and_a_crash_midway_loses_none() {
         let mut shards = Shards::default();
-        let mut server = Server::new();
+        let mut server = Server::default();
         let small: Vec<CheckRecord> = (0..4).map(|i| record(&format!("c{i}"), 90_000)).collect();
-        flush(&mut shards, &mut server, work(small, vec![]), &[]);
-        assert_eq!(server.len(), 1, "4 × 120 KiB fit one shard");
+        flush(&mut shards, &mut server, work(small, vec![]), &[]).await;
+        assert_eq!(server.names().len(), 1, "4 × 120 KiB fit one shard");
 
         // Two checks' windows grow: the shard passes its limit and hands its largest on. The
         // new shard's write fails: the old one still holds the moved records.
         let grown = vec![record("c0", 330_000), record("c1", 330_000)];
-        let failed = flush(&mut shards, &mut server, work(grown.clone(), vec![]), &[1]);
+        let failed = flush(&mut shards, &mut server, work(grown.clone(), vec![]), &[1]).await;
         assert!(!failed.is_empty(), "the moved checks' flush is not durable");
         let (_, newest) = restart(&server);
         assert_eq!(newest.len(), 4, "nothing lost");
@@ -845,39 +894,42 @@ mod tests {
         }
 
         // Written at last: the copies leave the old shard on the flush after.
-        assert!(flush(&mut shards, &mut server, work(vec![], vec![]), &[]).is_empty());
-        flush(&mut shards, &mut server, work(vec![], vec![]), &[]);
-        assert!(server.len() >= 2);
-        let copies: usize = server
-            .values()
-            .map(|cm| records_of(cm).unwrap().1.len())
-            .sum();
-        assert_eq!(copies, 4, "one copy of each record once the move is done");
-        for cm in server.values() {
-            assert!(serde_json::to_vec(cm).unwrap().len() <= SHARD_LIMIT);
-        }
+        assert!(
+            flush(&mut shards, &mut server, work(vec![], vec![]), &[])
+                .await
+                .is_empty()
+        );
+        flush(&mut shards, &mut server, work(vec![], vec![]), &[]).await;
+        assert!(server.names().len() >= 2);
+        assert_eq!(
+            server.copies(),
+            4,
+            "one copy of each record once the move is done"
+        );
         let (_, newest) = restart(&server);
         for r in &grown {
             assert_eq!(newest[&r.key].record, *r);
         }
     }
 
-    #[test]
-    fn a_removed_check_leaves_its_shard_and_an_emptied_shard_goes() {
+    #[tokio::test]
+    async fn a_removed_check_leaves_its_shard_and_an_emptied_shard_goes() {
         let mut shards = Shards::default();
-        let mut server = Server::new();
+        let mut server = Server::default();
         flush(
             &mut shards,
             &mut server,
             work(vec![record("a", 0), record("b", 0)], vec![]),
             &[],
-        );
+        )
+        .await;
         flush(
             &mut shards,
             &mut server,
             work(vec![], vec![CheckKey::new("shop", "a")]),
             &[],
-        );
+        )
+        .await;
         let (_, newest) = restart(&server);
         assert_eq!(
             newest.keys().collect::<Vec<_>>(),
@@ -888,12 +940,13 @@ mod tests {
             &mut server,
             work(vec![], vec![CheckKey::new("shop", "b")]),
             &[],
-        );
-        assert!(server.is_empty(), "{:?}", server.keys());
+        )
+        .await;
+        assert!(server.names().is_empty(), "{:?}", server.names());
     }
 
-    #[test]
-    fn single_check_windows_from_before_shards_move_into_a_shard_then_go() {
+    #[tokio::test]
+    async fn single_check_windows_from_before_shards_move_into_a_shard_then_go() {
         let r = record("web", 0);
         let legacy = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -902,18 +955,18 @@ mod tests {
             "data": {KEY_COUNTING: r#"{"latencyThresholdUs":250000,"denyTargets":["db"]}"#},
             "binaryData": {KEY_HISTORY: b64(&r.history), KEY_SETTLED: b64(&r.settled)},
         });
-        let mut server = Server::new();
-        server.insert(
+        let mut server = Server::default();
+        server.objects.lock().unwrap().insert(
             config_map_name(&r.key),
             serde_json::from_value(legacy).unwrap(),
         );
         let (mut shards, newest) = restart(&server);
         assert_eq!(newest[&r.key].record, r);
         // Kept until a shard holds the check: first the shard, then the deletion.
-        flush(&mut shards, &mut server, work(vec![], vec![]), &[]);
-        assert!(server.contains_key(&shard_name(0)));
-        flush(&mut shards, &mut server, work(vec![], vec![]), &[]);
-        assert_eq!(server.keys().collect::<Vec<_>>(), [&shard_name(0)]);
+        flush(&mut shards, &mut server, work(vec![], vec![]), &[]).await;
+        assert!(server.names().contains(&shard_name(0)));
+        flush(&mut shards, &mut server, work(vec![], vec![]), &[]).await;
+        assert_eq!(server.names(), [shard_name(0)]);
         let (_, newest) = restart(&server);
         assert_eq!(newest[&r.key].record, r);
         let restored = newest[&r.key].decode().unwrap();
@@ -923,17 +976,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_damaged_record_is_skipped_and_its_neighbours_read() {
+    #[tokio::test]
+    async fn a_damaged_record_is_skipped_and_its_neighbours_read() {
         let mut shards = Shards::default();
-        let mut server = Server::new();
+        let mut server = Server::default();
         flush(
             &mut shards,
             &mut server,
             work(vec![record("a", 0), record("b", 0)], vec![]),
             &[],
-        );
-        let cm = server.get_mut(&shard_name(0)).unwrap();
+        )
+        .await;
+        let mut objects = server.objects.lock().unwrap();
+        let cm = objects.get_mut(&shard_name(0)).unwrap();
         let digest = record_digest(&CheckKey::new("shop", "a"));
         cm.data
             .as_mut()

@@ -168,13 +168,10 @@ async fn apply(ctx: &Context, children: &Children) -> Result<Applied, Error> {
 /// agents. The planner is woken only by a plan that changed: checks are reconciled far more
 /// often than they change, and a pass plans every agent of every check.
 fn publish_plan(ctx: &Context, desired: &Desired) {
-    let previous = ctx
-        .state()
-        .plans
-        .insert(
-            desired.planned.key.clone(),
-            Arc::new(desired.planned.clone()),
-        );
+    let previous = ctx.state().plans.insert(
+        desired.planned.key.clone(),
+        Arc::new(desired.planned.clone()),
+    );
     if previous.as_deref() != Some(&desired.planned) {
         ctx.replan.notify_one();
     }
