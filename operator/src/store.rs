@@ -4,9 +4,9 @@
 //! batch resent after a lost acknowledgement is counted once.
 //!
 //! Memory is bounded by what status and verdicts read, not by the paths ever probed:
-//! histories have a fixed number of buckets; a series keeps at most [`RECENT_SLOTS`]
-//! one-minute slots and the agent buckets of its hold span, and is forgotten once silent for
-//! longer. A mesh's (source, peer) pairs rotate through every ordered pair of its N agents
+//! histories have a fixed number of buckets; a series keeps an hour of five-minute slots
+//! ([`SUMMARY_SLOTS`]), its agent buckets of the evidence span and the failing ones of its
+//! hold span, and is forgotten once silent for longer. A mesh's (source, peer) pairs rotate through every ordered pair of its N agents
 //! within the rotation period, N² series over an hour: a mesh pair keeps only its hold span
 //! (what verdicts read), and the hour's figures are kept per peer, all sources together
 //! ([`PooledView`]), and per source ([`SourceView`]).
@@ -36,10 +36,17 @@ use crate::slo::UnixMs;
 use crate::slo::config::SliceRule;
 use crate::slo::window::{History, Sample};
 
-/// Length of one recent slot.
+/// A minute: the unit sources' activity (when they last reported, which minutes a mesh
+/// source reported in) is kept in.
 pub const SLOT_MS: i64 = 60_000;
-/// Slots kept per series: one hour, what target summaries cover.
-pub const RECENT_SLOTS: usize = 60;
+/// How long the recent history (target summaries) is kept: an hour.
+pub const RECENT_SPAN_MS: i64 = 60 * SLOT_MS;
+/// Length of one slot of a series' (or mesh peer's) recent counts. Five minutes: each slot
+/// holds a latency histogram, and a check probed from hundreds of nodes has thousands of
+/// series (12 slots an hour rather than 60 is most of their memory).
+pub const SUMMARY_SLOT_MS: i64 = 5 * SLOT_MS;
+/// Slots kept per series: the hour and the slot under way.
+pub const SUMMARY_SLOTS: usize = (RECENT_SPAN_MS / SUMMARY_SLOT_MS) as usize + 1;
 
 /// How a check's results are counted, set by the planner before it assigns the check's
 /// agents, so that their first results are counted as the spec says.
@@ -824,11 +831,11 @@ fn failure_of(report: &BucketReport) -> Option<(FailureReason, UnixMs)> {
 /// The slot a bucket starting at `start` is counted in, made if new; `None` for a late
 /// bucket older than every slot kept (it is not recent).
 fn slot_at(slots: &mut VecDeque<Slot>, start: UnixMs) -> Option<&mut Slot> {
-    let slot_start = slot_of(start);
+    let slot_start = start - start.rem_euclid(SUMMARY_SLOT_MS);
     // Slots stay ordered.
     let at = slots.partition_point(|s| s.start_ms < slot_start);
     if slots.get(at).is_none_or(|s| s.start_ms != slot_start) {
-        if at == 0 && slots.len() >= RECENT_SLOTS {
+        if at == 0 && slots.len() >= SUMMARY_SLOTS {
             return None;
         }
         slots.insert(
@@ -838,7 +845,7 @@ fn slot_at(slots: &mut VecDeque<Slot>, start: UnixMs) -> Option<&mut Slot> {
                 ..Slot::default()
             },
         );
-        while slots.len() > RECENT_SLOTS {
+        while slots.len() > SUMMARY_SLOTS {
             slots.pop_front();
         }
     }
@@ -846,7 +853,7 @@ fn slot_at(slots: &mut VecDeque<Slot>, start: UnixMs) -> Option<&mut Slot> {
     slots.get_mut(index)
 }
 
-/// Start of the slot `at` falls in.
+/// Start of the minute `at` falls in.
 fn slot_of(at: UnixMs) -> UnixMs {
     at - at.rem_euclid(SLOT_MS)
 }
@@ -856,23 +863,35 @@ fn slot_of(at: UnixMs) -> UnixMs {
 /// that stopped within the hold span still reads as silent there); a mesh pair, which has no
 /// slots, once its agent buckets are gone.
 fn forget_the_past(data: &mut CheckData, now: UnixMs, spans: EvidenceSpans) {
-    let horizon = now - SLOT_MS * RECENT_SLOTS as i64;
+    let horizon = now - RECENT_SPAN_MS;
+    let slots_horizon = horizon - SUMMARY_SLOT_MS;
     data.series.retain(|_, series| {
-        let held_from = now - spans_of(series, spans).hold_ms - SLOT_MS;
-        while series
-            .evidence
-            .front()
-            .is_some_and(|e| e.start_ms < held_from)
+        let spans = spans_of(series, spans);
+        let held_from = now - spans.hold_ms - SLOT_MS;
+        let evidence_from = now - spans.evidence_ms;
+        let newest = series.evidence.back().map(|e| e.start_ms);
+        // Beyond the evidence span only failures count (a held verdict's bad probes); the
+        // newest bucket stays, whatever its age (it tells when the series last reported).
+        series.evidence.retain(|e| {
+            e.start_ms >= held_from
+                && (e.start_ms >= evidence_from || e.bad > 0 || Some(e.start_ms) == newest)
+        });
+        if series.evidence.capacity() >= 16
+            && series.evidence.len() * 4 <= series.evidence.capacity()
         {
-            series.evidence.pop_front();
+            series.evidence.shrink_to_fit();
         }
         match series.slots.back() {
-            Some(slot) => slot.start_ms >= horizon,
+            Some(slot) => slot.start_ms >= slots_horizon,
             None => !series.evidence.is_empty(),
         }
     });
-    data.pooled
-        .retain(|_, pooled| pooled.slots.back().is_some_and(|s| s.start_ms >= horizon));
+    data.pooled.retain(|_, pooled| {
+        pooled
+            .slots
+            .back()
+            .is_some_and(|s| s.start_ms >= slots_horizon)
+    });
     data.sources
         .retain(|_, activity| activity.last_ms >= horizon);
 }
@@ -1006,7 +1025,10 @@ fn slot_stats(
         ..SeriesStats::default()
     };
     let mut reasons: BTreeMap<FailureReason, u64> = BTreeMap::new();
-    for slot in slots.iter().filter(|s| s.start_ms + SLOT_MS > since) {
+    for slot in slots
+        .iter()
+        .filter(|s| s.start_ms + SUMMARY_SLOT_MS > since)
+    {
         stats.good += slot.good;
         stats.bad += slot.bad;
         stats.invalid += slot.invalid;
@@ -1420,6 +1442,65 @@ mod tests {
             )
             .unwrap();
         assert_eq!(later, 0);
+    }
+
+    /// The memory bound of every series: an hour of agent windows leaves twelve-odd summary
+    /// slots, the buckets of the evidence span and the failing ones of the hold span, not an
+    /// hour of minutes and every bucket of the hold span (a check probed from hundreds of
+    /// nodes has thousands of series).
+    #[test]
+    fn a_series_holds_its_hour_in_slots_of_minutes_and_only_failures_beyond_its_evidence() {
+        const WINDOW_MS: u64 = 10_000;
+        let start = 1_800_000_000_000u64;
+        let store = store(start as i64);
+        let hour = 360u64;
+        for i in 0..hour {
+            let at = start + i * WINDOW_MS;
+            // Two failing windows within the last hold span, the rest good.
+            let bad = u64::from(i == hour - 10 || i == hour - 6);
+            let b = batch(
+                "boot",
+                vec![report(
+                    i + 1,
+                    "shop/web/api",
+                    "node-a",
+                    "api/Pod/a",
+                    at,
+                    5 - bad,
+                    bad,
+                )],
+            );
+            store.ingest_batch(&b, (at + WINDOW_MS) as i64);
+        }
+        let now = (start + hour * WINDOW_MS) as i64;
+        let spans = spans(30_000);
+        let (summary, matrix, held_bad) = store
+            .read(&web(), now, 60 * 60_000, spans, |_, recent| {
+                let view = &recent.paths[&("node-a".into(), "api/Pod/a".into())];
+                (view.summary.clone(), view.matrix.clone(), view.held_bad)
+            })
+            .unwrap();
+        assert_eq!(
+            summary.good + summary.bad,
+            5 * hour,
+            "the hour counts every probe"
+        );
+        // Evidence: 4 windows (3 and the arrival slack); hold: 12 windows.
+        assert_eq!((matrix.good + matrix.bad, held_bad), (20, 2));
+        let inner = store.lock();
+        let series = &inner.checks[&web()].series[&("node-a".into(), "api/Pod/a".into())];
+        assert!(
+            series.slots.len() <= SUMMARY_SLOTS,
+            "{} slots",
+            series.slots.len()
+        );
+        // The evidence span's 3-4 windows (with the arrival slack) and the 2 failing ones.
+        assert!(
+            series.evidence.len() <= 7,
+            "{} buckets held",
+            series.evidence.len()
+        );
+        assert!(series.evidence.iter().filter(|e| e.bad > 0).count() == 2);
     }
 
     /// The memory bound of a mesh: its agents rotate through every ordered pair within the
