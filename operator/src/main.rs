@@ -8,6 +8,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use netslo_operator::config::Config;
 
+/// mimalloc rather than the system allocator: the operator allocates per result bucket on
+/// every runtime thread, and with glibc's malloc (measured at 500 nodes) allocation took a
+/// third of its CPU and freed memory stayed with per-thread arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     netslo_operator::telemetry::init_logging(config.log_format);

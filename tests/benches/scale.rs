@@ -555,8 +555,11 @@ impl Operator {
         let log = dir.join("operator.log");
         let child = Command::new(bin)
             .env("KUBECONFIG", plane.kubeconfig())
-            // Each flush's size and duration: result acknowledgements wait for them.
-            .env("RUST_LOG", "info,netslo_operator::persist=debug")
+            // Each flush, reconcile and planning pass with its duration.
+            .env(
+                "RUST_LOG",
+                "info,netslo_operator::persist=debug,netslo_operator::controller=debug",
+            )
             .env("NO_COLOR", "1")
             .args(["--namespace", SYSTEM, "--watch-namespace", CHECKS])
             .args(["--pod-name", "netslo-operator"])
