@@ -69,10 +69,13 @@ async fn reconcile_check(check: &ConnectivityCheck, ctx: &Context) -> Result<Act
         return Ok(Action::await_change());
     }
     let now = now_ms();
-    let gathered = gather(ctx, check, &key, now);
+    let mut gathered = gather(ctx, check, &key);
     let desired = plan::desired(check, &key, &gathered, &ctx.settings);
     let applied = apply(ctx, &desired.children).await?;
     publish_plan(ctx, &desired);
+    // Read after the plan went to the planner: a large mesh's results take a while to read,
+    // and a spec change must not wait for them to reach the agents.
+    gathered.results = stored_results(ctx, check, &key, now);
     let planned_status = plan::status(check, &key, &desired, &applied, &gathered, now);
     ctx.metrics
         .objectives_evaluated(&key, planned_status.objectives.clone());
@@ -88,8 +91,9 @@ async fn reconcile_check(check: &ConnectivityCheck, ctx: &Context) -> Result<Act
 }
 
 /// What planning the check reads: the cluster cache's snapshot, the checks of its namespace,
-/// the agents the planner knows, the check's stored results and the last status written.
-fn gather(ctx: &Context, check: &ConnectivityCheck, key: &CheckKey, now: UnixMs) -> Gathered {
+/// the agents the planner knows and the last status written (its stored results are read
+/// apart, by [`stored_results`]).
+fn gather(ctx: &Context, check: &ConnectivityCheck, key: &CheckKey) -> Gathered {
     let cluster = ctx.cache.snapshot();
     let checks_in_namespace = ctx.checks.get().map(|store| {
         store
@@ -107,22 +111,6 @@ fn gather(ctx: &Context, check: &ConnectivityCheck, key: &CheckKey, now: UnixMs)
             .collect()
     });
     let agents = super::known_agents(ctx, &cluster, &ctx.state().plans);
-    // A window of an earlier object under the same name is not this check's.
-    let uid = check.uid().unwrap_or_default();
-    let results = (ctx.results.window_uid(key) == Some(uid))
-        .then(|| {
-            ctx.results.read(
-                key,
-                now,
-                SUMMARY_SPAN_MS,
-                verdict::evidence_spans(assign::interval_ms(&check.spec)),
-                |history, recent| plan::StoredResults {
-                    history: history.clone(),
-                    recent,
-                },
-            )
-        })
-        .flatten();
     let previous = ctx
         .state()
         .written
@@ -133,9 +121,34 @@ fn gather(ctx: &Context, check: &ConnectivityCheck, key: &CheckKey, now: UnixMs)
         cluster,
         checks_in_namespace,
         agents,
-        results,
+        results: None,
         previous,
     }
+}
+
+/// The check's window and recent series; `None` when the store holds no window of this
+/// check object.
+fn stored_results(
+    ctx: &Context,
+    check: &ConnectivityCheck,
+    key: &CheckKey,
+    now: UnixMs,
+) -> Option<plan::StoredResults> {
+    // A window of an earlier object under the same name is not this check's.
+    let uid = check.uid().unwrap_or_default();
+    if ctx.results.window_uid(key) != Some(uid) {
+        return None;
+    }
+    ctx.results.read(
+        key,
+        now,
+        SUMMARY_SPAN_MS,
+        verdict::evidence_spans(assign::interval_ms(&check.spec)),
+        |history, recent| plan::StoredResults {
+            history: history.clone(),
+            recent,
+        },
+    )
 }
 
 /// Applies the children in order; a refused probe Deployment is an outcome (the status says
