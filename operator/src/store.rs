@@ -64,6 +64,11 @@ pub struct CheckConfig {
 /// Every series of a check as the reconciler reads them, keyed by (source, target label).
 pub type SeriesViews = BTreeMap<(String, String), SeriesView>;
 
+/// A mesh source whose reports of a mesh target stopped while the check's other series
+/// report: (source agent, mesh target). Its rotating pairs leave the evidence span within
+/// it; this says the source was there, for as long as a verdict is held.
+pub type SilentMeshSource = (String, String);
+
 /// A check's recent results as the reconciler reads them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recent {
@@ -74,6 +79,8 @@ pub struct Recent {
     pub pooled: BTreeMap<String, PooledView>,
     /// Per source agent with results within the summary span.
     pub sources: BTreeMap<String, SourceView>,
+    /// Mesh sources silent within the hold span (see [`SilentMeshSource`]).
+    pub silent_mesh_sources: Vec<SilentMeshSource>,
 }
 
 /// A mesh peer's figures over the summary span, all sources together.
@@ -195,7 +202,9 @@ struct Slot {
 
 #[derive(Debug, Default)]
 struct Series {
-    /// Empty for a mesh pair (see [`Pooled`]).
+    /// A mesh pair: no slots (see [`Pooled`]), and only the buckets verdicts read.
+    mesh_pair: bool,
+    /// Empty for a mesh pair.
     slots: VecDeque<Slot>,
     /// Start of the newest bucket.
     last_ms: UnixMs,
@@ -217,7 +226,24 @@ struct Pooled {
 #[derive(Debug, Default)]
 struct SourceActivity {
     last_ms: UnixMs,
-    mesh_minutes: HashMap<String, MinuteMask>,
+    /// Per mesh target.
+    mesh: HashMap<String, MeshActivity>,
+}
+
+/// A source's reports of one mesh target.
+#[derive(Debug, Default, Clone, Copy)]
+struct MeshActivity {
+    /// The minutes it reported the target's peers in.
+    minutes: MinuteMask,
+    /// Its newest agent window of them: start and length.
+    newest_ms: UnixMs,
+    window_ms: i64,
+}
+
+impl MeshActivity {
+    fn newest_end(&self) -> UnixMs {
+        self.newest_ms + self.window_ms.max(0)
+    }
 }
 
 /// One agent bucket's counts, as verdicts read them (no latencies).
@@ -575,7 +601,25 @@ impl ResultStore {
         let data = inner.checks.get_mut(check)?;
         data.history.advance(now);
         forget_the_past(data, now, spans);
-        let freshest = data.series.values().filter_map(newest_end).max();
+        let mesh_activity = || {
+            data.sources.iter().flat_map(|(source, activity)| {
+                activity
+                    .mesh
+                    .iter()
+                    .map(move |(target, mesh)| (source, target, mesh))
+            })
+        };
+        let freshest = data
+            .series
+            .values()
+            .filter_map(newest_end)
+            .chain(mesh_activity().map(|(_, _, mesh)| mesh.newest_end()))
+            .max();
+        let silent_after = |newest_end: UnixMs, window_ms: i64| {
+            freshest.is_some_and(|freshest| {
+                freshest - newest_end > window_ms.max(0).saturating_mul(2) + SILENCE_SLACK_MS
+            })
+        };
         // Where each path began to fail within its evidence span: the first bad bucket from
         // any source. Every source's probes of the path count from there.
         let mut onsets: HashMap<&str, UnixMs> = HashMap::new();
@@ -596,14 +640,12 @@ impl ResultStore {
             .map(|(key, series)| {
                 let spans = spans_of(series, spans);
                 let onset = onsets.get(key.1.as_str()).copied();
-                let silent = match (freshest, series.evidence.back()) {
-                    (Some(freshest), Some(newest)) => {
-                        let window = newest.duration_ms.max(0);
-                        freshest - (newest.start_ms + window)
-                            > window.saturating_mul(2).saturating_add(SILENCE_SLACK_MS)
-                    }
-                    _ => false,
-                };
+                let silent = series.evidence.back().is_some_and(|newest| {
+                    silent_after(
+                        newest.start_ms + newest.duration_ms.max(0),
+                        newest.duration_ms,
+                    )
+                });
                 let view = SeriesView {
                     summary: slot_stats(&series.slots, series.last_failure, now - summary_ms),
                     matrix: evidence_stats(series, now - spans.evidence_ms, onset),
@@ -645,18 +687,28 @@ impl ResultStore {
                 let view = SourceView {
                     last_slot_ms: slot_of(activity.last_ms),
                     mesh_minutes: activity
-                        .mesh_minutes
+                        .mesh
                         .iter()
-                        .map(|(target, mask)| (target.clone(), *mask))
+                        .map(|(target, mesh)| (target.clone(), mesh.minutes))
                         .collect(),
                 };
                 (source.clone(), view)
             })
             .collect();
+        let mut silent_mesh_sources: Vec<SilentMeshSource> = mesh_activity()
+            .filter(|(_, _, mesh)| {
+                let hold_ms = spans_of_window(mesh.window_ms, spans).hold_ms;
+                mesh.newest_ms >= now - hold_ms - SLOT_MS
+                    && silent_after(mesh.newest_end(), mesh.window_ms)
+            })
+            .map(|(source, target, _)| (source.clone(), target.clone()))
+            .collect();
+        silent_mesh_sources.sort_unstable();
         let recent = Recent {
             paths,
             pooled,
             sources,
+            silent_mesh_sources,
         };
         Some(f(&data.history, recent))
     }
@@ -761,13 +813,14 @@ fn record_recent(
     };
     activity.last_ms = activity.last_ms.max(start);
     if let Some(target) = mesh_target {
-        match activity.mesh_minutes.get_mut(target) {
-            Some(mask) => mask.mark(start),
-            None => activity
-                .mesh_minutes
-                .entry(target.to_owned())
-                .or_default()
-                .mark(start),
+        let mesh = match activity.mesh.get_mut(target) {
+            Some(mesh) => mesh,
+            None => activity.mesh.entry(target.to_owned()).or_default(),
+        };
+        mesh.minutes.mark(start);
+        if start >= mesh.newest_ms {
+            mesh.newest_ms = start;
+            mesh.window_ms = i64::try_from(report.duration_ms).unwrap_or(i64::MAX);
         }
         let pooled = match data.pooled.get_mut(&*report.target) {
             Some(pooled) => pooled,
@@ -788,6 +841,7 @@ fn record_recent(
     let key = (report.source.to_string(), report.target.to_string());
     // Room for one agent bucket: a mesh pair has about one per rotation.
     let series = data.series.entry(key).or_insert_with(|| Series {
+        mesh_pair: mesh_target.is_some(),
         evidence: VecDeque::with_capacity(1),
         ..Series::default()
     });
@@ -869,9 +923,13 @@ fn forget_the_past(data: &mut CheckData, now: UnixMs, spans: EvidenceSpans) {
         let spans = spans_of(series, spans);
         let held_from = now - spans.hold_ms - SLOT_MS;
         let evidence_from = now - spans.evidence_ms;
-        let newest = series.evidence.back().map(|e| e.start_ms);
-        // Beyond the evidence span only failures count (a held verdict's bad probes); the
-        // newest bucket stays, whatever its age (it tells when the series last reported).
+        // Beyond the evidence span only failures count (a held verdict's bad probes). The
+        // newest bucket stays, whatever its age: it tells when the series last reported.
+        // Not a mesh pair's: its source's activity tells that, and a pair is probed about
+        // once per rotation, so pairs kept for it would be every pair of the hold span.
+        let newest = (!series.mesh_pair)
+            .then(|| series.evidence.back().map(|e| e.start_ms))
+            .flatten();
         series.evidence.retain(|e| {
             e.start_ms >= held_from
                 && (e.start_ms >= evidence_from || e.bad > 0 || Some(e.start_ms) == newest)
@@ -892,8 +950,12 @@ fn forget_the_past(data: &mut CheckData, now: UnixMs, spans: EvidenceSpans) {
             .back()
             .is_some_and(|s| s.start_ms >= slots_horizon)
     });
-    data.sources
-        .retain(|_, activity| activity.last_ms >= horizon);
+    data.sources.retain(|_, activity| {
+        activity
+            .mesh
+            .retain(|_, mesh| mesh.newest_ms >= now - 64 * SLOT_MS);
+        activity.last_ms >= horizon
+    });
 }
 
 fn add_bucket(slot: &mut Slot, b: &netslo_protocol::bucket::Bucket) {
@@ -956,7 +1018,13 @@ fn add_evidence(
 /// window takes to arrive (its end, one persist interval, the settling), so that an agent
 /// window longer than the probe interval (10 s windows, 1 s probes) still leaves evidence.
 fn spans_of(series: &Series, spans: EvidenceSpans) -> EvidenceSpans {
-    let window = series.evidence.back().map_or(0, |e| e.duration_ms.max(0));
+    let window = series.evidence.back().map_or(0, |e| e.duration_ms);
+    spans_of_window(window, spans)
+}
+
+/// The spans read for agent windows of `window` ms (see [`spans_of`]).
+fn spans_of_window(window: i64, spans: EvidenceSpans) -> EvidenceSpans {
+    let window = window.max(0);
     let evidence_ms = spans
         .evidence_ms
         .max(window.saturating_mul(3).saturating_add(ARRIVAL_SLACK_MS));
@@ -1504,11 +1572,12 @@ mod tests {
     }
 
     /// The memory bound of a mesh: its agents rotate through every ordered pair within the
-    /// hour, and the store holds each pair only over its hold span (what verdicts read), so
-    /// the series held follow N·k (agents × peers per round), not the N² pairs probed; the
-    /// hour's figures are kept per peer and per source, and still count every probe.
+    /// hour, and the store holds an answering pair only over its evidence span (what verdicts
+    /// read), so the series held follow N·k (agents × peers per round), not the N² pairs
+    /// probed; the hour's figures are kept per peer and per source, and still count every
+    /// probe.
     #[test]
-    fn a_mesh_holds_its_pairs_over_the_hold_span_only_and_its_hour_per_peer() {
+    fn a_mesh_holds_its_answering_pairs_over_the_evidence_span_only_and_its_hour_per_peer() {
         const AGENTS: usize = 300;
         const ROUND_MS: i64 = 30_000;
         const ROUNDS: i64 = 3_600_000 / ROUND_MS;
@@ -1567,10 +1636,10 @@ mod tests {
             AGENTS * (AGENTS - 1),
             "the rotation probed every pair"
         );
-        // The hold span of windows of a round (3 × (3 windows + 10 s)), a slot and a minute
-        // between reads, in rounds, each of N·k pairs.
-        let hold_ms = 3 * (3 * ROUND_MS + 10_000);
-        let held_rounds = (hold_ms + 2 * SLOT_MS) / ROUND_MS + 1;
+        // The evidence span of windows of a round (3 windows + 10 s) and the minute between
+        // reads, in rounds, each of N·k pairs.
+        let evidence_ms = 3 * ROUND_MS + 10_000;
+        let held_rounds = (evidence_ms + SLOT_MS) / ROUND_MS + 1;
         let bound = AGENTS * k * usize::try_from(held_rounds).unwrap();
         assert!(most_held <= bound, "{most_held} series held, bound {bound}");
         assert!(
@@ -1606,6 +1675,69 @@ mod tests {
             data.series.values().all(|s| s.slots.is_empty()),
             "no pair keeps slots"
         );
+    }
+
+    /// A mesh source that stops reporting (its node cut off) leaves no pair within the
+    /// evidence span, and is named silent for as long as verdicts are held.
+    #[test]
+    fn a_mesh_source_that_stops_is_silent_over_the_hold_span() {
+        let start: UnixMs = 1_800_000_000_000;
+        let store = ResultStore::new();
+        let config = CheckConfig {
+            latency_threshold_us: None,
+            deny_targets: vec![],
+            slice: SliceRule::DEFAULT,
+            mesh_targets: vec!["peers".into()],
+        };
+        store.configure(&web(), "uid-1", config, start);
+        let agents = ["node-a", "node-b", "node-c"];
+        // 10 s windows; node-c stops after the first minute, the others go on for ten.
+        let mut seq = 0;
+        for window in 0..60 {
+            let window_start = start + window * 10_000;
+            let mut buckets = Vec::new();
+            for source in agents {
+                if source == "node-c" && window >= 6 {
+                    continue;
+                }
+                for peer in agents.iter().filter(|p| **p != source) {
+                    seq += 1;
+                    let at = u64::try_from(window_start).unwrap();
+                    let target = format!("peers/Pod/{peer}");
+                    buckets.push(report(seq, "shop/web/peers", source, &target, at, 1, 0));
+                }
+            }
+            store.ingest_batch(&batch("b", buckets), window_start + 10_000);
+        }
+        let spans = spans(100_000);
+        let read = |now: UnixMs| {
+            store
+                .read(&web(), now, 3_600_000, spans, |_, recent| {
+                    let sources_of_pairs: BTreeSet<String> =
+                        recent.paths.keys().map(|(s, _)| s.clone()).collect();
+                    (sources_of_pairs, recent.silent_mesh_sources)
+                })
+                .unwrap()
+        };
+        let c_stopped = start + 60_000;
+        let (pairs_from, silent) = read(c_stopped + 30_000);
+        assert!(
+            pairs_from.contains("node-c"),
+            "its pairs, within the evidence span"
+        );
+        assert_eq!(silent, [("node-c".to_owned(), "peers".to_owned())]);
+        let (pairs_from, silent) = read(c_stopped + 200_000);
+        assert!(
+            !pairs_from.contains("node-c"),
+            "beyond the evidence span, none of its pairs"
+        );
+        assert_eq!(
+            silent,
+            [("node-c".to_owned(), "peers".to_owned())],
+            "within the hold span"
+        );
+        let (_, silent) = read(c_stopped + spans.hold_ms + 2 * SLOT_MS);
+        assert!(silent.is_empty(), "beyond the hold span: {silent:?}");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use netslo_agent::engine::{Engine, EngineConfig, Jobs};
-use netslo_agent::report::{Reporter, ReporterConfig};
+use netslo_agent::report::{Backoff, Reporter, ReporterConfig};
 use netslo_agent::verdict::{FailureReason, Layer, Outcome, Phases, ProbeResult};
 use netslo_crds::v1alpha1::ConnectivityCheck;
 use netslo_tests::cluster::{
@@ -791,9 +791,11 @@ impl SimAgent {
         agent
     }
 
-    /// What the agent's own reporting loop does, with each failure's reason counted.
+    /// What the agent's own reporting loop does (backing off with jitter while sends fail,
+    /// so that thousands of agents do not retry in step), with each failure's reason counted.
     async fn report(&self) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             tick.tick().await;
             self.reporter.collect(&self.engine);
@@ -808,7 +810,9 @@ impl SimAgent {
                 if first {
                     eprintln!("{}: cannot report: {e}", node_name(self.index));
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
+            } else {
+                backoff.reset();
             }
         }
     }

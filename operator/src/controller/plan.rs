@@ -653,7 +653,9 @@ impl<'a> AgentsByName<'a> {
     }
 }
 
-/// The failure matrix: one cell per (source, series), over the evidence and hold spans.
+/// The failure matrix: one cell per (source, series), over the evidence and hold spans, and
+/// one without probes per silent mesh source (its rotating pairs leave the evidence span
+/// before its silence stops counting).
 fn failure_matrix(
     plan: &PlannedCheck,
     agents: &AgentsByName<'_>,
@@ -661,6 +663,36 @@ fn failure_matrix(
     now: UnixMs,
 ) -> Vec<Cell> {
     let spans = verdict::evidence_spans(assign::interval_ms(&plan.spec));
+    let silent_mesh_sources =
+        recent
+            .silent_mesh_sources
+            .iter()
+            .filter_map(|(source, target_name)| {
+                let target = plan.targets.iter().find(|t| t.name == *target_name)?;
+                let source_agent = agents.get(source);
+                Some(Cell {
+                    source_node: source_agent
+                        .and_then(|a| a.node.clone())
+                        .unwrap_or_else(|| source.clone()),
+                    source_zone: source_agent.and_then(|a| a.zone.clone()),
+                    target: target_name.clone(),
+                    protocol: target.protocol,
+                    path: None,
+                    endpoint: None,
+                    dest_zone: None,
+                    dest_node: None,
+                    resolver: None,
+                    expect_deny: target.expect == Expect::Deny,
+                    good: 0,
+                    bad: 0,
+                    held_bad: 0,
+                    silent: true,
+                    reason: None,
+                    answered: 0,
+                    slow: 0,
+                    p99_us: None,
+                })
+            });
     recent
         .paths
         .iter()
@@ -705,6 +737,7 @@ fn failure_matrix(
                 p99_us: hour.latency.quantile(0.99),
             })
         })
+        .chain(silent_mesh_sources)
         .collect()
 }
 
