@@ -61,8 +61,10 @@ pub struct CheckConfig {
     pub mesh_targets: Vec<String>,
 }
 
-/// Every series of a check as the reconciler reads them, keyed by (source, target label).
-pub type SeriesViews = BTreeMap<(String, String), SeriesView>;
+/// Every series of a check as the reconciler reads them, keyed by (source, target label),
+/// sorted by key. A sorted list, not a map: a mesh has hundreds of thousands of pairs at
+/// cluster sizes, read on every reconcile of its check.
+pub type SeriesViews = Vec<((String, String), SeriesView)>;
 
 /// A mesh source whose reports of a mesh target stopped while the check's other series
 /// report: (source agent, mesh target). Its rotating pairs leave the evidence span within
@@ -143,11 +145,11 @@ impl MinuteMask {
 /// One series as the reconciler reads it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeriesView {
-    /// Over the summary span (an hour); empty for a mesh pair, whose peer's figures are in
-    /// [`Recent::pooled`].
-    pub summary: SeriesStats,
+    /// Over the summary span (an hour); none for a mesh pair, whose peer's figures are in
+    /// [`Recent::pooled`] (see [`SeriesView::summary`]).
+    pub summary: Option<Box<SeriesStats>>,
     /// The agent buckets that started within the evidence span: what verdicts are decided on.
-    pub matrix: SeriesStats,
+    pub matrix: EvidenceStats,
     /// Bad probes within the longer hold span: a verdict is kept while its place has any.
     pub held_bad: u64,
     /// Start of the latest slot with data.
@@ -158,6 +160,27 @@ pub struct SeriesView {
     /// the batching of results (an agent sends once the operator has persisted the previous
     /// batch) is never taken for silence.
     pub silent: bool,
+}
+
+impl SeriesView {
+    /// The series' figures over the summary span; a mesh pair's are empty.
+    pub fn summary(&self) -> &SeriesStats {
+        static NONE: SeriesStats = SeriesStats::EMPTY;
+        self.summary.as_deref().unwrap_or(&NONE)
+    }
+}
+
+/// A series' agent buckets within the evidence span, as verdicts read them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EvidenceStats {
+    pub good: u64,
+    pub bad: u64,
+    /// The most frequent reason of the bad probes (counted from the path's failure onset).
+    pub reason: Option<FailureReason>,
+    /// Good probes over the whole span, and those of them later than the latency objective's
+    /// threshold.
+    pub answered: u64,
+    pub slow: u64,
 }
 
 /// Delivery jitter between agents allowed before a series counts as silent.
@@ -177,13 +200,25 @@ pub struct SeriesStats {
     pub latency: Histogram,
     /// Latest failure: reason and the slot it happened in.
     pub last_failure: Option<(FailureReason, UnixMs)>,
-    /// Of the evidence span (only there): good probes, and those of them later than the
-    /// latency objective's threshold.
-    pub answered: u64,
-    pub slow: u64,
 }
 
 impl SeriesStats {
+    const EMPTY: SeriesStats = SeriesStats {
+        good: 0,
+        bad: 0,
+        invalid: 0,
+        refused: 0,
+        reasons: Vec::new(),
+        latency: Histogram {
+            buckets: Vec::new(),
+            count: 0,
+            sum_us: 0,
+            min_us: 0,
+            max_us: 0,
+        },
+        last_failure: None,
+    };
+
     pub fn dominant_reason(&self) -> Option<FailureReason> {
         self.reasons.first().map(|(r, _)| *r)
     }
@@ -634,10 +669,10 @@ impl ResultStore {
                 *onset = (*onset).min(first_bad.start_ms);
             }
         }
-        let paths: SeriesViews = data
+        let mut paths: SeriesViews = data
             .series
             .iter()
-            .map(|(key, series)| {
+            .filter_map(|(key, series)| {
                 let spans = spans_of(series, spans);
                 let onset = onsets.get(key.1.as_str()).copied();
                 let silent = series.evidence.back().is_some_and(|newest| {
@@ -646,8 +681,15 @@ impl ResultStore {
                         newest.duration_ms,
                     )
                 });
+                let summary = (!series.mesh_pair).then(|| {
+                    Box::new(slot_stats(
+                        &series.slots,
+                        series.last_failure,
+                        now - summary_ms,
+                    ))
+                });
                 let view = SeriesView {
-                    summary: slot_stats(&series.slots, series.last_failure, now - summary_ms),
+                    summary,
                     matrix: evidence_stats(series, now - spans.evidence_ms, onset),
                     held_bad: series
                         .evidence
@@ -658,13 +700,13 @@ impl ResultStore {
                     last_slot_ms: slot_of(series.last_ms),
                     silent,
                 };
-                (key.clone(), view)
-            })
-            .filter(|(_, v)| {
-                let probes = |s: &SeriesStats| s.good + s.bad + s.invalid;
-                probes(&v.summary) + v.matrix.good + v.matrix.bad + v.held_bad > 0
+                let summed = view.summary();
+                let probes = summed.good + summed.bad + summed.invalid;
+                (probes + view.matrix.good + view.matrix.bad + view.held_bad > 0)
+                    .then(|| (key.clone(), view))
             })
             .collect();
+        paths.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let pooled = data
             .pooled
             .iter()
@@ -1052,11 +1094,8 @@ const ARRIVAL_SLACK_MS: i64 = 10_000;
 /// probes before it (a port dropping everything since two windows fails 100%, not 20%), and
 /// every source of the path over the same time (a partial fault seen so far by some sources
 /// is not diluted by the whole span of the others).
-fn evidence_stats(series: &Series, since: UnixMs, onset: Option<UnixMs>) -> SeriesStats {
-    let mut stats = SeriesStats {
-        last_failure: series.last_failure,
-        ..SeriesStats::default()
-    };
+fn evidence_stats(series: &Series, since: UnixMs, onset: Option<UnixMs>) -> EvidenceStats {
+    let mut stats = EvidenceStats::default();
     let mut reasons: BTreeMap<FailureReason, u64> = BTreeMap::new();
     let within = series.evidence.iter().filter(|e| e.start_ms >= since);
     // Latency over the whole span: slowness has no onset to measure from.
@@ -1072,7 +1111,11 @@ fn evidence_stats(series: &Series, since: UnixMs, onset: Option<UnixMs>) -> Seri
             *reasons.entry(*reason).or_default() += count;
         }
     }
-    stats.reasons = sorted_reasons(&reasons);
+    // Most frequent first, ties to the first in order (as `sorted_reasons`).
+    stats.reason = reasons
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(reason, _)| *reason);
     stats
 }
 
@@ -1142,6 +1185,15 @@ mod tests {
         let counted = store.ingest(&identity(), batch)?;
         counted.durable.await?;
         Ok(counted.outcome)
+    }
+
+    /// The view of one series.
+    fn view_of<'a>(views: &'a SeriesViews, source: &str, label: &str) -> &'a SeriesView {
+        views
+            .iter()
+            .find(|((s, l), _)| s == source && l == label)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no series ({source}, {label})"))
     }
 
     fn spans(evidence_ms: i64) -> EvidenceSpans {
@@ -1242,11 +1294,10 @@ mod tests {
             evidence_ms: 100_000,
             hold_ms: 300_000,
         };
-        let view = store
+        let views = store
             .read(&web(), now, 3_600_000, spans, |_, s| s.paths.clone())
-            .unwrap()
-            .remove(&("node-a".into(), "api/Pod/a".into()))
             .unwrap();
+        let view = view_of(&views, "node-a", "api/Pod/a");
         assert_eq!(
             (view.matrix.good, view.matrix.bad),
             (0, 20),
@@ -1303,7 +1354,7 @@ mod tests {
         let silent: Vec<bool> = second
             .read(&web(), now, 3_600_000, spans(10_000), |_, recent| {
                 let views = recent.paths;
-                views.values().map(|v| v.silent).collect()
+                views.iter().map(|(_, v)| v.silent).collect()
             })
             .unwrap();
         assert_eq!(silent, [false, false, true]);
@@ -1434,11 +1485,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(total, 10);
-        let s = &stats[&(
-            "node-a".to_string(),
-            "api/ClusterIP/10.96.0.9:80".to_string(),
-        )]
-            .summary;
+        let s = view_of(&stats, "node-a", "api/ClusterIP/10.96.0.9:80").summary();
         assert_eq!((s.good, s.bad), (9, 1));
         assert_eq!(s.dominant_reason(), Some(FailureReason::TcpTimeout));
         assert!(s.last_failure.is_some());
@@ -1481,9 +1528,9 @@ mod tests {
                 s.clone()
             })
             .unwrap();
-        let a = &views[&("node-a".into(), "api/Pod/a".into())];
+        let a = view_of(&views, "node-a", "api/Pod/a");
         assert_eq!(
-            (a.summary.good, a.summary.bad),
+            (a.summary().good, a.summary().bad),
             (5, 5),
             "the hour holds both"
         );
@@ -1492,7 +1539,7 @@ mod tests {
             (5, 0),
             "the matrix reads the buckets within the evidence span"
         );
-        let b = &views[&("node-b".into(), "api/Pod/b".into())];
+        let b = view_of(&views, "node-b", "api/Pod/b");
         assert_eq!(
             b.matrix.good + b.matrix.bad,
             0,
@@ -1544,8 +1591,8 @@ mod tests {
         let spans = spans(30_000);
         let (summary, matrix, held_bad) = store
             .read(&web(), now, 60 * 60_000, spans, |_, recent| {
-                let view = &recent.paths[&("node-a".into(), "api/Pod/a".into())];
-                (view.summary.clone(), view.matrix.clone(), view.held_bad)
+                let view = view_of(&recent.paths, "node-a", "api/Pod/a");
+                (view.summary().clone(), view.matrix, view.held_bad)
             })
             .unwrap();
         assert_eq!(
@@ -1714,7 +1761,7 @@ mod tests {
             store
                 .read(&web(), now, 3_600_000, spans, |_, recent| {
                     let sources_of_pairs: BTreeSet<String> =
-                        recent.paths.keys().map(|(s, _)| s.clone()).collect();
+                        recent.paths.iter().map(|((s, _), _)| s.clone()).collect();
                     (sources_of_pairs, recent.silent_mesh_sources)
                 })
                 .unwrap()

@@ -596,7 +596,7 @@ fn refused_targets(recent: &Recent) -> Vec<String> {
     let paths = recent
         .paths
         .iter()
-        .map(|((_, label), v)| (label, &v.summary));
+        .map(|((_, label), v)| (label, v.summary()));
     let pooled = recent.pooled.iter().map(|(label, v)| (label, &v.summary));
     let names: BTreeSet<String> = paths
         .chain(pooled)
@@ -711,7 +711,7 @@ fn failure_matrix(
             let hour = recent
                 .pooled
                 .get(label)
-                .map_or(&view.summary, |pooled| &pooled.summary);
+                .map_or(view.summary(), |pooled| &pooled.summary);
             let source_agent = agents.get(source);
             let (endpoint_node, endpoint_zone) = endpoint_place(target, &series, agents);
             Some(Cell {
@@ -731,7 +731,7 @@ fn failure_matrix(
                 bad: recent_probes.bad,
                 held_bad: view.held_bad,
                 silent: view.silent,
-                reason: recent_probes.dominant_reason(),
+                reason: recent_probes.reason,
                 answered: recent_probes.answered,
                 slow: recent_probes.slow,
                 p99_us: hour.latency.quantile(0.99),
@@ -806,7 +806,7 @@ fn target_stats(
         .filter(|((_, label), _)| !recent.pooled.contains_key(label))
         .map(|((source, label), view)| {
             let node = agents.get(source).and_then(|a| a.node.as_deref());
-            (label, &view.summary, Counted::BySource { source, node })
+            (label, view.summary(), Counted::BySource { source, node })
         });
     let pooled = recent.pooled.iter().map(|(label, pooled)| {
         let last_failure = pooled.last_failure_source.as_deref();
@@ -1089,11 +1089,11 @@ mod tests {
                     format!("{target}/ClusterIP/10.96.0.9:80"),
                 ),
                 SeriesView {
-                    summary: SeriesStats {
+                    summary: Some(Box::new(SeriesStats {
                         invalid: 3,
                         refused: 3,
                         ..SeriesStats::default()
-                    },
+                    })),
                     last_slot_ms: NOW - 60_000,
                     ..SeriesView::default()
                 },
@@ -1162,11 +1162,11 @@ mod tests {
             mesh_agent("b1", "node-b"),
         ];
         let view = |good: u64, bad: u64| SeriesView {
-            summary: SeriesStats {
+            summary: Some(Box::new(SeriesStats {
                 good,
                 bad,
                 ..SeriesStats::default()
-            },
+            })),
             last_slot_ms: NOW - 60_000,
             ..SeriesView::default()
         };
@@ -1176,13 +1176,12 @@ mod tests {
             results: Some(StoredResults {
                 history: History::new(crate::slo::config::SliceRule::DEFAULT, NOW - 600_000),
                 recent: Recent {
-                    paths: [
+                    paths: vec![
                         (series("a1", "a2"), view(10, 0)),
-                        (series("b1", "a2"), view(0, 10)),
                         (series("a1", "b1"), view(10, 0)),
+                        (series("b1", "a2"), view(0, 10)),
                         (series("gone", "a2"), view(5, 0)),
-                    ]
-                    .into(),
+                    ],
                     ..Recent::default()
                 },
             }),
