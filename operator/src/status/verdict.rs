@@ -138,6 +138,14 @@ impl Tally {
         self.good + self.bad
     }
 
+    /// The probes of `self` that are not in `part` (a subset of them).
+    fn without(self, part: Tally) -> Tally {
+        Tally {
+            good: self.good.saturating_sub(part.good),
+            bad: self.bad.saturating_sub(part.bad),
+        }
+    }
+
     fn fails(self) -> bool {
         self.bad >= MIN_BAD && self.bad * 100 >= FAIL_PERCENT * self.total()
     }
@@ -278,7 +286,14 @@ fn outgrown(held: &Verdict, cells: &[Cell]) -> bool {
 
 /// The cells of a verdict's place.
 fn place_cells<'a>(verdict: &'a Verdict, cells: &'a [Cell]) -> impl Iterator<Item = &'a Cell> {
-    let named = |names: &[String], name: &str| names.iter().any(|n| *n == shorten(name.to_owned()));
+    // Names in status are shortened; most need no shortening (and no copy) to compare.
+    let named = |names: &[String], name: &str| {
+        if name.len() <= MAX_PLACE_NAME {
+            names.iter().any(|n| n == name)
+        } else {
+            names.contains(&shorten(name.to_owned()))
+        }
+    };
     cells.iter().filter(move |c| {
         let target = || named(&verdict.destinations, &c.target);
         match verdict.scope {
@@ -724,23 +739,19 @@ fn endpoint(cells: &[Cell]) -> Option<Verdict> {
 /// every source", whichever the newest results happen to show.
 fn isolated_node(cells: &[Cell]) -> Option<Verdict> {
     let cells: Vec<&Cell> = cells.iter().filter(|c| !c.expect_deny).collect();
-    let nodes: BTreeSet<&str> = cells.iter().map(|c| c.source_node.as_str()).collect();
+    // Each node's traffic found once, not by a scan of every cell per node: a mesh of N
+    // nodes has N·k cells per round, so scans per node would be N²·k.
+    let outbound_of = group_by(cells.iter().copied(), |c| Some(c.source_node.as_str()));
     // Needs at least two other nodes to tell the node from the rest.
-    if nodes.len() < 3 {
+    if outbound_of.len() < 3 {
         return None;
     }
-    for node in &nodes {
-        let involves = |c: &Cell| c.source_node == *node || c.dest_node.as_deref() == Some(*node);
-        let outbound: Vec<&Cell> = cells
-            .iter()
-            .copied()
-            .filter(|c| c.source_node == *node)
-            .collect();
-        let inbound: Vec<&Cell> = cells
-            .iter()
-            .copied()
-            .filter(|c| c.source_node != *node && c.dest_node.as_deref() == Some(*node))
-            .collect();
+    let inbound_of = group_by(cells.iter().copied(), |c| {
+        c.dest_node.as_deref().filter(|d| *d != c.source_node)
+    });
+    let all = Tally::of(cells.iter().copied());
+    for (node, outbound) in &outbound_of {
+        let inbound: &[&Cell] = inbound_of.get(node).map_or(&[], Vec::as_slice);
         let cut = |cs: &[&Cell]| {
             !cs.is_empty()
                 && group_by(cs.iter().copied(), |c| {
@@ -756,15 +767,16 @@ fn isolated_node(cells: &[Cell]) -> Option<Verdict> {
         let silent = !outbound.is_empty()
             && (outbound.iter().all(|c| c.silent)
                 || Tally::of(outbound.iter().copied()).total() == 0);
-        if !(cut(&outbound) || silent) || !cut(&inbound) {
+        if !(cut(outbound) || silent) || !cut(inbound) {
             continue;
         }
-        let isolated = Tally::of(outbound.iter().chain(&inbound).copied());
-        let others = Tally::of(cells.iter().copied().filter(|c| !involves(c)));
+        let isolated = Tally::of(outbound.iter().chain(inbound).copied());
+        // Every cell that involves the node is in exactly one of its two directions.
+        let others = all.without(isolated);
         if !others.answers_unlike(isolated) {
             continue;
         }
-        let both: Vec<&Cell> = outbound.iter().chain(&inbound).copied().collect();
+        let both: Vec<&Cell> = outbound.iter().chain(inbound).copied().collect();
         let what = if silent {
             "what is sent to it fails and its agent's results stopped"
         } else {
@@ -773,7 +785,7 @@ fn isolated_node(cells: &[Cell]) -> Option<Verdict> {
         let summary = format!(
             "node {node} is cut off: {what} ({}) while the other {} nodes reach each other",
             reason_name(both.iter().copied()),
-            nodes.len() - 1,
+            outbound_of.len() - 1,
         );
         return Some(verdict(
             FailureScope::Node,
