@@ -854,7 +854,9 @@ fn record_recent(
         None => data.sources.entry(report.source.to_string()).or_default(),
     };
     activity.last_ms = activity.last_ms.max(start);
+    let mut first_of_source = false;
     if let Some(target) = mesh_target {
+        first_of_source = !activity.mesh.contains_key(target);
         let mesh = match activity.mesh.get_mut(target) {
             Some(mesh) => mesh,
             None => activity.mesh.entry(target.to_owned()).or_default(),
@@ -889,9 +891,15 @@ fn record_recent(
     });
     // Failing, or answering later than the latency objective allows.
     let failing = |s: &Series| s.evidence.back().map(|l| (l.bad > 0, l.slow > 0));
-    let before = failing(series);
+    // A mesh pair new to the store is the rotation's next peer, not news (every pair of a
+    // round is new at cluster sizes): it tells only when it fails, and a source's first
+    // report of the mesh tells.
+    let before = match failing(series) {
+        None if series.mesh_pair => Some((false, false)),
+        before => before,
+    };
     record_in_series(series, report, slow, mesh_target.is_none());
-    before != failing(series)
+    first_of_source || before != failing(series)
 }
 
 /// Adds a bucket to a series: its agent buckets, and its slots when `slotted` (a mesh pair's
@@ -2013,5 +2021,36 @@ mod tests {
         assert!(rx.try_recv().is_err(), "still failing");
         ingest(5, t(4), 0);
         assert_eq!(rx.try_recv().ok(), Some(web()), "recovered");
+    }
+
+    /// A rotating mesh probes new pairs every round: a new pair that answers is not a change.
+    #[test]
+    fn a_mesh_signals_its_sources_first_reports_and_failing_pairs_not_each_new_pair() {
+        let now = 1_800_000_000_000;
+        let store = ResultStore::new();
+        let config = CheckConfig {
+            latency_threshold_us: None,
+            deny_targets: vec![],
+            slice: SliceRule::DEFAULT,
+            mesh_targets: vec!["peers".into()],
+        };
+        store.configure(&web(), "uid-1", config, now - 600_000);
+        let (tx, mut rx) = mpsc::channel(16);
+        store.notify_changes(tx);
+        let start = u64::try_from(now - 100_000).unwrap();
+        let ingest = |seq: u64, peer: &str, bad: u64| {
+            let target = format!("peers/Pod/{peer}");
+            let r = report(seq, "shop/web/peers", "node-a", &target, start, 1, bad);
+            store.ingest_batch(&batch("boot-1", vec![r]), now);
+        };
+        ingest(1, "node-b", 0);
+        assert_eq!(rx.try_recv().ok(), Some(web()), "the source's first report");
+        ingest(2, "node-c", 0);
+        assert!(
+            rx.try_recv().is_err(),
+            "the next peer answers: nothing to say"
+        );
+        ingest(3, "node-d", 2);
+        assert_eq!(rx.try_recv().ok(), Some(web()), "a new pair that fails");
     }
 }

@@ -50,6 +50,10 @@ const PLAN_SPACING: Duration = Duration::from_secs(1);
 /// How long a check whose results changed waits before it is reconciled: the other agents'
 /// buckets of the same window arrive within their flush interval (1 s).
 const CHANGE_SETTLE: Duration = Duration::from_millis(1_500);
+/// Least time between two reconciles of a check for changes of its results: a mesh of
+/// thousands of nodes has some pair start or stop failing in every batch, and its reconcile
+/// reads hundreds of thousands of cells. Within one default agent window (10 s) still.
+const CHANGE_GAP: Duration = Duration::from_secs(5);
 /// How often state kept for checks that no longer exist is swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// The channel serves assignments once every existing check has been planned, or after this
@@ -232,17 +236,28 @@ pub async fn run_controller(
     // the conditions follow within an agent window, not a requeue period.
     let (changed_tx, changed_rx) = tokio::sync::mpsc::channel::<CheckKey>(1024);
     ctx.results.notify_changes(changed_tx);
+    let pacer = Arc::new(Mutex::new(ChangePacer::default()));
     let changed = futures::stream::unfold(changed_rx, |mut rx| async move {
         let key = rx.recv().await?;
         Some((key, rx))
     })
-    // Held one agent flush long first: agents close their windows together, and the
-    // reconcile should see every source's newest bucket, not the first one to arrive.
-    .map(|key| async move {
-        tokio::time::sleep(CHANGE_SETTLE).await;
-        key
+    .map(move |key| {
+        let pacer = pacer.clone();
+        let at = pacer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .schedule(&key, Instant::now());
+        async move {
+            tokio::time::sleep_until(at?.into()).await;
+            pacer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fired(&key, Instant::now());
+            Some(key)
+        }
     })
     .buffer_unordered(1024)
+    .filter_map(futures::future::ready)
     .map(|key| key.object_ref());
     controller
         .owns(deployments, watcher::Config::default().labels(LABEL_CHECK))
@@ -256,6 +271,36 @@ pub async fn run_controller(
         })
         .await;
     sweeper.abort();
+}
+
+/// When a check whose results changed is reconciled: [`CHANGE_SETTLE`] after the change
+/// (agents close their windows together, and the reconcile should see every source's newest
+/// bucket, not the first one to arrive), and no sooner than [`CHANGE_GAP`] after the previous
+/// one for a change. Changes while one is pending join it: it reads the newest results.
+#[derive(Debug, Default)]
+struct ChangePacer {
+    pending: BTreeSet<CheckKey>,
+    last_fired: HashMap<CheckKey, Instant>,
+}
+
+impl ChangePacer {
+    /// When to reconcile `key` for a change at `now`; `None` when one is pending already.
+    fn schedule(&mut self, key: &CheckKey, now: Instant) -> Option<Instant> {
+        if !self.pending.insert(key.clone()) {
+            return None;
+        }
+        let settled = now + CHANGE_SETTLE;
+        let spaced = self.last_fired.get(key).map(|last| *last + CHANGE_GAP);
+        Some(spaced.map_or(settled, |spaced| spaced.max(settled)))
+    }
+
+    fn fired(&mut self, key: &CheckKey, now: Instant) {
+        self.pending.remove(key);
+        self.last_fired.insert(key.clone(), now);
+        // Checks quiet for longer than the gap need no entry (deleted ones go with them).
+        self.last_fired
+            .retain(|_, last| now.saturating_duration_since(*last) < CHANGE_GAP);
+    }
 }
 
 /// Forgets checks that no longer exist: the controller only reconciles objects it still
@@ -740,6 +785,36 @@ mod tests {
                 ),
             ])
         })
+    }
+
+    #[test]
+    fn a_changed_check_waits_for_the_settle_and_the_gap_and_its_changes_join() {
+        let web = CheckKey::new("shop", "web");
+        let t0 = Instant::now();
+        let mut pacer = ChangePacer::default();
+        assert_eq!(pacer.schedule(&web, t0), Some(t0 + CHANGE_SETTLE));
+        assert_eq!(
+            pacer.schedule(&web, t0 + Duration::from_millis(100)),
+            None,
+            "joins the pending one"
+        );
+        let fired = t0 + CHANGE_SETTLE;
+        pacer.fired(&web, fired);
+        let soon = fired + Duration::from_secs(1);
+        assert_eq!(
+            pacer.schedule(&web, soon),
+            Some(fired + CHANGE_GAP),
+            "no sooner than the gap after the last"
+        );
+        let other = CheckKey::new("shop", "db");
+        assert_eq!(
+            pacer.schedule(&other, soon),
+            Some(soon + CHANGE_SETTLE),
+            "another check is not held by it"
+        );
+        pacer.fired(&web, fired + CHANGE_GAP);
+        let later = fired + CHANGE_GAP * 3;
+        assert_eq!(pacer.schedule(&web, later), Some(later + CHANGE_SETTLE));
     }
 
     #[test]

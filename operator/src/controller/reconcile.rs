@@ -75,8 +75,10 @@ async fn reconcile_check(check: &ConnectivityCheck, ctx: &Context) -> Result<Act
     publish_plan(ctx, &desired);
     // Read after the plan went to the planner: a large mesh's results take a while to read,
     // and a spec change must not wait for them to reach the agents.
-    gathered.results = stored_results(ctx, check, &key, now);
-    let planned_status = plan::status(check, &key, &desired, &applied, &gathered, now);
+    let planned_status = off_the_workers(|| {
+        gathered.results = stored_results(ctx, check, &key, now);
+        plan::status(check, &key, &desired, &applied, &gathered, now)
+    });
     ctx.metrics
         .objectives_evaluated(&key, planned_status.objectives.clone());
     write_status(
@@ -123,6 +125,17 @@ fn gather(ctx: &Context, check: &ConnectivityCheck, key: &CheckKey) -> Gathered 
         agents,
         results: None,
         previous,
+    }
+}
+
+/// Runs a reconcile's CPU-bound part (a mesh of thousands of nodes: hundreds of thousands of
+/// cells read and localised, a second of CPU) off the async runtime's worker threads where the
+/// runtime has others, so that the agents' channel (TLS handshakes, long-polls, result
+/// batches) is served meanwhile.
+fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 
