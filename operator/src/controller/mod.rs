@@ -50,10 +50,6 @@ const PLAN_SPACING: Duration = Duration::from_secs(1);
 /// How long a check whose results changed waits before it is reconciled: the other agents'
 /// buckets of the same window arrive within their flush interval (1 s).
 const CHANGE_SETTLE: Duration = Duration::from_millis(1_500);
-/// Least time between two reconciles of a check for changes of its results: a mesh of
-/// thousands of nodes has some pair start or stop failing in every batch, and its reconcile
-/// reads hundreds of thousands of cells. Within one default agent window (10 s) still.
-const CHANGE_GAP: Duration = Duration::from_secs(5);
 /// How often state kept for checks that no longer exist is swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// The channel serves assignments once every existing check has been planned, or after this
@@ -249,10 +245,7 @@ pub async fn run_controller(
             .schedule(&key, Instant::now());
         async move {
             tokio::time::sleep_until(at?.into()).await;
-            pacer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .fired(&key, Instant::now());
+            pacer.lock().unwrap_or_else(|p| p.into_inner()).fired(&key);
             Some(key)
         }
     })
@@ -275,31 +268,24 @@ pub async fn run_controller(
 
 /// When a check whose results changed is reconciled: [`CHANGE_SETTLE`] after the change
 /// (agents close their windows together, and the reconcile should see every source's newest
-/// bucket, not the first one to arrive), and no sooner than [`CHANGE_GAP`] after the previous
-/// one for a change. Changes while one is pending join it: it reads the newest results.
+/// bucket, not the first one to arrive). Changes while one is pending join it: it reads the
+/// newest results, so a check whose series change in every batch (a large mesh) is reconciled
+/// once per settle, not once per change.
 #[derive(Debug, Default)]
 struct ChangePacer {
     pending: BTreeSet<CheckKey>,
-    last_fired: HashMap<CheckKey, Instant>,
 }
 
 impl ChangePacer {
     /// When to reconcile `key` for a change at `now`; `None` when one is pending already.
     fn schedule(&mut self, key: &CheckKey, now: Instant) -> Option<Instant> {
-        if !self.pending.insert(key.clone()) {
-            return None;
-        }
-        let settled = now + CHANGE_SETTLE;
-        let spaced = self.last_fired.get(key).map(|last| *last + CHANGE_GAP);
-        Some(spaced.map_or(settled, |spaced| spaced.max(settled)))
+        self.pending
+            .insert(key.clone())
+            .then_some(now + CHANGE_SETTLE)
     }
 
-    fn fired(&mut self, key: &CheckKey, now: Instant) {
+    fn fired(&mut self, key: &CheckKey) {
         self.pending.remove(key);
-        self.last_fired.insert(key.clone(), now);
-        // Checks quiet for longer than the gap need no entry (deleted ones go with them).
-        self.last_fired
-            .retain(|_, last| now.saturating_duration_since(*last) < CHANGE_GAP);
     }
 }
 
@@ -788,7 +774,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_check_waits_for_the_settle_and_the_gap_and_its_changes_join() {
+    fn a_changed_check_waits_for_the_settle_and_its_changes_join() {
         let web = CheckKey::new("shop", "web");
         let t0 = Instant::now();
         let mut pacer = ChangePacer::default();
@@ -798,22 +784,15 @@ mod tests {
             None,
             "joins the pending one"
         );
-        let fired = t0 + CHANGE_SETTLE;
-        pacer.fired(&web, fired);
-        let soon = fired + Duration::from_secs(1);
-        assert_eq!(
-            pacer.schedule(&web, soon),
-            Some(fired + CHANGE_GAP),
-            "no sooner than the gap after the last"
-        );
         let other = CheckKey::new("shop", "db");
+        let soon = t0 + Duration::from_secs(1);
         assert_eq!(
             pacer.schedule(&other, soon),
             Some(soon + CHANGE_SETTLE),
             "another check is not held by it"
         );
-        pacer.fired(&web, fired + CHANGE_GAP);
-        let later = fired + CHANGE_GAP * 3;
+        pacer.fired(&web);
+        let later = t0 + CHANGE_SETTLE;
         assert_eq!(pacer.schedule(&web, later), Some(later + CHANGE_SETTLE));
     }
 
