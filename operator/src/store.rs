@@ -1248,6 +1248,19 @@ mod tests {
         }
     }
 
+    /// A store with one check whose target "peers" is a mesh, configured at `since`.
+    fn mesh_store(since: UnixMs) -> ResultStore {
+        let store = ResultStore::new();
+        let config = CheckConfig {
+            latency_threshold_us: None,
+            deny_targets: vec![],
+            slice: SliceRule::DEFAULT,
+            mesh_targets: vec!["peers".into()],
+        };
+        store.configure(&web(), "uid-1", config, since);
+        store
+    }
+
     fn store(now: UnixMs) -> ResultStore {
         let store = ResultStore::new();
         let config = CheckConfig {
@@ -1647,14 +1660,7 @@ mod tests {
         let k = plan.peers_per_agent();
         // On the hour.
         let start: UnixMs = 1_800_000_000_000;
-        let store = ResultStore::new();
-        let config = CheckConfig {
-            latency_threshold_us: None,
-            deny_targets: vec![],
-            slice: SliceRule::DEFAULT,
-            mesh_targets: vec!["peers".into()],
-        };
-        store.configure(&web(), "uid-1", config, start);
+        let store = mesh_store(start);
         let spans = spans(20_000);
         let mut seq = 0;
         let mut pairs_probed = BTreeSet::new();
@@ -1737,14 +1743,7 @@ mod tests {
     #[test]
     fn a_mesh_source_that_stops_is_silent_over_the_hold_span() {
         let start: UnixMs = 1_800_000_000_000;
-        let store = ResultStore::new();
-        let config = CheckConfig {
-            latency_threshold_us: None,
-            deny_targets: vec![],
-            slice: SliceRule::DEFAULT,
-            mesh_targets: vec!["peers".into()],
-        };
-        store.configure(&web(), "uid-1", config, start);
+        let store = mesh_store(start);
         let agents = ["node-a", "node-b", "node-c"];
         // 10 s windows; node-c stops after the first minute, the others go on for ten.
         let mut seq = 0;
@@ -2027,14 +2026,7 @@ mod tests {
     #[test]
     fn a_mesh_signals_its_sources_first_reports_and_failing_pairs_not_each_new_pair() {
         let now = 1_800_000_000_000;
-        let store = ResultStore::new();
-        let config = CheckConfig {
-            latency_threshold_us: None,
-            deny_targets: vec![],
-            slice: SliceRule::DEFAULT,
-            mesh_targets: vec!["peers".into()],
-        };
-        store.configure(&web(), "uid-1", config, now - 600_000);
+        let store = mesh_store(now - 600_000);
         let (tx, mut rx) = mpsc::channel(16);
         store.notify_changes(tx);
         let start = u64::try_from(now - 100_000).unwrap();
