@@ -42,14 +42,14 @@ fn mesh_cells(n: usize) -> Vec<Cell> {
                 let peer = &plan.agents()[p];
                 let cut = i == n - 1 || p == n - 1;
                 cells.push(Cell {
-                    source_node: source.node.clone(),
-                    source_zone: source.zone.clone(),
-                    target: "peers".to_owned(),
+                    source_node: source.node.as_str().into(),
+                    source_zone: source.zone.as_deref().map(Into::into),
+                    target: "peers".into(),
                     protocol: Protocol::TCP,
                     path: None,
-                    endpoint: Some(format!("{}:8080", peer.name)),
-                    dest_zone: peer.zone.clone(),
-                    dest_node: Some(peer.node.clone()),
+                    endpoint: Some(format!("{}:8080", peer.name).into()),
+                    dest_zone: peer.zone.as_deref().map(Into::into),
+                    dest_node: Some(peer.node.as_str().into()),
                     resolver: None,
                     expect_deny: false,
                     good: u64::from(!cut),

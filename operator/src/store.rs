@@ -7,9 +7,10 @@
 //! histories have a fixed number of buckets; a series keeps an hour of five-minute slots
 //! ([`SUMMARY_SLOTS`]), its agent buckets of the evidence span and the failing ones of its
 //! hold span, and is forgotten once silent for longer. A mesh's (source, peer) pairs rotate through every ordered pair of its N agents
-//! within the rotation period, N² series over an hour: a mesh pair keeps only its hold span
-//! (what verdicts read), and the hour's figures are kept per peer, all sources together
-//! ([`PooledView`]), and per source ([`SourceView`]).
+//! within the rotation period, N² series over an hour: a mesh pair is not a series but a few
+//! words per agent bucket ([`MeshPairs`]), kept over its hold span only (what verdicts read),
+//! and the hour's figures are kept per peer, all sources together ([`PooledView`]), and per
+//! source ([`SourceView`]).
 //!
 //! Durability: a store made with [`ResultStore::durable`] acknowledges a batch only once a
 //! flush has written every check it touched (its window and its [`Settled`] watermarks, one
@@ -18,8 +19,8 @@
 //! interval however many agents report. Recent per-series data (verdicts, target summaries)
 //! is not persisted: it refills within one agent window after a restart.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use netslo_protocol::bucket::BucketReport;
@@ -71,12 +72,47 @@ pub type SeriesViews = Vec<((String, String), SeriesView)>;
 /// it; this says the source was there, for as long as a verdict is held.
 pub type SilentMeshSource = (String, String);
 
+/// A mesh pair as verdicts read it: its agent buckets within the evidence and hold spans.
+/// Names shared with the store: a mesh has hundreds of thousands of pairs at cluster sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshPairView {
+    /// The source agent.
+    pub source: Arc<str>,
+    /// The peer's target label.
+    pub peer: Arc<str>,
+    pub good: u32,
+    pub bad: u32,
+    pub answered: u32,
+    pub slow: u32,
+    pub reason: Option<FailureReason>,
+    /// Bad probes within the hold span.
+    pub held_bad: u32,
+    /// As [`SeriesView::silent`], for the pair's newest agent window.
+    pub silent: bool,
+}
+
+impl MeshPairView {
+    /// The pair's evidence as a series' reads.
+    pub fn matrix(&self) -> EvidenceStats {
+        EvidenceStats {
+            good: self.good.into(),
+            bad: self.bad.into(),
+            reason: self.reason,
+            answered: self.answered.into(),
+            slow: self.slow.into(),
+        }
+    }
+}
+
 /// A check's recent results as the reconciler reads them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recent {
-    /// Per (source, target label): the paths with results within the summary span (a mesh
-    /// pair: within its hold span).
+    /// Per (source, target label): the paths with results within the summary span; mesh
+    /// pairs are in `mesh_pairs`.
     pub paths: SeriesViews,
+    /// Mesh pairs with results within their evidence span or bad probes within their hold
+    /// span, sorted by (source, peer).
+    pub mesh_pairs: Vec<MeshPairView>,
     /// Per mesh target label (peer): the summary span's figures, all sources together.
     pub pooled: BTreeMap<String, PooledView>,
     /// Per source agent with results within the summary span.
@@ -145,9 +181,8 @@ impl MinuteMask {
 /// One series as the reconciler reads it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeriesView {
-    /// Over the summary span (an hour); none for a mesh pair, whose peer's figures are in
-    /// [`Recent::pooled`] (see [`SeriesView::summary`]).
-    pub summary: Option<Box<SeriesStats>>,
+    /// Over the summary span (an hour).
+    pub summary: SeriesStats,
     /// The agent buckets that started within the evidence span: what verdicts are decided on.
     pub matrix: EvidenceStats,
     /// Bad probes within the longer hold span: a verdict is kept while its place has any.
@@ -160,14 +195,6 @@ pub struct SeriesView {
     /// the batching of results (an agent sends once the operator has persisted the previous
     /// batch) is never taken for silence.
     pub silent: bool,
-}
-
-impl SeriesView {
-    /// The series' figures over the summary span; a mesh pair's are empty.
-    pub fn summary(&self) -> &SeriesStats {
-        static NONE: SeriesStats = SeriesStats::EMPTY;
-        self.summary.as_deref().unwrap_or(&NONE)
-    }
 }
 
 /// A series' agent buckets within the evidence span, as verdicts read them.
@@ -203,22 +230,6 @@ pub struct SeriesStats {
 }
 
 impl SeriesStats {
-    const EMPTY: SeriesStats = SeriesStats {
-        good: 0,
-        bad: 0,
-        invalid: 0,
-        refused: 0,
-        reasons: Vec::new(),
-        latency: Histogram {
-            buckets: Vec::new(),
-            count: 0,
-            sum_us: 0,
-            min_us: 0,
-            max_us: 0,
-        },
-        last_failure: None,
-    };
-
     pub fn dominant_reason(&self) -> Option<FailureReason> {
         self.reasons.first().map(|(r, _)| *r)
     }
@@ -237,9 +248,6 @@ struct Slot {
 
 #[derive(Debug, Default)]
 struct Series {
-    /// A mesh pair: no slots (see [`Pooled`]), and only the buckets verdicts read.
-    mesh_pair: bool,
-    /// Empty for a mesh pair.
     slots: VecDeque<Slot>,
     /// Start of the newest bucket.
     last_ms: UnixMs,
@@ -248,6 +256,50 @@ struct Series {
     /// failure matrix reads, so a verdict follows the network within agent windows rather than
     /// minute slots, and rests on several of them rather than the newest alone.
     evidence: VecDeque<Evidence>,
+}
+
+/// A check's mesh pairs: per source agent, its agent buckets of each peer within their hold
+/// span. At cluster sizes a source probes each peer about once per rotation, so a pair is one
+/// bucket, not a series: a few words, its names shared.
+#[derive(Debug, Default)]
+struct MeshPairs {
+    /// Peer target labels, one copy each.
+    peers: HashSet<Arc<str>>,
+    by_source: HashMap<Arc<str>, Vec<PairBucket>>,
+}
+
+impl MeshPairs {
+    fn peer(&mut self, label: &str) -> Arc<str> {
+        match self.peers.get(label) {
+            Some(peer) => peer.clone(),
+            None => {
+                let peer: Arc<str> = label.into();
+                self.peers.insert(peer.clone());
+                peer
+            }
+        }
+    }
+}
+
+/// One agent bucket of a mesh pair, as verdicts read it.
+#[derive(Debug)]
+struct PairBucket {
+    peer: Arc<str>,
+    start_ms: UnixMs,
+    /// The agent window's length.
+    duration_ms: u32,
+    good: u32,
+    bad: u32,
+    /// Of the good probes, those later than the latency objective's threshold.
+    slow: u32,
+    /// The reason of most of the bad probes.
+    reason: Option<FailureReason>,
+}
+
+impl PairBucket {
+    fn failing(&self) -> (bool, bool) {
+        (self.bad > 0, self.slow > 0)
+    }
 }
 
 /// A mesh peer's recent slots, all sources together.
@@ -316,8 +368,9 @@ struct CheckData {
     settled: Settled,
     /// Changed since the last flush took it.
     dirty: bool,
-    /// Keyed by (source, target label).
+    /// Keyed by (source, target label); mesh pairs are in `mesh`.
     series: HashMap<(String, String), Series>,
+    mesh: MeshPairs,
     /// Mesh peers' slots, keyed by target label.
     pooled: HashMap<String, Pooled>,
     /// Keyed by source agent.
@@ -335,6 +388,7 @@ impl CheckData {
             settled: Settled::default(),
             dirty: true,
             series: HashMap::new(),
+            mesh: MeshPairs::default(),
             pooled: HashMap::new(),
             sources: HashMap::new(),
             events: SloEvents::default(),
@@ -644,6 +698,7 @@ impl ResultStore {
                     .map(move |(target, mesh)| (source, target, mesh))
             })
         };
+        // A mesh pair's newest window is its source's, in `mesh_activity`.
         let freshest = data
             .series
             .values()
@@ -669,6 +724,13 @@ impl ResultStore {
                 *onset = (*onset).min(first_bad.start_ms);
             }
         }
+        for bucket in data.mesh.by_source.values().flatten().filter(|b| b.bad > 0) {
+            let since = now - spans_of_window(bucket.duration_ms.into(), spans).evidence_ms;
+            if bucket.start_ms >= since {
+                let onset = onsets.entry(&bucket.peer).or_insert(bucket.start_ms);
+                *onset = (*onset).min(bucket.start_ms);
+            }
+        }
         let mut paths: SeriesViews = data
             .series
             .iter()
@@ -681,13 +743,7 @@ impl ResultStore {
                         newest.duration_ms,
                     )
                 });
-                let summary = (!series.mesh_pair).then(|| {
-                    Box::new(slot_stats(
-                        &series.slots,
-                        series.last_failure,
-                        now - summary_ms,
-                    ))
-                });
+                let summary = slot_stats(&series.slots, series.last_failure, now - summary_ms);
                 let view = SeriesView {
                     summary,
                     matrix: evidence_stats(series, now - spans.evidence_ms, onset),
@@ -700,13 +756,15 @@ impl ResultStore {
                     last_slot_ms: slot_of(series.last_ms),
                     silent,
                 };
-                let summed = view.summary();
+                let summed = &view.summary;
                 let probes = summed.good + summed.bad + summed.invalid;
                 (probes + view.matrix.good + view.matrix.bad + view.held_bad > 0)
                     .then(|| (key.clone(), view))
             })
             .collect();
         paths.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut mesh_pairs = mesh_pair_views(&data.mesh, now, spans, &onsets, silent_after);
+        mesh_pairs.sort_unstable_by(|a, b| (&a.source, &a.peer).cmp(&(&b.source, &b.peer)));
         let pooled = data
             .pooled
             .iter()
@@ -748,6 +806,7 @@ impl ResultStore {
         silent_mesh_sources.sort_unstable();
         let recent = Recent {
             paths,
+            mesh_pairs,
             pooled,
             sources,
             silent_mesh_sources,
@@ -882,37 +941,156 @@ fn record_recent(
             }
         }
     }
+    if mesh_target.is_some() {
+        return record_mesh_pair(&mut data.mesh, report, slow) || first_of_source;
+    }
     let key = (report.source.to_string(), report.target.to_string());
-    // Room for one agent bucket: a mesh pair has about one per rotation.
-    let series = data.series.entry(key).or_insert_with(|| Series {
-        mesh_pair: mesh_target.is_some(),
-        evidence: VecDeque::with_capacity(1),
-        ..Series::default()
-    });
+    let series = data.series.entry(key).or_default();
     // Failing, or answering later than the latency objective allows.
     let failing = |s: &Series| s.evidence.back().map(|l| (l.bad > 0, l.slow > 0));
-    // A mesh pair new to the store is the rotation's next peer, not news (every pair of a
-    // round is new at cluster sizes): it tells only when it fails, and a source's first
-    // report of the mesh tells.
-    let before = match failing(series) {
-        None if series.mesh_pair => Some((false, false)),
-        before => before,
-    };
-    record_in_series(series, report, slow, mesh_target.is_none());
-    first_of_source || before != failing(series)
+    let before = failing(series);
+    record_in_series(series, report, slow);
+    before != failing(series)
 }
 
-/// Adds a bucket to a series: its agent buckets, and its slots when `slotted` (a mesh pair's
-/// are pooled per peer).
-fn record_in_series(series: &mut Series, report: &BucketReport, slow: u64, slotted: bool) {
+/// Adds a bucket to its mesh pair; true if the pair's newest bucket changed from failing to
+/// not failing or back. A pair new to the store is the rotation's next peer, not news (every
+/// pair of a round is new at cluster sizes): it tells only when it fails.
+fn record_mesh_pair(mesh: &mut MeshPairs, report: &BucketReport, slow: u64) -> bool {
+    let peer = mesh.peer(&report.target);
+    let buckets = match mesh.by_source.get_mut(&*report.source) {
+        Some(buckets) => buckets,
+        None => mesh
+            .by_source
+            .entry(report.source.as_ref().into())
+            .or_default(),
+    };
+    let start = report.start_unix_ms;
+    let newest_of_pair = |buckets: &[PairBucket], peer: &Arc<str>| {
+        buckets
+            .iter()
+            .filter(|b| Arc::ptr_eq(&b.peer, peer))
+            .max_by_key(|b| b.start_ms)
+            .map(PairBucket::failing)
+    };
+    let before = newest_of_pair(buckets, &peer).unwrap_or((false, false));
+    let b = &report.bucket;
+    let invalid = b.invalid.min(b.total);
+    let good = b.good.min(b.total - invalid);
+    let bad = b.total - invalid - good;
+    let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    let reason = b
+        .reasons
+        .iter()
+        .filter(|(r, _)| *r != FailureReason::DestinationRefused && !r.is_prober_problem())
+        .max_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0)))
+        .map(|(r, _)| *r);
+    // An agent may send one window in more than one bucket.
+    match buckets
+        .iter_mut()
+        .find(|b| b.start_ms == start && Arc::ptr_eq(&b.peer, &peer))
+    {
+        Some(pair) => {
+            if bad > u64::from(pair.bad) {
+                pair.reason = reason.or(pair.reason);
+            }
+            pair.good = pair.good.saturating_add(count(good));
+            pair.bad = pair.bad.saturating_add(count(bad));
+            pair.slow = pair.slow.saturating_add(count(slow.min(good)));
+        }
+        None => buckets.push(PairBucket {
+            peer: peer.clone(),
+            start_ms: start,
+            duration_ms: u32::try_from(report.duration_ms).unwrap_or(u32::MAX),
+            good: count(good),
+            bad: count(bad),
+            slow: count(slow.min(good)),
+            reason,
+        }),
+    }
+    newest_of_pair(buckets, &peer) != Some(before)
+}
+
+/// The mesh pairs as verdicts read them: per (source, peer), its buckets within the evidence
+/// span (from the peer's failure `onsets`, as [`evidence_stats`]) and its bad probes within
+/// the hold span; silent as `silent_after` tells for its newest window.
+fn mesh_pair_views(
+    mesh: &MeshPairs,
+    now: UnixMs,
+    spans: EvidenceSpans,
+    onsets: &HashMap<&str, UnixMs>,
+    silent_after: impl Fn(UnixMs, i64) -> bool,
+) -> Vec<MeshPairView> {
+    let mut views: Vec<MeshPairView> = Vec::new();
+    for (source, buckets) in &mesh.by_source {
+        // One view per peer: a source's buckets of the same peer together.
+        let mut of_source: HashMap<*const u8, (MeshPairView, UnixMs, i64)> = HashMap::new();
+        let mut reasons: HashMap<*const u8, BTreeMap<FailureReason, u64>> = HashMap::new();
+        for b in buckets {
+            let spans = spans_of_window(b.duration_ms.into(), spans);
+            let key = b.peer.as_ptr();
+            let (view, newest_start, newest_window) = of_source.entry(key).or_insert_with(|| {
+                let view = MeshPairView {
+                    source: source.clone(),
+                    peer: b.peer.clone(),
+                    good: 0,
+                    bad: 0,
+                    answered: 0,
+                    slow: 0,
+                    reason: None,
+                    held_bad: 0,
+                    silent: false,
+                };
+                (view, UnixMs::MIN, 0)
+            });
+            if b.start_ms >= *newest_start {
+                *newest_start = b.start_ms;
+                *newest_window = b.duration_ms.into();
+            }
+            if b.start_ms >= now - spans.hold_ms {
+                view.held_bad = view.held_bad.saturating_add(b.bad);
+            }
+            if b.start_ms < now - spans.evidence_ms {
+                continue;
+            }
+            view.answered = view.answered.saturating_add(b.good);
+            view.slow = view.slow.saturating_add(b.slow);
+            if b.start_ms >= onsets.get(&*b.peer).copied().unwrap_or(UnixMs::MIN) {
+                view.good = view.good.saturating_add(b.good);
+                view.bad = view.bad.saturating_add(b.bad);
+                if let Some(reason) = b.reason {
+                    *reasons.entry(key).or_default().entry(reason).or_default() += u64::from(b.bad);
+                }
+            }
+        }
+        views.extend(
+            of_source
+                .into_iter()
+                .filter(|(_, (view, _, _))| view.answered + view.bad + view.held_bad > 0)
+                .map(|(key, (mut view, newest_start, window))| {
+                    // Most frequent first, ties to the first in order (as `evidence_stats`).
+                    view.reason = reasons.get(&key).and_then(|counts| {
+                        counts
+                            .iter()
+                            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                            .map(|(reason, _)| *reason)
+                    });
+                    view.silent = silent_after(newest_start + window.max(0), window);
+                    view
+                }),
+        );
+    }
+    views
+}
+
+/// Adds a bucket to a series: its slots and its agent buckets.
+fn record_in_series(series: &mut Series, report: &BucketReport, slow: u64) {
     let start = report.start_unix_ms;
     let b = &report.bucket;
-    if slotted {
-        let Some(slot) = slot_at(&mut series.slots, start) else {
-            return;
-        };
-        add_bucket(slot, b);
-    }
+    let Some(slot) = slot_at(&mut series.slots, start) else {
+        return;
+    };
+    add_bucket(slot, b);
     series.last_ms = series.last_ms.max(start);
     let duration_ms = i64::try_from(report.duration_ms).unwrap_or(i64::MAX);
     add_evidence(&mut series.evidence, start, duration_ms, b, slow);
@@ -964,8 +1142,8 @@ fn slot_of(at: UnixMs) -> UnixMs {
 
 /// Forgets what no reader reads again: series, mesh peers and sources without results within
 /// the recent span; agent buckets older than their series' hold span (and a slot: a series
-/// that stopped within the hold span still reads as silent there); a mesh pair, which has no
-/// slots, once its agent buckets are gone.
+/// that stopped within the hold span still reads as silent there); mesh pair buckets beyond
+/// the evidence span unless failing, and beyond the hold span.
 fn forget_the_past(data: &mut CheckData, now: UnixMs, spans: EvidenceSpans) {
     let horizon = now - RECENT_SPAN_MS;
     let slots_horizon = horizon - SUMMARY_SLOT_MS;
@@ -975,11 +1153,7 @@ fn forget_the_past(data: &mut CheckData, now: UnixMs, spans: EvidenceSpans) {
         let evidence_from = now - spans.evidence_ms;
         // Beyond the evidence span only failures count (a held verdict's bad probes). The
         // newest bucket stays, whatever its age: it tells when the series last reported.
-        // Not a mesh pair's: its source's activity tells that, and a pair is probed about
-        // once per rotation, so pairs kept for it would be every pair of the hold span.
-        let newest = (!series.mesh_pair)
-            .then(|| series.evidence.back().map(|e| e.start_ms))
-            .flatten();
+        let newest = series.evidence.back().map(|e| e.start_ms);
         series.evidence.retain(|e| {
             e.start_ms >= held_from
                 && (e.start_ms >= evidence_from || e.bad > 0 || Some(e.start_ms) == newest)
@@ -994,6 +1168,22 @@ fn forget_the_past(data: &mut CheckData, now: UnixMs, spans: EvidenceSpans) {
             None => !series.evidence.is_empty(),
         }
     });
+    // A mesh pair likewise, but not its newest bucket: its source's activity tells when it
+    // last reported, and a pair is probed about once per rotation, so pairs kept for it
+    // would be every pair of the hold span.
+    data.mesh.by_source.retain(|_, buckets| {
+        buckets.retain(|b| {
+            let spans = spans_of_window(b.duration_ms.into(), spans);
+            b.start_ms >= now - spans.hold_ms - SLOT_MS
+                && (b.start_ms >= now - spans.evidence_ms || b.bad > 0)
+        });
+        if buckets.capacity() >= 16 && buckets.len() * 4 <= buckets.capacity() {
+            buckets.shrink_to_fit();
+        }
+        !buckets.is_empty()
+    });
+    // A peer's label is held by its buckets and this set: once only here, it goes.
+    data.mesh.peers.retain(|peer| Arc::strong_count(peer) > 1);
     data.pooled.retain(|_, pooled| {
         pooled
             .slots
@@ -1506,7 +1696,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(total, 10);
-        let s = view_of(&stats, "node-a", "api/ClusterIP/10.96.0.9:80").summary();
+        let s = &view_of(&stats, "node-a", "api/ClusterIP/10.96.0.9:80").summary;
         assert_eq!((s.good, s.bad), (9, 1));
         assert_eq!(s.dominant_reason(), Some(FailureReason::TcpTimeout));
         assert!(s.last_failure.is_some());
@@ -1551,7 +1741,7 @@ mod tests {
             .unwrap();
         let a = view_of(&views, "node-a", "api/Pod/a");
         assert_eq!(
-            (a.summary().good, a.summary().bad),
+            (a.summary.good, a.summary.bad),
             (5, 5),
             "the hour holds both"
         );
@@ -1613,7 +1803,7 @@ mod tests {
         let (summary, matrix, held_bad) = store
             .read(&web(), now, 60 * 60_000, spans, |_, recent| {
                 let view = view_of(&recent.paths, "node-a", "api/Pod/a");
-                (view.summary().clone(), view.matrix, view.held_bad)
+                (view.summary.clone(), view.matrix, view.held_bad)
             })
             .unwrap();
         assert_eq!(
@@ -1686,7 +1876,13 @@ mod tests {
             // Reconciles read the check (a healthy one about once a minute); the most held
             // is just before a read.
             if round % 2 == 1 {
-                most_held = most_held.max(store.lock().checks[&web()].series.len());
+                let held: usize = store.lock().checks[&web()]
+                    .mesh
+                    .by_source
+                    .values()
+                    .map(Vec::len)
+                    .sum();
+                most_held = most_held.max(held);
                 store
                     .read(&web(), now, 3_600_000, spans, |_, _| ())
                     .unwrap();
@@ -1702,7 +1898,10 @@ mod tests {
         let evidence_ms = 3 * ROUND_MS + 10_000;
         let held_rounds = (evidence_ms + SLOT_MS) / ROUND_MS + 1;
         let bound = AGENTS * k * usize::try_from(held_rounds).unwrap();
-        assert!(most_held <= bound, "{most_held} series held, bound {bound}");
+        assert!(
+            most_held <= bound,
+            "{most_held} pair buckets held, bound {bound}"
+        );
         assert!(
             bound * 2 < pairs_probed.len(),
             "the bound is below the pairs probed"
@@ -1712,7 +1911,7 @@ mod tests {
             .read(&web(), now, 3_600_000, spans, |_, recent| {
                 let good: u64 = recent.pooled.values().map(|p| p.summary.good).sum();
                 (
-                    recent.paths.len(),
+                    recent.mesh_pairs.len(),
                     (recent.pooled.len(), good),
                     recent.sources,
                 )
@@ -1733,8 +1932,89 @@ mod tests {
         );
         let data = &store.lock().checks[&web()];
         assert!(
-            data.series.values().all(|s| s.slots.is_empty()),
-            "no pair keeps slots"
+            data.series.is_empty(),
+            "no pair is a series, with its slots"
+        );
+        assert_eq!(data.mesh.peers.len(), AGENTS, "a peer's name held once");
+    }
+
+    /// A mesh pair is a few words per agent bucket, not a series, and verdicts read it as they
+    /// read the same buckets' series: evidence from the peer's failure onset, the hold span's
+    /// bad probes, silence.
+    #[test]
+    fn a_mesh_pair_reads_as_a_series_of_the_same_buckets_does() {
+        assert!(
+            size_of::<PairBucket>() <= 48,
+            "{} bytes per pair bucket",
+            size_of::<PairBucket>()
+        );
+        let now: UnixMs = 1_800_000_000_000;
+        let agents = ["node-a", "node-b", "node-c"];
+        let mut buckets = Vec::new();
+        // 10 s windows over 300 s: node-c stops 100 s ago; probes of node-b fail in the
+        // last six windows; node-a to node-c failed once 250 s ago, within the hold span
+        // only.
+        for window in 0..30 {
+            let start = now - 300_000 + window * 10_000;
+            let ago = now - start;
+            for source in agents {
+                if source == "node-c" && ago < 100_000 {
+                    continue;
+                }
+                for peer in agents.iter().filter(|p| **p != source) {
+                    let failing = (*peer == "node-b" && ago <= 60_000)
+                        || (source == "node-a" && *peer == "node-c" && ago == 250_000);
+                    let (good, bad) = if failing { (2, 8) } else { (10, 0) };
+                    let target = format!("peers/Pod/{peer}");
+                    let at = u64::try_from(start).unwrap();
+                    let seq = buckets.len() as u64 + 1;
+                    buckets.push(report(
+                        seq,
+                        "shop/web/peers",
+                        source,
+                        &target,
+                        at,
+                        good,
+                        bad,
+                    ));
+                }
+            }
+        }
+        let as_series = store(now - 600_000);
+        let as_mesh = mesh_store(now - 600_000);
+        as_series.ingest_batch(&batch("b", buckets.clone()), now);
+        as_mesh.ingest_batch(&batch("b", buckets), now);
+        let spans = spans(100_000);
+        let series = as_series
+            .read(&web(), now, 3_600_000, spans, |_, recent| recent.paths)
+            .unwrap();
+        let pairs = as_mesh
+            .read(&web(), now, 3_600_000, spans, |_, recent| recent.mesh_pairs)
+            .unwrap();
+        let read_as_series: Vec<(String, String, EvidenceStats, u64, bool)> = series
+            .iter()
+            .filter(|(_, v)| v.matrix.answered + v.matrix.bad + v.held_bad > 0)
+            .map(|((source, peer), v)| {
+                (source.clone(), peer.clone(), v.matrix, v.held_bad, v.silent)
+            })
+            .collect();
+        let read_as_pairs: Vec<(String, String, EvidenceStats, u64, bool)> = pairs
+            .iter()
+            .map(|p| {
+                let (source, peer) = (p.source.to_string(), p.peer.to_string());
+                (source, peer, p.matrix(), p.held_bad.into(), p.silent)
+            })
+            .collect();
+        assert_eq!(read_as_pairs, read_as_series);
+        let a_to_b = pairs
+            .iter()
+            .find(|p| (&*p.source, &*p.peer) == ("node-a", "peers/Pod/node-b"))
+            .unwrap();
+        assert_eq!((a_to_b.good, a_to_b.bad), (12, 48), "from the onset on");
+        assert_eq!(a_to_b.reason, Some(FailureReason::TcpTimeout));
+        assert!(
+            pairs.iter().any(|p| p.silent) && pairs.iter().any(|p| p.held_bad > p.bad),
+            "silence and the hold span are read"
         );
     }
 
@@ -1767,8 +2047,11 @@ mod tests {
         let read = |now: UnixMs| {
             store
                 .read(&web(), now, 3_600_000, spans, |_, recent| {
-                    let sources_of_pairs: BTreeSet<String> =
-                        recent.paths.iter().map(|((s, _), _)| s.clone()).collect();
+                    let sources_of_pairs: BTreeSet<String> = recent
+                        .mesh_pairs
+                        .iter()
+                        .map(|pair| pair.source.to_string())
+                        .collect();
                     (sources_of_pairs, recent.silent_mesh_sources)
                 })
                 .unwrap()
@@ -1850,7 +2133,7 @@ mod tests {
     #[tokio::test]
     async fn a_durable_store_acknowledges_after_its_flush() {
         let now = crate::slo::now_ms();
-        let store = std::sync::Arc::new(durable_store(now));
+        let store = Arc::new(durable_store(now));
         let start = u64::try_from(now - 20_000).unwrap();
         let b = batch(
             "boot-1",

@@ -29,9 +29,9 @@ use crate::slo::config::SloConfig;
 use crate::slo::evaluate::{Evaluation, evaluate};
 use crate::slo::window::History;
 use crate::status::conditions::{Setup, Stall, StallReason};
-use crate::status::verdict::{self, Cell, LastFailure, TargetStats};
+use crate::status::verdict::{self, Cell, LastFailure, Name, TargetStats};
 use crate::status::{StatusInput, desired_status, material_change, urgent_change};
-use crate::store::{CheckConfig, Recent, SLOT_MS};
+use crate::store::{CheckConfig, EvidenceStats, Recent, SLOT_MS};
 use crate::workloads::{self, CheckRef};
 
 use super::Settings;
@@ -596,7 +596,7 @@ fn refused_targets(recent: &Recent) -> Vec<String> {
     let paths = recent
         .paths
         .iter()
-        .map(|((_, label), v)| (label, v.summary()));
+        .map(|((_, label), v)| (label, &v.summary));
     let pooled = recent.pooled.iter().map(|(label, v)| (label, &v.summary));
     let names: BTreeSet<String> = paths
         .chain(pooled)
@@ -653,9 +653,115 @@ impl<'a> AgentsByName<'a> {
     }
 }
 
-/// The failure matrix: one cell per (source, series), over the evidence and hold spans, and
-/// one without probes per silent mesh source (its rotating pairs leave the evidence span
-/// before its silence stops counting).
+/// Names shared by the cells that name them, and each place worked out once: a mesh has
+/// N·k cells per round naming N nodes.
+struct CellNames<'a> {
+    plan: &'a PlannedCheck,
+    agents: &'a AgentsByName<'a>,
+    names: HashMap<String, Name>,
+    sources: HashMap<&'a str, (Name, Option<Name>)>,
+    /// A series' cell but for its source and counts, by target label; `None` when the label
+    /// is not one of the check's targets.
+    destinations: HashMap<&'a str, Option<Cell>>,
+}
+
+impl<'a> CellNames<'a> {
+    fn new(plan: &'a PlannedCheck, agents: &'a AgentsByName<'a>) -> Self {
+        CellNames {
+            plan,
+            agents,
+            names: HashMap::new(),
+            sources: HashMap::new(),
+            destinations: HashMap::new(),
+        }
+    }
+
+    fn name(names: &mut HashMap<String, Name>, name: &str) -> Name {
+        match names.get(name) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Name = name.into();
+                names.insert(name.to_owned(), shared.clone());
+                shared
+            }
+        }
+    }
+
+    /// A source agent's node (its own name when unknown) and zone.
+    fn source(&mut self, source: &'a str) -> (Name, Option<Name>) {
+        if let Some(place) = self.sources.get(source) {
+            return place.clone();
+        }
+        let agent = self.agents.get(source);
+        let node = agent.and_then(|a| a.node.as_deref()).unwrap_or(source);
+        let place = (
+            Self::name(&mut self.names, node),
+            agent
+                .and_then(|a| a.zone.as_deref())
+                .map(|zone| Self::name(&mut self.names, zone)),
+        );
+        self.sources.insert(source, place.clone());
+        place
+    }
+
+    /// A cell of the series `label` with no source and no probes yet.
+    fn destination(&mut self, label: &'a str, recent: &Recent) -> Option<Cell> {
+        if let Some(cell) = self.destinations.get(label) {
+            return cell.clone();
+        }
+        let cell = SeriesId::parse(label).and_then(|series| {
+            let target = self.plan.targets.iter().find(|t| t.name == series.target)?;
+            let (endpoint_node, endpoint_zone) = endpoint_place(target, &series, self.agents);
+            let names = &mut self.names;
+            let mut name = |n: &str| Self::name(names, n);
+            Some(Cell {
+                source_node: name(""),
+                source_zone: None,
+                target: name(&series.target),
+                protocol: target.protocol,
+                path: series.via.service_path(),
+                endpoint: endpoint_label(&series).map(|e| name(&e)),
+                dest_zone: endpoint_zone.map(|z| name(&z)),
+                dest_node: endpoint_node.map(|n| name(&n)),
+                resolver: resolver_of(target, &series).map(|r| name(&r)),
+                expect_deny: target.expect == Expect::Deny,
+                good: 0,
+                bad: 0,
+                held_bad: 0,
+                silent: false,
+                reason: None,
+                answered: 0,
+                slow: 0,
+                // A mesh pair's latency is its peer's, from all sources (a series' own is
+                // its source's, see `failure_matrix`).
+                p99_us: recent
+                    .pooled
+                    .get(label)
+                    .and_then(|pooled| pooled.summary.latency.quantile(0.99)),
+            })
+        });
+        self.destinations.insert(label, cell.clone());
+        cell
+    }
+
+    /// The cell of (`source`, `label`) with its counts.
+    fn cell(
+        &mut self,
+        source: &'a str,
+        label: &'a str,
+        recent: &Recent,
+        counts: impl FnOnce(&mut Cell),
+    ) -> Option<Cell> {
+        let mut cell = self.destination(label, recent)?;
+        (cell.source_node, cell.source_zone) = self.source(source);
+        counts(&mut cell);
+        Some(cell)
+    }
+}
+
+/// The failure matrix: one cell per (source, series) and per mesh pair, over the evidence
+/// and hold spans, and one without probes per silent mesh source (its rotating pairs leave
+/// the evidence span before its silence stops counting).
 fn failure_matrix(
     plan: &PlannedCheck,
     agents: &AgentsByName<'_>,
@@ -663,82 +769,65 @@ fn failure_matrix(
     now: UnixMs,
 ) -> Vec<Cell> {
     let spans = verdict::evidence_spans(assign::interval_ms(&plan.spec));
-    let silent_mesh_sources =
-        recent
-            .silent_mesh_sources
-            .iter()
-            .filter_map(|(source, target_name)| {
-                let target = plan.targets.iter().find(|t| t.name == *target_name)?;
-                let source_agent = agents.get(source);
-                Some(Cell {
-                    source_node: source_agent
-                        .and_then(|a| a.node.clone())
-                        .unwrap_or_else(|| source.clone()),
-                    source_zone: source_agent.and_then(|a| a.zone.clone()),
-                    target: target_name.clone(),
-                    protocol: target.protocol,
-                    path: None,
-                    endpoint: None,
-                    dest_zone: None,
-                    dest_node: None,
-                    resolver: None,
-                    expect_deny: target.expect == Expect::Deny,
-                    good: 0,
-                    bad: 0,
-                    held_bad: 0,
-                    silent: true,
-                    reason: None,
-                    answered: 0,
-                    slow: 0,
-                    p99_us: None,
-                })
-            });
-    recent
-        .paths
-        .iter()
-        .filter_map(|((source, label), view)| {
-            let series = SeriesId::parse(label)?;
-            let target = plan.targets.iter().find(|t| t.name == series.target)?;
-            let recent_probes = &view.matrix;
-            // A series silent within the evidence span still counts (as no probes) while it
-            // reported within the hold span: an agent cut off from the operator goes silent.
-            let reported_lately = view.last_slot_ms + SLOT_MS >= now - spans.hold_ms;
-            if recent_probes.good + recent_probes.bad == 0 && view.held_bad == 0 && !reported_lately
-            {
-                return None;
-            }
-            // A mesh pair's latency is its peer's, from all sources.
-            let hour = recent
-                .pooled
-                .get(label)
-                .map_or(view.summary(), |pooled| &pooled.summary);
-            let source_agent = agents.get(source);
-            let (endpoint_node, endpoint_zone) = endpoint_place(target, &series, agents);
-            Some(Cell {
-                source_node: source_agent
-                    .and_then(|a| a.node.clone())
-                    .unwrap_or_else(|| source.clone()),
-                source_zone: source_agent.and_then(|a| a.zone.clone()),
-                target: series.target.clone(),
-                protocol: target.protocol,
-                path: series.via.service_path(),
-                endpoint: endpoint_label(&series),
-                dest_zone: endpoint_zone,
-                dest_node: endpoint_node,
-                resolver: resolver_of(target, &series),
-                expect_deny: target.expect == Expect::Deny,
-                good: recent_probes.good,
-                bad: recent_probes.bad,
-                held_bad: view.held_bad,
-                silent: view.silent,
-                reason: recent_probes.reason,
-                answered: recent_probes.answered,
-                slow: recent_probes.slow,
-                p99_us: hour.latency.quantile(0.99),
-            })
-        })
-        .chain(silent_mesh_sources)
-        .collect()
+    let mut names = CellNames::new(plan, agents);
+    let mut cells = Vec::with_capacity(recent.paths.len() + recent.mesh_pairs.len());
+    for ((source, label), view) in &recent.paths {
+        let recent_probes = &view.matrix;
+        // A series silent within the evidence span still counts (as no probes) while it
+        // reported within the hold span: an agent cut off from the operator goes silent.
+        let reported_lately = view.last_slot_ms + SLOT_MS >= now - spans.hold_ms;
+        if recent_probes.good + recent_probes.bad == 0 && view.held_bad == 0 && !reported_lately {
+            continue;
+        }
+        let cell = names.cell(source, label, recent, |cell| {
+            cell.p99_us = view.summary.latency.quantile(0.99);
+            count(cell, recent_probes, view.held_bad, view.silent);
+        });
+        cells.extend(cell);
+    }
+    for pair in &recent.mesh_pairs {
+        let cell = names.cell(&pair.source, &pair.peer, recent, |cell| {
+            count(cell, &pair.matrix(), pair.held_bad.into(), pair.silent);
+        });
+        cells.extend(cell);
+    }
+    for (source, target_name) in &recent.silent_mesh_sources {
+        let Some(target) = plan.targets.iter().find(|t| t.name == *target_name) else {
+            continue;
+        };
+        let (source_node, source_zone) = names.source(source);
+        cells.push(Cell {
+            source_node,
+            source_zone,
+            target: CellNames::name(&mut names.names, target_name),
+            protocol: target.protocol,
+            path: None,
+            endpoint: None,
+            dest_zone: None,
+            dest_node: None,
+            resolver: None,
+            expect_deny: target.expect == Expect::Deny,
+            good: 0,
+            bad: 0,
+            held_bad: 0,
+            silent: true,
+            reason: None,
+            answered: 0,
+            slow: 0,
+            p99_us: None,
+        });
+    }
+    cells
+}
+
+fn count(cell: &mut Cell, evidence: &EvidenceStats, held_bad: u64, silent: bool) {
+    cell.good = evidence.good;
+    cell.bad = evidence.bad;
+    cell.held_bad = held_bad;
+    cell.silent = silent;
+    cell.reason = evidence.reason;
+    cell.answered = evidence.answered;
+    cell.slow = evidence.slow;
 }
 
 /// Where a series' endpoint is, as (node, zone): a resolved endpoint's, or a mesh peer's.
@@ -806,7 +895,7 @@ fn target_stats(
         .filter(|((_, label), _)| !recent.pooled.contains_key(label))
         .map(|((source, label), view)| {
             let node = agents.get(source).and_then(|a| a.node.as_deref());
-            (label, view.summary(), Counted::BySource { source, node })
+            (label, &view.summary, Counted::BySource { source, node })
         });
     let pooled = recent.pooled.iter().map(|(label, pooled)| {
         let last_failure = pooled.last_failure_source.as_deref();
@@ -1089,11 +1178,11 @@ mod tests {
                     format!("{target}/ClusterIP/10.96.0.9:80"),
                 ),
                 SeriesView {
-                    summary: Some(Box::new(SeriesStats {
+                    summary: SeriesStats {
                         invalid: 3,
                         refused: 3,
                         ..SeriesStats::default()
-                    })),
+                    },
                     last_slot_ms: NOW - 60_000,
                     ..SeriesView::default()
                 },
@@ -1162,11 +1251,11 @@ mod tests {
             mesh_agent("b1", "node-b"),
         ];
         let view = |good: u64, bad: u64| SeriesView {
-            summary: Some(Box::new(SeriesStats {
+            summary: SeriesStats {
                 good,
                 bad,
                 ..SeriesStats::default()
-            })),
+            },
             last_slot_ms: NOW - 60_000,
             ..SeriesView::default()
         };

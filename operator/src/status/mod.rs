@@ -826,14 +826,14 @@ mod tests {
         for s in 0..5_000 {
             for t in 0..64 {
                 cells.push(Cell {
-                    source_node: long("node", s),
-                    source_zone: Some(long("zone", s % 7)),
-                    target: format!("target-{t:02}-{}", "t".repeat(50)),
+                    source_node: long("node", s).into(),
+                    source_zone: Some(long("zone", s % 7).into()),
+                    target: format!("target-{t:02}-{}", "t".repeat(50)).into(),
                     protocol: Protocol::HTTPS,
                     path: None,
-                    endpoint: Some(long("endpoint", t)),
-                    dest_zone: Some(long("zone", t % 7)),
-                    dest_node: Some(long("node", t)),
+                    endpoint: Some(long("endpoint", t).into()),
+                    dest_zone: Some(long("zone", t % 7).into()),
+                    dest_node: Some(long("node", t).into()),
                     resolver: None,
                     expect_deny: t == 0,
                     good: 0,

@@ -53,25 +53,29 @@ pub const MAX_PLACES: usize = 8;
 /// Longest name kept for a node, zone or endpoint in status; longer ones are cut.
 pub const MAX_PLACE_NAME: usize = 63;
 
+/// A place's or target's name in a [`Cell`]: shared, as a mesh has hundreds of thousands of
+/// cells naming a few thousand nodes.
+pub type Name = std::sync::Arc<str>;
+
 /// Results of one (source, destination) pair over the evidence span.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cell {
-    pub source_node: String,
-    pub source_zone: Option<String>,
+    pub source_node: Name,
+    pub source_zone: Option<Name>,
     /// Target name from the spec.
-    pub target: String,
+    pub target: Name,
     pub protocol: Protocol,
     /// For Service targets: the path probed.
     pub path: Option<ServicePath>,
     /// The address probed ("10.0.1.7:8080"), for endpoints, pods and mesh peers.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Name>,
     /// Zone of the endpoint, when known (pods, mesh peers).
-    pub dest_zone: Option<String>,
+    pub dest_zone: Option<Name>,
     /// Node of the endpoint, when known (pods, mesh peers).
-    pub dest_node: Option<String>,
+    pub dest_node: Option<Name>,
     /// The DNS server the probe asks, for probes that resolve (DNS targets, Service names):
     /// named when it is the resolver that fails.
-    pub resolver: Option<String>,
+    pub resolver: Option<Name>,
     pub expect_deny: bool,
     /// Probes within the evidence span.
     pub good: u64,
@@ -189,7 +193,7 @@ impl Tally {
 fn fails_from_every_source(cells: &[&Cell]) -> bool {
     let all = Tally::of(cells.iter().copied());
     all.fails()
-        && group_by(cells.iter().copied(), |c| Some(c.source_node.as_str()))
+        && group_by(cells.iter().copied(), |c| Some(&*c.source_node))
             .values()
             .all(|cs| !Tally::of(cs.iter().copied()).answers_unlike(all))
 }
@@ -264,7 +268,7 @@ fn refines(found: &Verdict, held: &Verdict, cells: &[Cell]) -> bool {
         && held_cells.peek().is_some()
         && held_cells.all(|c| {
             let node = found.sources.first().map(String::as_str);
-            Some(c.source_node.as_str()) == node || c.dest_node.as_deref() == node
+            Some(&*c.source_node) == node || c.dest_node.as_deref() == node
         })
 }
 
@@ -279,7 +283,7 @@ fn outgrown(held: &Verdict, cells: &[Cell]) -> bool {
     }
     let place: Vec<&Cell> = place_cells(held, cells).collect();
     let all = Tally::of(place.iter().copied());
-    group_by(place.iter().copied(), |c| Some(c.source_node.as_str()))
+    group_by(place.iter().copied(), |c| Some(&*c.source_node))
         .values()
         .any(|cs| Tally::of(cs.iter().copied()).answers_unlike(all))
 }
@@ -315,7 +319,7 @@ fn place_cells<'a>(verdict: &'a Verdict, cells: &'a [Cell]) -> impl Iterator<Ite
             FailureScope::CrossNode => c
                 .dest_node
                 .as_deref()
-                .is_some_and(|n| n != c.source_node && named(&verdict.sources, &c.source_node)),
+                .is_some_and(|n| n != &*c.source_node && named(&verdict.sources, &c.source_node)),
             FailureScope::ZonePair => match (&c.source_zone, &c.dest_zone) {
                 (Some(from), Some(to)) => {
                     from != to && named(&verdict.sources, from) && named(&verdict.destinations, to)
@@ -381,12 +385,12 @@ pub fn shorten(name: String) -> String {
     format!("{}...{}", &name[..head], &name[tail..])
 }
 
-fn verdict(
+fn verdict<S: AsRef<str> + Ord, D: AsRef<str> + Ord>(
     scope: FailureScope,
     (reason, protocol): (FailureReason, Protocol),
     summary: String,
-    sources: impl IntoIterator<Item = String>,
-    destinations: impl IntoIterator<Item = String>,
+    sources: impl IntoIterator<Item = S>,
+    destinations: impl IntoIterator<Item = D>,
 ) -> Verdict {
     verdict_at(
         layer_of(reason, protocol),
@@ -399,27 +403,34 @@ fn verdict(
 }
 
 /// A verdict at `layer`, its summary and place lists cut to what status holds.
-fn verdict_at(
+fn verdict_at<S: AsRef<str> + Ord, D: AsRef<str> + Ord>(
     layer: Layer,
     scope: FailureScope,
     reason: &str,
     summary: String,
-    sources: impl IntoIterator<Item = String>,
-    destinations: impl IntoIterator<Item = String>,
+    sources: impl IntoIterator<Item = S>,
+    destinations: impl IntoIterator<Item = D>,
 ) -> Verdict {
-    let places = |items: &mut dyn Iterator<Item = String>| {
-        let set: BTreeSet<String> = items.map(shorten).collect();
-        set.into_iter().take(MAX_PLACES).collect::<Vec<_>>()
-    };
     Verdict {
         layer,
         scope,
         reason: reason.to_owned(),
         summary: truncate(summary, MAX_SUMMARY),
-        sources: places(&mut sources.into_iter()),
-        destinations: places(&mut destinations.into_iter()),
+        sources: places(sources),
+        destinations: places(destinations),
         since: None,
     }
+}
+
+/// The first [`MAX_PLACES`] of some names, once each, shortened for status. Copied only once
+/// told apart: a place may be named by every cell of a mesh.
+fn places<T: AsRef<str> + Ord>(names: impl IntoIterator<Item = T>) -> Vec<String> {
+    let distinct: BTreeSet<T> = names.into_iter().collect();
+    let shortened: BTreeSet<String> = distinct
+        .iter()
+        .map(|name| shorten(name.as_ref().to_owned()))
+        .collect();
+    shortened.into_iter().take(MAX_PLACES).collect()
 }
 
 /// The reason of a latency verdict: the paths answer, later than the objective allows.
@@ -445,7 +456,7 @@ fn slow(cells: &[Cell], threshold_us: u64) -> Option<Verdict> {
             .unwrap_or_default()
     };
     let by_target = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
-        Some(c.target.as_str())
+        Some(&*c.target)
     });
     for (target, cs) in by_target {
         let by_place = group_by(cs.iter().copied(), |c| Some(c.endpoint.as_deref()));
@@ -535,7 +546,7 @@ fn group_by<'a, K: Ord>(
 }
 
 fn sources_of<'a>(cells: impl IntoIterator<Item = &'a Cell>) -> BTreeSet<&'a str> {
-    cells.into_iter().map(|c| c.source_node.as_str()).collect()
+    cells.into_iter().map(|c| &*c.source_node).collect()
 }
 
 fn reason_name<'a>(cells: impl IntoIterator<Item = &'a Cell>) -> &'static str {
@@ -553,9 +564,7 @@ fn policy_violation(cells: &[Cell]) -> Option<Verdict> {
     let violating = |c: &Cell| {
         c.expect_deny && c.bad > 0 && c.reason == Some(FailureReason::UnexpectedlyReachable)
     };
-    let by_target = group_by(cells.iter().filter(|c| c.expect_deny), |c| {
-        Some(c.target.as_str())
-    });
+    let by_target = group_by(cells.iter().filter(|c| c.expect_deny), |c| Some(&*c.target));
     let open_targets: Vec<(&str, &Vec<&Cell>)> = by_target
         .iter()
         .filter(|(_, cs)| cs.iter().any(|c| violating(c)))
@@ -582,14 +591,14 @@ fn policy_violation(cells: &[Cell]) -> Option<Verdict> {
 
 fn dns(cells: &[Cell]) -> Option<Verdict> {
     let by_target = group_by(cells.iter().filter(|c| c.path.is_some()), |c| {
-        Some(c.target.as_str())
+        Some(&*c.target)
     });
     for (target, cs) in by_target {
         let name_cells = cs
             .iter()
             .copied()
             .filter(|c| c.path == Some(ServicePath::DNSName));
-        let by_source = group_by(name_cells, |c| Some(c.source_node.as_str()));
+        let by_source = group_by(name_cells, |c| Some(&*c.source_node));
         // Sources where resolving fails, at the DNS layer.
         let failing: BTreeMap<&str, &Vec<&Cell>> = by_source
             .iter()
@@ -612,7 +621,7 @@ fn dns(cells: &[Cell]) -> Option<Verdict> {
                     Some(ServicePath::ClusterIP | ServicePath::Endpoints)
                 )
             })
-            .filter(|c| failing.contains_key(c.source_node.as_str()))
+            .filter(|c| failing.contains_key(&*c.source_node))
             .collect();
         let failing_cells: Vec<&Cell> =
             failing.values().flat_map(|cs| cs.iter().copied()).collect();
@@ -645,7 +654,7 @@ fn dns(cells: &[Cell]) -> Option<Verdict> {
 
 fn service_routing(cells: &[Cell]) -> Option<Verdict> {
     let by_target = group_by(cells.iter().filter(|c| c.path.is_some()), |c| {
-        Some(c.target.as_str())
+        Some(&*c.target)
     });
     for (target, cs) in by_target {
         let vip: Vec<&Cell> = cs
@@ -694,7 +703,7 @@ fn endpoint(cells: &[Cell]) -> Option<Verdict> {
         cells
             .iter()
             .filter(|c| c.endpoint.is_some() && !c.expect_deny),
-        |c| Some(c.target.as_str()),
+        |c| Some(&*c.target),
     );
     for (target, cs) in by_target {
         let by_endpoint = group_by(cs.iter().copied(), |c| c.endpoint.as_deref());
@@ -741,13 +750,13 @@ fn isolated_node(cells: &[Cell]) -> Option<Verdict> {
     let cells: Vec<&Cell> = cells.iter().filter(|c| !c.expect_deny).collect();
     // Each node's traffic found once, not by a scan of every cell per node: a mesh of N
     // nodes has N·k cells per round, so scans per node would be N²·k.
-    let outbound_of = group_by(cells.iter().copied(), |c| Some(c.source_node.as_str()));
+    let outbound_of = group_by(cells.iter().copied(), |c| Some(&*c.source_node));
     // Needs at least two other nodes to tell the node from the rest.
     if outbound_of.len() < 3 {
         return None;
     }
     let inbound_of = group_by(cells.iter().copied(), |c| {
-        c.dest_node.as_deref().filter(|d| *d != c.source_node)
+        c.dest_node.as_deref().filter(|d| *d != &*c.source_node)
     });
     let all = Tally::of(cells.iter().copied());
     for (node, outbound) in &outbound_of {
@@ -755,7 +764,7 @@ fn isolated_node(cells: &[Cell]) -> Option<Verdict> {
         let cut = |cs: &[&Cell]| {
             !cs.is_empty()
                 && group_by(cs.iter().copied(), |c| {
-                    Some((c.target.as_str(), c.endpoint.as_deref()))
+                    Some((&*c.target, c.endpoint.as_deref()))
                 })
                 .values()
                 .all(|cs| Tally::of(cs.iter().copied()).fails())
@@ -800,14 +809,14 @@ fn isolated_node(cells: &[Cell]) -> Option<Verdict> {
 
 fn source_node(cells: &[Cell]) -> Option<Verdict> {
     let by_source = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
-        Some(c.source_node.as_str())
+        Some(&*c.source_node)
     });
     // A node fails when every destination (each endpoint of each target) fails from it.
     let failing: Vec<(&str, &Vec<&Cell>)> = by_source
         .iter()
         .filter(|(_, cs)| {
             group_by(cs.iter().copied(), |c| {
-                Some((c.target.as_str(), c.endpoint.as_deref()))
+                Some((&*c.target, c.endpoint.as_deref()))
             })
             .values()
             .all(|cs| Tally::of(cs.iter().copied()).fails())
@@ -824,7 +833,7 @@ fn source_node(cells: &[Cell]) -> Option<Verdict> {
             .iter()
             .filter(|(s, _)| !failing_nodes.contains(*s))
             .flat_map(|(_, cs)| cs.iter().copied()),
-        |c| Some(c.target.as_str()),
+        |c| Some(&*c.target),
     );
     let all_cells: Vec<&Cell> = failing
         .iter()
@@ -840,7 +849,7 @@ fn source_node(cells: &[Cell]) -> Option<Verdict> {
         return None;
     }
     let (node, node_cells) = failing[0];
-    let targets: BTreeSet<&str> = node_cells.iter().map(|c| c.target.as_str()).collect();
+    let targets: BTreeSet<&str> = node_cells.iter().map(|c| &*c.target).collect();
     let summary = format!(
         "every target {}from node {node}{} ({t}/{t} targets, {}) while other nodes reach them",
         Tally::of(node_cells.iter().copied()).fails_phrase(),
@@ -867,10 +876,10 @@ fn cross_node(cells: &[Cell]) -> Option<Verdict> {
     let (within, across): (Vec<&Cell>, Vec<&Cell>) = placed
         .iter()
         .copied()
-        .partition(|c| c.dest_node.as_deref() == Some(c.source_node.as_str()));
+        .partition(|c| c.dest_node.as_deref() == Some(&*c.source_node));
     let across_tally = Tally::of(across.iter().copied());
     // From every node that sends across, and answered within more than one node.
-    let within_nodes = group_by(within.iter().copied(), |c| Some(c.source_node.as_str()));
+    let within_nodes = group_by(within.iter().copied(), |c| Some(&*c.source_node));
     let within_answers = within_nodes.len() > 1
         && within_nodes
             .values()
@@ -878,7 +887,7 @@ fn cross_node(cells: &[Cell]) -> Option<Verdict> {
     // Every pair of nodes: one answering pair across nodes makes it a narrower fault (a zone
     // pair, a node).
     let pair_answers = group_by(across.iter().copied(), |c| {
-        Some((c.source_node.as_str(), c.dest_node.as_deref()))
+        Some((&*c.source_node, c.dest_node.as_deref()))
     })
     .values()
     .any(|cs| Tally::of(cs.iter().copied()).answers());
@@ -955,7 +964,7 @@ fn zone_pair(cells: &[Cell]) -> Option<Verdict> {
 
 fn target(cells: &[Cell]) -> Option<Verdict> {
     let by_target = group_by(cells.iter().filter(|c| !c.expect_deny), |c| {
-        Some(c.target.as_str())
+        Some(&*c.target)
     });
     // The target as a whole: not when one of its paths or endpoints answers.
     let whole = |cs: &Vec<&Cell>| {
@@ -1132,7 +1141,7 @@ mod tests {
 
     fn via(mut c: Cell, path: ServicePath, endpoint: Option<&str>) -> Cell {
         c.path = Some(path);
-        c.endpoint = endpoint.map(str::to_owned);
+        c.endpoint = endpoint.map(Name::from);
         c
     }
 
@@ -1180,8 +1189,8 @@ mod tests {
                 c.protocol = Protocol::ICMP;
                 c.source_zone = Some(zone(i).into());
                 c.dest_zone = Some(zone(j).into());
-                c.dest_node = Some(format!("n{j}"));
-                c.endpoint = Some(format!("10.0.0.{j}"));
+                c.dest_node = Some(format!("n{j}").into());
+                c.endpoint = Some(format!("10.0.0.{j}").into());
                 cells.push(match broken(i, j) {
                     Some(r) => failing(c, r),
                     None => c,
@@ -1198,10 +1207,10 @@ mod tests {
         for i in 0..4 {
             for j in 0..4 {
                 let mut c = via(cell(&format!("n{i}"), "api"), ServicePath::Endpoints, None);
-                c.endpoint = Some(format!("10.1.{j}.5:8080"));
+                c.endpoint = Some(format!("10.1.{j}.5:8080").into());
                 c.source_zone = Some(zone(i).into());
                 c.dest_zone = Some(zone(j).into());
-                c.dest_node = Some(format!("n{j}"));
+                c.dest_node = Some(format!("n{j}").into());
                 cells.push(match broken(i, j) {
                     Some(r) => failing(c, r),
                     None => c,
@@ -1268,7 +1277,7 @@ mod tests {
                 .map(|s| {
                     let mut c = cell(s, "cluster-dns");
                     c.protocol = Protocol::DNS;
-                    c.resolver = Some(resolver.to_owned());
+                    c.resolver = Some(resolver.into());
                     failing(c, reason)
                 })
                 .collect();
@@ -1332,7 +1341,7 @@ mod tests {
         );
         // Cut off, its agent cannot report either: its own series go silent.
         let mut silent = mesh_of_nodes(cut);
-        for c in silent.iter_mut().filter(|c| c.source_node == "n2") {
+        for c in silent.iter_mut().filter(|c| &*c.source_node == "n2") {
             (c.good, c.bad) = (0, 0);
         }
         let v = localise(&silent, None, None, T0).unwrap();
@@ -1340,7 +1349,7 @@ mod tests {
         assert!(v.summary.contains("its agent's results stopped"), "{v:?}");
         // Its results from before the cut still in the evidence span, its series silent.
         let mut stopped = mesh_of_nodes(|_, j| (j == 2).then_some(R::IcmpTimeout));
-        for c in stopped.iter_mut().filter(|c| c.source_node == "n2") {
+        for c in stopped.iter_mut().filter(|c| &*c.source_node == "n2") {
             c.silent = true;
         }
         let v = localise(&stopped, None, None, T0).unwrap();
@@ -1353,7 +1362,7 @@ mod tests {
         let mut pods = pods_on_every_node(|i, j| (j == 3 && i != 3).then_some(R::TcpTimeout));
         for c in pods.iter_mut() {
             c.path = None;
-            c.silent = c.source_node == "n3";
+            c.silent = &*c.source_node == "n3";
         }
         let v = localise(&pods, None, None, T0).unwrap();
         assert_eq!(
@@ -1363,7 +1372,7 @@ mod tests {
         );
         // A silent agent alone (probes to it answer) is no verdict of its own.
         let mut quiet = mesh_of_nodes(|_, _| None);
-        for c in quiet.iter_mut().filter(|c| c.source_node == "n2") {
+        for c in quiet.iter_mut().filter(|c| &*c.source_node == "n2") {
             c.silent = true;
         }
         assert_eq!(localise(&quiet, None, None, T0), None);
