@@ -561,6 +561,8 @@ impl Operator {
                 "info,netslo_operator::persist=debug,netslo_operator::controller=debug",
             )
             .env("NO_COLOR", "1")
+            // As config/default/operator.yaml runs it.
+            .env("MIMALLOC_PURGE_DELAY", "0")
             .args(["--namespace", SYSTEM, "--watch-namespace", CHECKS])
             .args(["--pod-name", "netslo-operator"])
             .args(["--channel-addr", &format!("127.0.0.1:{channel_port}")])
