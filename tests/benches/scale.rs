@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -214,8 +214,23 @@ async fn run(size: Size, plane: &ControlPlane, operator_bin: &Path) -> Vec<Figur
         size.checks,
         operator.log_tail()
     );
-    // Results flowing for a while before the span (the first minute fills the windows).
+    // Results flowing for a while before the span (the first minute fills the windows), and
+    // what the agents kept while they connected sent: a span that starts while thousands of
+    // agents resend their backlog measures the catching up, not the steady state.
     tokio::time::sleep(Duration::from_secs(30)).await;
+    let drained = wait_until(Duration::from_secs(300), || {
+        let pending: usize = agents.iter().map(|a| a.reporter.pending()).sum();
+        let per_window: usize = agents
+            .iter()
+            .map(|a| a.buckets_per_window.load(Ordering::Relaxed))
+            .sum();
+        pending <= 2 * per_window
+    })
+    .await;
+    assert!(
+        drained,
+        "the agents' backlog did not drain within 5 minutes"
+    );
 
     let span = steady_span();
     let before = Snapshot::take(&client, &operator, &agents).await;
@@ -743,6 +758,8 @@ struct SimAgent {
     reporter: Arc<Reporter>,
     engine: Arc<Engine>,
     assigned: AtomicBool,
+    /// Buckets it closes per window: one per job.
+    buckets_per_window: AtomicUsize,
     /// When the changed spec reached this agent.
     changed: Mutex<Option<Instant>>,
     /// Failed result sends by reason.
@@ -772,6 +789,7 @@ impl SimAgent {
             reporter,
             engine,
             assigned: AtomicBool::new(false),
+            buckets_per_window: AtomicUsize::new(0),
             changed: Mutex::new(None),
             send_failures: Mutex::new(BTreeMap::new()),
             tasks: Mutex::new(Vec::new()),
@@ -838,6 +856,7 @@ impl SimAgent {
                 _ = tick.tick() => {
                     window += 1;
                     let current = jobs.borrow().clone();
+                    self.buckets_per_window.store(current.len(), Ordering::Relaxed);
                     let now = tokio::time::Instant::now().into_std();
                     self.engine.with_aggregator(|a| {
                         for job in current.iter() {
