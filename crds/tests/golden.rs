@@ -3,11 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step is a failed test
 
-use std::path::Path;
+use std::path::PathBuf;
 
 #[test]
 fn committed_crd_yaml_is_up_to_date() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/crd/netslo.io.yaml");
+    // Cargo's runtime directory first: a test built in another clone sharing the target
+    // directory would read that clone's file.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let path = manifest_dir.join("../config/crd/netslo.io.yaml");
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     let generated = netslo_crds::crds_yaml().expect("CRDs render as YAML");
     assert!(

@@ -1066,7 +1066,8 @@ fn mesh_pair_views(
         views.extend(
             of_source
                 .into_iter()
-                .filter(|(_, (view, _, _))| view.answered + view.bad + view.held_bad > 0)
+                // As a series' view: probes counted from the onset, or held bad ones.
+                .filter(|(_, (view, _, _))| view.good + view.bad + view.held_bad > 0)
                 .map(|(key, (mut view, newest_start, window))| {
                     // Most frequent first, ties to the first in order (as `evidence_stats`).
                     view.reason = reasons.get(&key).and_then(|counts| {
@@ -1993,7 +1994,7 @@ mod tests {
             .unwrap();
         let read_as_series: Vec<(String, String, EvidenceStats, u64, bool)> = series
             .iter()
-            .filter(|(_, v)| v.matrix.answered + v.matrix.bad + v.held_bad > 0)
+            .filter(|(_, v)| v.matrix.good + v.matrix.bad + v.held_bad > 0)
             .map(|((source, peer), v)| {
                 (source.clone(), peer.clone(), v.matrix, v.held_bad, v.silent)
             })

@@ -63,9 +63,14 @@ pub fn binaries() -> Result<PathBuf, Error> {
     .map_err(Error::Build)
 }
 
-/// The repository root (this crate lives in `tests/`).
+/// The repository root (this crate lives in `tests/`): the checkout Cargo runs the test from.
+/// Not only the path built in: a shared target directory serves clones at other paths (CI's),
+/// and Cargo takes a test built in one for fresh in another, which would run the scripts of a
+/// checkout that may be gone.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn promtool() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = netslo_tests::control_plane::repo_root();
     let build = Command::new("bash")
         .arg(root.join("tests/otel/build.sh"))
         .stderr(Stdio::inherit())
@@ -20,7 +20,7 @@ fn promtool() -> PathBuf {
 }
 
 fn run(promtool: &Path, args: &[&str]) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = netslo_tests::control_plane::repo_root();
     let out = Command::new(promtool)
         .args(args)
         .current_dir(root)

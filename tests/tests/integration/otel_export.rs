@@ -156,7 +156,7 @@ struct Collector {
 }
 
 fn start_collector(dir: &Path) -> Collector {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = control_plane::repo_root();
     let build = Command::new("bash")
         .arg(root.join("tests/otel/build.sh"))
         .stderr(Stdio::inherit())
@@ -554,7 +554,7 @@ fn rules_use_exported_names(points: &[Point]) {
         }
     }
     let rules = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/alerting/netslo-rules.yaml"),
+        control_plane::repo_root().join("config/alerting/netslo-rules.yaml"),
     )
     .unwrap();
     let mut used = std::collections::BTreeSet::new();
