@@ -975,16 +975,14 @@ fn record_mesh_pair(mesh: &mut MeshPairs, report: &BucketReport, slow: u64) -> b
     };
     let before = newest_of_pair(buckets, &peer).unwrap_or((false, false));
     let b = &report.bucket;
-    let invalid = b.invalid.min(b.total);
-    let good = b.good.min(b.total - invalid);
-    let bad = b.total - invalid - good;
+    let (_, good, bad) = probe_counts(b);
     let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-    let reason = b
-        .reasons
-        .iter()
-        .filter(|(r, _)| *r != FailureReason::DestinationRefused && !r.is_prober_problem())
-        .max_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0)))
-        .map(|(r, _)| *r);
+    let reason = most_frequent(
+        b.reasons
+            .iter()
+            .copied()
+            .filter(|(r, _)| network_failure(*r)),
+    );
     // An agent may send one window in more than one bucket.
     match buckets
         .iter_mut()
@@ -1024,25 +1022,26 @@ fn mesh_pair_views(
     let mut views: Vec<MeshPairView> = Vec::new();
     for (source, buckets) in &mesh.by_source {
         // One view per peer: a source's buckets of the same peer together.
-        let mut of_source: HashMap<*const u8, (MeshPairView, UnixMs, i64)> = HashMap::new();
-        let mut reasons: HashMap<*const u8, BTreeMap<FailureReason, u64>> = HashMap::new();
+        // Per peer: its view, its newest window (start and length) and its reasons' counts.
+        type PairRead = (MeshPairView, UnixMs, i64, BTreeMap<FailureReason, u64>);
+        let mut of_source: HashMap<*const u8, PairRead> = HashMap::new();
         for b in buckets {
             let spans = spans_of_window(b.duration_ms.into(), spans);
-            let key = b.peer.as_ptr();
-            let (view, newest_start, newest_window) = of_source.entry(key).or_insert_with(|| {
-                let view = MeshPairView {
-                    source: source.clone(),
-                    peer: b.peer.clone(),
-                    good: 0,
-                    bad: 0,
-                    answered: 0,
-                    slow: 0,
-                    reason: None,
-                    held_bad: 0,
-                    silent: false,
-                };
-                (view, UnixMs::MIN, 0)
-            });
+            let (view, newest_start, newest_window, reasons) =
+                of_source.entry(b.peer.as_ptr()).or_insert_with(|| {
+                    let view = MeshPairView {
+                        source: source.clone(),
+                        peer: b.peer.clone(),
+                        good: 0,
+                        bad: 0,
+                        answered: 0,
+                        slow: 0,
+                        reason: None,
+                        held_bad: 0,
+                        silent: false,
+                    };
+                    (view, UnixMs::MIN, 0, BTreeMap::new())
+                });
             if b.start_ms >= *newest_start {
                 *newest_start = b.start_ms;
                 *newest_window = b.duration_ms.into();
@@ -1059,7 +1058,7 @@ fn mesh_pair_views(
                 view.good = view.good.saturating_add(b.good);
                 view.bad = view.bad.saturating_add(b.bad);
                 if let Some(reason) = b.reason {
-                    *reasons.entry(key).or_default().entry(reason).or_default() += u64::from(b.bad);
+                    *reasons.entry(reason).or_default() += u64::from(b.bad);
                 }
             }
         }
@@ -1067,15 +1066,9 @@ fn mesh_pair_views(
             of_source
                 .into_iter()
                 // As a series' view: probes counted from the onset, or held bad ones.
-                .filter(|(_, (view, _, _))| view.good + view.bad + view.held_bad > 0)
-                .map(|(key, (mut view, newest_start, window))| {
-                    // Most frequent first, ties to the first in order (as `evidence_stats`).
-                    view.reason = reasons.get(&key).and_then(|counts| {
-                        counts
-                            .iter()
-                            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-                            .map(|(reason, _)| *reason)
-                    });
+                .filter(|(_, (view, _, _, _))| view.good + view.bad + view.held_bad > 0)
+                .map(|(_, (mut view, newest_start, window, reasons))| {
+                    view.reason = most_frequent(reasons);
                     view.silent = silent_after(newest_start + window.max(0), window);
                     view
                 }),
@@ -1199,11 +1192,31 @@ fn forget_the_past(data: &mut CheckData, now: UnixMs, spans: EvidenceSpans) {
     });
 }
 
-fn add_bucket(slot: &mut Slot, b: &netslo_protocol::bucket::Bucket) {
+/// A bucket's probes as (invalid, good, bad), each within its total.
+fn probe_counts(b: &netslo_protocol::bucket::Bucket) -> (u64, u64, u64) {
     let invalid = b.invalid.min(b.total);
     let good = b.good.min(b.total - invalid);
+    (invalid, good, b.total - invalid - good)
+}
+
+/// A reason that tells how the network failed: not a refusal by the agent's grants, not the
+/// prober's own trouble.
+fn network_failure(reason: FailureReason) -> bool {
+    reason != FailureReason::DestinationRefused && !reason.is_prober_problem()
+}
+
+/// The reason with the most probes, ties to the first in order.
+fn most_frequent(counts: impl IntoIterator<Item = (FailureReason, u64)>) -> Option<FailureReason> {
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map(|(reason, _)| reason)
+}
+
+fn add_bucket(slot: &mut Slot, b: &netslo_protocol::bucket::Bucket) {
+    let (invalid, good, bad) = probe_counts(b);
     slot.good += good;
-    slot.bad += b.total - invalid - good;
+    slot.bad += bad;
     slot.invalid += invalid;
     for (reason, count) in &b.reasons {
         if *reason == FailureReason::DestinationRefused {
@@ -1238,16 +1251,13 @@ fn add_evidence(
             },
         );
     }
-    let invalid = b.invalid.min(b.total);
-    let good = b.good.min(b.total - invalid);
+    let (_, good, bad) = probe_counts(b);
     if let Some(e) = evidence.iter_mut().find(|e| e.start_ms == start) {
         e.good += good;
-        e.bad += b.total - invalid - good;
+        e.bad += bad;
         e.slow += slow.min(good);
-        for (reason, count) in &b.reasons {
-            if *reason != FailureReason::DestinationRefused && !reason.is_prober_problem() {
-                *e.reasons.entry(*reason).or_default() += count;
-            }
+        for (reason, count) in b.reasons.iter().filter(|(r, _)| network_failure(*r)) {
+            *e.reasons.entry(*reason).or_default() += count;
         }
     }
     while evidence.len() > MAX_EVIDENCE_BUCKETS {
@@ -1310,11 +1320,8 @@ fn evidence_stats(series: &Series, since: UnixMs, onset: Option<UnixMs>) -> Evid
             *reasons.entry(*reason).or_default() += count;
         }
     }
-    // Most frequent first, ties to the first in order (as `sorted_reasons`).
-    stats.reason = reasons
-        .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-        .map(|(reason, _)| *reason);
+    // Ties to the first in order (as `sorted_reasons`).
+    stats.reason = most_frequent(reasons);
     stats
 }
 
