@@ -54,8 +54,48 @@ pub const MAX_PLACES: usize = 8;
 pub const MAX_PLACE_NAME: usize = 63;
 
 /// A place's or target's name in a [`Cell`]: shared, as a mesh has hundreds of thousands of
-/// cells naming a few thousand nodes.
-pub type Name = std::sync::Arc<str>;
+/// cells naming a few thousand nodes, and one pointer wide (an `Arc<str>` is two), as a cell
+/// names seven places: at 5,000 nodes a mesh reconcile holds 800,000 cells.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(std::sync::Arc<Box<str>>);
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl From<&str> for Name {
+    fn from(name: &str) -> Self {
+        Name(std::sync::Arc::new(name.into()))
+    }
+}
+
+impl From<String> for Name {
+    fn from(name: String) -> Self {
+        Name(std::sync::Arc::new(name.into_boxed_str()))
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
 
 /// Results of one (source, destination) pair over the evidence span.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1128,6 +1168,23 @@ mod tests {
             slow: 0,
             p99_us: None,
         }
+    }
+
+    #[test]
+    fn a_cell_names_its_places_one_pointer_each_and_names_compare_by_text() {
+        // A mesh reconcile at 5,000 nodes holds 800,000 cells: seven fat pointers made a cell
+        // 176 bytes, thin ones 120.
+        assert!(size_of::<Name>() == size_of::<usize>());
+        assert!(size_of::<Option<Name>>() == size_of::<usize>());
+        assert!(
+            size_of::<Cell>() <= 120,
+            "a cell is {} bytes",
+            size_of::<Cell>()
+        );
+        let (a, b) = (Name::from("node-a"), Name::from("node-a".to_owned()));
+        assert_eq!(a, b);
+        assert!(Name::from("node-a") < Name::from("node-b"));
+        assert_eq!(format!("{a} {a:?}"), "node-a \"node-a\"");
     }
 
     fn failing(mut c: Cell, reason: FailureReason) -> Cell {
