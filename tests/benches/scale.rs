@@ -40,7 +40,7 @@ use netslo_tests::cluster::{
     create_service, ensure_service_account, pod_bound_token, register_mesh_agent, register_pod,
 };
 use netslo_tests::control_plane::{ControlPlane, StartOptions, install_crds};
-use netslo_tests::workspace_binary;
+use netslo_tests::{free_port, workspace_binary};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -533,14 +533,6 @@ async fn wait_until(limit: Duration, done: impl Fn() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     true
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn fetch_ca(client: &Client, dir: &Path) -> PathBuf {

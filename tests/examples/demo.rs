@@ -42,7 +42,7 @@ use netslo_tests::cluster::{
     ensure_service_account, register_mesh_agent, register_node, register_pod,
 };
 use netslo_tests::control_plane::{ControlPlane, StartOptions, install_crds, repo_root};
-use netslo_tests::workspace_binary;
+use netslo_tests::{free_port_on, workspace_binary};
 use serde_json::json;
 
 use netns_common::{AgentLauncher, Process, free_loopback_port};
@@ -388,7 +388,7 @@ async fn scenario(args: &Args, n: &Narrator, cluster: &mut Option<Cluster>) -> R
     ));
 
     n.step("starting netslo-operator on the host");
-    let channel = format!("{HOST_IP}:{}", free_port(HOST_IP));
+    let channel = format!("{HOST_IP}:{}", free_port_on(HOST_IP));
     let admin = format!("127.0.0.1:{}", free_loopback_port());
     let kubeconfig = c.plane.kubeconfig().to_str().unwrap().to_owned();
     let operator = Process::spawn(
@@ -638,14 +638,6 @@ fn question_name(query: &[u8]) -> Option<String> {
         i += 1 + len;
     }
     Some(labels.join("."))
-}
-
-fn free_port(ip: Ipv4Addr) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn operator_ca(client: &Client) -> Result<String, String> {

@@ -57,6 +57,20 @@ impl Error {
     }
 }
 
+/// A TCP port free on the loopback address now; the caller binds it soon after.
+pub fn free_port() -> u16 {
+    free_port_on(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// A TCP port free on `ip` now; the caller binds it soon after.
+#[allow(clippy::unwrap_used, clippy::expect_used)] // test support: no port means no test
+pub fn free_port_on(ip: impl Into<std::net::IpAddr>) -> u16 {
+    std::net::TcpListener::bind((ip.into(), 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port on the test address")
+        .port()
+}
+
 /// Path of a binary of this workspace (`netslo-operator`, `netslo-agent`), built first if
 /// needed, from the same profile and target directory as the running test.
 pub fn workspace_binary(name: &str) -> Result<PathBuf, Error> {

@@ -1,7 +1,6 @@
 //! Shared by the tests that run the real operator and agent binaries: processes that die with
 //! the test, the operator's command line, an external agent's identity, polling.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,13 +41,7 @@ impl Drop for Process {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use netslo_tests::free_port;
 
 /// Polls `probe` every half second until it yields a value or `timeout` passes.
 pub async fn eventually<T>(
