@@ -42,10 +42,10 @@ use netslo_tests::cluster::{
     ensure_service_account, register_mesh_agent, register_node, register_pod,
 };
 use netslo_tests::control_plane::{ControlPlane, StartOptions, install_crds, repo_root};
-use netslo_tests::{free_port_on, workspace_binary};
+use netslo_tests::{free_port, free_port_on, workspace_binary};
 use serde_json::json;
 
-use netns_common::{AgentLauncher, Process, free_loopback_port};
+use netns_common::{AgentLauncher, Process};
 
 const NAMESPACE: &str = "demo";
 const SYSTEM: &str = "netslo-system";
@@ -389,7 +389,7 @@ async fn scenario(args: &Args, n: &Narrator, cluster: &mut Option<Cluster>) -> R
 
     n.step("starting netslo-operator on the host");
     let channel = format!("{HOST_IP}:{}", free_port_on(HOST_IP));
-    let admin = format!("127.0.0.1:{}", free_loopback_port());
+    let admin = format!("127.0.0.1:{}", free_port());
     let kubeconfig = c.plane.kubeconfig().to_str().unwrap().to_owned();
     let operator = Process::spawn(
         &c.dir,

@@ -63,7 +63,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A TCP port free on `ip` now; the caller binds it soon after.
-#[allow(clippy::unwrap_used, clippy::expect_used)] // test support: no port means no test
+#[allow(clippy::expect_used)] // test support: no port means no test
 pub fn free_port_on(ip: impl Into<std::net::IpAddr>) -> u16 {
     std::net::TcpListener::bind((ip.into(), 0))
         .and_then(|l| l.local_addr())

@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -48,21 +48,8 @@ impl Bed {
 
     /// A free TCP port on the host's bridge address.
     pub fn free_port(&self) -> u16 {
-        TcpListener::bind((self.host_ip, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        netslo_tests::free_port_on(self.host_ip)
     }
-}
-
-/// A free TCP port on loopback.
-pub fn free_loopback_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process with its stderr in `<dir>/<name>.log`, killed on drop.

@@ -33,13 +33,11 @@ use netslo_tests::cluster::{
     ensure_service_account, register_mesh_agent, register_node, register_pod,
 };
 use netslo_tests::control_plane::{self, ControlPlane, TestNamespace};
-use netslo_tests::workspace_binary;
+use netslo_tests::{free_port, workspace_binary};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::netns_common::{
-    AgentLauncher, Bed, LogsOnPanic, Process, eventually, free_loopback_port,
-};
+use crate::netns_common::{AgentLauncher, Bed, LogsOnPanic, Process, eventually};
 use crate::operator_common::grant_external;
 
 /// Every check probes each second: the verdict must be readable within two probe intervals
@@ -397,7 +395,7 @@ impl Mesh {
         }
 
         let channel = format!("{}:{}", bed.host_ip, bed.free_port());
-        let admin = format!("127.0.0.1:{}", free_loopback_port());
+        let admin = format!("127.0.0.1:{}", free_port());
         let operator = Process::spawn(
             dir.path(),
             "operator",

@@ -27,12 +27,10 @@ use netslo_tests::cluster::{
     create_service, ensure_service_account, register_mesh_agent, register_node, register_pod,
 };
 use netslo_tests::control_plane::{self, TestNamespace};
-use netslo_tests::workspace_binary;
+use netslo_tests::{free_port, workspace_binary};
 use serde_json::json;
 
-use crate::netns_common::{
-    AgentLauncher, Bed, LogsOnPanic, Process, eventually, free_loopback_port,
-};
+use crate::netns_common::{AgentLauncher, Bed, LogsOnPanic, Process, eventually};
 
 const CHECK: &str = "mesh-to-api";
 /// The port the stand-in pods serve on (the Service's targetPort).
@@ -148,7 +146,7 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
 
     // The operator on the host: the API server on loopback, its channel on the bridge.
     let channel = format!("{}:{}", bed.host_ip, bed.free_port());
-    let admin = format!("127.0.0.1:{}", free_loopback_port());
+    let admin = format!("127.0.0.1:{}", free_port());
     let mut operator = Process::spawn(
         dir.path(),
         "operator",
