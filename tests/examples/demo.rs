@@ -44,6 +44,7 @@ use netslo_tests::cluster::{
 use netslo_tests::control_plane::{ControlPlane, StartOptions, install_crds, repo_root};
 use netslo_tests::{free_port, free_port_on, workspace_binary};
 use serde_json::json;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use netns_common::{AgentLauncher, Process};
 
@@ -115,15 +116,22 @@ fn main() -> std::process::ExitCode {
         let narrator = Narrator {
             start: Instant::now(),
         };
+        let mut interrupts = match Interrupts::listen() {
+            Ok(interrupts) => interrupts,
+            Err(e) => {
+                eprintln!("demo: cannot listen for Ctrl-C: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
         let mut cluster = None;
         let outcome = tokio::select! {
             result = scenario(&args, &narrator, &mut cluster) => result,
-            () = interrupted() => Err("interrupted".to_owned()),
+            () = interrupts.next() => Err("interrupted".to_owned()),
         };
         let code = match &outcome {
             Ok(()) if args.keep => {
                 if let Some(c) = &cluster {
-                    keep_running(&narrator, c).await;
+                    keep_running(&narrator, c, &mut interrupts).await;
                 }
                 std::process::ExitCode::SUCCESS
             }
@@ -146,7 +154,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// `--keep`: everything stays up until Ctrl-C (or SIGTERM).
-async fn keep_running(n: &Narrator, c: &Cluster) {
+async fn keep_running(n: &Narrator, c: &Cluster, interrupts: &mut Interrupts) {
     n.step("left running; Ctrl-C stops and removes everything");
     n.info(&format!(
         "export KUBECONFIG={}",
@@ -162,15 +170,31 @@ async fn keep_running(n: &Narrator, c: &Cluster) {
         "logs of the operator and agents: {}",
         c.dir.display()
     ));
-    interrupted().await;
+    interrupts.next().await;
 }
 
-async fn interrupted() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).unwrap();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Ctrl-C (SIGINT) and SIGTERM, listened for once, before anything starts. A listener only
+/// hears signals that arrive after it was made: one made afresh for `--keep`'s wait would miss
+/// a Ctrl-C sent the moment the last line was printed, and the demo would never end.
+struct Interrupts {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Interrupts {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next Ctrl-C or SIGTERM, or one that arrived since the last.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 

@@ -79,11 +79,27 @@ fn processes_with(needle: &str) -> Vec<String> {
 /// leaves nothing running either.
 struct Interrupted(std::process::Child);
 
+/// How long a demo may take to remove everything once interrupted (it takes seconds).
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl Interrupted {
-    fn interrupt(&mut self) -> std::process::ExitStatus {
+    /// Ctrl-C, and the demo's exit status; `None` if it did not end within
+    /// [`CLEANUP_TIMEOUT`], and is then killed: a demo that ignores Ctrl-C fails the test
+    /// rather than holding it up for ever.
+    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        self.0.wait().unwrap()
+        let deadline = Instant::now() + CLEANUP_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.0.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+                Err(_) => break,
+            }
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        None
     }
 }
 
@@ -177,7 +193,9 @@ fn the_demo_converges_localises_both_faults_recovers_and_cleans_up() {
     assert_eq!(ready_rows.len(), 6, "{ready_rows:?}");
 
     // Still up with --keep: Ctrl-C ends it and removes everything.
-    let status = child.interrupt();
+    let status = child
+        .interrupt()
+        .unwrap_or_else(|| panic!("the demo did not end within {CLEANUP_TIMEOUT:?} of Ctrl-C"));
     let rest: Vec<String> = rx.try_iter().collect();
     assert!(
         rest.iter().any(|l| l.contains("==> cleaning up")),
