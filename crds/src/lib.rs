@@ -13,7 +13,7 @@ pub mod duration;
 pub mod v1alpha1;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use kube::CustomResourceExt;
 
@@ -37,10 +37,25 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
                 .and_then(|s| s.open_api_v3_schema.as_mut())
             {
                 reflow_descriptions(schema);
+                if crd.spec.names.kind == "ConnectivityCheck" {
+                    default_status_to_unobserved(schema);
+                }
             }
         }
     }
     crds
+}
+
+/// A check the operator has not written a status for yet reads `status.observedGeneration: 0`
+/// (the API server fills the default in on every read), not an absent status. GitOps health
+/// checks (kstatus for Flux and Helm, Flux's healthCheckExprs, Argo CD's Lua) read an
+/// observed generation behind `metadata.generation` as in progress, but a resource with no
+/// status at all as healthy: without the default, a gate could pass on a check netslo has
+/// never measured.
+fn default_status_to_unobserved(schema: &mut JSONSchemaProps) {
+    if let Some(status) = schema.properties.as_mut().and_then(|p| p.get_mut("status")) {
+        status.default = Some(JSON(serde_json::json!({ "observedGeneration": 0 })));
+    }
 }
 
 /// Doc comments wrap at the source's line width; `kubectl explain` wraps for the terminal.

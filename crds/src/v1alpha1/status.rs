@@ -17,7 +17,8 @@ pub const MAX_TARGET_SUMMARIES: usize = 10;
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectivityCheckStatus {
-    /// The generation of the spec this status describes.
+    /// The generation of the spec this status describes; 0 until the operator has seen the
+    /// check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use kube::api::{Api, Patch, PatchParams};
-use netslo_crds::v1alpha1::ConnectivityCheck;
+use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityCheckStatus};
 use netslo_tests::control_plane::{self, ControlPlane, TestNamespace, repo_root};
 use serde_json::{Value, json};
 
@@ -250,8 +250,16 @@ async fn status_is_written_through_the_status_subresource_only() {
         })
     };
 
-    // Through the main resource, status is ignored (and so is the generation).
+    // Before the operator writes a status, the CRD's default says nothing was observed yet:
+    // GitOps health checks read that as in progress (an absent status reads as healthy).
     let before = checks.get(name).await.unwrap();
+    let unobserved = ConnectivityCheckStatus {
+        observed_generation: Some(0),
+        ..ConnectivityCheckStatus::default()
+    };
+    assert_eq!(before.status.as_ref(), Some(&unobserved));
+
+    // Through the main resource, status is ignored (and so is the generation).
     let patched = checks
         .patch(
             name,
@@ -260,8 +268,9 @@ async fn status_is_written_through_the_status_subresource_only() {
         )
         .await
         .unwrap();
-    assert!(
-        patched.status.is_none(),
+    assert_eq!(
+        patched.status,
+        Some(unobserved),
         "status was written through the main resource"
     );
     assert_eq!(patched.metadata.generation, before.metadata.generation);

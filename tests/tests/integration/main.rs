@@ -26,6 +26,7 @@ mod channel_restart;
 mod cluster_fixture;
 mod control_plane_cli;
 mod demo;
+mod gitops_health;
 mod operator_apiserver_restart;
 mod operator_cross_namespace;
 mod operator_e2e;
