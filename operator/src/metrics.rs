@@ -11,12 +11,16 @@
 //! | `netslo.slo.sli` (gauge) | `1` | check, objective | 1 per objective |
 //! | `netslo.slo.error_budget.remaining` (gauge) | `1` | check, objective | 1 per objective |
 //! | `netslo.slo.burn_rate` (gauge) | `1` | check, objective, `netslo.slo.window` | 1 per objective and alert window |
+//! | `netslo.check.state` (gauge, always 1) | `{check}` | check, `netslo.state` (`Ready`'s reason) | 1 |
+//! | `netslo.check.verdict` (gauge, always 1) | `{verdict}` | check, `netslo.failure.scope`, `.layer`, `.reason`, `.sources`, `.destinations` | 1 while a verdict holds, else 0 |
 //!
 //! The counters are cumulative since the operator started (a restart is a counter reset);
 //! with the objective's target they are all Sloth, Pyrra or hand-written burn-rate rules
 //! need (`config/alerting/`). All are observed at each export: the events from the result
-//! store, the objectives' figures from what the reconciles last evaluated
-//! ([`OperatorMetrics::objectives_evaluated`]); a deleted check's series end with it.
+//! store, the figures from what the reconciles last evaluated
+//! ([`OperatorMetrics::check_evaluated`]); a deleted check's series end with it. The state
+//! and verdict gauges let a dashboard count checks by state and list the failing places
+//! (zone pairs, nodes, endpoints) without reading every check's status.
 //!
 //! Operator health: `netslo.operator.reconciles` (`netslo.result` ok/error),
 //! `netslo.operator.reconcile.errors` (`netslo.reason`), `netslo.operator.status.writes`,
@@ -27,7 +31,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use netslo_telemetry::attribute::{CHECK_NAME, CHECK_NAMESPACE, OUTCOME};
+use netslo_crds::v1alpha1::ConnectivityCheckStatus;
+use netslo_crds::v1alpha1::conditions::types;
+use netslo_telemetry::attribute::{CHECK_NAME, CHECK_NAMESPACE, FAILURE_REASON, OUTCOME};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter, ObservableCounter, ObservableGauge};
 
@@ -39,28 +45,33 @@ pub const OBJECTIVE: &str = "netslo.objective";
 pub const SLO_WINDOW: &str = "netslo.slo.window";
 pub const RESULT: &str = "netslo.result";
 pub const REASON: &str = "netslo.reason";
+pub const STATE: &str = "netslo.state";
+pub const FAILURE_SCOPE: &str = "netslo.failure.scope";
+pub const FAILURE_LAYER: &str = "netslo.failure.layer";
+pub const FAILURE_SOURCES: &str = "netslo.failure.sources";
+pub const FAILURE_DESTINATIONS: &str = "netslo.failure.destinations";
 
 /// Values of one gauge from an objective's figures: (alert window, value) pairs.
 type ReadObjective = fn(&ObjectiveFigures) -> Vec<(Option<String>, f64)>;
 /// Values of one counter from the channel's counters: (value, reason) pairs.
 type ReadChannel = fn(&ChannelCounters) -> Vec<(u64, Option<&'static str>)>;
 
-/// Each check's objectives as its reconcile last evaluated them. Kept with the instruments
+/// Each check's figures as its reconcile last evaluated them. Kept with the instruments
 /// rather than in the result store: the store holds what agents reported, these figures are
 /// the reconcile's conclusions, which it records here as it counts itself, without writing
 /// into the store.
 #[derive(Debug, Default)]
-struct EvaluatedObjectives(Mutex<HashMap<CheckKey, Vec<ObjectiveFigures>>>);
+struct EvaluatedChecks(Mutex<HashMap<CheckKey, CheckFigures>>);
 
-impl EvaluatedObjectives {
-    fn lock(&self) -> MutexGuard<'_, HashMap<CheckKey, Vec<ObjectiveFigures>>> {
+impl EvaluatedChecks {
+    fn lock(&self) -> MutexGuard<'_, HashMap<CheckKey, CheckFigures>> {
         // Figures are replaced whole: a panic elsewhere leaves nothing half-written.
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn snapshot(&self) -> Vec<(CheckKey, Vec<ObjectiveFigures>)> {
+    fn snapshot(&self) -> Vec<(CheckKey, CheckFigures)> {
         self.lock()
             .iter()
             .map(|(check, figures)| (check.clone(), figures.clone()))
@@ -70,7 +81,7 @@ impl EvaluatedObjectives {
 
 /// The operator's instruments.
 pub struct OperatorMetrics {
-    objectives: Arc<EvaluatedObjectives>,
+    checks: Arc<EvaluatedChecks>,
     reconciles: Counter<u64>,
     reconcile_errors: Counter<u64>,
     status_writes: Counter<u64>,
@@ -87,21 +98,21 @@ impl std::fmt::Debug for OperatorMetrics {
 impl OperatorMetrics {
     /// Instruments from `meter`, observing `store` and `channel` at each collection.
     pub fn new(meter: &Meter, store: Arc<ResultStore>, channel: Arc<ChannelStats>) -> Self {
-        let objectives = Arc::new(EvaluatedObjectives::default());
+        let checks = Arc::new(EvaluatedChecks::default());
         let observed_counters = vec![
             {
-                let objectives = objectives.clone();
+                let checks = checks.clone();
                 meter
                     .u64_observable_counter("netslo.slo.events")
                     .with_unit("{event}")
                     .with_description("SLO events (valid probes, judged against each objective) by outcome, since the operator started")
                     .with_callback(move |observer| {
                         let events_by_check = store.slo_events();
-                        for (check, figures) in objectives.snapshot() {
+                        for (check, figures) in checks.snapshot() {
                             let Some(counted) = events_by_check.get(&check) else {
                                 continue;
                             };
-                            for (objective, good, bad) in events(counted, &figures) {
+                            for (objective, good, bad) in events(counted, &figures.objectives) {
                                 let attrs = objective_attributes(&check, objective);
                                 observer.observe(good, &with(&attrs, KeyValue::new(OUTCOME, "good")));
                                 observer.observe(bad, &with(&attrs, KeyValue::new(OUTCOME, "bad")));
@@ -143,14 +154,14 @@ impl OperatorMetrics {
             ),
         ];
         let gauge = |name: &'static str, description: &'static str, read: ReadObjective| {
-            let objectives = objectives.clone();
+            let checks = checks.clone();
             meter
                 .f64_observable_gauge(name)
                 .with_unit("1")
                 .with_description(description)
                 .with_callback(move |observer| {
-                    for (check, figures) in objectives.snapshot() {
-                        for o in &figures {
+                    for (check, figures) in checks.snapshot() {
+                        for o in &figures.objectives {
                             let attrs = objective_attributes(&check, o.objective);
                             for (window, value) in read(o) {
                                 match window {
@@ -192,9 +203,42 @@ impl OperatorMetrics {
                         .collect()
                 },
             ),
+            {
+                let checks = checks.clone();
+                meter
+                    .f64_observable_gauge("netslo.check.state")
+                    .with_unit("{check}")
+                    .with_description("1 for each check, labelled with its Ready condition's reason (ObjectivesMet when Ready)")
+                    .with_callback(move |observer| {
+                        for (check, figures) in checks.snapshot() {
+                            if let Some(state) = &figures.state {
+                                let attrs = with(&check_attributes(&check), KeyValue::new(STATE, state.clone()));
+                                observer.observe(1.0, &attrs);
+                            }
+                        }
+                    })
+                    .build()
+            },
+            {
+                let checks = checks.clone();
+                meter
+                    .f64_observable_gauge("netslo.check.verdict")
+                    .with_unit("{verdict}")
+                    .with_description("1 for each check's localised verdict while it holds, labelled with the layer, scope, reason and the failing sources and destinations")
+                    .with_callback(move |observer| {
+                        for (check, figures) in checks.snapshot() {
+                            if let Some(verdict) = &figures.verdict {
+                                let mut attrs = check_attributes(&check);
+                                attrs.extend(verdict.attributes());
+                                observer.observe(1.0, &attrs);
+                            }
+                        }
+                    })
+                    .build()
+            },
         ];
         OperatorMetrics {
-            objectives,
+            checks,
             reconciles: meter
                 .u64_counter("netslo.operator.reconciles")
                 .with_unit("{reconcile}")
@@ -240,14 +284,14 @@ impl OperatorMetrics {
         self.status_writes.add(1, &[]);
     }
 
-    /// Records a check's objectives as its reconcile just evaluated them.
-    pub fn objectives_evaluated(&self, check: &CheckKey, figures: Vec<ObjectiveFigures>) {
-        self.objectives.lock().insert(check.clone(), figures);
+    /// Records a check's figures as its reconcile just evaluated them.
+    pub fn check_evaluated(&self, check: &CheckKey, figures: CheckFigures) {
+        self.checks.lock().insert(check.clone(), figures);
     }
 
     /// Ends a deleted check's series.
     pub fn forget(&self, check: &CheckKey) {
-        self.objectives.lock().remove(check);
+        self.checks.lock().remove(check);
     }
 }
 
@@ -266,18 +310,87 @@ fn events(counted: &SloEvents, objectives: &[ObjectiveFigures]) -> Vec<(&'static
         .collect()
 }
 
-fn objective_attributes(check: &CheckKey, objective: &'static str) -> Vec<KeyValue> {
+fn check_attributes(check: &CheckKey) -> Vec<KeyValue> {
     vec![
         KeyValue::new(CHECK_NAMESPACE, check.namespace.clone()),
         KeyValue::new(CHECK_NAME, check.name.clone()),
-        KeyValue::new(OBJECTIVE, objective),
     ]
+}
+
+fn objective_attributes(check: &CheckKey, objective: &'static str) -> Vec<KeyValue> {
+    with(
+        &check_attributes(check),
+        KeyValue::new(OBJECTIVE, objective),
+    )
 }
 
 fn with(attrs: &[KeyValue], extra: KeyValue) -> Vec<KeyValue> {
     let mut all = attrs.to_vec();
     all.push(extra);
     all
+}
+
+/// A check's figures as its reconcile last evaluated them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckFigures {
+    pub objectives: Vec<ObjectiveFigures>,
+    /// `Ready`'s reason (ObjectivesMet, ObjectiveNotMet, AgentsPending, ...).
+    pub state: Option<String>,
+    pub verdict: Option<VerdictFigures>,
+}
+
+impl CheckFigures {
+    /// The figures of a status about to be written, and its objectives' (pure).
+    pub fn of(status: &ConnectivityCheckStatus, objectives: Vec<ObjectiveFigures>) -> Self {
+        let state = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::READY)
+            .map(|c| c.reason.clone());
+        let verdict = status.verdict.as_ref().map(|v| VerdictFigures {
+            scope: variant_name(&v.scope),
+            layer: variant_name(&v.layer),
+            reason: v.reason.clone(),
+            sources: v.sources.join(","),
+            destinations: v.destinations.join(","),
+        });
+        CheckFigures {
+            objectives,
+            state,
+            verdict,
+        }
+    }
+}
+
+/// A localised verdict as attribute values: the status' fields, the lists comma-joined
+/// (at most 8 each, so a verdict is one series).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictFigures {
+    pub scope: String,
+    pub layer: String,
+    pub reason: String,
+    pub sources: String,
+    pub destinations: String,
+}
+
+impl VerdictFigures {
+    fn attributes(&self) -> [KeyValue; 5] {
+        [
+            KeyValue::new(FAILURE_SCOPE, self.scope.clone()),
+            KeyValue::new(FAILURE_LAYER, self.layer.clone()),
+            KeyValue::new(FAILURE_REASON, self.reason.clone()),
+            KeyValue::new(FAILURE_SOURCES, self.sources.clone()),
+            KeyValue::new(FAILURE_DESTINATIONS, self.destinations.clone()),
+        ]
+    }
+}
+
+/// The name an API enum is written with in status ("ZonePair", "TCP").
+fn variant_name(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
 }
 
 /// One objective's figures as last evaluated.
@@ -339,4 +452,47 @@ fn channel_counter(
             }
         })
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_reads_as_its_ready_reason_and_its_verdict_as_places() {
+        let status: ConnectivityCheckStatus = serde_json::from_value(serde_json::json!({
+            "observedGeneration": 2,
+            "conditions": [
+                {"type": "SLOMet", "status": "False", "reason": "BudgetExhausted", "message": "",
+                 "lastTransitionTime": "2026-12-07T10:00:00Z"},
+                {"type": "Ready", "status": "False", "reason": "ObjectiveNotMet", "message": "",
+                 "lastTransitionTime": "2026-12-07T10:00:00Z"},
+            ],
+            "verdict": {"layer": "TCP", "scope": "ZonePair", "reason": "TCPTimeout",
+                        "summary": "zone zone-b to zone zone-a fails (TCPTimeout)",
+                        "sources": ["zone-b"], "destinations": ["zone-a", "zone-c"]},
+        }))
+        .unwrap();
+        let figures = CheckFigures::of(&status, Vec::new());
+        assert_eq!(figures.state.as_deref(), Some("ObjectiveNotMet"));
+        let verdict = figures.verdict.unwrap();
+        let attributes: Vec<(String, String)> = verdict
+            .attributes()
+            .iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
+        let expected = [
+            ("netslo.failure.scope", "ZonePair"),
+            ("netslo.failure.layer", "TCP"),
+            ("netslo.failure.reason", "TCPTimeout"),
+            ("netslo.failure.sources", "zone-b"),
+            ("netslo.failure.destinations", "zone-a,zone-c"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(attributes, expected);
+
+        // A status without conditions (not judged yet) has no state; none without a verdict.
+        let unjudged = CheckFigures::of(&ConnectivityCheckStatus::default(), Vec::new());
+        assert_eq!((unjudged.state, unjudged.verdict), (None, None));
+    }
 }

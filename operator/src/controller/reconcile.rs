@@ -19,6 +19,7 @@ use super::plan::{self, Applied, Children, Desired, Gathered, StatusPlan, Status
 use super::{Context, Error};
 use crate::assign;
 use crate::check_key::CheckKey;
+use crate::metrics::CheckFigures;
 use crate::slo::{UnixMs, now_ms};
 use crate::status::pacing::WriteDecision;
 use crate::status::{events, verdict};
@@ -79,8 +80,10 @@ async fn reconcile_check(check: &ConnectivityCheck, ctx: &Context) -> Result<Act
         gathered.results = stored_results(ctx, check, &key, now);
         plan::status(check, &key, &desired, &applied, &gathered, now)
     });
-    ctx.metrics
-        .objectives_evaluated(&key, planned_status.objectives.clone());
+    ctx.metrics.check_evaluated(
+        &key,
+        CheckFigures::of(&planned_status.status, planned_status.objectives.clone()),
+    );
     write_status(
         ctx,
         check,

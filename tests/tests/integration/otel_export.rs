@@ -521,7 +521,41 @@ async fn metrics_and_traces_reach_a_real_collector() {
         )
         .is_some()
     );
-    rules_use_exported_names(&broken);
+    // The check's state and, once localised, its verdict: one series each, the failing
+    // places as attributes (what the dashboard's tables list).
+    let verdict_filter = [
+        ("netslo.failure.reason", "TCPTimeout"),
+        ("netslo.failure.layer", "TCP"),
+    ];
+    let localised = eventually(
+        "the verdict as a series",
+        Duration::from_secs(60),
+        async || {
+            let p = points(&collector.output);
+            (last(&p, "netslo.check.verdict", &verdict_filter)? == 1.0).then_some(p)
+        },
+    )
+    .await;
+    let verdict = localised
+        .iter()
+        .rev()
+        .find(|p| p.metric == "netslo.check.verdict")
+        .unwrap();
+    assert_eq!(verdict.unit, "{verdict}");
+    for key in ["netslo.failure.scope", "netslo.failure.destinations"] {
+        assert!(
+            !verdict.attributes.get(key).is_none_or(String::is_empty),
+            "{key} in {verdict:?}"
+        );
+    }
+    let state = localised
+        .iter()
+        .rev()
+        .find(|p| p.metric == "netslo.check.state")
+        .expect("netslo.check.state");
+    assert_eq!((state.unit.as_str(), state.value), ("{check}", 1.0));
+    assert!(state.attributes.contains_key("netslo.state"), "{state:?}");
+    shipped_queries_use_exported_names(&localised);
     let age = last(&broken, "netslo.agent.assignment.age", &[]).unwrap();
     assert!((0.0..60.0).contains(&age), "assignment age {age} s");
 }
@@ -543,9 +577,9 @@ fn prometheus_name(p: &Point) -> String {
     name
 }
 
-/// Every `netslo_…` metric or label name in the shipped alerting rules is one this export
-/// produces, as a collector translates it: the rules evaluate against what arrives.
-fn rules_use_exported_names(points: &[Point]) {
+/// Every `netslo_…` metric or label name in the shipped alerting rules and Grafana dashboard
+/// is one this export produces, as a collector translates it: they query what arrives.
+fn shipped_queries_use_exported_names(points: &[Point]) {
     let mut exported: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for p in points {
         exported.insert(prometheus_name(p));
@@ -553,12 +587,39 @@ fn rules_use_exported_names(points: &[Point]) {
             exported.insert(key.replace('.', "_"));
         }
     }
-    let rules = std::fs::read_to_string(
-        control_plane::repo_root().join("config/alerting/netslo-rules.yaml"),
-    )
-    .unwrap();
+    let root = control_plane::repo_root();
+    for (file, must_use) in [
+        (
+            "config/alerting/netslo-rules.yaml",
+            &["netslo_slo_events_total", "netslo_slo_objective_ratio"][..],
+        ),
+        (
+            "config/grafana/netslo-dashboard.json",
+            &[
+                "netslo_check_state",
+                "netslo_check_verdict",
+                "netslo_slo_burn_rate_ratio",
+            ][..],
+        ),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let used = netslo_names(&text);
+        let unknown: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses {unknown:?}, which nothing exported is called; exported: {exported:?}"
+        );
+        for name in must_use {
+            assert!(used.contains(*name), "{file} does not use {name}");
+        }
+    }
+}
+
+/// The `netslo_…` names in a rules file or dashboard, outside comments and recording rules'
+/// `level:metric:operations` names.
+fn netslo_names(text: &str) -> std::collections::BTreeSet<String> {
     let mut used = std::collections::BTreeSet::new();
-    for line in rules.lines().filter(|l| !l.trim_start().starts_with('#')) {
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
         let bytes = line.as_bytes();
         let mut i = 0;
         while let Some(at) = line[i..].find("netslo_") {
@@ -574,12 +635,5 @@ fn rules_use_exported_names(points: &[Point]) {
             i = end;
         }
     }
-    let unknown: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
-    assert!(
-        unknown.is_empty(),
-        "the rules use {unknown:?}, which nothing exported is called; exported: {exported:?}"
-    );
-    assert!(
-        used.contains("netslo_slo_events_total") && used.contains("netslo_slo_objective_ratio")
-    );
+    used
 }
