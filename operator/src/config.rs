@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
+use k8s_openapi::api::core::v1::Toleration;
 
 /// netslo operator: turns ConnectivityChecks into measured connectivity and SLO status.
 #[derive(Debug, Clone, Parser)]
@@ -67,6 +68,17 @@ pub struct Config {
     /// the agents' identity variables are the downward API's.
     #[arg(long = "agent-env", env = "NETSLO_AGENT_ENV", value_delimiter = ';', value_parser = parse_agent_env)]
     pub agent_env: Vec<(String, String)>,
+
+    /// PriorityClass of the mesh agent pods. One that outranks ordinary workloads keeps a full
+    /// node from evicting (or never scheduling) the agent that watches it.
+    #[arg(long, env = "NETSLO_AGENT_PRIORITY_CLASS")]
+    pub agent_priority_class: Option<String>,
+
+    /// Tolerations of the mesh agent pods, a JSON list of Kubernetes tolerations
+    /// (`[{"key":"dedicated","operator":"Exists"}]`). Unset, they tolerate every taint: a node
+    /// the mesh skips is a node whose network nobody watches.
+    #[arg(long, env = "NETSLO_AGENT_TOLERATIONS", value_parser = parse_tolerations)]
+    pub agent_tolerations: Option<AgentTolerations>,
 
     /// How often changed SLO windows are written to their ConfigMaps. Agents' results are
     /// acknowledged once written, so this bounds both the acknowledgement delay and the
@@ -140,6 +152,16 @@ fn parse_agent_env(text: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), value.to_owned()))
 }
 
+/// The mesh agents' tolerations ([`Config::agent_tolerations`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentTolerations(pub Vec<Toleration>);
+
+fn parse_tolerations(text: &str) -> Result<AgentTolerations, String> {
+    serde_json::from_str(text)
+        .map(AgentTolerations)
+        .map_err(|e| format!("not a JSON list of tolerations: {e}"))
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -180,5 +202,36 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.agent_env.len(), 2);
+    }
+
+    #[test]
+    fn agent_tolerations_are_a_json_list_and_a_bad_one_is_named() {
+        let config = Config::try_parse_from([
+            "netslo-operator",
+            "--agent-tolerations",
+            r#"[{"key": "dedicated", "operator": "Equal", "value": "edge", "effect": "NoSchedule"}]"#,
+            "--agent-priority-class",
+            "system-node-critical",
+        ])
+        .unwrap();
+        let tolerations = config.agent_tolerations.unwrap().0;
+        assert_eq!(tolerations.len(), 1);
+        assert_eq!(tolerations[0].key.as_deref(), Some("dedicated"));
+        assert_eq!(tolerations[0].value.as_deref(), Some("edge"));
+        assert_eq!(
+            config.agent_priority_class.as_deref(),
+            Some("system-node-critical")
+        );
+        let error = Config::try_parse_from([
+            "netslo-operator",
+            "--agent-tolerations",
+            r#"{"key": "dedicated"}"#,
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--agent-tolerations") && error.contains("not a JSON list"),
+            "{error}"
+        );
     }
 }

@@ -214,6 +214,8 @@ async fn run_with(config: Config) -> Result<(), Error> {
                 .clone()
                 .unwrap_or_else(|| format!("https://{service}:{}", config.channel_addr.port())),
             env: config.agent_env.clone(),
+            mesh_tolerations: config.agent_tolerations.clone().map(|t| t.0),
+            mesh_priority_class: config.agent_priority_class.clone(),
         },
         instance: config.pod_name.clone(),
         manage_mesh_agents: config.manage_mesh_agents,

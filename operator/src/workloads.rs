@@ -64,7 +64,7 @@ const STATE_DIR: &str = "/var/lib/netslo";
 pub const OPERATOR_CA_CONFIGMAP: &str = "netslo-operator-ca";
 
 /// What every agent pod needs to know, from the operator's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentSettings {
     /// Namespace of the operator (and the mesh DaemonSet).
     pub namespace: String,
@@ -75,6 +75,10 @@ pub struct AgentSettings {
     pub operator_url: String,
     /// Extra environment of every agent container (`--agent-env`): telemetry settings.
     pub env: Vec<(String, String)>,
+    /// Tolerations of the mesh agents (`--agent-tolerations`); `None`: every taint.
+    pub mesh_tolerations: Option<Vec<Toleration>>,
+    /// PriorityClass of the mesh agents (`--agent-priority-class`).
+    pub mesh_priority_class: Option<String>,
 }
 
 /// Name of the mesh DaemonSet.
@@ -89,12 +93,14 @@ pub fn mesh_daemonset(settings: &AgentSettings) -> DaemonSet {
     ]);
     let mut pod = agent_pod_spec(settings, &settings.mesh_service_account, true);
     // A mesh agent belongs on every node, tainted ones included: a node the mesh skips is a
-    // node whose network nobody watches.
-    pod.tolerations = Some(vec![Toleration {
-        operator: Some("Exists".into()),
-        ..Toleration::default()
-    }]);
-    pod.priority_class_name = None;
+    // node whose network nobody watches. Unless the admins say which taints to tolerate.
+    pod.tolerations = Some(settings.mesh_tolerations.clone().unwrap_or_else(|| {
+        vec![Toleration {
+            operator: Some("Exists".into()),
+            ..Toleration::default()
+        }]
+    }));
+    pod.priority_class_name = settings.mesh_priority_class.clone();
     DaemonSet {
         metadata: ObjectMeta {
             name: Some(MESH_DAEMONSET.into()),
@@ -444,7 +450,47 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
                 "http://otel-collector.monitoring:4318".into(),
             )],
+            mesh_tolerations: None,
+            mesh_priority_class: None,
         }
+    }
+
+    #[test]
+    fn mesh_agents_tolerate_every_taint_unless_told_which_and_take_a_priority_class() {
+        let pod = |settings: &AgentSettings| {
+            mesh_daemonset(settings)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        let default = pod(&settings());
+        let tolerations = default.tolerations.unwrap();
+        assert_eq!(tolerations.len(), 1);
+        assert_eq!(
+            (
+                tolerations[0].key.as_deref(),
+                tolerations[0].operator.as_deref()
+            ),
+            (None, Some("Exists"))
+        );
+        assert_eq!(default.priority_class_name, None);
+
+        let only_edge = vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("edge".into()),
+            effect: Some("NoSchedule".into()),
+            ..Toleration::default()
+        }];
+        let told = pod(&AgentSettings {
+            mesh_tolerations: Some(only_edge.clone()),
+            mesh_priority_class: Some("netslo-agent".into()),
+            ..settings()
+        });
+        assert_eq!(told.tolerations, Some(only_edge));
+        assert_eq!(told.priority_class_name.as_deref(), Some("netslo-agent"));
     }
 
     fn check(ns: &str, name: &str) -> CheckRef {

@@ -1003,6 +1003,8 @@ mod tests {
                 mesh_service_account: "netslo-agent".into(),
                 operator_url: "https://netslo-operator.netslo-system.svc:8443".into(),
                 env: Vec::new(),
+                mesh_tolerations: None,
+                mesh_priority_class: None,
             },
             instance: "netslo-operator-0".into(),
             manage_mesh_agents: true,

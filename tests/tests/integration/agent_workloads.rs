@@ -20,6 +20,8 @@ fn settings(ns: &str) -> AgentSettings {
             "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
             "http://collector:4318".into(),
         )],
+        mesh_tolerations: None,
+        mesh_priority_class: None,
     }
 }
 
