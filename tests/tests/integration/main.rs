@@ -27,6 +27,7 @@ mod cluster_fixture;
 mod control_plane_cli;
 mod demo;
 mod gitops_health;
+mod helm_chart;
 mod operator_apiserver_restart;
 mod operator_cross_namespace;
 mod operator_e2e;
