@@ -122,7 +122,8 @@ cluster action="up":
     bash tests/cluster/cluster.sh {{action}}
 
 # The end-to-end suite on a real node (root): installs netslo with `kubectl apply -k
-# config/default` and proves every connectivity area with real pods; the node is removed after.
+# config/default` and proves every connectivity area with real pods, then installs it again
+# with the Helm chart; the node is removed after.
 [doc("The end-to-end suite on a real node, installed as users do (root)")]
 e2e:
     #!/usr/bin/env bash

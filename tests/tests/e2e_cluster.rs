@@ -3,7 +3,9 @@
 //! name, each endpoint, NodePort), cluster DNS and the API server, a host outside the cluster
 //! network, container to container over localhost (probe sidecar), an expected-deny enforced
 //! by a real firewall rule, and a workload identity. Then faults: an endpoint blackholed and
-//! healed, an agent pod killed, the operator pod killed; and clean removal.
+//! healed, an agent pod killed, the operator pod killed; and clean removal. Then the same
+//! install from the Helm chart: `helm install --wait`, a check measured, `helm uninstall`
+//! and clean removal again.
 //!
 //! Runs only through `just e2e`, which brings up the node (`tests/cluster/cluster.sh`) and
 //! passes its kubeconfig in `NETSLO_E2E_KUBECONFIG`. Needs root (iptables on the node).
@@ -280,6 +282,7 @@ async fn netslo_on_a_real_node() {
     agent_pod_killed(&node).await;
     operator_pod_killed(&node).await;
     removal_leaves_nothing(&node).await;
+    the_helm_chart_installs_measures_and_uninstalls(&node).await;
 }
 
 async fn install(node: &Node) {
@@ -654,6 +657,97 @@ async fn removal_leaves_nothing(node: &Node) {
     let left = node
         .until(
             "nothing of netslo left",
+            Duration::from_secs(180),
+            || async {
+                let left = leftovers(&node.client).await;
+                left.is_empty().then_some(left)
+            },
+        )
+        .await;
+    assert!(left.is_empty());
+}
+
+/// The same install from the Helm chart, as Helm users run it: `helm install --wait` (Helm 4
+/// waits with kstatus), a check of the API server from the mesh gets results, and after
+/// `helm uninstall` (which keeps CRDs, as Helm does) and removing the CRDs and the namespace,
+/// nothing of netslo is left.
+async fn the_helm_chart_installs_measures_and_uninstalls(node: &Node) {
+    node.step("install with Helm: helm install netslo config/helm/netslo --wait");
+    let helm_home = tempfile::tempdir().unwrap();
+    let helm = |args: &[&str]| {
+        let built = Command::new("bash")
+            .arg(repo_root().join("tests/helm/build.sh"))
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "tests/helm/build.sh");
+        let dir = String::from_utf8(built.stdout).unwrap();
+        let out = Command::new(PathBuf::from(dir.lines().last().unwrap().trim()).join("helm"))
+            .arg("--kubeconfig")
+            .arg(&node.kubeconfig)
+            .args(args)
+            .env("HELM_CACHE_HOME", helm_home.path().join("cache"))
+            .env("HELM_CONFIG_HOME", helm_home.path().join("config"))
+            .env("HELM_DATA_HOME", helm_home.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let chart = repo_root().join("config/helm/netslo");
+    helm(&[
+        "install",
+        "netslo",
+        chart.to_str().unwrap(),
+        "--namespace",
+        SYSTEM,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    let check = "helm-installed";
+    let manifest = serde_json::json!({
+        "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck",
+        "metadata": {"name": check, "namespace": "default"},
+        "spec": {
+            "source": {"mesh": {}},
+            "targets": [{"name": "api-server", "apiServer": {}}],
+            "schedule": {"interval": "1s", "timeout": "900ms"},
+        },
+    });
+    let file = helm_home.path().join("check.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    node.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let checks: Api<ConnectivityCheck> = node.api("default");
+    node.until(
+        "results of a check under the Helm install",
+        Duration::from_secs(180),
+        || async {
+            let status = checks.get(check).await.ok()?.status?;
+            (status.agents?.reporting >= 1).then_some(())
+        },
+    )
+    .await;
+
+    node.step("uninstall: the check, helm uninstall, the CRDs Helm keeps, the namespace");
+    node.kubectl_ok(&["delete", "-f", file.to_str().unwrap(), "--wait"]);
+    helm(&["uninstall", "netslo", "--namespace", SYSTEM, "--wait"]);
+    node.kubectl_ok(&[
+        "delete",
+        "-f",
+        repo_root()
+            .join("config/crd/netslo.io.yaml")
+            .to_str()
+            .unwrap(),
+        "--wait",
+    ]);
+    node.kubectl_ok(&["delete", "namespace", SYSTEM, "--wait"]);
+    let left = node
+        .until(
+            "nothing of the Helm install left",
             Duration::from_secs(180),
             || async {
                 let left = leftovers(&node.client).await;
