@@ -10,9 +10,10 @@ default:
 
 # Install what the tests need on a fresh Debian machine (root): iproute2 and iptables for the
 # network-namespace tests, and, built from the Go module proxy, the pinned control plane, the
-# OpenTelemetry Collector and promtool the observability tests run, the GitOps tools' health
-# evaluators (kstatus, Flux's CEL, Argo CD's Lua VM) the gating test runs, and Helm.
-[doc("Install what the tests need: iproute2, iptables, the Go-built control plane, Collector, promtool, GitOps health evaluators, Helm")]
+# OpenTelemetry Collector, promtool and Prometheus the observability tests run, the GitOps
+# tools' health evaluators (kstatus, Flux's CEL, Argo CD's Lua VM) the gating test runs, Helm,
+# and the Prometheus Operator's CRDs (from its Go module) the monitors are validated against.
+[doc("Install what the tests need: iproute2, iptables, the Go-built control plane, Collector, Prometheus, GitOps health evaluators, Helm")]
 deps:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -27,6 +28,7 @@ deps:
     bash tests/otel/build.sh >/dev/null
     bash tests/gitops/build.sh >/dev/null
     bash tests/helm/build.sh >/dev/null
+    bash tests/prometheus-operator/crds.sh >/dev/null
 
 # The whole product on one machine (root): a real control plane, three stand-in nodes in two
 # zones as network namespaces, the operator and agents, the checks in config/samples/demo,

@@ -13,6 +13,11 @@ pub struct Config {
     #[arg(long, env = "NETSLO_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
 
+    /// Address of a Prometheus scrape endpoint (`/metrics`) for the same metrics the OTLP
+    /// export carries, named as a collector's Prometheus exporter names them. Off unless set.
+    #[arg(long, env = "NETSLO_PROMETHEUS_ADDR")]
+    pub prometheus_addr: Option<SocketAddr>,
+
     /// Log format on stderr.
     #[arg(long, env = "NETSLO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -57,6 +57,11 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind the Prometheus endpoint {addr}: {source}")]
+    PrometheusBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("CRD {crd} is not established; install config/crd first: {detail}")]
     CrdMissing { crd: String, detail: String },
     #[error("cannot read ConnectivityChecks: {0}")]
@@ -79,6 +84,7 @@ impl Error {
         match self {
             Self::ClientConfig(_) => "ClientConfig",
             Self::AdminBind { .. } => "AdminBind",
+            Self::PrometheusBind { .. } => "PrometheusBind",
             Self::CrdMissing { .. } => "CrdMissing",
             Self::Api(_) => "ApiError",
             Self::Otel(e) => e.reason(),
@@ -107,7 +113,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
             ("k8s.pod.name", config.pod_name.as_str()),
             ("k8s.namespace.name", config.namespace.as_str()),
         ],
+        config.prometheus_addr.is_some(),
     )?;
+    if let (Some(addr), Some(scraper)) = (config.prometheus_addr, otel.scraper()) {
+        let bound = netslo_telemetry::prometheus::start(addr, scraper)
+            .await
+            .map_err(|source| Error::PrometheusBind { addr, source })?;
+        tracing::info!(%bound, "Prometheus metrics on /metrics");
+    }
     let result = run_with(config).await;
     otel.shutdown();
     result

@@ -146,6 +146,10 @@ enum Command {
         /// series grow with endpoints and mesh rotation. Off by default.
         #[arg(long, env = "NETSLO_METRICS_PER_ENDPOINT")]
         metrics_per_endpoint: bool,
+        /// Address of a Prometheus scrape endpoint (`/metrics`) for the same metrics the OTLP
+        /// export carries, named as a collector's Prometheus exporter names them. Off unless set.
+        #[arg(long, env = "NETSLO_PROMETHEUS_ADDR")]
+        prometheus_addr: Option<SocketAddr>,
         #[command(flatten)]
         echo: EchoArgs,
     },
@@ -184,6 +188,11 @@ enum CliError {
     Output(#[source] std::io::Error),
     #[error(transparent)]
     Otel(#[from] OtelError),
+    #[error("cannot bind the Prometheus endpoint {addr}: {source}")]
+    PrometheusBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
@@ -196,6 +205,7 @@ impl CliError {
             CliError::Signal(_) => "SignalSetupFailed",
             CliError::Output(_) => "OutputFailed",
             CliError::Otel(e) => e.reason(),
+            CliError::PrometheusBind { .. } => "PrometheusBind",
         }
     }
 }
@@ -319,6 +329,7 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
             window_seconds,
             duration_seconds,
             metrics_per_endpoint,
+            prometheus_addr,
             echo,
         } => {
             let pod = std::env::var("POD_NAME").unwrap_or_default();
@@ -330,7 +341,14 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
                     ("k8s.pod.name", pod.as_str()),
                     ("k8s.namespace.name", namespace.as_str()),
                 ],
+                prometheus_addr.is_some(),
             )?;
+            if let (Some(addr), Some(scraper)) = (prometheus_addr, otel.scraper()) {
+                let bound = netslo_telemetry::prometheus::start(addr, scraper)
+                    .await
+                    .map_err(|source| CliError::PrometheusBind { addr, source })?;
+                tracing::info!(%bound, "Prometheus metrics on /metrics");
+            }
             let reporter = match &operator.operator_url {
                 Some(url) => Some(Arc::new(Reporter::new(reporter_config(
                     url, &operator, &node,

@@ -7,6 +7,10 @@
 #                   otlp receiver (gRPC + HTTP), batch processor, debug and file exporters,
 #                   env and file config providers
 #   promtool        Prometheus' rule checker and rule unit-test runner (cmd/promtool)
+#   prometheus      the Prometheus server (cmd/prometheus), which scrapes netslo's /metrics
+#                   and evaluates the shipped rules in the tests; built without the web UI's
+#                   assets (the `builtinassets` tag needs files the module does not ship), so
+#                   its pages are missing while its HTTP API works
 #
 # Outputs are cached by version: a warm run only checks that the binaries exist.
 #
@@ -32,7 +36,7 @@ collector_src="$repo_root/tests/otel/collector/main.go"
 src_hash="$(sha256sum "$collector_src" | cut -c1-12)"
 bin_dir="$out_root/otelcol-$OTELCOL_VERSION-$OTELCOL_STABLE_VERSION-contrib-$OTELCOL_CONTRIB_VERSION-$src_hash"
 bin_dir="$bin_dir-promtool-$PROMETHEUS_MODULE_VERSION-${PROMTOOL_TAGS//,/-}"
-tools=(otelcol-netslo promtool)
+tools=(otelcol-netslo promtool prometheus)
 
 if cache_is_warm "$out_root"; then
   log "cached in $bin_dir"
@@ -90,10 +94,11 @@ MOD
   log "otelcol-netslo built in $((SECONDS - start)) s"
 }
 
-build_promtool() {
-  [[ -x "$bin_dir/promtool" ]] && return 0
-  log "building promtool (github.com/prometheus/prometheus $PROMETHEUS_MODULE_VERSION, tags $PROMTOOL_TAGS)"
-  local start=$SECONDS m="$work/promtool"
+build_prometheus_tool() {
+  local tool="$1"
+  [[ -x "$bin_dir/$tool" ]] && return 0
+  log "building $tool (github.com/prometheus/prometheus $PROMETHEUS_MODULE_VERSION, tags $PROMTOOL_TAGS)"
+  local start=$SECONDS m="$work/$tool"
   mkdir -p "$m"
   local info dir commit version
   info="$(go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION")"
@@ -101,27 +106,28 @@ build_promtool() {
   commit="$(sed -n 's/.*"Hash": "\(.*\)".*/\1/p' <<<"$info" | head -1)"
   version="$(cat "$dir/VERSION" 2>/dev/null || echo "${PROMETHEUS_MODULE_VERSION#v0.}")"
   cat >"$m/go.mod" <<MOD
-module local.test/netslo-promtool
+module local.test/netslo-$tool
 
 go 1.26
 
-tool github.com/prometheus/prometheus/cmd/promtool
+tool github.com/prometheus/prometheus/cmd/$tool
 
 require github.com/prometheus/prometheus $PROMETHEUS_MODULE_VERSION
 MOD
   (cd "$m" && go mod tidy >/dev/null 2>&1 || (cd "$m" && go mod tidy))
-  # Upstream's .promu.yml stamps these; `promtool --version` must show the release.
+  # Upstream's .promu.yml stamps these; `--version` must show the release.
   local p=github.com/prometheus/common/version
   local ld="-s -w -X $p.Version=$version -X $p.Revision=${commit:-$PROMETHEUS_MODULE_VERSION} -X $p.Branch=HEAD"
   ld="$ld -X $p.BuildUser=netslo -X $p.BuildDate=19700101-00:00:00"
-  (cd "$m" && go build -trimpath -tags "$PROMTOOL_TAGS" -ldflags "$ld" -o "$work/bin/promtool" \
-    github.com/prometheus/prometheus/cmd/promtool)
-  install_bin "$work/bin/promtool" promtool
-  "$bin_dir/promtool" --version >&2
-  log "promtool built in $((SECONDS - start)) s"
+  (cd "$m" && go build -trimpath -tags "$PROMTOOL_TAGS" -ldflags "$ld" -o "$work/bin/$tool" \
+    "github.com/prometheus/prometheus/cmd/$tool")
+  install_bin "$work/bin/$tool" "$tool"
+  "$bin_dir/$tool" --version >&2
+  log "$tool built in $((SECONDS - start)) s"
 }
 
 build_collector
-build_promtool
+build_prometheus_tool promtool
+build_prometheus_tool prometheus
 finish_build
 echo "$bin_dir"

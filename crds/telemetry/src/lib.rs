@@ -78,6 +78,8 @@ impl OtelError {
     }
 }
 
+pub mod prometheus;
+
 /// The OTLP transport of one signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -176,41 +178,54 @@ impl Signals {
 pub struct Otel {
     meters: Option<SdkMeterProvider>,
     tracers: Option<SdkTracerProvider>,
+    scraper: Option<prometheus::Scraper>,
 }
 
 impl Otel {
-    /// Starts export as the environment says and installs the global providers. Call it
-    /// inside the Tokio runtime: the gRPC transport runs on it.
+    /// Starts export as the environment says and installs the global providers; with
+    /// `prometheus`, the metrics can also be scraped ([`Otel::scraper`]). Call it inside the
+    /// Tokio runtime: the gRPC transport runs on it.
     ///
     /// `attributes` are this process's Kubernetes resource attributes; empty values are
     /// left out.
-    pub fn from_env(service: &str, attributes: &[(&'static str, &str)]) -> Result<Otel, OtelError> {
+    pub fn from_env(
+        service: &str,
+        attributes: &[(&'static str, &str)],
+        prometheus: bool,
+    ) -> Result<Otel, OtelError> {
         let signals = Signals::from_env();
-        if !signals.metrics && !signals.traces {
+        if !signals.metrics && !signals.traces && !prometheus {
             return Ok(Otel::default());
         }
         let resource = resource(service, attributes);
         let mut otel = Otel::default();
         let env = |name: &str| std::env::var(name).ok();
         let runtime = tokio::runtime::Handle::current();
-        if signals.metrics {
-            let builder = opentelemetry_otlp::MetricExporter::builder();
-            let exporter = match Transport::for_signal("METRICS", env)? {
-                Transport::Grpc => builder.with_tonic().build(),
-                Transport::HttpProtobuf => builder
-                    .with_http()
-                    .with_http_client(OnRuntime::new(runtime.clone()))
-                    .build(),
-            }
-            .map_err(|source| OtelError::Exporter {
-                signal: "metrics",
-                source,
-            })?;
-            let provider = SdkMeterProvider::builder()
+        if signals.metrics || prometheus {
+            let mut builder = SdkMeterProvider::builder()
                 .with_resource(resource.clone())
-                .with_periodic_exporter(exporter)
-                .with_view(exponential_histograms)
-                .build();
+                .with_view(exponential_histograms);
+            if signals.metrics {
+                let exporter = opentelemetry_otlp::MetricExporter::builder();
+                let exporter = match Transport::for_signal("METRICS", env)? {
+                    Transport::Grpc => exporter.with_tonic().build(),
+                    Transport::HttpProtobuf => exporter
+                        .with_http()
+                        .with_http_client(OnRuntime::new(runtime.clone()))
+                        .build(),
+                }
+                .map_err(|source| OtelError::Exporter {
+                    signal: "metrics",
+                    source,
+                })?;
+                builder = builder.with_periodic_exporter(exporter);
+            }
+            if prometheus {
+                let scraper = prometheus::Scraper::default();
+                builder = builder.with_reader(scraper.clone());
+                otel.scraper = Some(scraper);
+            }
+            let provider = builder.build();
             opentelemetry::global::set_meter_provider(provider.clone());
             otel.meters = Some(provider);
         }
@@ -237,9 +252,15 @@ impl Otel {
         tracing::info!(
             metrics = signals.metrics,
             traces = signals.traces,
+            prometheus,
             "OpenTelemetry export on"
         );
         Ok(otel)
+    }
+
+    /// What the Prometheus endpoint serves, when it was asked for.
+    pub fn scraper(&self) -> Option<prometheus::Scraper> {
+        self.scraper.clone()
     }
 
     /// Whether spans are exported (failed-probe and reconcile spans are only built then).

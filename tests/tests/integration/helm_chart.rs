@@ -75,11 +75,22 @@ fn first_difference(chart: &Value, kustomize: &Value, at: String) -> Option<Stri
                 format!("{at}/{k}"),
             )
         }),
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
-            .iter()
-            .zip(b)
-            .enumerate()
-            .find_map(|(i, (x, y))| first_difference(x, y, format!("{at}/{i}"))),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            // Lists of named items (env, ports) are merged by name: kustomize's patches put
+            // theirs first, the chart's templates last.
+            let by_name = |list: &[Value]| {
+                let mut sorted = list.to_vec();
+                if sorted.iter().all(|v| v["name"].is_string()) {
+                    sorted.sort_by(|x, y| x["name"].as_str().cmp(&y["name"].as_str()));
+                }
+                sorted
+            };
+            let (a, b) = (by_name(a), by_name(b));
+            a.iter()
+                .zip(&b)
+                .enumerate()
+                .find_map(|(i, (x, y))| first_difference(x, y, format!("{at}/{i}")))
+        }
         // kustomize writes 1000.0 as 1000: the same number.
         (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => None,
         _ => (chart != kustomize).then(|| format!("{at}: chart {chart}, kustomize {kustomize}")),
@@ -136,6 +147,65 @@ fn the_chart_lints_and_renders_what_kustomize_installs() {
     assert_eq!(
         without_namespace.keys().collect::<Vec<_>>(),
         expected.keys().collect::<Vec<_>>()
+    );
+}
+
+/// `kubectl kustomize` of an overlay of `resources` and `components` (paths from the checkout).
+fn kustomize(resources: &str, components: &str) -> BTreeMap<ObjectKey, Value> {
+    let root = repo_root();
+    // kustomize takes bases by relative path only: the overlay lives in the checkout meanwhile.
+    let overlay = tempfile::Builder::new()
+        .prefix(".test-overlay-")
+        .tempdir_in(&root)
+        .unwrap();
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!("resources: [{resources}]\ncomponents: [{components}]\n"),
+    )
+    .unwrap();
+    let kubectl = control_plane::binaries().unwrap().join("kubectl");
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(overlay.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    objects(&String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn prometheus_values_render_what_the_prometheus_component_adds() {
+    let home = tempfile::tempdir().unwrap();
+    let chart = render(
+        home.path(),
+        &[
+            "--set",
+            "createNamespace=true",
+            "--set",
+            "prometheus.enabled=true",
+            "--set",
+            "prometheus.monitors=true",
+        ],
+    )
+    .unwrap();
+    let composed = kustomize("../config/default", "../config/prometheus");
+    assert_eq!(
+        chart.keys().collect::<Vec<_>>(),
+        composed.keys().collect::<Vec<_>>()
+    );
+    for (key, object) in &composed {
+        if let Some(at) = first_difference(&chart[key], object, String::new()) {
+            panic!("{key:?} differs from config/default with config/prometheus at {at}");
+        }
+    }
+    let error = render(home.path(), &["--set", "prometheus.monitors=true"]).unwrap_err();
+    assert!(
+        error.contains("prometheus.monitors needs prometheus.enabled"),
+        "{error}"
     );
 }
 

@@ -39,5 +39,7 @@ mod operator_restart;
 mod operator_scoped;
 mod operator_start;
 mod otel_export;
+mod prometheus_monitors;
+mod prometheus_scrape;
 mod rbac;
 mod tenancy;
