@@ -21,6 +21,7 @@ use netslo_agent::metrics::ProbeMetrics;
 use netslo_agent::report::{OutboxLimits, ReportError, Reporter, ReporterConfig};
 use netslo_protocol::spec::{Assignment, SpecError};
 use netslo_protocol::time::now_unix_ms;
+use netslo_protocol::verdict::Outcome;
 use netslo_telemetry::{Otel, OtelError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -153,7 +154,9 @@ enum Command {
         #[command(flatten)]
         echo: EchoArgs,
     },
-    /// Probe every target of an assignment once and print the results as JSON lines.
+    /// Probe every target of an assignment once and print the results as JSON lines. Exits 0
+    /// when every probe met its expectation, 3 when any did not (or could not be measured),
+    /// 1 on bad input.
     Once {
         /// Assignment file (JSON).
         #[arg(long, env = "NETSLO_CONFIG")]
@@ -193,6 +196,8 @@ enum CliError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{failed} of {total} probes did not meet their expectation")]
+    ProbesFailed { failed: usize, total: usize },
 }
 
 impl CliError {
@@ -206,6 +211,15 @@ impl CliError {
             CliError::Output(_) => "OutputFailed",
             CliError::Otel(e) => e.reason(),
             CliError::PrometheusBind { .. } => "PrometheusBind",
+            CliError::ProbesFailed { .. } => "ProbesFailed",
+        }
+    }
+
+    /// 3 when probes ran and some failed, so scripts tell a failing network from bad input.
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::ProbesFailed { .. } => 3,
+            _ => 1,
         }
     }
 }
@@ -218,7 +232,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             tracing::error!(reason = e.reason(), "{e}");
             eprintln!("netslo-agent: {e}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(e.exit_code())
         }
     }
 }
@@ -308,8 +322,12 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
                 ..EngineConfig::default()
             });
             let mut out = std::io::stdout().lock();
+            let mut failed = 0;
             for job in jobs.iter() {
                 let result = engine.probe_once(job).await;
+                if result.outcome != Outcome::Good {
+                    failed += 1;
+                }
                 let rec = netslo_agent::engine::RawRecord {
                     check: job.key.check.clone(),
                     target: job.key.target.clone(),
@@ -318,7 +336,14 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
                 };
                 print_json(&mut out, &rec)?;
             }
-            out.flush().map_err(CliError::Output)
+            out.flush().map_err(CliError::Output)?;
+            match failed {
+                0 => Ok(()),
+                failed => Err(CliError::ProbesFailed {
+                    failed,
+                    total: jobs.len(),
+                }),
+            }
         }
         Command::Run {
             config,

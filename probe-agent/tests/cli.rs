@@ -87,23 +87,42 @@ fn bad_config_gives_a_clear_error() {
 }
 
 #[test]
-fn once_prints_one_json_line_per_target() {
+fn once_prints_one_json_line_per_target_and_exits_3_when_one_fails() {
     let closed = free_port();
-    let f = config(&format!(
-        r#"{{"checks":[{{"name":"ns/c","timeoutMs":500,"probe":{{"tcp":{{}}}},"targets":[{{"address":"127.0.0.1:{closed}"}}],"addressPolicy":{{"allowLoopback":true}}}}]}}"#
-    ));
-    let out = agent(&[
-        "--node-name",
-        "n1",
-        "once",
-        "--config",
-        f.path().to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open_port = open.local_addr().unwrap().port();
+    let assignment = |port: u16| {
+        config(&format!(
+            r#"{{"checks":[{{"name":"ns/c","timeoutMs":500,"probe":{{"tcp":{{}}}},"targets":[{{"address":"127.0.0.1:{port}"}}],"addressPolicy":{{"allowLoopback":true}}}}]}}"#
+        ))
+    };
+    let once = |f: &tempfile::NamedTempFile| {
+        agent(&[
+            "--node-name",
+            "n1",
+            "once",
+            "--config",
+            f.path().to_str().unwrap(),
+        ])
+    };
+    let good = once(&assignment(open_port));
+    assert_eq!(
+        good.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&good.stdout).unwrap();
+    assert_eq!(line["outcome"], "Good");
+
+    let out = once(&assignment(closed));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 1 probes did not meet"));
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["outcome"], "Bad");
     assert_eq!(line["reason"], "TCPRefused");

@@ -28,6 +28,7 @@ mod control_plane_cli;
 mod demo;
 mod gitops_health;
 mod helm_chart;
+mod kubectl_plugin;
 mod operator_apiserver_restart;
 mod operator_cross_namespace;
 mod operator_e2e;

@@ -1,0 +1,271 @@
+//! `kubectl netslo`: netslo's checks from the terminal. kubectl runs `kubectl-netslo` from the
+//! PATH for `kubectl netslo ...` (the krew convention); it reads the kubeconfig as kubectl
+//! does (`--kubeconfig`, `KUBECONFIG`, `--context`, `-n`, `-A`).
+//!
+//! Exit codes: 0 done; 1 an error (the API, a check not found); 2 a usage error; `wait`: 3 the
+//! check failed (stalled, objective breached, expected-deny violated), 4 timed out.
+
+mod view;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use netslo_crds::duration::GoDuration;
+use netslo_crds::v1alpha1::ConnectivityCheck;
+
+use view::{Judgement, Row, WaitFor};
+
+/// netslo's ConnectivityChecks: their state, and gates for scripts.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl netslo", version)]
+struct Cli {
+    /// Path to the kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Namespace of the checks (default: the context's).
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checks with Ready, its reason, SLI, error budget and verdict, one line each.
+    Get {
+        /// One check; all in the namespace when left out.
+        check: Option<String>,
+        /// Checks of every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Output: a table, or the objects as the API serves them.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// The check's verdict, the evidence behind it, and the commands to run next.
+    Explain { check: String },
+    /// Wait until a check is Ready (or its SLO met); fails at once when it stalls, breaches
+    /// an objective or violates an expected-deny. Exit: 0 met, 3 failed, 4 timed out.
+    Wait {
+        check: String,
+        /// What to wait for.
+        #[arg(long = "for", value_enum, default_value_t = WaitFor::Ready)]
+        what: WaitFor,
+        /// How long to wait ("90s", "5m").
+        #[arg(long, default_value = "5m")]
+        timeout: GoDuration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PluginError {
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error("the API server: {0}")]
+    Api(#[from] kube::Error),
+    #[error("connectivitycheck {namespace}/{name} not found")]
+    NotFound { namespace: String, name: String },
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("connectivitycheck {name} failed: {why}")]
+    Failed { name: String, why: String },
+    #[error("connectivitycheck {name}: timed out after {after:?} waiting for {what:?}: {why}")]
+    TimedOut {
+        name: String,
+        what: WaitFor,
+        after: Duration,
+        why: String,
+    },
+}
+
+impl PluginError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            PluginError::Failed { .. } => 3,
+            PluginError::TimedOut { .. } => 4,
+            _ => 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("kubectl netslo: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubectl netslo: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), PluginError> {
+    let (client, default_namespace) = client(&cli).await?;
+    let namespace = cli.namespace.clone().unwrap_or(default_namespace);
+    match cli.command {
+        Command::Get {
+            check,
+            all_namespaces,
+            output,
+        } => get(&client, &namespace, check, all_namespaces, output).await,
+        Command::Explain { check } => {
+            let check = fetch(&client, &namespace, &check).await?;
+            print!("{}", view::explain(&check));
+            Ok(())
+        }
+        Command::Wait {
+            check,
+            what,
+            timeout,
+        } => wait(&client, &namespace, &check, what, timeout.get()).await,
+    }
+}
+
+/// A client as kubectl would make one from these flags, and the context's namespace.
+async fn client(cli: &Cli) -> Result<(Client, String), PluginError> {
+    let options = KubeConfigOptions {
+        context: cli.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match &cli.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| PluginError::Kubeconfig(e.to_string()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options).await
+        }
+        None => Config::from_kubeconfig(&options).await,
+    }
+    .map_err(|e| PluginError::Kubeconfig(e.to_string()))?;
+    let namespace = config.default_namespace.clone();
+    Ok((Client::try_from(config)?, namespace))
+}
+
+async fn get(
+    client: &Client,
+    namespace: &str,
+    check: Option<String>,
+    all_namespaces: bool,
+    output: Output,
+) -> Result<(), PluginError> {
+    let api: Api<ConnectivityCheck> = if all_namespaces {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(client.clone(), namespace)
+    };
+    let checks = match &check {
+        Some(name) => vec![fetch(client, namespace, name).await?],
+        None => api.list(&Default::default()).await?.items,
+    };
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Table => {
+            let rows: Vec<Row> = checks.iter().map(Row::of).collect();
+            if rows.is_empty() {
+                eprintln!("No connectivitychecks found.");
+                return Ok(());
+            }
+            let paint = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            out.write_all(view::table(&rows, all_namespaces, paint).as_bytes())?;
+        }
+        Output::Json | Output::Yaml => {
+            // One object for one check, as kubectl prints; a List otherwise.
+            let document = match (&check, checks.as_slice()) {
+                (Some(_), [one]) => serde_json::to_value(one),
+                _ => serde_json::to_value(serde_json::json!({
+                    "apiVersion": "v1", "kind": "List", "items": checks,
+                })),
+            }
+            .map_err(|e| PluginError::Output(std::io::Error::other(e)))?;
+            let text = match output {
+                Output::Json => serde_json::to_string_pretty(&document)
+                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
+                _ => serde_saphyr::to_string(&document)
+                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
+            };
+            writeln!(out, "{}", text.trim_end())?;
+        }
+    }
+    Ok(())
+}
+
+async fn fetch(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<ConnectivityCheck, PluginError> {
+    Api::<ConnectivityCheck>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| PluginError::NotFound {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+}
+
+/// Polls the check every second until `judge` says it is over, or `timeout` passes.
+async fn wait(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: WaitFor,
+    timeout: Duration,
+) -> Result<(), PluginError> {
+    let started = Instant::now();
+    let mut last_said = String::new();
+    loop {
+        let check = fetch(client, namespace, name).await?;
+        match view::judge(&check, what) {
+            Judgement::Met => {
+                println!("connectivitycheck/{name} condition met");
+                return Ok(());
+            }
+            Judgement::Failed(why) => {
+                return Err(PluginError::Failed {
+                    name: name.to_owned(),
+                    why,
+                });
+            }
+            Judgement::Pending(why) => {
+                if started.elapsed() >= timeout {
+                    return Err(PluginError::TimedOut {
+                        name: name.to_owned(),
+                        what,
+                        after: timeout,
+                        why,
+                    });
+                }
+                // Say what it waits on when that changes, not every second.
+                if why != last_said {
+                    eprintln!("connectivitycheck/{name}: waiting: {why}");
+                    last_said = why;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
