@@ -8,7 +8,6 @@
 //! a real operator wrote; the README's gating table must say what the tools said.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -80,17 +79,8 @@ async fn gitops_tools_gate_on_the_statuses_the_operator_writes() {
     let unwatched = TestNamespace::create(plane, "elsewhere").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    let open = TcpListener::bind("127.0.0.1:0").unwrap();
-    let open_port = open.local_addr().unwrap().port();
-    open.set_nonblocking(true).unwrap();
-    let open = tokio::net::TcpListener::from_std(open).unwrap();
-    let _serving = AbortOnDrop(tokio::spawn(async move {
-        loop {
-            if let Ok((socket, _)) = open.accept().await {
-                drop(socket);
-            }
-        }
-    }));
+    let open = AcceptingServer::start().await;
+    let open_port = open.port;
     let refused_port = free_port();
 
     let mut office = Some(
@@ -242,15 +232,6 @@ async fn gitops_tools_gate_on_the_statuses_the_operator_writes() {
             readme.contains(&line),
             "the README's gating table lacks the row\n{line}"
         );
-    }
-}
-
-/// Aborts a spawned task when the test ends, however it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

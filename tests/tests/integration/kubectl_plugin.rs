@@ -3,7 +3,6 @@
 //! on a breach, and `wait` with each of its exit codes (met, failed at once on a breach and on
 //! a stall, timed out, not found).
 
-use std::net::TcpListener;
 use std::process::{Output, Stdio};
 
 use crate::operator_common::*;
@@ -38,17 +37,8 @@ async fn get_and_wait_on_what_the_operator_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = plane.kubeconfig().to_path_buf();
 
-    let open = TcpListener::bind("127.0.0.1:0").unwrap();
-    let open_port = open.local_addr().unwrap().port();
-    open.set_nonblocking(true).unwrap();
-    let open = tokio::net::TcpListener::from_std(open).unwrap();
-    let serving = tokio::spawn(async move {
-        loop {
-            if let Ok((socket, _)) = open.accept().await {
-                drop(socket);
-            }
-        }
-    });
+    let open = AcceptingServer::start().await;
+    let open_port = open.port;
     let office = operator_for_office(
         plane,
         &client,
@@ -252,5 +242,4 @@ async fn get_and_wait_on_what_the_operator_wrote() {
     for name in ["measured", "breached", "not-permitted", "unseen"] {
         assert!(names.contains(&name), "{name} not in {names:?}");
     }
-    serving.abort();
 }

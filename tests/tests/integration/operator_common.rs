@@ -43,6 +43,47 @@ impl Drop for Process {
 
 pub use netslo_tests::free_port;
 
+/// A TCP server on 127.0.0.1 that accepts every connection and closes it: a target that
+/// answers. Its port refuses once it is stopped or dropped.
+pub struct AcceptingServer {
+    pub port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl AcceptingServer {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok((socket, _)) = listener.accept().await {
+                    drop(socket);
+                }
+            }
+        });
+        AcceptingServer {
+            port,
+            task: Some(task),
+        }
+    }
+
+    /// Stops serving and returns once the listener is closed.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for AcceptingServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
 /// Polls `probe` every half second until it yields a value or `timeout` passes.
 pub async fn eventually<T>(
     what: &str,

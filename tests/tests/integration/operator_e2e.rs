@@ -4,7 +4,6 @@
 //! and Events written by a real `netslo-operator`. A fault (the target stops listening) flips
 //! the check to not Ready with a verdict naming the layer and reason; recovery is measured too.
 
-use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -24,17 +23,8 @@ async fn check_to_agent_to_status_and_back() {
     let dir = tempfile::tempdir().unwrap();
 
     // The target: a TCP server the test controls.
-    let target = TcpListener::bind("127.0.0.1:0").unwrap();
-    let target_port = target.local_addr().unwrap().port();
-    target.set_nonblocking(true).unwrap();
-    let target = tokio::net::TcpListener::from_std(target).unwrap();
-    let serving = tokio::spawn(async move {
-        loop {
-            if let Ok((socket, _)) = target.accept().await {
-                drop(socket);
-            }
-        }
-    });
+    let target = AcceptingServer::start().await;
+    let target_port = target.port;
 
     // The operator, with its channel on loopback. It publishes its channel's CA; the agent
     // trusts it. An external vantage point named "office": the service account of that name
@@ -113,8 +103,7 @@ async fn check_to_agent_to_status_and_back() {
 
     // Fault: the target stops listening. Refused connections breach 99% at once; the verdict
     // follows once two probes failed (one failure alone names no place).
-    serving.abort();
-    let _ = serving.await;
+    target.stop().await;
     let broken = eventually(
         "Ready=False and a verdict after the fault",
         Duration::from_secs(60),

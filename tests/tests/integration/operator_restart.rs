@@ -37,15 +37,8 @@ async fn an_operator_restart_loses_no_results_and_keeps_the_window() {
     let log_files = ["operator.log", "agent.log"];
 
     // The target: a TCP server that accepts every connection.
-    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target_port = target.local_addr().unwrap().port();
-    let _serving = tokio::spawn(async move {
-        loop {
-            if let Ok((socket, _)) = target.accept().await {
-                drop(socket);
-            }
-        }
-    });
+    let target = AcceptingServer::start().await;
+    let target_port = target.port;
 
     let ports = OperatorPorts::free();
     let operator_log = dir.path().join("operator.log");

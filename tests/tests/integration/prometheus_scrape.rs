@@ -74,17 +74,8 @@ async fn prometheus_scrapes_both_and_the_rules_fire_on_what_it_scraped() {
     let shop = TestNamespace::create(plane, "shop").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let open_port = open.local_addr().unwrap().port();
-    open.set_nonblocking(true).unwrap();
-    let open = tokio::net::TcpListener::from_std(open).unwrap();
-    let serving = tokio::spawn(async move {
-        loop {
-            if let Ok((socket, _)) = open.accept().await {
-                drop(socket);
-            }
-        }
-    });
+    let open = AcceptingServer::start().await;
+    let open_port = open.port;
     let operator_metrics = format!("127.0.0.1:{}", free_port());
     let agent_metrics = format!("127.0.0.1:{}", free_port());
     let office = operator_for_office(
@@ -230,5 +221,4 @@ async fn prometheus_scrapes_both_and_the_rules_fire_on_what_it_scraped() {
             "{used} not scraped; scraped: {names:?}"
         );
     }
-    serving.abort();
 }
