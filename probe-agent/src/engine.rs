@@ -18,11 +18,14 @@ use tokio::task::JoinHandle;
 use crate::aggregate::{Aggregator, SeriesKey};
 use crate::metrics::{ProbeMetrics, SeriesAttributes};
 use crate::probe::Probe;
+use crate::probe::trace::{TraceError, TraceSettings};
 use crate::schedule::{Schedule, stable_hash};
 use crate::verdict::{Expectation, Observation, Phases, ProbeResult, judge};
 use netslo_protocol::spec::{Assignment, Expect, SpecError};
 use netslo_protocol::target::target_field;
 use netslo_protocol::time::now_unix_ms;
+use netslo_protocol::trace::PathTrace;
+use netslo_protocol::verdict::Outcome;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -70,6 +73,22 @@ pub struct Job {
 
 /// The compiled form of an assignment.
 pub type Jobs = Arc<[Arc<Job>]>;
+
+/// Traces the path of a job whose probe failed on the way (at the IP or TCP layer, or in
+/// silence): where it was last seen alive. `None` for any other result, and for a destination
+/// the probe could not resolve or may not contact.
+pub async fn trace_failure(
+    job: &Job,
+    result: &ProbeResult,
+    settings: TraceSettings,
+) -> Option<Result<PathTrace, TraceError>> {
+    let reason = result.reason.filter(|r| r.warrants_path_trace())?;
+    if result.outcome == Outcome::Good {
+        return None;
+    }
+    tracing::debug!(check = %job.key.check, target = %job.key.target, %reason, "tracing the path");
+    job.probe.path_trace(job.timeout, settings).await
+}
 
 /// Compiles an assignment into jobs; `default_source` labels series when it names no source.
 pub fn compile(a: &Assignment, default_source: &str) -> Result<Jobs, SpecError> {

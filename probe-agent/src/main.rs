@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use netslo_agent::echo::{Echo, EchoError};
-use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile};
+use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile, trace_failure};
 use netslo_agent::metrics::ProbeMetrics;
+use netslo_agent::probe::trace::TraceSettings;
 use netslo_agent::report::{OutboxLimits, ReportError, Reporter, ReporterConfig};
 use netslo_protocol::spec::{Assignment, SpecError};
 use netslo_protocol::time::now_unix_ms;
@@ -161,6 +162,11 @@ enum Command {
         /// Assignment file (JSON).
         #[arg(long, env = "NETSLO_CONFIG")]
         config: PathBuf,
+        /// After a probe that failed on the way (IP or TCP layer, or silence), trace the path to
+        /// its destination and print the hops as one more line (`"trace"`): the last hop that
+        /// answered is where the path was last seen alive.
+        #[arg(long)]
+        trace: bool,
     },
     /// Validate an assignment file and print it with defaults filled in.
     Validate {
@@ -314,7 +320,7 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
             shutdown_signal(None).await?.await;
             Ok(())
         }
-        Command::Once { config } => {
+        Command::Once { config, trace } => {
             let a = Assignment::from_file(&config)?;
             let jobs = compile(&a, &node)?;
             let engine = Engine::new(EngineConfig {
@@ -328,6 +334,10 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
                 if result.outcome != Outcome::Good {
                     failed += 1;
                 }
+                let traced = match trace {
+                    true => trace_failure(job, &result, TraceSettings::default()).await,
+                    false => None,
+                };
                 let rec = netslo_agent::engine::RawRecord {
                     check: job.key.check.clone(),
                     target: job.key.target.clone(),
@@ -335,6 +345,22 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
                     result,
                 };
                 print_json(&mut out, &rec)?;
+                match traced {
+                    Some(Ok(trace)) => print_json(
+                        &mut out,
+                        &serde_json::json!({
+                            "check": job.key.check,
+                            "target": job.key.target,
+                            "source": job.key.source,
+                            "trace": trace,
+                            "summary": trace.summary(),
+                        }),
+                    )?,
+                    Some(Err(e)) => {
+                        tracing::warn!(reason = e.reason(), target = %job.key.target, "{e}");
+                    }
+                    None => {}
+                }
             }
             out.flush().map_err(CliError::Output)?;
             match failed {

@@ -322,6 +322,78 @@ impl Drop for Uplink {
     }
 }
 
+/// A source and a destination with routers in a row between them: every datagram from the
+/// source crosses each router, which forwards (and answers ICMP) as a real one does. Link `i`
+/// (from node `i` to node `i + 1`, the source being node 0) is 10.78.`i`.0/24, its left end
+/// `.1` and its right end `.2`, so router `k` (1-based) answers from 10.78.`k - 1`.2.
+#[derive(Debug)]
+pub struct RoutedPath {
+    pub source: Host,
+    /// Each with the address it answers the source from (its left end).
+    pub routers: Vec<Host>,
+    pub destination: Host,
+}
+
+impl RoutedPath {
+    pub fn new(routers: u8) -> io::Result<RoutedPath> {
+        let link = |i: u8, end: u8| Ipv4Addr::new(10, 78, i, end);
+        let nodes = (0..=routers + 1)
+            .map(|i| Netns::new(&format!("r{i}")))
+            .collect::<io::Result<Vec<_>>>()?;
+        for (i, pair) in (0u8..).zip(nodes.windows(2)) {
+            let (left, right) = (&pair[0], &pair[1]);
+            left.ip(&[
+                "link",
+                "add",
+                "right",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "left",
+                "netns",
+                right.name(),
+            ])?;
+            left.ip(&["addr", "add", &format!("{}/24", link(i, 1)), "dev", "right"])?;
+            right.ip(&["addr", "add", &format!("{}/24", link(i, 2)), "dev", "left"])?;
+            left.ip(&["link", "set", "right", "up"])?;
+            right.ip(&["link", "set", "left", "up"])?;
+        }
+        nodes[0].ip(&["route", "add", "default", "via", &link(0, 2).to_string()])?;
+        for k in 1..=routers {
+            let router = &nodes[usize::from(k)];
+            router.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
+            router.ip(&["route", "add", "default", "via", &link(k, 2).to_string()])?;
+            for back in 0..k - 1 {
+                let net = format!("{}/24", link(back, 0));
+                router.ip(&["route", "add", &net, "via", &link(k - 1, 1).to_string()])?;
+            }
+        }
+        let last = nodes[usize::from(routers) + 1].ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &link(routers, 1).to_string(),
+        ]);
+        last?;
+        let mut hosts = (0u8..).zip(nodes).map(|(i, ns)| Host {
+            ip: if i == 0 { link(0, 1) } else { link(i - 1, 2) },
+            ns,
+        });
+        let source = hosts.next().ok_or_else(|| io::Error::other("no source"))?;
+        let mut rest: Vec<Host> = hosts.collect();
+        let destination = rest
+            .pop()
+            .ok_or_else(|| io::Error::other("no destination"))?;
+        Ok(RoutedPath {
+            source,
+            routers: rest,
+            destination,
+        })
+    }
+}
+
 /// How the test DNS server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DnsMode {

@@ -8,14 +8,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Reply, probe_all, serve, test_pki};
 use netslo_agent::echo::Echo;
 use netslo_agent::engine::{Engine, EngineConfig};
-use netslo_agent::testbed::{self, DnsMode, DnsServer, Netns, Topology};
+use netslo_agent::probe::trace::{self, TraceSettings};
+use netslo_agent::testbed::{self, DnsMode, DnsServer, Netns, RoutedPath, Topology};
+use netslo_protocol::trace::{HopAnswer, PathTrace, TraceEnd};
 use netslo_protocol::verdict::{FailureReason as R, Layer, Outcome, ProbeResult};
 use serde_json::{Value, json};
 
@@ -493,4 +495,147 @@ async fn engine_in_a_namespace_aggregates_per_target() {
             .filter(|b| &*b.target == "open")
             .any(|b| b.p50_us.is_some())
     );
+}
+
+/// Traces from the path's source to its destination with short waits.
+async fn trace_in(path: &RoutedPath) -> PathTrace {
+    let destination = path.destination.ip.into();
+    let settings = TraceSettings {
+        hop_timeout: Duration::from_millis(500),
+        ..TraceSettings::default()
+    };
+    path.source
+        .ns
+        .run(move || trace::trace(destination, settings))
+        .await
+        .expect("ran in namespace")
+        .expect("traced")
+}
+
+fn answered(trace: &PathTrace) -> Vec<(u8, Option<IpAddr>, Option<HopAnswer>)> {
+    trace
+        .hops
+        .iter()
+        .map(|h| (h.ttl, h.address, h.answer))
+        .collect()
+}
+
+#[tokio::test]
+async fn path_trace_names_the_last_hop_that_answered() {
+    testbed::require();
+    let path = RoutedPath::new(2).expect("routed path");
+    let [r1, r2] = [path.routers[0].ip, path.routers[1].ip].map(IpAddr::from);
+    let destination = IpAddr::from(path.destination.ip);
+
+    // Open: each router's TTL runs out in turn, then the destination answers.
+    let open = trace_in(&path).await;
+    assert_eq!(open.end, TraceEnd::Reached, "{open:?}");
+    assert_eq!(
+        answered(&open),
+        [
+            (1, Some(r1), Some(HopAnswer::TimeExceeded)),
+            (2, Some(r2), Some(HopAnswer::TimeExceeded)),
+            (3, Some(destination), Some(HopAnswer::Reached)),
+        ]
+    );
+    assert!(open.hops.iter().all(|h| h.rtt_us.is_some()));
+
+    // The second router drops what it forwards to the destination: its own TTL answer still
+    // comes (it expires before forwarding), then silence.
+    let dropping = path.routers[1]
+        .ns
+        .iptables(
+            "FORWARD",
+            &["-d", &path.destination.ip.to_string(), "-j", "DROP"],
+        )
+        .unwrap();
+    let dropped = trace_in(&path).await;
+    assert_eq!(dropped.end, TraceEnd::Silent, "{dropped:?}");
+    let last = dropped.last_answered().unwrap();
+    assert_eq!((last.ttl, last.address), (2, Some(r2)));
+    assert!(dropped.hops[2..].iter().all(|h| h.answer.is_none()));
+    assert_eq!(dropped.hops.len(), 2 + 3, "stops after three silent hops");
+    drop(dropping);
+
+    // A firewall that rejects names itself.
+    let _reject = path.routers[1]
+        .ns
+        .iptables(
+            "FORWARD",
+            &[
+                "-d",
+                &path.destination.ip.to_string(),
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "icmp-admin-prohibited",
+            ],
+        )
+        .unwrap();
+    let refused = trace_in(&path).await;
+    assert_eq!(refused.end, TraceEnd::Refused, "{refused:?}");
+    let last = refused.last_answered().unwrap();
+    assert_eq!(
+        (last.ttl, last.address, last.answer),
+        (3, Some(r2), Some(HopAnswer::Prohibited))
+    );
+
+    // A TCP probe that times out behind the dropping router traces to its own destination.
+    let _drop_again = path.routers[1]
+        .ns
+        .iptables(
+            "FORWARD",
+            &["-d", &path.destination.ip.to_string(), "-j", "DROP"],
+        )
+        .unwrap();
+    let check = json!({"name": "tcp", "timeoutMs": 300, "probe": {"tcp": {}},
+        "targets": [{"address": format!("{destination}:7000")}]});
+    let traced = path
+        .source
+        .ns
+        .run(move || common::probe_and_trace(check))
+        .await
+        .unwrap();
+    assert_eq!(traced.0.reason, Some(R::TcpTimeout));
+    let trace = traced.1.expect("a timed-out TCP probe is traced").unwrap();
+    assert_eq!(trace.destination, destination);
+    assert_eq!(trace.last_answered().unwrap().address, Some(r2));
+}
+
+#[tokio::test]
+async fn once_with_trace_prints_where_a_failed_probe_was_last_seen() {
+    testbed::require();
+    let path = RoutedPath::new(2).expect("routed path");
+    let destination = path.destination.ip.to_string();
+    let _dropping = path.routers[1]
+        .ns
+        .iptables("FORWARD", &["-d", &destination, "-j", "DROP"])
+        .unwrap();
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    let assignment = json!({"source": "node-a", "checks": [{"name": "payments", "timeoutMs": 300,
+        "probe": {"tcp": {}}, "targets": [{"name": "api", "address": format!("{destination}:8443")}]}]});
+    std::io::Write::write_all(&mut config, assignment.to_string().as_bytes()).unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", path.source.ns.name()])
+        .arg(env!("CARGO_BIN_EXE_netslo-agent"))
+        .args(["once", "--trace", "--config"])
+        .arg(config.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["reason"], "TCPTimeout");
+    assert_eq!(lines[1]["target"], "api");
+    let r2 = path.routers[1].ip.to_string();
+    assert_eq!(
+        lines[1]["summary"],
+        format!("silent after hop 2 ({r2}): a hop past it drops the traffic to {destination}")
+    );
+    assert_eq!(lines[1]["trace"]["end"], "Silent");
 }

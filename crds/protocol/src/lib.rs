@@ -9,7 +9,8 @@
 //! * [`channel`]: the operator channel's wire (paths, bounds, envelopes, batches, acks);
 //! * [`names`]: the assigned checks' names and the series' labels agents report under;
 //! * [`hash`]: the stable hashes both sides agree on;
-//! * [`time`]: the one clock both sides stamp with.
+//! * [`time`]: the one clock both sides stamp with;
+//! * [`trace`]: a path trace's hops, as an agent reports them.
 
 pub mod bucket;
 pub mod channel;
@@ -20,4 +21,5 @@ pub mod names;
 pub mod spec;
 pub mod target;
 pub mod time;
+pub mod trace;
 pub mod verdict;

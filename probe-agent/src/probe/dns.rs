@@ -101,6 +101,12 @@ pub fn judge_response(
 }
 
 impl DnsProbe {
+    /// The server the query goes to, for a path trace; `None` for the agent's own nameserver
+    /// (it is not the check's destination, so the check's guard does not apply).
+    pub(super) fn destination(&self) -> (SocketAddr, Option<&Guard>) {
+        (self.server, self.guard.as_ref())
+    }
+
     pub fn new(
         target: DnsTarget,
         spec: &DnsSpec,

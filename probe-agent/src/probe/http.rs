@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::tcp::{Connected, timed_connect};
 use netslo_protocol::spec::{HttpSpec, SpecError};
-use netslo_protocol::target::{Hop, HttpTarget};
+use netslo_protocol::target::{Hop, HostPort, HttpTarget};
 
 use super::{Guard, Prober, resolve};
 use crate::verdict::{
@@ -108,6 +108,11 @@ pub fn tls_config(
 }
 
 impl HttpProbe {
+    /// Where the probe's first request goes, for a path trace.
+    pub(super) fn destination(&self) -> (&HostPort, &Guard) {
+        (&self.first.host, &self.guard)
+    }
+
     pub fn new(
         target: HttpTarget,
         spec: &HttpSpec,

@@ -79,6 +79,11 @@ impl IcmpProbe {
         }
     }
 
+    /// Where the probe goes, for a path trace.
+    pub(super) fn destination(&self) -> (IpAddr, &Guard) {
+        (self.ip, &self.guard)
+    }
+
     async fn run(&self, timeout: Duration) -> Result<Duration, (Duration, FailureReason)> {
         // Before the socket exists: a refused destination gets no packet.
         self.guard

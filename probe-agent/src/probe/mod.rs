@@ -12,6 +12,7 @@ pub mod dns;
 pub mod http;
 pub mod icmp;
 pub mod tcp;
+pub mod trace;
 pub mod udp;
 
 use std::future::Future;
@@ -69,6 +70,41 @@ impl Probe {
             Probe::Icmp(p) => p.probe(timeout).await,
             Probe::Udp(p) => p.probe(timeout).await,
         }
+    }
+
+    /// Traces the path to this probe's destination, resolved and checked as the probe does it
+    /// (within `timeout`); `None` when the destination does not resolve or is refused, since
+    /// then no packet may go there.
+    pub async fn path_trace(
+        &self,
+        timeout: Duration,
+        settings: trace::TraceSettings,
+    ) -> Option<Result<netslo_protocol::trace::PathTrace, trace::TraceError>> {
+        let deadline = Instant::now() + timeout;
+        async fn resolved((host, guard): (&HostPort, &Guard), deadline: Instant) -> Option<IpAddr> {
+            resolve(host, deadline, guard)
+                .await
+                .ok()
+                .map(|(a, _)| a.ip())
+        }
+        let ip = match self {
+            Probe::Tcp(p) => resolved(p.destination(), deadline).await?,
+            Probe::Udp(p) => resolved(p.destination(), deadline).await?,
+            Probe::Http(p) => resolved(p.destination(), deadline).await?,
+            Probe::Icmp(p) => {
+                let (ip, guard) = p.destination();
+                guard.check_ip(ip).ok()?;
+                ip
+            }
+            Probe::Dns(p) => match p.destination() {
+                (server, Some(guard)) => {
+                    guard.check(server).ok()?;
+                    server.ip()
+                }
+                (server, None) => server.ip(),
+            },
+        };
+        Some(trace::trace(ip, settings).await)
     }
 }
 

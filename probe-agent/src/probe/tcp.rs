@@ -28,6 +28,11 @@ impl TcpProbe {
             guard,
         }
     }
+
+    /// Where the probe goes, for a path trace.
+    pub(super) fn destination(&self) -> (&HostPort, &Guard) {
+        (&self.target, &self.guard)
+    }
 }
 
 /// Outcome of one timed connect.

@@ -65,6 +65,11 @@ impl UdpProbe {
             guard,
         }
     }
+
+    /// Where the probe goes, for a path trace.
+    pub(super) fn destination(&self) -> (&HostPort, &Guard) {
+        (&self.target, &self.guard)
+    }
 }
 
 impl Prober for UdpProbe {

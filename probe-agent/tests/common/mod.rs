@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile};
+use netslo_agent::engine::{Engine, EngineConfig, Jobs, compile, trace_failure};
+use netslo_agent::probe::trace::TraceSettings;
 use netslo_protocol::spec::Assignment;
+use netslo_protocol::trace::PathTrace;
 use netslo_protocol::verdict::ProbeResult;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -21,7 +23,10 @@ pub fn jobs(check: Value) -> Jobs {
 
 /// Probes every target of a check once, in order, on the current runtime.
 pub async fn probe_all(check: Value) -> Vec<ProbeResult> {
-    let jobs = jobs(check);
+    probe_all_of(&jobs(check)).await
+}
+
+async fn probe_all_of(jobs: &Jobs) -> Vec<ProbeResult> {
     // A generous lag bound: these tests judge the network, not the machine's load.
     let engine = Engine::new(EngineConfig {
         max_lag: Duration::from_secs(1),
@@ -32,6 +37,20 @@ pub async fn probe_all(check: Value) -> Vec<ProbeResult> {
         out.push(engine.probe_once(j).await);
     }
     out
+}
+
+/// Probes the first target of a check once and traces its path if it failed on the way.
+pub async fn probe_and_trace(
+    check: Value,
+) -> (
+    ProbeResult,
+    Option<Result<PathTrace, netslo_agent::probe::trace::TraceError>>,
+) {
+    let jobs = jobs(check);
+    let job = &jobs[0];
+    let result = probe_all_of(&jobs).await.remove(0);
+    let trace = trace_failure(job, &result, TraceSettings::default()).await;
+    (result, trace)
 }
 
 /// Probes every target of a check once.
