@@ -5,6 +5,8 @@
 //!   and the conditions GitOps tools gate on.
 //! - [`v1alpha1::ConnectivityPolicy`] (cluster-scoped, owned by cluster admins) states what checks
 //!   in which namespaces may target.
+//! - [`v1alpha1::ConnectivityProbe`] (namespaced) asks for one probe, run once from a node's
+//!   agent, and carries its answer: each attempt's phases and a path trace.
 //!
 //! Validation lives in the CRD schema itself (OpenAPI bounds and CEL rules), so the API server
 //! rejects bad specs at `kubectl apply` with messages that name the field.
@@ -28,6 +30,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
         v1alpha1::ConnectivityCheck::crd(),
         v1alpha1::ConnectivityPolicy::crd(),
+        v1alpha1::ConnectivityProbe::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

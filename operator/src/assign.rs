@@ -196,6 +196,7 @@ pub fn assignments<'a>(
                     checks: Vec::new(),
                     node_addresses: node_addresses.clone(),
                     cluster_cidrs: cluster_cidrs.to_vec(),
+                    one_shots: Vec::new(),
                 },
             )
         })
@@ -438,6 +439,7 @@ pub fn unprobeable(check: &CheckKey, target: &ResolvedTarget) -> Option<String> 
         checks: vec![spec],
         node_addresses: Arc::default(),
         cluster_cidrs: Vec::new(),
+        one_shots: Vec::new(),
     };
     let error = netslo_protocol::target::check_assignment(&assignment).err()?;
     Some(match error {

@@ -29,7 +29,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ListParams};
 use kube::runtime::{conditions, wait};
 use kube::{Client, Resource};
-use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityPolicy};
+use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityPolicy, ConnectivityProbe};
 use tokio::sync::watch;
 
 use crate::admin::Readiness;
@@ -38,7 +38,7 @@ use crate::channel::{
     CachingVerifier, ChannelConfig, ChannelServer, LivePods, MemoryAssignments, TokenReviewVerifier,
 };
 use crate::config::Config;
-use crate::controller::{Context, Settings};
+use crate::controller::{ChannelShared, Context, Settings};
 use crate::metrics::OperatorMetrics;
 use crate::store::ResultStore;
 use crate::workloads::{AgentSettings, OPERATOR_CA_CONFIGMAP};
@@ -141,6 +141,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     let crd_wait = Duration::from_secs(config.crd_wait_seconds);
     await_crd_established::<ConnectivityCheck>(&client, crd_wait).await?;
     await_crd_established::<ConnectivityPolicy>(&client, crd_wait).await?;
+    await_crd_established::<ConnectivityProbe>(&client, crd_wait).await?;
 
     // Leader election (--leader-elect): wait here, live but not ready, until this process
     // holds the Lease; a signal meanwhile ends the process without having acted. The same
@@ -196,8 +197,10 @@ async fn run_with(config: Config) -> Result<(), Error> {
         CachingVerifier::new(TokenReviewVerifier::new(client.clone()))
             .keeping_live_pods(live_pods.clone()),
     );
+    let channel_config = ChannelConfig::new(config.channel_addr, names);
+    let one_shots = channel_config.one_shots.clone();
     let channel = ChannelServer::start(
-        ChannelConfig::new(config.channel_addr, names),
+        channel_config,
         verifier,
         assignments.clone(),
         results.clone(),
@@ -240,12 +243,16 @@ async fn run_with(config: Config) -> Result<(), Error> {
         client.clone(),
         settings,
         cache,
-        assignments,
-        live_pods,
+        ChannelShared {
+            assignments,
+            live_pods,
+            one_shots,
+        },
         results,
         metrics,
     ));
     let planner = tokio::spawn(controller::run_planner(ctx.clone(), stop_rx.clone()));
+    let probes = tokio::spawn(controller::run_probes(ctx.clone(), stop_rx.clone()));
     let mut controller_stop = stop_rx.clone();
     let controller = tokio::spawn(controller::run_controller(ctx, async move {
         let _ = controller_stop.wait_for(|stop| *stop).await;
@@ -271,6 +278,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     if tokio::time::timeout(grace, async {
         let _ = controller.await;
         let _ = planner.await;
+        let _ = probes.await;
         channel.stop().await;
         // Last, so that batches the channel was still settling are written.
         let _ = flusher_stop_tx.send(true);

@@ -10,6 +10,7 @@
 //! * [`aggregate`]: windowed per-series counters and latency histograms;
 //! * [`engine`]: schedules, bounds concurrency, judges and aggregates;
 //! * [`echo`]: the UDP/TCP/HTTP echo responder every agent serves;
+//! * [`one_shot`]: probes asked for once, reported attempt by attempt with a path trace;
 //! * [`report`]: the operator channel's client (assignments in, acknowledged batches out);
 //! * [`metrics`]: the agent's OpenTelemetry instruments;
 //! * `testbed` (feature): network-namespace topologies for integration tests.
@@ -18,6 +19,7 @@ pub mod aggregate;
 pub mod echo;
 pub mod engine;
 pub mod metrics;
+pub mod one_shot;
 pub mod probe;
 pub mod report;
 pub mod schedule;

@@ -21,7 +21,7 @@
 //! crate's, shared with the
 //! operator, which validates every batch with [`ResultBatch::validate`].
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -41,8 +41,8 @@ use netslo_protocol::bucket::BucketReport;
 use netslo_protocol::channel::{
     AGENT_HEADER, ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, InvalidBatch,
     MAX_ASSIGNMENT_RESPONSE_BYTES, MAX_BATCH_BUCKETS, MAX_WAIT, NO_NODE_ADDRESSES,
-    NODE_ADDRESSES_HEADER, RESULTS_PATH, ResultBatch, WAIT_HEADER, new_boot_id,
-    node_addresses_digest, validate_agent_name,
+    NODE_ADDRESSES_HEADER, ONE_SHOT_PATH, OneShotReport, RESULTS_PATH, ResultBatch, WAIT_HEADER,
+    new_boot_id, node_addresses_digest, validate_agent_name,
 };
 use netslo_protocol::hash::random_u64;
 use netslo_protocol::spec::SpecError;
@@ -50,6 +50,8 @@ use netslo_protocol::target::parse_ca_bundle;
 use netslo_protocol::time::now_unix_ms;
 
 use crate::engine::{Engine, Jobs, compile};
+use crate::one_shot::{self, OneShotJob, compile_one_shots};
+use crate::probe::trace::TraceSettings;
 
 /// Largest token file read.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -454,6 +456,8 @@ pub struct Reporter {
     /// Version of the assignment loaded from the cache, the first `If-None-Match`.
     cached_version: Mutex<Option<String>>,
     node_addresses: Mutex<HeldNodeAddresses>,
+    /// The one-shots of the current assignment, compiled, for [`Reporter::run_one_shots`].
+    one_shots: watch::Sender<Arc<[OneShotJob]>>,
     stats: ReporterStats,
 }
 
@@ -470,6 +474,7 @@ impl Reporter {
             batch_buckets: AtomicU64::new(cfg.batch_buckets.clamp(1, MAX_BATCH_BUCKETS) as u64),
             cached_version: Mutex::new(None),
             node_addresses: Mutex::default(),
+            one_shots: watch::Sender::new(Arc::from([])),
             stats: ReporterStats::default(),
             cfg,
         })
@@ -759,6 +764,15 @@ impl Reporter {
                                 "assignment received"
                             );
                             jobs.send_replace(compiled);
+                            match compile_one_shots(&env.assignment, &self.cfg.agent_name) {
+                                Ok(one_shots) => {
+                                    self.one_shots.send_replace(one_shots);
+                                }
+                                Err(e) => tracing::warn!(
+                                    reason = e.reason(),
+                                    "cannot run the assignment's one-shot probes: {e}"
+                                ),
+                            }
                             self.confirm_assignment();
                             self.save_assignment(&env);
                         }
@@ -782,6 +796,69 @@ impl Reporter {
                     tokio::time::sleep(delay).await;
                 }
             }
+        }
+    }
+
+    /// Runs each one-shot probe of the assignment once, as it arrives, and reports it.
+    pub async fn run_one_shots(&self, engine: &Engine) {
+        let mut current = self.one_shots.subscribe();
+        // Ids run while they are still assigned: the operator keeps a one-shot in the
+        // assignment until it has stored the report.
+        let mut done: HashSet<String> = HashSet::new();
+        loop {
+            let one_shots = current.borrow_and_update().clone();
+            done.retain(|id| one_shots.iter().any(|o| o.id == *id));
+            for one in one_shots.iter() {
+                if !done.insert(one.id.clone()) {
+                    continue;
+                }
+                tracing::info!(id = %one.id, targets = one.jobs.len(), count = one.count,
+                    "running a one-shot probe");
+                let report =
+                    one_shot::run(engine, &self.cfg.agent_name, one, TraceSettings::default())
+                        .await;
+                self.send_one_shot(&report).await;
+            }
+            if current.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends a one-shot report, retrying while the operator is away (a few times: the
+    /// ConnectivityProbe that asked times out meanwhile anyway).
+    async fn send_one_shot(&self, report: &OneShotReport) {
+        let body = match serde_json::to_vec(report) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                tracing::error!("cannot encode a one-shot report: {e}");
+                return;
+            }
+        };
+        let mut backoff = Backoff::new(self.cfg.backoff_min, self.cfg.backoff_max);
+        for _ in 0..5 {
+            let call = Call {
+                method: Method::POST,
+                path: ONE_SHOT_PATH,
+                headers: &[],
+                body: body.clone(),
+                timeout: self.cfg.request_timeout,
+                max_body: MAX_SMALL_RESPONSE_BYTES,
+            };
+            let error = match self.exchange(&self.post, call).await {
+                Ok((StatusCode::OK, _)) => return,
+                Ok((status, body)) => status_error(status, &body),
+                Err(e) => e,
+            };
+            if matches!(error, ReportError::Refused { .. }) {
+                tracing::warn!(id = %report.id, reason = error.reason(),
+                    "the operator refused a one-shot report: {error}");
+                return;
+            }
+            let delay = backoff.next_delay();
+            tracing::warn!(id = %report.id, reason = error.reason(),
+                retry_in_ms = delay.as_millis() as u64, "cannot report a one-shot probe: {error}");
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -1114,6 +1191,7 @@ mod tests {
                 checks: vec![],
                 node_addresses: Arc::from(addresses),
                 cluster_cidrs: vec![],
+                one_shots: vec![],
             },
         };
         let mut held = HeldNodeAddresses::default();

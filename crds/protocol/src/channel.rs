@@ -9,12 +9,18 @@ use serde::{Deserialize, Serialize};
 use crate::bucket::BucketReport;
 use crate::hash::{fnv1a_64, random_u64};
 use crate::histogram::BUCKETS;
-use crate::spec::{Assignment, MAX_DOCUMENT_BYTES, MAX_THRESHOLDS};
+use crate::spec::{
+    Assignment, MAX_DOCUMENT_BYTES, MAX_ONE_SHOT_ATTEMPTS, MAX_THRESHOLDS, validate_one_shot_id,
+};
+use crate::trace::PathTrace;
+use crate::verdict::ProbeResult;
 
 /// Path of the assignment endpoint (`GET`, long-poll).
 pub const ASSIGNMENT_PATH: &str = "/v1/assignment";
 /// Path of the results endpoint (`POST`).
 pub const RESULTS_PATH: &str = "/v1/results";
+/// Path of the one-shot results endpoint (`POST` a [`OneShotReport`]).
+pub const ONE_SHOT_PATH: &str = "/v1/one-shot-results";
 /// Header naming the agent on assignment requests.
 pub const AGENT_HEADER: &str = "x-netslo-agent";
 /// Header with the longest a long-poll may wait, in seconds.
@@ -236,6 +242,69 @@ impl ResultBatch {
     }
 }
 
+/// What an agent found running a one-shot probe of its assignment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OneShotReport {
+    pub agent_name: String,
+    /// The one-shot's id, as the assignment named it.
+    pub id: String,
+    /// Each attempt, in order.
+    pub attempts: Vec<OneShotAttempt>,
+    /// The path to the destination of the last attempt that failed on the way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<PathTrace>,
+    /// Why a trace that was due could not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_error: Option<String>,
+}
+
+/// One attempt of a one-shot probe at one of its targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OneShotAttempt {
+    /// The series label of the target (`via`, endpoint) as in the check's results.
+    pub target: String,
+    #[serde(flatten)]
+    pub result: ProbeResult,
+}
+
+/// Most attempts in one report: every target of a one-shot, each its count of times.
+pub const MAX_ONE_SHOT_REPORT_ATTEMPTS: usize = 64 * MAX_ONE_SHOT_ATTEMPTS as usize;
+/// Most hops in a reported trace.
+pub const MAX_TRACE_HOPS: usize = 64;
+/// Largest one-shot report body the operator accepts.
+pub const MAX_ONE_SHOT_REPORT_BYTES: usize = 256 * 1024;
+
+impl OneShotReport {
+    /// Checks every bound; the first problem is reported with the path of the field.
+    pub fn validate(&self) -> Result<(), InvalidBatch> {
+        validate_agent_name(&self.agent_name)?;
+        validate_one_shot_id(&self.id).map_err(|e| InvalidBatch::new("id", e.to_string()))?;
+        if self.attempts.len() > MAX_ONE_SHOT_REPORT_ATTEMPTS {
+            return Err(InvalidBatch::new(
+                "attempts",
+                format!("at most {MAX_ONE_SHOT_REPORT_ATTEMPTS}"),
+            ));
+        }
+        for (i, a) in self.attempts.iter().enumerate() {
+            check_text(&format!("attempts[{i}].target"), &a.target, 2_048)?;
+        }
+        if let Some(trace) = &self.trace
+            && trace.hops.len() > MAX_TRACE_HOPS
+        {
+            return Err(InvalidBatch::new(
+                "trace.hops",
+                format!("at most {MAX_TRACE_HOPS}"),
+            ));
+        }
+        if let Some(e) = &self.trace_error {
+            check_text("traceError", e, 512)?;
+        }
+        Ok(())
+    }
+}
+
 /// A new random boot id (32 hex digits).
 pub fn new_boot_id() -> String {
     format!("{:016x}{:016x}", random_u64(), random_u64())
@@ -246,6 +315,43 @@ mod tests {
     use super::*;
     use crate::bucket::Bucket;
     use std::sync::Arc;
+
+    #[test]
+    fn one_shot_reports_are_bounded() {
+        let attempt = serde_json::json!({"target": "svc/ClusterIP", "outcome": "Bad",
+            "latencyUs": 0, "lagUs": 0, "phases": {"connectUs": 2000000}, "reason": "TCPTimeout",
+            "layer": "TCP"});
+        let report = |attempts: usize| -> OneShotReport {
+            serde_json::from_value(serde_json::json!({"agentName": "agent-a", "id": "9f-1",
+                "attempts": vec![attempt.clone(); attempts]}))
+            .unwrap()
+        };
+        let ok = report(3);
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.attempts[0].result.phases.connect_us, Some(2_000_000));
+        assert!(report(MAX_ONE_SHOT_REPORT_ATTEMPTS + 1).validate().is_err());
+        let mut bad = report(1);
+        bad.id = "../x".into();
+        assert_eq!(bad.validate().unwrap_err().field, "id");
+        let mut bad = report(1);
+        bad.attempts[0].target = "a\nb".into();
+        assert_eq!(bad.validate().unwrap_err().field, "attempts[0].target");
+        let mut bad = report(1);
+        bad.trace = Some(PathTrace {
+            destination: "10.0.0.1".parse().unwrap(),
+            hops: vec![
+                crate::trace::Hop {
+                    ttl: 1,
+                    address: None,
+                    answer: None,
+                    rtt_us: None
+                };
+                MAX_TRACE_HOPS + 1
+            ],
+            end: crate::trace::TraceEnd::HopLimit,
+        });
+        assert_eq!(bad.validate().unwrap_err().field, "trace.hops");
+    }
 
     fn report(seq: u64) -> BucketReport {
         let mut bucket = Bucket::new(Arc::from(vec![1_000u64]));

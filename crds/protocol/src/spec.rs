@@ -90,6 +90,40 @@ pub struct Assignment {
     /// grant only where the grant says so (see [`crate::guard`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_cidrs: Vec<String>,
+    /// Probes to run once each (a `ConnectivityProbe` someone asked for), reported apart from
+    /// the series: each attempt with its phases, and a path trace when one failed on the way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub one_shots: Vec<OneShot>,
+}
+
+/// Most one-shot probes in one assignment.
+pub const MAX_ONE_SHOTS: usize = 16;
+/// Most attempts of one one-shot probe.
+pub const MAX_ONE_SHOT_ATTEMPTS: u8 = 10;
+
+/// A probe to run `count` times, once, and report with [`crate::channel::OneShotReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OneShot {
+    /// Names the one-shot in its report (the ConnectivityProbe's UID).
+    pub id: String,
+    /// Attempts per target, one `intervalMs` apart.
+    pub count: u8,
+    /// Trace the path after an attempt that failed on the way.
+    #[serde(default)]
+    pub trace: bool,
+    /// What to probe, as a check would (its targets and address policy are the operator's,
+    /// resolved and granted as for any check).
+    pub check: CheckSpec,
+}
+
+/// Whether `id` can name a one-shot: 1 to 64 of `[a-zA-Z0-9-]`.
+pub fn validate_one_shot_id(id: &str) -> Result<(), SpecError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(SpecError::invalid("id", "1 to 64 letters, digits and '-'"));
+    }
+    Ok(())
 }
 
 fn no_addresses(addresses: &Arc<[IpAddr]>) -> bool {
@@ -502,7 +536,44 @@ impl Assignment {
                 format!("more than {MAX_TARGETS} targets in all"),
             ));
         }
+        if self.one_shots.len() > MAX_ONE_SHOTS {
+            return Err(SpecError::invalid(
+                "oneShots",
+                format!("more than {MAX_ONE_SHOTS}"),
+            ));
+        }
+        let mut ids = HashSet::new();
+        for (i, o) in self.one_shots.iter().enumerate() {
+            let f = |x: &str| format!("oneShots[{i}].{x}");
+            validate_one_shot_id(&o.id)
+                .map_err(|_| SpecError::invalid(f("id"), "1 to 64 letters, digits and '-'"))?;
+            if !ids.insert(o.id.as_str()) {
+                return Err(SpecError::invalid(f("id"), format!("duplicate {:?}", o.id)));
+            }
+            if !(1..=MAX_ONE_SHOT_ATTEMPTS).contains(&o.count) {
+                return Err(SpecError::invalid(
+                    f("count"),
+                    format!("must be between 1 and {MAX_ONE_SHOT_ATTEMPTS}"),
+                ));
+            }
+            if o.check.targets.len() > 64 {
+                return Err(SpecError::invalid(f("check.targets"), "more than 64"));
+            }
+            o.check.validate(&|x: &str| f(&format!("check.{x}")))?;
+        }
         Ok(())
+    }
+
+    /// The assignment that runs one of its one-shots: that check alone, under the same node
+    /// addresses and cluster address space as every other check.
+    pub fn for_one_shot(&self, one_shot: &OneShot) -> Assignment {
+        Assignment {
+            source: self.source.clone(),
+            checks: vec![one_shot.check.clone()],
+            node_addresses: self.node_addresses.clone(),
+            cluster_cidrs: self.cluster_cidrs.clone(),
+            one_shots: Vec::new(),
+        }
     }
 }
 
@@ -801,6 +872,49 @@ mod tests {
          "targets": [{"address": "nope.example."}]}
       ]
     }"#;
+
+    #[test]
+    fn one_shots_are_bounded_and_run_alone_under_the_assignment_policy() {
+        let one_shot = |id: &str, count: u8| {
+            serde_json::json!({"id": id, "count": count, "trace": true, "check": {
+                "name": "shop/probe-x", "probe": {"tcp": {}},
+                "targets": [{"name": "svc/ClusterIP", "address": "10.96.0.10:80"}]}})
+        };
+        let doc = |shots: Vec<serde_json::Value>| {
+            serde_json::json!({"checks": [], "nodeAddresses": ["10.0.0.1"],
+                "clusterCidrs": ["10.96.0.0/12"], "oneShots": shots})
+            .to_string()
+        };
+        let a = Assignment::from_json(doc(vec![one_shot("4f0c-9a", 3)]).as_bytes()).unwrap();
+        let alone = a.for_one_shot(&a.one_shots[0]);
+        assert_eq!(alone.checks, vec![a.one_shots[0].check.clone()]);
+        assert_eq!(
+            (alone.node_addresses.clone(), alone.cluster_cidrs.clone()),
+            (a.node_addresses.clone(), a.cluster_cidrs.clone())
+        );
+        assert!(alone.one_shots.is_empty() && alone.validate().is_ok());
+        for (shots, field) in [
+            (vec![one_shot("a", 0)], "oneShots[0].count"),
+            (vec![one_shot("a", 11)], "oneShots[0].count"),
+            (vec![one_shot("a/b", 1)], "oneShots[0].id"),
+            (vec![one_shot("", 1)], "oneShots[0].id"),
+            (vec![one_shot("a", 1), one_shot("a", 2)], "oneShots[1].id"),
+            (
+                (0..17).map(|i| one_shot(&format!("s{i}"), 1)).collect(),
+                "oneShots",
+            ),
+        ] {
+            let err = Assignment::from_json(doc(shots).as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+        let mut bad_check = one_shot("a", 1);
+        bad_check["check"]["timeoutMs"] = serde_json::json!(0);
+        let err = Assignment::from_json(doc(vec![bad_check]).as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("oneShots[0].check.timeoutMs"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn parses_sample_with_defaults() {

@@ -3,8 +3,11 @@
 //! does (`--kubeconfig`, `KUBECONFIG`, `--context`, `-n`, `-A`).
 //!
 //! Exit codes: 0 done; 1 an error (the API, a check not found); 2 a usage error; `wait`: 3 the
-//! check failed (stalled, objective breached, expected-deny violated), 4 timed out.
+//! check failed (stalled, objective breached, expected-deny violated), 4 timed out; `probe`: 3
+//! an attempt failed, 4 no answer in time, 5 not allowed (RBAC refused the ConnectivityProbe,
+//! or the operator refused its destination or origin).
 
+mod probe;
 mod view;
 
 use std::io::{IsTerminal, Write};
@@ -13,10 +16,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use netslo_crds::duration::GoDuration;
-use netslo_crds::v1alpha1::ConnectivityCheck;
+use netslo_crds::v1alpha1::{
+    ConnectivityCheck, ConnectivityProbe, ConnectivityProbeSpec, Protocol,
+};
 
 use view::{Judgement, Row, WaitFor};
 
@@ -33,6 +39,12 @@ struct Cli {
     /// Namespace of the checks (default: the context's).
     #[arg(short, long, global = true)]
     namespace: Option<String>,
+    /// Act as this user (impersonation, as kubectl's --as).
+    #[arg(long = "as", global = true)]
+    as_user: Option<String>,
+    /// Act with this group too (repeatable, as kubectl's --as-group).
+    #[arg(long = "as-group", global = true)]
+    as_groups: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +75,44 @@ enum Command {
         #[arg(long, default_value = "5m")]
         timeout: GoDuration,
     },
+    /// Probe once from a node's netslo agent: each attempt's phases (DNS, connect, TLS, first
+    /// byte) and, when it fails on the way, a path trace to the last hop that answered. Runs
+    /// through a ConnectivityProbe in the namespace, so RBAC and the namespace's
+    /// ConnectivityPolicy grants apply. Exit: 0 succeeded, 3 failed, 4 no answer, 5 refused.
+    Probe {
+        /// Where from: node/NAME.
+        #[arg(long)]
+        from: String,
+        /// What: svc/NAME:PORT, pod/NAME[:PORT], HOST:PORT or an http(s):// URL.
+        #[arg(long)]
+        to: String,
+        /// The namespace of a svc/ or pod/ destination (default: the probe's).
+        #[arg(long)]
+        to_namespace: Option<String>,
+        /// How to probe (default: TCP, or the URL's scheme).
+        #[arg(long, value_parser = parse_protocol)]
+        protocol: Option<Protocol>,
+        /// Attempts at each path (1 to 10).
+        #[arg(long, default_value_t = 3)]
+        count: u8,
+        /// Longest an attempt may take ("2s").
+        #[arg(long)]
+        attempt_timeout: Option<GoDuration>,
+        /// How long to wait for the answer ("2m").
+        #[arg(long, default_value = "2m")]
+        timeout: GoDuration,
+        /// Keep the ConnectivityProbe afterwards (the operator deletes it an hour later).
+        #[arg(long)]
+        keep: bool,
+        /// Output: text, or the finished ConnectivityProbe.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_uppercase()))
+        .map_err(|_| format!("{s}: one of TCP, HTTP, HTTPS, UDP, ICMP, DNS"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,13 +141,25 @@ enum PluginError {
         after: Duration,
         why: String,
     },
+    #[error("{0}")]
+    Usage(#[from] probe::UsageError),
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    #[error("no answer to the probe within {0:?} (is the netslo operator running?)")]
+    NoAnswer(Duration),
+    /// The probe's answer, printed already; only the exit code is left to say.
+    #[error("")]
+    Answered(u8),
 }
 
 impl PluginError {
     fn exit_code(&self) -> u8 {
         match self {
             PluginError::Failed { .. } => 3,
-            PluginError::TimedOut { .. } => 4,
+            PluginError::TimedOut { .. } | PluginError::NoAnswer(_) => 4,
+            PluginError::Usage(_) => 2,
+            PluginError::Forbidden(_) => 5,
+            PluginError::Answered(code) => *code,
             _ => 1,
         }
     }
@@ -117,6 +179,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(PluginError::Answered(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("kubectl netslo: {e}");
             ExitCode::from(e.exit_code())
@@ -143,6 +206,100 @@ async fn run(cli: Cli) -> Result<(), PluginError> {
             what,
             timeout,
         } => wait(&client, &namespace, &check, what, timeout.get()).await,
+        Command::Probe {
+            from,
+            to,
+            to_namespace,
+            protocol,
+            count,
+            attempt_timeout,
+            timeout,
+            keep,
+            output,
+        } => {
+            let spec = probe::spec(
+                &from,
+                &to,
+                to_namespace.as_deref(),
+                protocol,
+                count,
+                attempt_timeout,
+            )?;
+            run_probe(&client, &namespace, spec, &to, timeout.get(), keep, output).await
+        }
+    }
+}
+
+/// Creates the ConnectivityProbe, waits for its answer, prints it and deletes it.
+async fn run_probe(
+    client: &Client,
+    namespace: &str,
+    spec: ConnectivityProbeSpec,
+    to: &str,
+    timeout: Duration,
+    keep: bool,
+    output: Output,
+) -> Result<(), PluginError> {
+    let api: Api<ConnectivityProbe> = Api::namespaced(client.clone(), namespace);
+    let mut asked = ConnectivityProbe::new("", spec);
+    asked.metadata.name = None;
+    asked.metadata.generate_name = Some("probe-".into());
+    let created = match api.create(&PostParams::default(), &asked).await {
+        Ok(created) => created,
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Err(PluginError::Forbidden(status.message));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let name = created.metadata.name.clone().unwrap_or_default();
+    let answered = await_answer(&api, &name, timeout).await;
+    if !keep {
+        let _ = api.delete(&name, &Default::default()).await;
+    }
+    let probe = answered?;
+    let code = probe::exit_code(&probe).unwrap_or(4);
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Table => {
+            let paint = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            out.write_all(probe::render(&probe, to, paint).as_bytes())?;
+        }
+        Output::Json | Output::Yaml => {
+            let document = serde_json::to_value(&probe)
+                .map_err(|e| PluginError::Output(std::io::Error::other(e)))?;
+            let text = match output {
+                Output::Json => serde_json::to_string_pretty(&document)
+                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
+                _ => serde_saphyr::to_string(&document)
+                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
+            };
+            writeln!(out, "{}", text.trim_end())?;
+        }
+    }
+    out.flush()?;
+    match code {
+        0 => Ok(()),
+        code => Err(PluginError::Answered(code)),
+    }
+}
+
+/// Polls the probe until it is over or `timeout` passes.
+async fn await_answer(
+    api: &Api<ConnectivityProbe>,
+    name: &str,
+    timeout: Duration,
+) -> Result<ConnectivityProbe, PluginError> {
+    let started = Instant::now();
+    loop {
+        if let Some(probe) = api.get_opt(name).await?
+            && probe::exit_code(&probe).is_some()
+        {
+            return Ok(probe);
+        }
+        if started.elapsed() >= timeout {
+            return Err(PluginError::NoAnswer(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -161,6 +318,12 @@ async fn client(cli: &Cli) -> Result<(Client, String), PluginError> {
         None => Config::from_kubeconfig(&options).await,
     }
     .map_err(|e| PluginError::Kubeconfig(e.to_string()))?;
+    let mut config = config;
+    if let Some(user) = &cli.as_user {
+        config.auth_info.impersonate = Some(user.clone());
+        config.auth_info.impersonate_groups =
+            (!cli.as_groups.is_empty()).then(|| cli.as_groups.clone());
+    }
     let namespace = config.default_namespace.clone();
     Ok((Client::try_from(config)?, namespace))
 }

@@ -7,6 +7,9 @@
 //!   `x-netslo-wait-seconds`): a long-poll answered with the agent's current
 //!   [`AssignmentEnvelope`](netslo_protocol::channel::AssignmentEnvelope) as soon as its version
 //!   differs from the one the agent holds, or `304 Not Modified` when the wait ends;
+//! * `POST /v1/one-shot-results` with a [`OneShotReport`](netslo_protocol::channel::OneShotReport)
+//!   of a one-shot probe of the agent's current assignment: kept in the [`OneShotInbox`] for the
+//!   probe controller;
 //! * `POST /v1/results` with a [`ResultBatch`](netslo_protocol::channel::ResultBatch): answered with a
 //!   [`BatchAck`](netslo_protocol::channel::BatchAck) only after the [`ResultSink`] said the accepted
 //!   buckets are durable.
@@ -27,6 +30,7 @@
 
 mod auth;
 mod dedup;
+mod one_shot;
 mod server;
 mod sink;
 mod source;
@@ -38,6 +42,7 @@ pub use auth::{
     TokenReviewVerifier, TokenVerifier, Verified, unverified_jwt_expiry,
 };
 pub use dedup::{AgentSeqs, Dedup, SeqSet};
+pub use one_shot::OneShotInbox;
 pub use server::{ChannelConfig, ChannelServer};
 pub use sink::{
     AcceptedBatch, Counted, IngestOutcome, MemorySink, ResultSink, SinkError, StoredBucket,

@@ -11,8 +11,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use netslo_protocol::channel::{
-    AGENT_HEADER, ASSIGNMENT_PATH, BatchAck, ErrorBody, MAX_BATCH_BYTES, NODE_ADDRESSES_HEADER,
-    RESULTS_PATH, RefusedBucket, ResultBatch, WAIT_HEADER, validate_agent_name,
+    AGENT_HEADER, ASSIGNMENT_PATH, BatchAck, ErrorBody, MAX_BATCH_BYTES, MAX_ONE_SHOT_REPORT_BYTES,
+    NODE_ADDRESSES_HEADER, ONE_SHOT_PATH, OneShotReport, RESULTS_PATH, RefusedBucket, ResultBatch,
+    WAIT_HEADER, validate_agent_name,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -21,6 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::ChannelError;
 use super::auth::{AgentIdentity, TokenVerifier};
 use super::dedup::Dedup;
+use super::one_shot::OneShotInbox;
 use super::sink::{AcceptedBatch, ResultSink, SinkError};
 use super::source::{AgentEntry, AssignmentSource, HeldAddresses};
 use super::stats::ChannelStats;
@@ -46,6 +48,8 @@ pub struct ChannelConfig {
     pub max_agents: usize,
     /// Most result bodies read and ingested at once (bounds memory: this × `max_body_bytes`).
     pub max_concurrent_batches: usize,
+    /// Where one-shot reports go.
+    pub one_shots: Arc<OneShotInbox>,
 }
 
 impl ChannelConfig {
@@ -61,6 +65,7 @@ impl ChannelConfig {
             body_timeout: Duration::from_secs(30),
             max_agents: 100_000,
             max_concurrent_batches: 32,
+            one_shots: Arc::default(),
         }
     }
 }
@@ -291,7 +296,8 @@ impl State {
         let result = match (req.method(), req.uri().path()) {
             (&Method::GET, ASSIGNMENT_PATH) => self.assignment(req.headers()).await,
             (&Method::POST, RESULTS_PATH) => self.results(req).await,
-            (_, ASSIGNMENT_PATH | RESULTS_PATH) => Err(Refusal::new(
+            (&Method::POST, ONE_SHOT_PATH) => self.one_shot_report(req).await,
+            (_, ASSIGNMENT_PATH | RESULTS_PATH | ONE_SHOT_PATH) => Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
                 "method not allowed",
@@ -468,8 +474,48 @@ impl State {
         }
     }
 
+    /// Accepts a one-shot report from the agent it was assigned to.
+    async fn one_shot_report(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Refusal> {
+        let id = self.authenticate(req.headers()).await?;
+        let body = self.read_body(req, MAX_ONE_SHOT_REPORT_BYTES).await?;
+        let report: OneShotReport = serde_json::from_slice(&body).map_err(|e| {
+            self.malformed(StatusCode::BAD_REQUEST, "ReportMalformed", e.to_string())
+        })?;
+        report
+            .validate()
+            .map_err(|e| self.malformed(StatusCode::BAD_REQUEST, "ReportInvalid", e.to_string()))?;
+        let entry = self.bind(&id, &report.agent_name)?;
+        if !entry.assignment.one_shots.iter().any(|o| o.id == report.id) {
+            return Err(self.forbidden(
+                "OneShotUnassigned",
+                format!(
+                    "one-shot {:?} is not assigned to agent {:?}",
+                    report.id, report.agent_name
+                ),
+            ));
+        }
+        if !self.cfg.one_shots.put(report) {
+            return Err(self.unavailable("OneShotInboxFull", "too many one-shot reports held"));
+        }
+        Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))
+    }
+
     async fn read_batch(&self, req: Request<Incoming>) -> Result<ResultBatch, Refusal> {
-        let max = self.cfg.max_body_bytes;
+        let body = self.read_body(req, self.cfg.max_body_bytes).await?;
+        let batch: ResultBatch = serde_json::from_slice(&body).map_err(|e| {
+            self.malformed(StatusCode::BAD_REQUEST, "BatchMalformed", e.to_string())
+        })?;
+        batch
+            .validate()
+            .map_err(|e| self.malformed(StatusCode::BAD_REQUEST, "BatchInvalid", e.to_string()))?;
+        Ok(batch)
+    }
+
+    /// A request's body, at most `max` bytes, within the body deadline.
+    async fn read_body(&self, req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
         let too_large = || {
             self.malformed(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -508,13 +554,7 @@ impl State {
             }
             Ok(Ok(collected)) => collected.to_bytes(),
         };
-        let batch: ResultBatch = serde_json::from_slice(&body).map_err(|e| {
-            self.malformed(StatusCode::BAD_REQUEST, "BatchMalformed", e.to_string())
-        })?;
-        batch
-            .validate()
-            .map_err(|e| self.malformed(StatusCode::BAD_REQUEST, "BatchInvalid", e.to_string()))?;
-        Ok(batch)
+        Ok(body)
     }
 
     async fn results(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Refusal> {

@@ -8,6 +8,9 @@
 //! [`plan`].
 
 mod plan;
+mod probes;
+
+pub use probes::run_probes;
 mod reconcile;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,7 +33,7 @@ use tokio::sync::Notify;
 
 use crate::assign::{self, AgentInfo, AgentKind, AgentPod, CheckPlan, assignments};
 use crate::cache::{ClusterCache, OwnedSnapshot};
-use crate::channel::{AgentBinding, AssignmentSource, LivePods, MemoryAssignments};
+use crate::channel::{AgentBinding, AssignmentSource, LivePods, MemoryAssignments, OneShotInbox};
 use crate::check_key::CheckKey;
 use crate::mesh::{self, MeshPlan};
 use crate::metrics::OperatorMetrics;
@@ -120,6 +123,17 @@ struct State {
     ca_published: BTreeSet<String>,
 }
 
+/// What the operator shares with the agents' channel.
+#[derive(Debug)]
+pub struct ChannelShared {
+    /// Each agent's assignment, as the planner last made it.
+    pub assignments: Arc<MemoryAssignments>,
+    /// The agent pods the planner last saw, for the channel's token cache.
+    pub live_pods: Arc<LivePods>,
+    /// One-shot reports, as the channel receives them.
+    pub one_shots: Arc<OneShotInbox>,
+}
+
 /// Shared by reconciles and the planner.
 pub struct Context {
     client: Client,
@@ -145,6 +159,10 @@ pub struct Context {
     /// depends only on the operator's settings).
     mesh_applied: std::sync::atomic::AtomicBool,
     metrics: OperatorMetrics,
+    /// ConnectivityProbes being run, by UID: the planner adds each to its agent's assignment.
+    one_shot_plans: Mutex<BTreeMap<String, probes::OneShotPlan>>,
+    /// Their agents' reports, as the channel received them.
+    one_shots: Arc<OneShotInbox>,
 }
 
 impl std::fmt::Debug for Context {
@@ -160,11 +178,15 @@ impl Context {
         client: Client,
         settings: Settings,
         cache: ClusterCache,
-        assignments: Arc<MemoryAssignments>,
-        live_pods: Arc<LivePods>,
+        channel: ChannelShared,
         results: Arc<ResultStore>,
         metrics: OperatorMetrics,
     ) -> Self {
+        let ChannelShared {
+            assignments,
+            live_pods,
+            one_shots,
+        } = channel;
         Self {
             recorder: Recorder::new(client.clone(), reporter(&settings)),
             client,
@@ -187,7 +209,15 @@ impl Context {
             started: Instant::now(),
             mesh_applied: std::sync::atomic::AtomicBool::new(false),
             metrics,
+            one_shot_plans: Mutex::default(),
+            one_shots,
         }
+    }
+
+    fn one_shot_plans(&self) -> MutexGuard<'_, BTreeMap<String, probes::OneShotPlan>> {
+        self.one_shot_plans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A recorder of its own, for an Event that must not be folded into an earlier one of
@@ -658,6 +688,15 @@ fn plan_once(ctx: &Context) {
                 .of(plan.spec, agent, now)
         },
     );
+    let mut per_agent = per_agent;
+    add_one_shots(
+        ctx,
+        &mut per_agent,
+        &agents,
+        &snapshot.nodes,
+        &node_addresses,
+        &cluster_cidrs,
+    );
     for agent in agents.iter() {
         let (Some(assignment), Some(binding)) = (per_agent.get(&agent.name), binding(ctx, agent))
         else {
@@ -691,6 +730,49 @@ fn plan_once(ctx: &Context) {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "planning pass"
     );
+}
+
+/// Adds each running ConnectivityProbe to its agent's assignment, as a one-shot planned like a
+/// check of its one target (so under the same address policy as any check of its namespace).
+fn add_one_shots(
+    ctx: &Context,
+    per_agent: &mut BTreeMap<String, netslo_protocol::spec::Assignment>,
+    agents: &[AgentInfo],
+    nodes: &[Arc<Node>],
+    node_addresses: &Arc<[IpAddr]>,
+    cluster_cidrs: &[String],
+) {
+    for (id, plan) in ctx.one_shot_plans().iter() {
+        let Some(agent) = agents.iter().find(|a| a.name == plan.agent) else {
+            continue;
+        };
+        let alone = assignments(
+            &[plan.planned.as_check_plan()],
+            std::slice::from_ref(agent),
+            nodes,
+            node_addresses,
+            cluster_cidrs,
+            // A probe has no mesh target: no peers to pick.
+            |_, _, _, _| Vec::new(),
+        );
+        let (Some(check), Some(assignment)) = (
+            alone
+                .into_values()
+                .next()
+                .and_then(|a| a.checks.into_iter().next()),
+            per_agent.get_mut(&agent.name),
+        ) else {
+            continue;
+        };
+        if assignment.one_shots.len() < netslo_protocol::spec::MAX_ONE_SHOTS {
+            assignment.one_shots.push(netslo_protocol::spec::OneShot {
+                id: id.clone(),
+                count: plan.count,
+                trace: true,
+                check,
+            });
+        }
+    }
 }
 
 /// Every node's addresses, as the previous pass's shared copy while they have not changed.

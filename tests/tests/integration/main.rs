@@ -29,6 +29,7 @@ mod demo;
 mod gitops_health;
 mod helm_chart;
 mod kubectl_plugin;
+mod kubectl_probe;
 mod operator_apiserver_restart;
 mod operator_cross_namespace;
 mod operator_e2e;

@@ -82,6 +82,20 @@ fn operator_rbac_is_least_privilege() {
             "watch",
             "customresourcedefinitions.apiextensions.k8s.io/connectivitypolicies.netslo.io",
         ],
+        &[
+            "watch",
+            "customresourcedefinitions.apiextensions.k8s.io/connectivityprobes.netslo.io",
+        ],
+        // One-shot probes: watched everywhere, answered, deleted an hour after.
+        &["watch", "connectivityprobes.netslo.io", "-A"],
+        &[
+            "patch",
+            "connectivityprobes.netslo.io",
+            "--subresource=status",
+            "-n",
+            "shop",
+        ],
+        &["delete", "connectivityprobes.netslo.io", "-n", "shop"],
         &["watch", "pods", "-A"],
         &["watch", "services", "-A"],
         &["watch", "nodes"],
@@ -130,6 +144,9 @@ fn operator_rbac_is_least_privilege() {
         &["update", "connectivitychecks.netslo.io", "-n", "shop"],
         &["delete", "connectivitychecks.netslo.io", "-n", "shop"],
         &["create", "connectivitychecks.netslo.io", "-n", "shop"],
+        // It answers probes; it never asks one, nor changes what was asked.
+        &["create", "connectivityprobes.netslo.io", "-n", "shop"],
+        &["patch", "connectivityprobes.netslo.io", "-n", "shop"],
         &["create", "customresourcedefinitions.apiextensions.k8s.io"],
         // Only its own CRDs, and only to read them.
         &["list", "customresourcedefinitions.apiextensions.k8s.io"],
@@ -326,9 +343,12 @@ fn each_service_account_has_exactly_the_documented_rules() {
         "connectivitychecks.netslo.io/status [] [patch]",
         "connectivitypolicies.netslo.io [] [get list watch]",
         "connectivitypolicies.netslo.io/status [] [patch]",
+        "connectivityprobes.netslo.io [] [get list watch delete]",
+        "connectivityprobes.netslo.io/status [] [patch]",
         // kubectl lists a rule's resource names one per line.
         "customresourcedefinitions.apiextensions.k8s.io [connectivitychecks.netslo.io] [get list watch]",
         "customresourcedefinitions.apiextensions.k8s.io [connectivitypolicies.netslo.io] [get list watch]",
+        "customresourcedefinitions.apiextensions.k8s.io [connectivityprobes.netslo.io] [get list watch]",
         "deployments.apps [] [get list watch]",
         "endpointslices.discovery.k8s.io [] [list watch]",
         "events.events.k8s.io [] [create patch]",
