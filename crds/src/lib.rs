@@ -7,6 +7,8 @@
 //!   in which namespaces may target.
 //! - [`v1alpha1::ConnectivityProbe`] (namespaced) asks for one probe, run once from a node's
 //!   agent, and carries its answer: each attempt's phases and a path trace.
+//! - [`v1alpha1::ConnectivityMatrix`] (namespaced) asks for a check's source × destination grid,
+//!   answered once in its status.
 //!
 //! Validation lives in the CRD schema itself (OpenAPI bounds and CEL rules), so the API server
 //! rejects bad specs at `kubectl apply` with messages that name the field.
@@ -31,6 +33,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         v1alpha1::ConnectivityCheck::crd(),
         v1alpha1::ConnectivityPolicy::crd(),
         v1alpha1::ConnectivityProbe::crd(),
+        v1alpha1::ConnectivityMatrix::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

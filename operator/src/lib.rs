@@ -29,7 +29,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ListParams};
 use kube::runtime::{conditions, wait};
 use kube::{Client, Resource};
-use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityPolicy, ConnectivityProbe};
+use netslo_crds::v1alpha1::{
+    ConnectivityCheck, ConnectivityMatrix, ConnectivityPolicy, ConnectivityProbe,
+};
 use tokio::sync::watch;
 
 use crate::admin::Readiness;
@@ -142,6 +144,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     await_crd_established::<ConnectivityCheck>(&client, crd_wait).await?;
     await_crd_established::<ConnectivityPolicy>(&client, crd_wait).await?;
     await_crd_established::<ConnectivityProbe>(&client, crd_wait).await?;
+    await_crd_established::<ConnectivityMatrix>(&client, crd_wait).await?;
 
     // Leader election (--leader-elect): wait here, live but not ready, until this process
     // holds the Lease; a signal meanwhile ends the process without having acted. The same
@@ -253,6 +256,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
     ));
     let planner = tokio::spawn(controller::run_planner(ctx.clone(), stop_rx.clone()));
     let probes = tokio::spawn(controller::run_probes(ctx.clone(), stop_rx.clone()));
+    let matrices = tokio::spawn(controller::run_matrices(ctx.clone(), stop_rx.clone()));
     let mut controller_stop = stop_rx.clone();
     let controller = tokio::spawn(controller::run_controller(ctx, async move {
         let _ = controller_stop.wait_for(|stop| *stop).await;
@@ -279,6 +283,7 @@ async fn run_with(config: Config) -> Result<(), Error> {
         let _ = controller.await;
         let _ = planner.await;
         let _ = probes.await;
+        let _ = matrices.await;
         channel.stop().await;
         // Last, so that batches the channel was still settling are written.
         let _ = flusher_stop_tx.send(true);

@@ -36,7 +36,12 @@ use crate::duration::GoDuration;
            attempt's phases and a path trace; the destination is granted as a ConnectivityCheck's in \
            the same namespace would be.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "From", type_ = "string", json_path = ".spec.from.node"),
+    printcolumn(name = "Node", type_ = "string", json_path = ".spec.from.node"),
+    printcolumn(
+        name = "Deployment",
+        type_ = "string",
+        json_path = ".spec.from.deployment"
+    ),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message"),
     printcolumn(
         name = "Age",
@@ -69,13 +74,45 @@ pub struct ConnectivityProbeSpec {
     pub timeout: Option<GoDuration>,
 }
 
-/// Where a probe runs from.
+/// Where a probe runs from: exactly one of node, deployment or pod.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "(has(self.node) ? 1 : 0) + (has(self.deployment) ? 1 : 0) + (has(self.pod) ? 1 : 0) == 1",
+        "message": "set exactly one of node, deployment or pod",
+    },
+]))]
 pub struct ProbeOrigin {
-    /// The node whose netslo agent runs the probe.
+    /// The node whose netslo agent runs the probe (from the node's network, as the mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub node: String,
+    pub node: Option<String>,
+
+    /// A Deployment in the probe's namespace: the probe runs from a short-lived pod with the
+    /// labels and service account of its pod template, so NetworkPolicies and mesh
+    /// authorisation apply to it as to the Deployment's own pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub deployment: Option<String>,
+
+    /// A pod in the probe's namespace: as deployment, with that pod's labels and service
+    /// account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub pod: Option<String>,
+}
+
+impl ProbeOrigin {
+    /// "node/NAME", "deploy/NAME" or "pod/NAME", as `kubectl netslo probe --from` takes it.
+    pub fn describe(&self) -> String {
+        match (&self.node, &self.deployment, &self.pod) {
+            (Some(n), _, _) => format!("node/{n}"),
+            (_, Some(d), _) => format!("deploy/{d}"),
+            (_, _, Some(p)) => format!("pod/{p}"),
+            _ => "nowhere".to_owned(),
+        }
+    }
 }
 
 /// What a probe probes: exactly one of service, pod or external.

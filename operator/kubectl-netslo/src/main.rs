@@ -5,8 +5,10 @@
 //! Exit codes: 0 done; 1 an error (the API, a check not found); 2 a usage error; `wait`: 3 the
 //! check failed (stalled, objective breached, expected-deny violated), 4 timed out; `probe`: 3
 //! an attempt failed, 4 no answer in time, 5 not allowed (RBAC refused the ConnectivityProbe,
-//! or the operator refused its destination or origin).
+//! or the operator refused its destination or origin); `matrix`: 3 a cell fails, 5 RBAC
+//! refused the ConnectivityMatrix, 1 no grid (the check unknown or without results).
 
+mod matrix;
 mod probe;
 mod view;
 
@@ -21,7 +23,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use netslo_crds::duration::GoDuration;
 use netslo_crds::v1alpha1::{
-    ConnectivityCheck, ConnectivityProbe, ConnectivityProbeSpec, Protocol,
+    ConnectivityCheck, ConnectivityMatrix, ConnectivityMatrixSpec, ConnectivityProbe,
+    ConnectivityProbeSpec, MatrixPhase, MatrixRows, Protocol,
 };
 
 use view::{Judgement, Row, WaitFor};
@@ -64,6 +67,18 @@ enum Command {
     },
     /// The check's verdict, the evidence behind it, and the commands to run next.
     Explain { check: String },
+    /// The check's source × destination grid over the last hour: success ratio and p99 per
+    /// cell, failing cells marked (through a ConnectivityMatrix in the namespace, so RBAC
+    /// decides who may look). Exit: 0 none fails, 3 a cell fails.
+    Matrix {
+        check: String,
+        /// One row per source node, or per zone (default: node, zone past 64 nodes).
+        #[arg(long, value_enum)]
+        rows: Option<RowsBy>,
+        /// Output: a table, or the grid as data.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Wait until a check is Ready (or its SLO met); fails at once when it stalls, breaches
     /// an objective or violates an expected-deny. Exit: 0 met, 3 failed, 4 timed out.
     Wait {
@@ -75,12 +90,13 @@ enum Command {
         #[arg(long, default_value = "5m")]
         timeout: GoDuration,
     },
-    /// Probe once from a node's netslo agent: each attempt's phases (DNS, connect, TLS, first
-    /// byte) and, when it fails on the way, a path trace to the last hop that answered. Runs
-    /// through a ConnectivityProbe in the namespace, so RBAC and the namespace's
-    /// ConnectivityPolicy grants apply. Exit: 0 succeeded, 3 failed, 4 no answer, 5 refused.
+    /// Probe once, from a node's netslo agent or as a workload (a short-lived probe pod with
+    /// its labels and service account): each attempt's phases (DNS, connect, TLS, first byte)
+    /// and, when it fails on the way, a path trace to the last hop that answered. Runs through
+    /// a ConnectivityProbe in the namespace, so RBAC and the namespace's ConnectivityPolicy
+    /// grants apply. Exit: 0 succeeded, 3 failed, 4 no answer, 5 refused.
     Probe {
-        /// Where from: node/NAME.
+        /// Where from: node/NAME, deploy/NAME or pod/NAME (in the namespace).
         #[arg(long)]
         from: String,
         /// What: svc/NAME:PORT, pod/NAME[:PORT], HOST:PORT or an http(s):// URL.
@@ -116,6 +132,12 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RowsBy {
+    Node,
+    Zone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Table,
     Json,
@@ -145,8 +167,10 @@ enum PluginError {
     Usage(#[from] probe::UsageError),
     #[error("not allowed: {0}")]
     Forbidden(String),
-    #[error("no answer to the probe within {0:?} (is the netslo operator running?)")]
+    #[error("no answer within {0:?} (is the netslo operator running?)")]
     NoAnswer(Duration),
+    #[error("{0}")]
+    NoMatrix(String),
     /// The probe's answer, printed already; only the exit code is left to say.
     #[error("")]
     Answered(u8),
@@ -196,6 +220,11 @@ async fn run(cli: Cli) -> Result<(), PluginError> {
             all_namespaces,
             output,
         } => get(&client, &namespace, check, all_namespaces, output).await,
+        Command::Matrix {
+            check,
+            rows,
+            output,
+        } => run_matrix(&client, &namespace, &check, rows, output).await,
         Command::Explain { check } => {
             let check = fetch(&client, &namespace, &check).await?;
             print!("{}", view::explain(&check));
@@ -281,6 +310,80 @@ async fn run_probe(
         0 => Ok(()),
         code => Err(PluginError::Answered(code)),
     }
+}
+
+/// Asks for the check's grid, prints it and deletes the request.
+async fn run_matrix(
+    client: &Client,
+    namespace: &str,
+    check: &str,
+    rows: Option<RowsBy>,
+    output: Output,
+) -> Result<(), PluginError> {
+    // A missing check is said plainly, before anything is created.
+    fetch(client, namespace, check).await?;
+    let api: Api<ConnectivityMatrix> = Api::namespaced(client.clone(), namespace);
+    let mut asked = ConnectivityMatrix::new(
+        "",
+        ConnectivityMatrixSpec {
+            check: check.to_owned(),
+            rows_by: rows.map(|r| match r {
+                RowsBy::Node => MatrixRows::Node,
+                RowsBy::Zone => MatrixRows::Zone,
+            }),
+        },
+    );
+    asked.metadata.name = None;
+    asked.metadata.generate_name = Some(format!("{check}-"));
+    let created = match api.create(&PostParams::default(), &asked).await {
+        Ok(created) => created,
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Err(PluginError::Forbidden(status.message));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let name = created.metadata.name.clone().unwrap_or_default();
+    let timeout = Duration::from_secs(30);
+    let started = Instant::now();
+    let answered = loop {
+        match api.get_opt(&name).await {
+            Ok(Some(m)) if m.status.is_some() => break Ok(m),
+            Ok(_) if started.elapsed() >= timeout => break Err(PluginError::NoAnswer(timeout)),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            Err(e) => break Err(e.into()),
+        }
+    };
+    let _ = api.delete(&name, &Default::default()).await;
+    let status = answered?.status.unwrap_or_default();
+    if status.phase != Some(MatrixPhase::Ready) {
+        return Err(PluginError::NoMatrix(
+            status.message.unwrap_or_else(|| "no grid".into()),
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Table => {
+            let paint = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let title = format!("{namespace}/{check}");
+            out.write_all(matrix::render(&title, &status, paint).as_bytes())?;
+        }
+        Output::Json | Output::Yaml => {
+            let document = serde_json::to_value(&status)
+                .map_err(|e| PluginError::Output(std::io::Error::other(e)))?;
+            let text = match output {
+                Output::Json => serde_json::to_string_pretty(&document)
+                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
+                _ => serde_saphyr::to_string(&document)
+                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
+            };
+            writeln!(out, "{}", text.trim_end())?;
+        }
+    }
+    out.flush()?;
+    if matrix::any_failing(&status) {
+        return Err(PluginError::Answered(3));
+    }
+    Ok(())
 }
 
 /// Polls the probe until it is over or `timeout` passes.

@@ -14,17 +14,26 @@ use netslo_crds::v1alpha1::{
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// `node/NAME`: the node whose netslo agent probes.
+/// `node/NAME` (the node's netslo agent), `deploy/NAME` or `pod/NAME` (a short-lived probe
+/// pod with that workload's labels and service account).
 pub fn origin(from: &str) -> Result<ProbeOrigin, UsageError> {
+    let name = |n: &str| Some(n.to_owned());
     match from.split_once('/') {
-        Some(("node" | "nodes" | "no", name)) if !name.is_empty() => Ok(ProbeOrigin {
-            node: name.to_owned(),
+        Some(("node" | "nodes" | "no", n)) if !n.is_empty() => Ok(ProbeOrigin {
+            node: name(n),
+            ..ProbeOrigin::default()
         }),
-        Some(("deploy" | "deployment" | "pod", _)) => Err(UsageError(format!(
-            "--from {from}: probes run from a node's netslo agent for now; use --from node/NAME \
-             (kubectl get pod -o wide shows a pod's node)"
+        Some(("deploy" | "deployment" | "deployments", n)) if !n.is_empty() => Ok(ProbeOrigin {
+            deployment: name(n),
+            ..ProbeOrigin::default()
+        }),
+        Some(("pod" | "pods" | "po", n)) if !n.is_empty() => Ok(ProbeOrigin {
+            pod: name(n),
+            ..ProbeOrigin::default()
+        }),
+        _ => Err(UsageError(format!(
+            "--from {from}: expected node/NAME, deploy/NAME or pod/NAME"
         ))),
-        _ => Err(UsageError(format!("--from {from}: expected node/NAME"))),
     }
 }
 
@@ -189,8 +198,8 @@ pub fn render(probe: &ConnectivityProbe, to: &str, paint: bool) -> String {
     };
     let _ = writeln!(
         out,
-        "probe from node {} to {to}{}",
-        probe.spec.from.node,
+        "probe from {} to {to}{}",
+        probe.spec.from.describe(),
         status
             .agent
             .as_deref()
@@ -309,7 +318,12 @@ fn next_steps(probe: &ConnectivityProbe) -> Vec<String> {
                     "# the hop after {hop} drops the traffic: its routes and firewall"
                 ));
             }
-            next.push(format!("kubectl describe node {}", probe.spec.from.node));
+            match (&probe.spec.from.node, probe.spec.from.describe()) {
+                (Some(node), _) => next.push(format!("kubectl describe node {node}")),
+                (None, workload) => next.push(format!(
+                    "kubectl get networkpolicy -n {namespace}   # the policies that select {workload}'s pods (egress)"
+                )),
+            }
         }
     }
     next
@@ -385,11 +399,30 @@ mod tests {
     }
 
     #[test]
-    fn origins_are_nodes_for_now_and_say_so() {
-        assert_eq!(origin("node/worker-2").unwrap().node, "worker-2");
-        let err = origin("deploy/checkout").unwrap_err().to_string();
-        assert!(err.contains("node/NAME") && err.contains("kubectl get pod -o wide"));
-        assert!(origin("worker-2").is_err() && origin("node/").is_err());
+    fn origins_are_nodes_deployments_or_pods() {
+        assert_eq!(
+            origin("node/worker-2").unwrap().node.as_deref(),
+            Some("worker-2")
+        );
+        assert_eq!(
+            origin("deploy/checkout").unwrap().deployment.as_deref(),
+            Some("checkout")
+        );
+        assert_eq!(
+            origin("pod/checkout-7d9f").unwrap().pod.as_deref(),
+            Some("checkout-7d9f")
+        );
+        assert_eq!(
+            origin("deployment/checkout").unwrap().describe(),
+            "deploy/checkout"
+        );
+        for bad in ["worker-2", "node/", "svc/payments"] {
+            let err = origin(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("node/NAME, deploy/NAME or pod/NAME"),
+                "{bad}: {err}"
+            );
+        }
         assert!(spec("node/a", "svc/b:80", None, None, 0, None).is_err());
         assert!(spec("node/a", "svc/b:80", None, None, 11, None).is_err());
         let s = spec("node/a", "svc/b:80", None, Some(Protocol::HTTP), 3, None).unwrap();
@@ -451,7 +484,7 @@ mod tests {
         let probe = failed_probe();
         let text = render(&probe, "svc/payments:8080", false);
         let expected = "\
-probe from node worker-2 to svc/payments:8080 (agent netslo-agent-abcde)
+probe from node/worker-2 to svc/payments:8080 (agent netslo-agent-abcde)
   ClusterIP 10.96.0.10:8080  Good     connect 412us, total 412us
   ClusterIP 10.96.0.10:8080  Bad      connect 2.00s, total 2.00s  TCPTimeout at TCP
 path to 10.96.0.10: silent after hop 1 (10.78.0.2): a hop past it drops the traffic to 10.96.0.10

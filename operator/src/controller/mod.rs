@@ -7,9 +7,11 @@
 //! Per check, [`reconcile`] is the I/O shell (gather → plan → apply → status) around the pure
 //! [`plan`].
 
+mod matrices;
 mod plan;
 mod probes;
 
+pub use matrices::run_matrices;
 pub use probes::run_probes;
 mod reconcile;
 
@@ -742,8 +744,18 @@ fn add_one_shots(
     node_addresses: &Arc<[IpAddr]>,
     cluster_cidrs: &[String],
 ) {
-    for (id, plan) in ctx.one_shot_plans().iter() {
-        let Some(agent) = agents.iter().find(|a| a.name == plan.agent) else {
+    for (id, plan) in ctx.one_shot_plans().iter_mut() {
+        // From a workload: the first of its probe pods to be known, and kept once chosen.
+        if plan.agent.is_none()
+            && let Some((key, _)) = &plan.workload
+        {
+            plan.agent = agents
+                .iter()
+                .find(|a| matches!(&a.kind, AgentKind::Workload { check } if check == key))
+                .filter(|a| binding(ctx, a).is_some())
+                .map(|a| a.name.clone());
+        }
+        let Some(agent) = agents.iter().find(|a| Some(&a.name) == plan.agent.as_ref()) else {
             continue;
         };
         let alone = assignments(

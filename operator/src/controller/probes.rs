@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -26,7 +27,7 @@ use netslo_crds::duration::GoDuration;
 use netslo_crds::v1alpha1::{
     ConnectivityCheck, ConnectivityCheckSpec, ConnectivityProbe, ConnectivityProbeStatus,
     MAX_PROBE_ATTEMPTS, MeshSource, PathTraceStatus, PodsTarget, ProbeAttempt, ProbePhase,
-    ProbeSource, Schedule, Target, TraceHop,
+    ProbeSource, Schedule, Target, TraceHop, WorkloadSource,
 };
 use netslo_protocol::channel::OneShotReport;
 use netslo_protocol::spec::{MAX_ONE_SHOT_ATTEMPTS, MAX_ONE_SHOTS};
@@ -56,7 +57,12 @@ const TICK: Duration = Duration::from_secs(1);
 /// A probe the planner hands to its agent as a one-shot.
 #[derive(Debug, Clone)]
 pub(super) struct OneShotPlan {
-    pub agent: String,
+    /// The agent it went to: the node's, or (from a workload) the first of its probe pods
+    /// to connect, once one has.
+    pub agent: Option<String>,
+    /// From a workload: the check key its probe pods carry, and their Deployment (deleted
+    /// once the probe is over; garbage collection takes it with the probe too).
+    pub workload: Option<(CheckKey, String)>,
     pub count: u8,
     pub planned: PlannedCheck,
     /// When the probe fails unanswered.
@@ -87,6 +93,7 @@ fn check_for(
     probe: &ConnectivityProbe,
     namespace: &str,
     pods: &[Arc<Pod>],
+    workload: Option<WorkloadSource>,
 ) -> (ConnectivityCheck, Option<IpAddr>) {
     let to = &probe.spec.to;
     let mut target = Target {
@@ -124,9 +131,15 @@ fn check_for(
     let spec = ConnectivityCheckSpec {
         description: None,
         suspend: None,
-        source: ProbeSource {
-            mesh: Some(MeshSource::default()),
-            ..ProbeSource::default()
+        source: match workload {
+            Some(workload) => ProbeSource {
+                workload: Some(workload),
+                ..ProbeSource::default()
+            },
+            None => ProbeSource {
+                mesh: Some(MeshSource::default()),
+                ..ProbeSource::default()
+            },
         },
         targets: vec![target],
         schedule: Some(Schedule {
@@ -152,8 +165,60 @@ fn check_for(
 /// What planning a probe came to.
 #[derive(Debug)]
 enum Planned {
-    Run(Box<OneShotPlan>),
+    /// With the probe Deployment to apply, for a probe from a workload.
+    Run(Box<OneShotPlan>, Option<Box<Deployment>>),
     Refused(String),
+}
+
+/// How long a probe pod may take to start and connect, on top of the attempts.
+const POD_START_SLACK: Duration = Duration::from_secs(120);
+
+/// The workload identity a probe runs as, from the Deployment's pod template or the pod it
+/// names (in its own namespace); `None` for a probe from a node.
+fn workload_of(
+    origin: &netslo_crds::v1alpha1::ProbeOrigin,
+    namespace: &str,
+    deployment: Option<&Deployment>,
+    pods: &[Arc<Pod>],
+) -> Result<Option<WorkloadSource>, String> {
+    let identity = |labels: Option<&BTreeMap<String, String>>, account: Option<&String>| {
+        Some(WorkloadSource {
+            pod_labels: labels.cloned().unwrap_or_default(),
+            service_account_name: account.cloned().unwrap_or_else(|| "default".into()),
+            replicas: Some(1),
+            ..WorkloadSource::default()
+        })
+    };
+    if let Some(name) = &origin.deployment {
+        let Some(template) = deployment
+            .and_then(|d| d.spec.as_ref())
+            .map(|s| &s.template)
+        else {
+            return Err(format!(
+                "deployment {name} not found in namespace {namespace}"
+            ));
+        };
+        let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+        let account = template
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_ref());
+        return Ok(identity(labels, account));
+    }
+    if let Some(name) = &origin.pod {
+        let Some(pod) = pods.iter().find(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace)
+                && p.metadata.name.as_deref() == Some(name.as_str())
+        }) else {
+            return Err(format!("pod {name} not found in namespace {namespace}"));
+        };
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_ref());
+        return Ok(identity(pod.metadata.labels.as_ref(), account));
+    }
+    Ok(None)
 }
 
 /// Plans a probe (pure but for the clock it is given): refused as a check of the same target
@@ -163,12 +228,14 @@ fn plan_probe(
     cluster: &Arc<OwnedSnapshot>,
     agents: &Arc<[AgentInfo]>,
     settings: &super::Settings,
+    workload: Option<WorkloadSource>,
     now: Instant,
 ) -> Planned {
     let Some(namespace) = probe.namespace() else {
         return Planned::Refused("a ConnectivityProbe must have a namespace".into());
     };
-    let (check, narrowed_to) = check_for(probe, &namespace, &cluster.pods);
+    let from_workload = workload.is_some();
+    let (check, narrowed_to) = check_for(probe, &namespace, &cluster.pods, workload);
     let key = CheckKey::new(&namespace, check.name_any());
     let gathered = Gathered {
         cluster: cluster.clone(),
@@ -202,22 +269,51 @@ fn plan_probe(
             None => "nothing to probe: the destination has no ready address".into(),
         });
     }
-    let node = &probe.spec.from.node;
-    let Some(agent) = agents
-        .iter()
-        .find(|a| a.kind == AgentKind::Mesh && a.node.as_deref() == Some(node.as_str()))
-    else {
-        return Planned::Refused(format!("no netslo agent runs on node {node}"));
-    };
     let (count, timeout) = attempts_of(probe);
     let attempts = u32::from(count);
     let deadline = now + (timeout + Duration::from_secs(1)) * attempts + ANSWER_SLACK;
-    Planned::Run(Box::new(OneShotPlan {
-        agent: agent.name.clone(),
-        count,
-        planned: desired.planned,
-        deadline,
-    }))
+    if from_workload {
+        let Some(mut deployment) = desired.children.workload else {
+            return Planned::Refused("no probe pod can run as this workload".into());
+        };
+        // The probe owns its probe pods: they go when it does, whoever deletes it.
+        deployment.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: ConnectivityProbe::api_version(&()).into_owned(),
+            kind: ConnectivityProbe::kind(&()).into_owned(),
+            name: probe.name_any(),
+            uid: probe.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]);
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        return Planned::Run(
+            Box::new(OneShotPlan {
+                agent: None,
+                workload: Some((key, name)),
+                count,
+                planned: desired.planned,
+                deadline: deadline + POD_START_SLACK,
+            }),
+            Some(Box::new(deployment)),
+        );
+    }
+    let node = probe.spec.from.node.as_deref().unwrap_or_default();
+    let Some(agent) = agents
+        .iter()
+        .find(|a| a.kind == AgentKind::Mesh && a.node.as_deref() == Some(node))
+    else {
+        return Planned::Refused(format!("no netslo agent runs on node {node}"));
+    };
+    Planned::Run(
+        Box::new(OneShotPlan {
+            agent: Some(agent.name.clone()),
+            workload: None,
+            count,
+            planned: desired.planned,
+            deadline,
+        }),
+        None,
+    )
 }
 
 /// A probe's status from its agent's report (pure).
@@ -307,7 +403,7 @@ fn trace_status(trace: &PathTrace) -> PathTraceStatus {
     }
 }
 
-fn time_at(now: UnixMs) -> Time {
+pub(super) fn time_at(now: UnixMs) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(now.div_euclid(1_000)).unwrap_or_default())
 }
 
@@ -388,14 +484,17 @@ async fn step(ctx: &Context, store: &Store<ConnectivityProbe>) {
         let running = ctx.one_shot_plans().get(&uid).cloned();
         let next = match running {
             Some(plan) => match ctx.one_shots.take(&uid) {
-                Some(report) if report.agent_name == plan.agent => {
+                Some(report) if Some(&report.agent_name) == plan.agent.as_ref() => {
                     Some(answered(&report, now_unix))
                 }
                 Some(_) => None,
                 None if now >= plan.deadline => Some(status(
                     ProbePhase::Failed,
-                    format!("agent {} did not answer in time", plan.agent),
-                    Some(plan.agent.clone()),
+                    match &plan.agent {
+                        Some(agent) => format!("agent {agent} did not answer in time"),
+                        None => "no probe pod started and connected in time (kubectl get pods -l app.kubernetes.io/component=workload-agent)".into(),
+                    },
+                    plan.agent.clone(),
                     now_unix,
                 )),
                 None => None,
@@ -410,13 +509,19 @@ async fn step(ctx: &Context, store: &Store<ConnectivityProbe>) {
                     now_unix,
                 ))
             }
-            None => Some(start(ctx, probe, &uid, now, now_unix, &mut replan)),
+            None => Some(start(ctx, probe, &uid, now, now_unix, &mut replan).await),
         };
         let Some(next) = next else { continue };
-        if next.phase.is_some_and(ProbePhase::is_final)
-            && ctx.one_shot_plans().remove(&uid).is_some()
-        {
-            replan = true;
+        if next.phase.is_some_and(ProbePhase::is_final) {
+            let finished = ctx.one_shot_plans().remove(&uid);
+            if let Some(plan) = finished {
+                replan = true;
+                if let (Some((_, deployment)), Some(namespace)) =
+                    (&plan.workload, probe.namespace())
+                {
+                    delete_probe_pods(ctx, &namespace, deployment).await;
+                }
+            }
         }
         write_status(ctx, probe, next).await;
     }
@@ -425,8 +530,9 @@ async fn step(ctx: &Context, store: &Store<ConnectivityProbe>) {
     }
 }
 
-/// Plans a new probe: its first status, Running or Refused.
-fn start(
+/// Plans a new probe: its first status, Running or Refused. A probe from a workload starts
+/// its probe pod here.
+async fn start(
     ctx: &Context,
     probe: &ConnectivityProbe,
     uid: &str,
@@ -434,35 +540,85 @@ fn start(
     now_unix: UnixMs,
     replan: &mut bool,
 ) -> ConnectivityProbeStatus {
+    let refused = |message: String| status(ProbePhase::Refused, message, None, now_unix);
+    let namespace = probe.namespace().unwrap_or_default();
     let cluster = ctx.cache.snapshot();
-    let agents = super::known_agents(ctx, &cluster, &ctx.state().plans);
-    let mut plans = ctx.one_shot_plans();
-    match plan_probe(probe, &cluster, &agents, &ctx.settings, now) {
-        Planned::Refused(message) => status(ProbePhase::Refused, message, None, now_unix),
-        Planned::Run(plan) => {
-            let on_agent = plans.values().filter(|p| p.agent == plan.agent).count();
-            if on_agent >= MAX_ONE_SHOTS {
-                return status(
-                    ProbePhase::Refused,
-                    format!(
-                        "agent {} runs {MAX_ONE_SHOTS} probes already; ask again shortly",
-                        plan.agent
-                    ),
-                    None,
-                    now_unix,
-                );
+    let deployment = match &probe.spec.from.deployment {
+        Some(name) => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+            match api.get_opt(name).await {
+                Ok(found) => found,
+                Err(err) => return refused(format!("cannot read deployment {name}: {err}")),
             }
-            let agent = plan.agent.clone();
-            plans.insert(uid.to_owned(), *plan);
-            *replan = true;
-            tracing::info!(probe = %probe.name_any(), namespace = ?probe.namespace(), %agent, "probe assigned");
-            status(
-                ProbePhase::Running,
-                format!("running on agent {agent}"),
-                Some(agent),
-                now_unix,
-            )
         }
+        None => None,
+    };
+    let workload = match workload_of(
+        &probe.spec.from,
+        &namespace,
+        deployment.as_ref(),
+        &cluster.pods,
+    ) {
+        Ok(workload) => workload,
+        Err(message) => return refused(message),
+    };
+    let agents = super::known_agents(ctx, &cluster, &ctx.state().plans);
+    let (plan, probe_pods) =
+        match plan_probe(probe, &cluster, &agents, &ctx.settings, workload, now) {
+            Planned::Refused(message) => return refused(message),
+            Planned::Run(plan, probe_pods) => (plan, probe_pods),
+        };
+    if let Some(agent) = &plan.agent {
+        let on_agent = ctx
+            .one_shot_plans()
+            .values()
+            .filter(|p| p.agent.as_ref() == Some(agent))
+            .count();
+        if on_agent >= MAX_ONE_SHOTS {
+            return refused(format!(
+                "agent {agent} runs {MAX_ONE_SHOTS} probes already; ask again shortly"
+            ));
+        }
+    }
+    let message = match &probe_pods {
+        Some(deployment) => {
+            if let Err(err) = super::reconcile::ensure_channel_ca(ctx, &namespace).await {
+                return refused(format!(
+                    "cannot publish the channel CA for the probe pod: {err}"
+                ));
+            }
+            match super::reconcile::apply_deployment(&ctx.client, deployment).await {
+                Ok(_) => {}
+                // Running probe pods as a workload's identity is granted per namespace.
+                Err(super::Error::ApplyWorkload {
+                    source: kube::Error::Api(status),
+                    ..
+                }) if status.code == 403 => {
+                    return refused(format!(
+                        "the operator may not run probe pods in namespace {namespace}: bind the ClusterRole netslo-workload-agents to it there"
+                    ));
+                }
+                Err(err) => return refused(format!("cannot start the probe pod: {err}")),
+            }
+            format!("starting a probe pod as {}", probe.spec.from.describe())
+        }
+        None => format!(
+            "running on agent {}",
+            plan.agent.as_deref().unwrap_or_default()
+        ),
+    };
+    let agent = plan.agent.clone();
+    ctx.one_shot_plans().insert(uid.to_owned(), *plan);
+    *replan = true;
+    tracing::info!(probe = %probe.name_any(), %namespace, from = %probe.spec.from.describe(), "probe planned");
+    status(ProbePhase::Running, message, agent, now_unix)
+}
+
+/// Deletes a finished probe's probe pods (their Deployment).
+async fn delete_probe_pods(ctx: &Context, namespace: &str, deployment: &str) {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Err(err) = api.delete(deployment, &DeleteParams::background()).await {
+        tracing::debug!(%namespace, deployment, "cannot delete a probe's pods: {err}");
     }
 }
 
@@ -510,7 +666,8 @@ mod tests {
             "probe-x",
             ConnectivityProbeSpec {
                 from: ProbeOrigin {
-                    node: "node-a".into(),
+                    node: Some("node-a".into()),
+                    ..ProbeOrigin::default()
                 },
                 to,
                 protocol: None,
@@ -556,7 +713,7 @@ mod tests {
             pod("shop", "api-1", "10.0.0.7", &[("app", "api")]),
             pod("other", "api-1", "10.9.0.7", &[("app", "secret")]),
         ];
-        let (check, narrowed) = check_for(&p, "shop", &pods);
+        let (check, narrowed) = check_for(&p, "shop", &pods, None);
         assert_eq!(narrowed, Some("10.0.0.7".parse().unwrap()));
         assert_eq!(check.metadata.name.as_deref(), Some("probe.probe-x"));
         assert!(check.spec.source.mesh.is_some());
@@ -570,7 +727,7 @@ mod tests {
         assert!(schedule.timeout.unwrap().get() < schedule.interval.unwrap().get());
         // A pod not found (or in a namespace the caller names but may not see) selects
         // nothing: the grants decide what is said about it, not its existence.
-        let (check, narrowed) = check_for(&probe(to_pod(Some("elsewhere"))), "shop", &pods);
+        let (check, narrowed) = check_for(&probe(to_pod(Some("elsewhere"))), "shop", &pods, None);
         assert_eq!(narrowed, None);
         let labels = check.spec.targets[0]
             .pods

@@ -27,7 +27,7 @@ use crate::workloads;
 
 /// Target summaries cover the last hour (the failure matrix reads
 /// [`verdict::evidence_spans`]).
-const SUMMARY_SPAN_MS: i64 = 60 * 60_000;
+pub(super) const SUMMARY_SPAN_MS: i64 = 60 * 60_000;
 
 /// One reconcile, counted in the metrics and, when traces are exported, a span.
 pub(super) async fn reconcile(
@@ -255,7 +255,7 @@ async fn write_status(
 
 /// Publishes the channel CA in `namespace` once per operator process (its content is this
 /// process's CA); a failure is retried by the reconcile's backoff.
-async fn ensure_channel_ca(ctx: &Context, namespace: &str) -> Result<(), Error> {
+pub(super) async fn ensure_channel_ca(ctx: &Context, namespace: &str) -> Result<(), Error> {
     if ctx.state().ca_published.contains(namespace) {
         return Ok(());
     }
@@ -302,7 +302,10 @@ async fn ensure_mesh_agents(ctx: &Context) -> Result<(), Error> {
 }
 
 /// Applies a probe Deployment; returns whether it is still rolling out.
-async fn apply_deployment(client: &Client, deployment: &Deployment) -> Result<bool, Error> {
+pub(super) async fn apply_deployment(
+    client: &Client,
+    deployment: &Deployment,
+) -> Result<bool, Error> {
     let name = deployment.metadata.name.clone().unwrap_or_default();
     let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
     let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);

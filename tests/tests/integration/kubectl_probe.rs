@@ -6,7 +6,10 @@
 //! pod `api-1` behind the router, in a network of its own. The router dropping what it forwards
 //! to the pod makes the probe fail with TCPTimeout and the trace end silent after the router.
 //! A caller without RBAC on connectivityprobes is refused by the API server; a destination the
-//! namespace is not granted is refused by the operator; a node with no agent likewise.
+//! namespace is not granted is refused by the operator; a node with no agent likewise. A check
+//! from both nodes' agents to the pod gives `kubectl netslo matrix` its grid: node-a's cell
+//! failing while the router drops, the router's own cell not. A probe from a Deployment runs
+//! from a probe pod with the Deployment's labels (the test plays the kubelet for it).
 //!
 //! Needs root, `ip` and `iptables`.
 
@@ -15,13 +18,14 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use netslo_agent::testbed::{self, Netns};
-use netslo_crds::v1alpha1::ConnectivityProbe;
+use netslo_crds::v1alpha1::{ConnectivityCheck, ConnectivityMatrix, ConnectivityProbe};
 use netslo_tests::cluster::{
-    ensure_service_account, register_mesh_agent, register_node, register_pod,
+    ensure_service_account, register_mesh_agent, register_node, register_pod, set_pod_ready,
 };
 use netslo_tests::control_plane::{self, TestNamespace};
 use netslo_tests::{free_port, workspace_binary};
@@ -102,8 +106,8 @@ async fn a_probe_from_a_node_names_the_failing_layer_and_the_last_hop() {
     let operator_bin = workspace_binary("netslo-operator").unwrap();
     let kubeconfig = plane.kubeconfig().to_path_buf();
 
-    let bed = Bed::new(2);
-    let (node_host, router) = (bed.host(0), bed.host(1));
+    let bed = Bed::new(3);
+    let (node_host, router, probe_pod_host) = (bed.host(0), bed.host(1), bed.host(2));
     let node_a = format!("{}-node-a", shop.name);
     let node_r = format!("{}-node-r", shop.name);
     let second = router.ip.octets()[1];
@@ -113,10 +117,26 @@ async fn a_probe_from_a_node_names_the_failing_layer_and_the_last_hop() {
         &node_host.ns,
         &format!("10.{second}.250"),
     );
+    // The stand-in for a workload's probe pod reaches the pod network through the router too.
+    probe_pod_host
+        .ns
+        .ip(&[
+            "route",
+            "add",
+            &format!("10.{second}.250.0/24"),
+            "via",
+            &router.ip.to_string(),
+        ])
+        .unwrap();
     register_node(&client, &node_a, &node_host.ip.to_string(), "zone-a")
         .await
         .unwrap();
     register_node(&client, &node_r, &router.ip.to_string(), "zone-a")
+        .await
+        .unwrap();
+    // A node without an agent.
+    let node_x = format!("{}-node-x", shop.name);
+    register_node(&client, &node_x, "192.0.2.10", "zone-a")
         .await
         .unwrap();
     let labels = BTreeMap::from([("app".to_string(), "api".to_string())]);
@@ -203,6 +223,36 @@ async fn a_probe_from_a_node_names_the_failing_layer_and_the_last_hop() {
             .await
             .unwrap(),
     );
+    let router_agent_pod = register_mesh_agent(
+        &client,
+        &system.name,
+        "netslo-agent-r",
+        &node_r,
+        &router.ip.to_string(),
+        MESH_ACCOUNT,
+    )
+    .await
+    .unwrap();
+    processes.push(
+        agents
+            .start(&router.ns, &router_agent_pod, &node_r, &node_r, &[])
+            .await
+            .unwrap(),
+    );
+    // A check from both nodes' agents to the pod, every second, for `matrix`.
+    let checks: Api<ConnectivityCheck> = Api::namespaced(client.clone(), &shop.name);
+    let check: ConnectivityCheck = serde_json::from_value(serde_json::json!({
+        "apiVersion": "netslo.io/v1alpha1", "kind": "ConnectivityCheck",
+        "metadata": {"name": "nodes-to-api"},
+        "spec": {
+            "source": {"mesh": {}},
+            "targets": [{"name": "api", "pods": {"selector": {"matchLabels": {"app": "api"}}, "port": POD_PORT}, "protocol": "TCP"}],
+            "schedule": {"interval": "1s", "timeout": "500ms"},
+            "objectives": {"availability": {"target": "99"}},
+        },
+    }))
+    .unwrap();
+    checks.create(&PostParams::default(), &check).await.unwrap();
 
     let ns = shop.name.as_str();
     let from = format!("node/{node_a}");
@@ -286,7 +336,41 @@ async fn a_probe_from_a_node_names_the_failing_layer_and_the_last_hop() {
         trace.hops[0].address.as_deref(),
         Some(router.ip.to_string().as_str())
     );
+    // matrix: node-a's cell to the pod fails (through the router), the router's own does
+    // not (its traffic to the pod is not forwarded); exit 3 while a cell fails.
+    let matrix_args = ["-n", ns, "matrix", "nodes-to-api"];
+    let column = format!("[1] api Pod {pod_ip}:{POD_PORT}");
+    let grid = eventually(
+        "a grid with node-a failing",
+        Duration::from_secs(90),
+        async || {
+            let out = plugin(&kubeconfig, &matrix_args).await;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let row = |node: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(&format!("{node} ")))
+                    .map(str::to_owned)
+            };
+            match (out.status.code(), row(&node_a), row(&node_r)) {
+                (Some(3), Some(a), Some(r)) if a.ends_with('✗') && !r.contains('✗') => Ok(text),
+                _ => Err(said(&out)),
+            }
+        },
+    )
+    .await;
+    assert!(grid.contains(&column), "{grid}");
+    assert!(grid.contains("SOURCE NODE"), "{grid}");
     drop(dropping);
+    let matrices: Api<ConnectivityMatrix> = Api::namespaced(client.clone(), ns);
+    assert!(
+        matrices
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "the plugin deletes its matrix requests"
+    );
     let probes: Api<ConnectivityProbe> = Api::namespaced(client.clone(), ns);
     assert!(
         probes
@@ -349,7 +433,7 @@ async fn a_probe_from_a_node_names_the_failing_layer_and_the_last_hop() {
         ns.into(),
         "probe".into(),
         "--from".into(),
-        format!("node/{node_r}"),
+        format!("node/{node_x}"),
         "--to".into(),
         to.clone(),
     ])
@@ -357,10 +441,119 @@ async fn a_probe_from_a_node_names_the_failing_layer_and_the_last_hop() {
     assert_eq!(nowhere.status.code(), Some(5), "{}", said(&nowhere));
     assert!(
         String::from_utf8_lossy(&nowhere.stdout)
-            .contains(&format!("no netslo agent runs on node {node_r}")),
+            .contains(&format!("no netslo agent runs on node {node_x}")),
         "{}",
         said(&nowhere)
     );
+    // From a workload's identity: a short-lived probe pod with the Deployment's labels and
+    // service account. Nothing runs pods here, so the test plays the kubelet for the pod the
+    // Deployment's ReplicaSet creates: it gives it an address and runs its agent.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let checkout: Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "checkout"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "checkout"}},
+            "template": {
+                "metadata": {"labels": {"app": "checkout", "tier": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10.1"}]},
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &checkout)
+        .await
+        .unwrap();
+    let from_workload = [
+        "-n",
+        ns,
+        "probe",
+        "--from",
+        "deploy/checkout",
+        "--to",
+        &to,
+        "--count",
+        "1",
+        "--attempt-timeout",
+        "500ms",
+        "--timeout",
+        "150s",
+    ];
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let play_the_kubelet = async {
+        let pod = eventually("the probe pod", Duration::from_secs(60), async || {
+            let listed = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/component=workload-agent"))
+                .await
+                .map_err(|e| e.to_string())?;
+            listed
+                .items
+                .into_iter()
+                .next()
+                .ok_or_else(|| "no probe pod yet".to_string())
+        })
+        .await;
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("app").map(String::as_str), Some("checkout"));
+        assert_eq!(labels.get("tier").map(String::as_str), Some("web"));
+        let name = pod.metadata.name.clone().unwrap();
+        let pod = set_pod_ready(&client, ns, &name, &probe_pod_host.ip.to_string(), true)
+            .await
+            .unwrap();
+        agents
+            .start(&probe_pod_host.ns, &pod, &node_a, &name, &[])
+            .await
+            .unwrap()
+    };
+    let (as_workload, probe_pod_agent) =
+        tokio::join!(plugin(&kubeconfig, &from_workload), play_the_kubelet);
+    processes.push(probe_pod_agent);
+    assert_eq!(as_workload.status.code(), Some(0), "{}", said(&as_workload));
+    let text = String::from_utf8_lossy(&as_workload.stdout);
+    assert!(
+        text.starts_with(&format!(
+            "probe from deploy/checkout to {to} (agent netslo-probe."
+        )),
+        "{}",
+        said(&as_workload)
+    );
+    assert!(
+        text.contains("OK: 1 of 1 attempts succeeded"),
+        "{}",
+        said(&as_workload)
+    );
+    // Its probe pods go with it.
+    eventually("the probe pods gone", Duration::from_secs(60), async || {
+        let left = deployments
+            .list(&ListParams::default().labels("netslo.io/check"))
+            .await
+            .map_err(|e| e.to_string())?;
+        left.items
+            .is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("{} probe Deployments left", left.items.len()))
+    })
+    .await;
+    let missing = run(vec![
+        "-n".into(),
+        ns.into(),
+        "probe".into(),
+        "--from".into(),
+        "deploy/nowhere".into(),
+        "--to".into(),
+        to.clone(),
+    ])
+    .await;
+    assert_eq!(missing.status.code(), Some(5), "{}", said(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stdout)
+            .contains(&format!("deployment nowhere not found in namespace {ns}")),
+        "{}",
+        said(&missing)
+    );
+
     for p in &mut processes {
         assert!(
             p.running(),
