@@ -535,3 +535,32 @@ async fn wait(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_are_read_in_any_case_and_others_refused() {
+        assert_eq!(parse_protocol("tcp"), Ok(Protocol::TCP));
+        assert_eq!(parse_protocol("HTTPS"), Ok(Protocol::HTTPS));
+        assert_eq!(parse_protocol("Icmp"), Ok(Protocol::ICMP));
+        let err = parse_protocol("sctp").unwrap_err();
+        assert!(
+            err.contains("one of TCP, HTTP, HTTPS, UDP, ICMP, DNS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn exit_codes_tell_scripts_what_happened() {
+        assert_eq!(PluginError::Answered(3).exit_code(), 3);
+        assert_eq!(PluginError::NoAnswer(Duration::from_secs(1)).exit_code(), 4);
+        assert_eq!(PluginError::Forbidden("no".into()).exit_code(), 5);
+        assert_eq!(
+            PluginError::Usage(probe::UsageError("bad".into())).exit_code(),
+            2
+        );
+        assert_eq!(PluginError::NoMatrix("none".into()).exit_code(), 1);
+    }
+}
