@@ -156,8 +156,15 @@ fn source_includes(
         }
         return true;
     }
-    if source.workload.is_some() {
-        return matches!(&agent.kind, AgentKind::Workload { check } if check == check_key);
+    if let Some(workload) = &source.workload {
+        // The check label alone is not enough: anyone may label a pod of their own namespace
+        // with it. Only pods in the namespace the check's probe pods run in speak for it.
+        let namespace = workload
+            .namespace
+            .as_deref()
+            .unwrap_or(&check_key.namespace);
+        return matches!(&agent.kind, AgentKind::Workload { check } if check == check_key)
+            && agent.pod.as_ref().is_some_and(|p| p.namespace == namespace);
     }
     if let Some(external) = &source.external {
         return agent.kind == AgentKind::External && external.agents.contains(&agent.name);
@@ -507,15 +514,41 @@ mod tests {
         vec![
             agent("mesh-a", AgentKind::Mesh, "node-a", "zone-a", "10.244.1.2"),
             agent("mesh-b", AgentKind::Mesh, "node-b", "zone-b", "10.244.2.2"),
-            agent(
-                "web-probe-1",
-                AgentKind::Workload {
-                    check: CheckKey::new("shop", "web-to-api"),
-                },
-                "node-a",
-                "zone-a",
-                "10.244.1.9",
-            ),
+            AgentInfo {
+                pod: Some(AgentPod {
+                    namespace: "shop".into(),
+                    name: "web-probe-1".into(),
+                    service_account: "web".into(),
+                    uid: None,
+                }),
+                ..agent(
+                    "web-probe-1",
+                    AgentKind::Workload {
+                        check: CheckKey::new("shop", "web-to-api"),
+                    },
+                    "node-a",
+                    "zone-a",
+                    "10.244.1.9",
+                )
+            },
+            // A pod of another namespace carrying the same check label: it speaks for nothing.
+            AgentInfo {
+                pod: Some(AgentPod {
+                    namespace: "elsewhere".into(),
+                    name: "forged".into(),
+                    service_account: "default".into(),
+                    uid: None,
+                }),
+                ..agent(
+                    "forged",
+                    AgentKind::Workload {
+                        check: CheckKey::new("shop", "web-to-api"),
+                    },
+                    "node-b",
+                    "zone-b",
+                    "10.244.2.9",
+                )
+            },
             AgentInfo {
                 name: "office".into(),
                 kind: AgentKind::External,
@@ -768,6 +801,10 @@ mod tests {
         assert_eq!(names("mesh-b"), ["shop/z/t"]);
         assert_eq!(names("web-probe-1"), ["shop/web-to-api/t"]);
         assert_eq!(out["web-probe-1"].checks[0].expect, Expect::Deny);
+        assert!(
+            names("forged").is_empty(),
+            "a check label in another namespace"
+        );
         assert_eq!(names("office"), ["shop/e/t"]);
     }
 

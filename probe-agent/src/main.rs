@@ -466,7 +466,7 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
                     let (r3, e3) = (r.clone(), engine.clone());
                     // Ends with the process, like the two below; a one-shot cut short is
                     // reported as unanswered by the operator.
-                    tokio::spawn(async move { r3.run_one_shots(&e3).await });
+                    tokio::spawn(r3.run_one_shots(e3));
                     (
                         tokio::spawn(async move { r1.follow_assignments(tx).await }),
                         tokio::spawn(async move { r2.report_results(&e).await }),

@@ -39,10 +39,10 @@ use tokio::sync::watch;
 
 use netslo_protocol::bucket::BucketReport;
 use netslo_protocol::channel::{
-    AGENT_HEADER, ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, InvalidBatch,
-    MAX_ASSIGNMENT_RESPONSE_BYTES, MAX_BATCH_BUCKETS, MAX_WAIT, NO_NODE_ADDRESSES,
-    NODE_ADDRESSES_HEADER, ONE_SHOT_PATH, OneShotReport, RESULTS_PATH, ResultBatch, WAIT_HEADER,
-    new_boot_id, node_addresses_digest, validate_agent_name,
+    AGENT_HEADER, ASSIGNMENT_PATH, AssignmentEnvelope, BatchAck, ErrorBody, FEATURE_ONE_SHOTS,
+    FEATURES_HEADER, InvalidBatch, MAX_ASSIGNMENT_RESPONSE_BYTES, MAX_BATCH_BUCKETS, MAX_WAIT,
+    NO_NODE_ADDRESSES, NODE_ADDRESSES_HEADER, ONE_SHOT_PATH, OneShotReport, RESULTS_PATH,
+    ResultBatch, WAIT_HEADER, new_boot_id, node_addresses_digest, validate_agent_name,
 };
 use netslo_protocol::hash::random_u64;
 use netslo_protocol::spec::SpecError;
@@ -633,6 +633,7 @@ impl Reporter {
         let wait = wait.min(MAX_WAIT);
         let mut headers = vec![
             (AGENT_HEADER, self.cfg.agent_name.clone()),
+            (FEATURES_HEADER, FEATURE_ONE_SHOTS.to_owned()),
             (WAIT_HEADER, wait.as_secs().to_string()),
             (NODE_ADDRESSES_HEADER, self.held_node_addresses().header()),
         ];
@@ -799,12 +800,14 @@ impl Reporter {
         }
     }
 
-    /// Runs each one-shot probe of the assignment once, as it arrives, and reports it.
-    pub async fn run_one_shots(&self, engine: &Engine) {
+    /// Runs each one-shot probe of the assignment once, as it arrives (side by side: one
+    /// probe's timeouts do not hold up another's), and reports it.
+    pub async fn run_one_shots(self: Arc<Self>, engine: Arc<Engine>) {
         let mut current = self.one_shots.subscribe();
         // Ids run while they are still assigned: the operator keeps a one-shot in the
         // assignment until it has stored the report.
         let mut done: HashSet<String> = HashSet::new();
+        let mut running = tokio::task::JoinSet::new();
         loop {
             let one_shots = current.borrow_and_update().clone();
             done.retain(|id| one_shots.iter().any(|o| o.id == *id));
@@ -814,15 +817,24 @@ impl Reporter {
                 }
                 tracing::info!(id = %one.id, targets = one.jobs.len(), count = one.count,
                     "running a one-shot probe");
-                let report =
-                    one_shot::run(engine, &self.cfg.agent_name, one, TraceSettings::default())
-                        .await;
-                self.send_one_shot(&report).await;
+                let (reporter, engine, one) = (self.clone(), engine.clone(), one.clone());
+                running.spawn(async move {
+                    let report = one_shot::run(
+                        &engine,
+                        &reporter.cfg.agent_name,
+                        &one,
+                        TraceSettings::default(),
+                    )
+                    .await;
+                    reporter.send_one_shot(&report).await;
+                });
             }
-            if current.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = current.changed() => if changed.is_err() { break },
+                Some(_) = running.join_next(), if !running.is_empty() => {}
             }
         }
+        while running.join_next().await.is_some() {}
     }
 
     /// Sends a one-shot report, retrying while the operator is away (a few times: the

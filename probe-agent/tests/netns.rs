@@ -506,7 +506,7 @@ async fn trace_in(path: &RoutedPath) -> PathTrace {
     };
     path.source
         .ns
-        .run(move || trace::trace(destination, settings))
+        .run(move || trace::trace(destination, None, settings))
         .await
         .expect("ran in namespace")
         .expect("traced")
@@ -579,6 +579,21 @@ async fn path_trace_names_the_last_hop_that_answered() {
         (last.ttl, last.address, last.answer),
         (3, Some(r2), Some(HopAnswer::Prohibited))
     );
+
+    drop(_reject);
+    // iptables' default REJECT answers Port Unreachable: from a router, that is a firewall's
+    // refusal, not the destination reached.
+    let port_reject = path.routers[1]
+        .ns
+        .iptables(
+            "FORWARD",
+            &["-d", &path.destination.ip.to_string(), "-j", "REJECT"],
+        )
+        .unwrap();
+    let rejected = trace_in(&path).await;
+    assert_eq!(rejected.end, TraceEnd::Refused, "{rejected:?}");
+    assert_eq!(rejected.last_answered().unwrap().address, Some(r2));
+    drop(port_reject);
 
     // A TCP probe that times out behind the dropping router traces to its own destination.
     let _drop_again = path.routers[1]

@@ -10,7 +10,8 @@ use crate::bucket::BucketReport;
 use crate::hash::{fnv1a_64, random_u64};
 use crate::histogram::BUCKETS;
 use crate::spec::{
-    Assignment, MAX_DOCUMENT_BYTES, MAX_ONE_SHOT_ATTEMPTS, MAX_THRESHOLDS, validate_one_shot_id,
+    Assignment, MAX_DOCUMENT_BYTES, MAX_ONE_SHOT_ATTEMPTS, MAX_ONE_SHOT_TARGETS, MAX_THRESHOLDS,
+    validate_one_shot_id,
 };
 use crate::trace::PathTrace;
 use crate::verdict::ProbeResult;
@@ -21,6 +22,10 @@ pub const ASSIGNMENT_PATH: &str = "/v1/assignment";
 pub const RESULTS_PATH: &str = "/v1/results";
 /// Path of the one-shot results endpoint (`POST` a [`OneShotReport`]).
 pub const ONE_SHOT_PATH: &str = "/v1/one-shot-results";
+/// Header on assignment requests listing what the agent runs beyond checks, comma-separated.
+pub const FEATURES_HEADER: &str = "x-netslo-features";
+/// [`FEATURES_HEADER`]'s word for one-shot probes (`Assignment.oneShots`).
+pub const FEATURE_ONE_SHOTS: &str = "one-shots";
 /// Header naming the agent on assignment requests.
 pub const AGENT_HEADER: &str = "x-netslo-agent";
 /// Header with the longest a long-poll may wait, in seconds.
@@ -270,7 +275,8 @@ pub struct OneShotAttempt {
 }
 
 /// Most attempts in one report: every target of a one-shot, each its count of times.
-pub const MAX_ONE_SHOT_REPORT_ATTEMPTS: usize = 64 * MAX_ONE_SHOT_ATTEMPTS as usize;
+pub const MAX_ONE_SHOT_REPORT_ATTEMPTS: usize =
+    MAX_ONE_SHOT_TARGETS * MAX_ONE_SHOT_ATTEMPTS as usize;
 /// Most hops in a reported trace.
 pub const MAX_TRACE_HOPS: usize = 64;
 /// Largest one-shot report body the operator accepts.

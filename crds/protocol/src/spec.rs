@@ -117,11 +117,39 @@ pub struct OneShot {
     pub check: CheckSpec,
 }
 
+/// Most targets of one one-shot (a Service's paths: its ClusterIP, DNS name and endpoints).
+pub const MAX_ONE_SHOT_TARGETS: usize = 16;
+
+impl OneShot {
+    /// Checks its bounds and its check, naming fields with `f`; the operator checks each
+    /// one-shot on its own before adding it, so that one bad probe cannot get a whole
+    /// assignment refused.
+    pub fn validate(&self, f: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
+        validate_one_shot_id(&self.id)
+            .map_err(|_| SpecError::invalid(f("id"), ONE_SHOT_ID_RULE))?;
+        if !(1..=MAX_ONE_SHOT_ATTEMPTS).contains(&self.count) {
+            return Err(SpecError::invalid(
+                f("count"),
+                format!("must be between 1 and {MAX_ONE_SHOT_ATTEMPTS}"),
+            ));
+        }
+        if self.check.targets.len() > MAX_ONE_SHOT_TARGETS {
+            return Err(SpecError::invalid(
+                f("check.targets"),
+                format!("more than {MAX_ONE_SHOT_TARGETS}"),
+            ));
+        }
+        self.check.validate(&|x: &str| f(&format!("check.{x}")))
+    }
+}
+
+const ONE_SHOT_ID_RULE: &str = "1 to 64 letters, digits and '-'";
+
 /// Whether `id` can name a one-shot: 1 to 64 of `[a-zA-Z0-9-]`.
 pub fn validate_one_shot_id(id: &str) -> Result<(), SpecError> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
-        return Err(SpecError::invalid("id", "1 to 64 letters, digits and '-'"));
+        return Err(SpecError::invalid("id", ONE_SHOT_ID_RULE));
     }
     Ok(())
 }
@@ -544,22 +572,13 @@ impl Assignment {
         }
         let mut ids = HashSet::new();
         for (i, o) in self.one_shots.iter().enumerate() {
-            let f = |x: &str| format!("oneShots[{i}].{x}");
-            validate_one_shot_id(&o.id)
-                .map_err(|_| SpecError::invalid(f("id"), "1 to 64 letters, digits and '-'"))?;
+            o.validate(&|x: &str| format!("oneShots[{i}].{x}"))?;
             if !ids.insert(o.id.as_str()) {
-                return Err(SpecError::invalid(f("id"), format!("duplicate {:?}", o.id)));
-            }
-            if !(1..=MAX_ONE_SHOT_ATTEMPTS).contains(&o.count) {
                 return Err(SpecError::invalid(
-                    f("count"),
-                    format!("must be between 1 and {MAX_ONE_SHOT_ATTEMPTS}"),
+                    format!("oneShots[{i}].id"),
+                    format!("duplicate {:?}", o.id),
                 ));
             }
-            if o.check.targets.len() > 64 {
-                return Err(SpecError::invalid(f("check.targets"), "more than 64"));
-            }
-            o.check.validate(&|x: &str| f(&format!("check.{x}")))?;
         }
         Ok(())
     }

@@ -52,6 +52,11 @@ use crate::duration::GoDuration;
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self == oldSelf", "message": "a ConnectivityProbe cannot change: create another"},
+    {
+        "rule": "!has(self.timeout) || duration(self.timeout) <= duration('30s')",
+        "message": "timeout is at most 30s",
+        "fieldPath": ".timeout",
+    },
 ]))]
 pub struct ConnectivityProbeSpec {
     /// Where the probe runs from.
@@ -64,12 +69,13 @@ pub struct ConnectivityProbeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
 
-    /// Attempts at each path to the destination, one second apart. Default 3.
+    /// Attempts at each path to the destination, a second after the previous one's timeout
+    /// (at most 5 s apart). Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10))]
     pub count: Option<i32>,
 
-    /// Longest an attempt may take. Default 2s, at most 1m.
+    /// Longest an attempt may take. Default 2s, at most 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<GoDuration>,
 }

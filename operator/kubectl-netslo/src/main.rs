@@ -4,8 +4,9 @@
 //!
 //! Exit codes: 0 done; 1 an error (the API, a check not found); 2 a usage error; `wait`: 3 the
 //! check failed (stalled, objective breached, expected-deny violated), 4 timed out; `probe`: 3
-//! an attempt failed, 4 no answer in time, 5 not allowed (RBAC refused the ConnectivityProbe,
-//! or the operator refused its destination or origin); `matrix`: 3 a cell fails, 5 RBAC
+//! an attempt failed, 4 no answer in time, 5 refused (RBAC refused the ConnectivityProbe, or
+//! the operator refused to run it: its destination or origin not granted or not found, or too
+//! many probes running; the message says which); `matrix`: 3 a cell fails, 5 RBAC
 //! refused the ConnectivityMatrix, 1 no grid (the check unknown or without results).
 
 mod matrix;
@@ -114,8 +115,9 @@ enum Command {
         /// Longest an attempt may take ("2s").
         #[arg(long)]
         attempt_timeout: Option<GoDuration>,
-        /// How long to wait for the answer ("2m").
-        #[arg(long, default_value = "2m")]
+        /// How long to wait for the answer ("5m"); the operator fails a probe nobody
+        /// answers sooner, by what it asked for.
+        #[arg(long, default_value = "5m")]
         timeout: GoDuration,
         /// Keep the ConnectivityProbe afterwards (the operator deletes it an hour later).
         #[arg(long)]

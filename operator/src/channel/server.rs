@@ -11,9 +11,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use netslo_protocol::channel::{
-    AGENT_HEADER, ASSIGNMENT_PATH, BatchAck, ErrorBody, MAX_BATCH_BYTES, MAX_ONE_SHOT_REPORT_BYTES,
-    NODE_ADDRESSES_HEADER, ONE_SHOT_PATH, OneShotReport, RESULTS_PATH, RefusedBucket, ResultBatch,
-    WAIT_HEADER, validate_agent_name,
+    AGENT_HEADER, ASSIGNMENT_PATH, BatchAck, ErrorBody, FEATURE_ONE_SHOTS, FEATURES_HEADER,
+    MAX_BATCH_BYTES, MAX_ONE_SHOT_REPORT_BYTES, NODE_ADDRESSES_HEADER, ONE_SHOT_PATH,
+    OneShotReport, RESULTS_PATH, RefusedBucket, ResultBatch, WAIT_HEADER, validate_agent_name,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -440,7 +440,11 @@ impl State {
                             None => HeldAddresses::Unspoken,
                             Some(v) => HeldAddresses::Digest(v.to_str().unwrap_or_default()),
                         };
-                        let body = entry.body(held).map_err(|e| {
+                        let runs_one_shots = headers
+                            .get(FEATURES_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.split(',').any(|f| f.trim() == FEATURE_ONE_SHOTS));
+                        let body = entry.body_for(held, runs_one_shots).map_err(|e| {
                             self.unavailable("AssignmentUnavailable", e.to_string())
                         })?;
                         ChannelStats::add(&self.stats.assignments_served, 1);
@@ -480,6 +484,12 @@ impl State {
         req: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, Refusal> {
         let id = self.authenticate(req.headers()).await?;
+        // Bodies read at once are bounded with the result batches'.
+        let _reading = self
+            .batches
+            .acquire()
+            .await
+            .map_err(|_| self.unavailable("ShuttingDown", "the channel is stopping"))?;
         let body = self.read_body(req, MAX_ONE_SHOT_REPORT_BYTES).await?;
         let report: OneShotReport = serde_json::from_slice(&body).map_err(|e| {
             self.malformed(StatusCode::BAD_REQUEST, "ReportMalformed", e.to_string())

@@ -120,20 +120,36 @@ impl AgentEntry {
     /// addresses are left out when the agent already holds them: mesh rounds change every
     /// agent's checks every round, the addresses only when nodes come and go.
     pub fn body(&self, held: HeldAddresses<'_>) -> Result<Bytes, serde_json::Error> {
+        self.body_for(held, true)
+    }
+
+    /// As [`AgentEntry::body`], without one-shots for an agent that does not say it runs
+    /// them ([`netslo_protocol::channel::FEATURES_HEADER`]): an older agent refuses an
+    /// assignment with fields it does not know, and would stop probing its checks.
+    pub fn body_for(
+        &self,
+        held: HeldAddresses<'_>,
+        runs_one_shots: bool,
+    ) -> Result<Bytes, serde_json::Error> {
         let addresses = &self.node_addresses;
         let (digest, held) = match held {
             HeldAddresses::Unspoken => ("", false),
             HeldAddresses::Digest(d) => (addresses.digest.as_str(), d == addresses.digest),
         };
-        let with_addresses;
-        let assignment = if held || addresses.list.is_empty() {
+        let strip_one_shots = !runs_one_shots && !self.assignment.one_shots.is_empty();
+        let adapted;
+        let assignment = if (held || addresses.list.is_empty()) && !strip_one_shots {
             &*self.assignment
         } else {
-            with_addresses = Assignment {
-                node_addresses: addresses.list.clone(),
-                ..(*self.assignment).clone()
-            };
-            &with_addresses
+            let mut copy = (*self.assignment).clone();
+            if !held {
+                copy.node_addresses = addresses.list.clone();
+            }
+            if strip_one_shots {
+                copy.one_shots.clear();
+            }
+            adapted = copy;
+            &adapted
         };
         let envelope = ServedEnvelope {
             version: &self.version,
@@ -413,6 +429,32 @@ mod tests {
     fn with_addresses(mut a: Assignment, list: &Arc<[IpAddr]>) -> Assignment {
         a.node_addresses = list.clone();
         a
+    }
+
+    #[test]
+    fn one_shots_go_only_to_agents_that_say_they_run_them() {
+        let m = MemoryAssignments::new(Duration::ZERO);
+        let b = AgentBinding::service_account("ns", "agent");
+        let mut a = assignment(&["ns/a"], None);
+        a.one_shots.push(netslo_protocol::spec::OneShot {
+            id: "probe-1".into(),
+            count: 1,
+            trace: true,
+            check: a.checks[0].clone(),
+        });
+        m.set("a", b, a).unwrap();
+        let entry = m.agent("a").unwrap();
+        let served = |runs: bool| -> AssignmentEnvelope {
+            let body = entry.body_for(HeldAddresses::Unspoken, runs).unwrap();
+            serde_json::from_slice(&body).unwrap()
+        };
+        assert_eq!(served(true).assignment.one_shots.len(), 1);
+        // An agent that does not say so still gets its checks, in a form it can read.
+        let older = served(false);
+        assert!(older.assignment.one_shots.is_empty());
+        assert_eq!(older.assignment.checks.len(), 1);
+        let raw = entry.body_for(HeldAddresses::Unspoken, false).unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("oneShots"));
     }
 
     #[test]

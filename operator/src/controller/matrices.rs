@@ -38,6 +38,8 @@ use crate::store::Recent;
 
 /// How long an answered request stays before the operator deletes it.
 const KEEP_ANSWERED: Duration = Duration::from_secs(3_600);
+/// Longest column name the CRD takes.
+const MAX_COLUMN_CHARS: usize = 512;
 /// How often requests are looked at.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -139,12 +141,14 @@ pub(super) fn grid(
     // Columns: the failing ones first when there are too many, then by name.
     let mut failing_columns: BTreeSet<&str> = BTreeSet::new();
     let mut all_columns: BTreeSet<&str> = BTreeSet::new();
+    let mut failing_rows: BTreeSet<&str> = BTreeSet::new();
     let mut all_rows: BTreeSet<&str> = BTreeSet::new();
     for ((row, column), tally) in &cells {
         all_columns.insert(column);
         all_rows.insert(row);
         if failing(tally) {
             failing_columns.insert(column);
+            failing_rows.insert(row);
         }
     }
     let mut columns: Vec<&str> = failing_columns.iter().copied().collect();
@@ -152,11 +156,14 @@ pub(super) fn grid(
     let omitted_columns = columns.len().saturating_sub(MAX_MATRIX_SIDE);
     columns.truncate(MAX_MATRIX_SIDE);
     columns.sort_unstable();
-    let rows: Vec<&str> = all_rows.iter().copied().collect();
+    // Rows likewise: the failing ones kept first, then shown in order.
+    let mut rows: Vec<&str> = failing_rows.iter().copied().collect();
+    rows.extend(all_rows.iter().filter(|r| !failing_rows.contains(*r)));
     let omitted_rows = rows.len().saturating_sub(MAX_MATRIX_SIDE);
+    rows.truncate(MAX_MATRIX_SIDE);
+    rows.sort_unstable();
     let rows: Vec<MatrixRow> = rows
         .into_iter()
-        .take(MAX_MATRIX_SIDE)
         .map(|row| MatrixRow {
             source: row.to_owned(),
             cells: columns
@@ -193,7 +200,11 @@ pub(super) fn grid(
         phase: Some(MatrixPhase::Ready),
         message,
         rows_by: Some(rows_by),
-        columns: columns.into_iter().map(str::to_owned).collect(),
+        // Within the schema's bound (a URL endpoint may be long).
+        columns: columns
+            .into_iter()
+            .map(|c| c.chars().take(MAX_COLUMN_CHARS).collect())
+            .collect(),
         rows,
         generated_at: None,
     }

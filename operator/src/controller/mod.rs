@@ -745,14 +745,21 @@ fn add_one_shots(
     cluster_cidrs: &[String],
 ) {
     for (id, plan) in ctx.one_shot_plans().iter_mut() {
-        // From a workload: the first of its probe pods to be known, and kept once chosen.
-        if plan.agent.is_none()
-            && let Some((key, _)) = &plan.workload
+        // From a workload: one of its probe pods (in the probe's own namespace: the check
+        // label alone anyone may put on a pod), kept while it is there.
+        if let Some((key, _)) = &plan.workload
+            && !plan
+                .agent
+                .as_ref()
+                .is_some_and(|chosen| agents.iter().any(|a| &a.name == chosen))
         {
             plan.agent = agents
                 .iter()
-                .find(|a| matches!(&a.kind, AgentKind::Workload { check } if check == key))
-                .filter(|a| binding(ctx, a).is_some())
+                .find(|a| {
+                    matches!(&a.kind, AgentKind::Workload { check } if check == key)
+                        && a.pod.as_ref().is_some_and(|p| p.namespace == key.namespace)
+                        && binding(ctx, a).is_some()
+                })
                 .map(|a| a.name.clone());
         }
         let Some(agent) = agents.iter().find(|a| Some(&a.name) == plan.agent.as_ref()) else {
@@ -776,13 +783,19 @@ fn add_one_shots(
         ) else {
             continue;
         };
-        if assignment.one_shots.len() < netslo_protocol::spec::MAX_ONE_SHOTS {
-            assignment.one_shots.push(netslo_protocol::spec::OneShot {
-                id: id.clone(),
-                count: plan.count,
-                trace: true,
-                check,
-            });
+        let one_shot = netslo_protocol::spec::OneShot {
+            id: id.clone(),
+            count: plan.count,
+            trace: true,
+            check,
+        };
+        // Checked alone: an agent refuses a whole assignment it cannot read.
+        match one_shot.validate(&|field| format!("oneShot.{field}")) {
+            Ok(()) if assignment.one_shots.len() < netslo_protocol::spec::MAX_ONE_SHOTS => {
+                assignment.one_shots.push(one_shot);
+            }
+            Ok(()) => {}
+            Err(err) => tracing::warn!(probe = id, "one-shot not assigned: {err}"),
         }
     }
 }

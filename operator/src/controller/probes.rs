@@ -1,16 +1,18 @@
-//! ConnectivityProbes: one probe, asked for through the API, run once by the agent on the
-//! node it names.
+//! ConnectivityProbes: one probe, asked for through the API, run once from the node or as the
+//! workload it names.
 //!
 //! A probe stands for a check of one target in its namespace, probed from one node's mesh
-//! agent: it is resolved and granted by the same code as a ConnectivityCheck's target
-//! ([`super::plan::desired`]), so it reaches and reveals nothing a check in that namespace
-//! could not, and whoever may create ConnectivityProbes there (RBAC) may ask. The planner puts
-//! it into that agent's assignment as a one-shot ([`OneShotPlan`]); the agent's report comes
-//! back through the channel's [`OneShotInbox`](crate::channel::OneShotInbox) and becomes the
-//! probe's status. A probe nobody answers fails at its deadline; a finished probe is deleted
-//! an hour after it finished (the plugin deletes its own at once).
+//! agent or, from a Deployment or pod of its namespace, from a short-lived probe pod with that
+//! workload's labels and service account. Its destination is resolved and granted by the same
+//! code as a ConnectivityCheck's target ([`super::plan::desired`]); whoever may create
+//! ConnectivityProbes in the namespace (RBAC) may ask, at most [`MAX_RUNNING_PER_NAMESPACE`]
+//! at once. The planner puts it into its agent's assignment as a one-shot ([`OneShotPlan`]);
+//! the agent's report comes back through the channel's
+//! [`OneShotInbox`](crate::channel::OneShotInbox) and becomes the probe's status. A probe
+//! nobody answers fails at its deadline; its probe pods are deleted when it is over; a
+//! finished probe is deleted an hour after it finished (the plugin deletes its own at once).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,9 +31,11 @@ use netslo_crds::v1alpha1::{
     MAX_PROBE_ATTEMPTS, MeshSource, PathTraceStatus, PodsTarget, ProbeAttempt, ProbePhase,
     ProbeSource, Schedule, Target, TraceHop, WorkloadSource,
 };
+use netslo_protocol::channel::OneShotAttempt;
 use netslo_protocol::channel::OneShotReport;
-use netslo_protocol::spec::{MAX_ONE_SHOT_ATTEMPTS, MAX_ONE_SHOTS};
+use netslo_protocol::spec::{MAX_ONE_SHOT_ATTEMPTS, MAX_ONE_SHOT_TARGETS, MAX_ONE_SHOTS};
 use netslo_protocol::trace::PathTrace;
+use netslo_protocol::verdict::Outcome;
 
 use super::Context;
 use super::plan::{self, Gathered, PlannedCheck};
@@ -40,6 +44,7 @@ use crate::cache::OwnedSnapshot;
 use crate::check_key::CheckKey;
 use crate::resolve::{Destination, SeriesId};
 use crate::slo::{UnixMs, now_ms};
+use crate::workloads;
 
 /// Attempts when the probe does not say.
 const DEFAULT_COUNT: u8 = 3;
@@ -51,6 +56,8 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 const ANSWER_SLACK: Duration = Duration::from_secs(45);
 /// How long a finished probe stays for `kubectl get` before the operator deletes it.
 const KEEP_FINISHED: Duration = Duration::from_secs(3_600);
+/// Most probes running at once in one namespace: each may start a probe pod.
+const MAX_RUNNING_PER_NAMESPACE: usize = 8;
 /// How often running probes are looked at without a report arriving.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -151,7 +158,9 @@ fn check_for(
     };
     let check = ConnectivityCheck {
         metadata: ObjectMeta {
-            name: Some(format!("probe.{}", probe.name_any())),
+            // From the probe's UID, not its name: a check of the same namespace may be named
+            // anything, and must never share a key (or probe pods) with a probe.
+            name: Some(synthetic_name(&probe.uid().unwrap_or_default())),
             namespace: Some(namespace.to_owned()),
             uid: probe.uid(),
             ..ObjectMeta::default()
@@ -160,6 +169,16 @@ fn check_for(
         status: None,
     };
     (check, narrowed_to)
+}
+
+/// The name of the check a probe stands for: `probe.` and the first 12 hex digits of its UID.
+fn synthetic_name(uid: &str) -> String {
+    let hex: String = uid
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
+    format!("probe.{hex}")
 }
 
 /// What planning a probe came to.
@@ -255,6 +274,14 @@ fn plan_probe(
             });
         }
     }
+    // A one-shot runs a bounded number of paths (a Service's ClusterIP, name and endpoints).
+    let mut paths = 0;
+    for target in &mut desired.planned.targets {
+        target
+            .endpoints
+            .truncate(MAX_ONE_SHOT_TARGETS.saturating_sub(paths));
+        paths += target.endpoints.len();
+    }
     if desired
         .planned
         .targets
@@ -270,8 +297,13 @@ fn plan_probe(
         });
     }
     let (count, timeout) = attempts_of(probe);
+    // The agent runs a round's paths one after another, rounds an interval apart.
+    let paths = u32::try_from(paths.max(1)).unwrap_or(1);
     let attempts = u32::from(count);
-    let deadline = now + (timeout + Duration::from_secs(1)) * attempts + ANSWER_SLACK;
+    let deadline = now
+        + timeout * paths * attempts
+        + (timeout + Duration::from_secs(1)) * attempts
+        + ANSWER_SLACK;
     if from_workload {
         let Some(mut deployment) = desired.children.workload else {
             return Planned::Refused("no probe pod can run as this workload".into());
@@ -318,43 +350,48 @@ fn plan_probe(
 
 /// A probe's status from its agent's report (pure).
 fn answered(report: &OneShotReport, now: UnixMs) -> ConnectivityProbeStatus {
+    // Judged on every attempt; only the list in status is bounded.
+    let total = report.attempts.len();
+    let failed_total = report
+        .attempts
+        .iter()
+        .filter(|a| a.result.outcome != Outcome::Good)
+        .count();
+    let first_failed = report
+        .attempts
+        .iter()
+        .position(|a| a.result.outcome != Outcome::Good);
+    let attempt = |a: &OneShotAttempt| {
+        let r = &a.result;
+        let micros = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok());
+        ProbeAttempt {
+            path: path_of(&a.target),
+            outcome: format!("{:?}", r.outcome),
+            reason: r.reason.map(|x| x.as_str().to_owned()),
+            layer: r.layer.map(|l| l.as_str().to_owned()),
+            dns_micros: micros(r.phases.dns_us),
+            connect_micros: micros(r.phases.connect_us),
+            tls_micros: micros(r.phases.tls_us),
+            first_byte_micros: micros(r.phases.ttfb_us),
+            total_micros: micros(r.phases.total_us),
+        }
+    };
     let attempts: Vec<ProbeAttempt> = report
         .attempts
         .iter()
         .take(MAX_PROBE_ATTEMPTS)
-        .map(|a| {
-            let r = &a.result;
-            let micros = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok());
-            ProbeAttempt {
-                path: path_of(&a.target),
-                outcome: format!("{:?}", r.outcome),
-                reason: r.reason.map(|x| x.as_str().to_owned()),
-                layer: r.layer.map(|l| l.as_str().to_owned()),
-                dns_micros: micros(r.phases.dns_us),
-                connect_micros: micros(r.phases.connect_us),
-                tls_micros: micros(r.phases.tls_us),
-                first_byte_micros: micros(r.phases.ttfb_us),
-                total_micros: micros(r.phases.total_us),
-            }
-        })
+        .map(attempt)
         .collect();
-    let failed: Vec<&ProbeAttempt> = attempts.iter().filter(|a| a.outcome != "Good").collect();
-    let phase = if failed.is_empty() && !attempts.is_empty() {
+    let phase = if failed_total == 0 && total > 0 {
         ProbePhase::Succeeded
     } else {
         ProbePhase::Failed
     };
-    let mut message = match failed.first() {
-        None if attempts.is_empty() => "the agent ran no attempt".to_owned(),
-        None => format!(
-            "{} of {} attempts succeeded",
-            attempts.len(),
-            attempts.len()
-        ),
+    let mut message = match first_failed.map(|i| attempt(&report.attempts[i])) {
+        None if total == 0 => "the agent ran no attempt".to_owned(),
+        None => format!("{total} of {total} attempts succeeded"),
         Some(first) => format!(
-            "{} of {} attempts failed; first: {} at {} on {}",
-            failed.len(),
-            attempts.len(),
+            "{failed_total} of {total} attempts failed; first: {} at {} on {}",
             first.reason.as_deref().unwrap_or("unknown"),
             first.layer.as_deref().unwrap_or("an unknown layer"),
             first.path
@@ -368,7 +405,7 @@ fn answered(report: &OneShotReport, now: UnixMs) -> ConnectivityProbeStatus {
     }
     ConnectivityProbeStatus {
         phase: Some(phase),
-        message: Some(message),
+        message: Some(bounded_message(message)),
         agent: Some(report.agent_name.clone()),
         attempts,
         trace,
@@ -392,7 +429,7 @@ fn trace_status(trace: &PathTrace) -> PathTraceStatus {
         hops: trace
             .hops
             .iter()
-            .take(64)
+            .take(netslo_protocol::channel::MAX_TRACE_HOPS)
             .map(|h| TraceHop {
                 ttl: i32::from(h.ttl),
                 address: h.address.map(|a| a.to_string()),
@@ -407,6 +444,19 @@ pub(super) fn time_at(now: UnixMs) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(now.div_euclid(1_000)).unwrap_or_default())
 }
 
+/// Most characters of a status message (the CRD's bound).
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// A message within the CRD's bound, cut at a character with an ellipsis.
+fn bounded_message(message: String) -> String {
+    if message.chars().count() <= MAX_MESSAGE_CHARS {
+        return message;
+    }
+    let mut cut: String = message.chars().take(MAX_MESSAGE_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 fn status(
     phase: ProbePhase,
     message: String,
@@ -415,7 +465,7 @@ fn status(
 ) -> ConnectivityProbeStatus {
     ConnectivityProbeStatus {
         phase: Some(phase),
-        message: Some(message),
+        message: Some(bounded_message(message)),
         agent,
         completion_time: phase.is_final().then(|| time_at(now)),
         ..ConnectivityProbeStatus::default()
@@ -441,8 +491,9 @@ pub async fn run_probes(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Rec
         ready = store.wait_until_ready() => if ready.is_err() { return },
         _ = shutdown.wait_for(|stop| *stop) => { watching.abort(); return },
     }
+    let mut answers = HashMap::new();
     loop {
-        step(&ctx, &store).await;
+        step(&ctx, &store, &mut answers).await;
         tokio::select! {
             () = ctx.one_shots.arrived() => {}
             () = tokio::time::sleep(TICK) => {}
@@ -454,12 +505,29 @@ pub async fn run_probes(ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Rec
 
 /// One look at every probe: plan the new ones, finish the answered and the overdue, delete
 /// the long finished, forget the deleted.
-async fn step(ctx: &Context, store: &Store<ConnectivityProbe>) {
+/// `answers` keeps each final status this process decided until the watch shows it written:
+/// a write that failed, or one the watch has not caught up with, is written again, never
+/// taken for a probe left running by an earlier process.
+async fn step(
+    ctx: &Context,
+    store: &Store<ConnectivityProbe>,
+    answers: &mut HashMap<String, ConnectivityProbeStatus>,
+) {
     let probes = store.state();
     let now = Instant::now();
     let now_unix = now_ms();
     let mut replan = false;
     let live: std::collections::BTreeSet<String> = probes.iter().filter_map(|p| p.uid()).collect();
+    answers.retain(|uid, _| {
+        probes.iter().any(|p| {
+            p.uid().as_ref() == Some(uid)
+                && !p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(ProbePhase::is_final)
+        })
+    });
     {
         let mut plans = ctx.one_shot_plans();
         let before = plans.len();
@@ -479,6 +547,10 @@ async fn step(ctx: &Context, store: &Store<ConnectivityProbe>) {
             if finished.is_some_and(|at| now_unix - at > KEEP_FINISHED.as_millis() as i64) {
                 delete(ctx, probe).await;
             }
+            continue;
+        }
+        if let Some(answer) = answers.get(&uid) {
+            write_status(ctx, probe, answer.clone()).await;
             continue;
         }
         let running = ctx.one_shot_plans().get(&uid).cloned();
@@ -501,7 +573,15 @@ async fn step(ctx: &Context, store: &Store<ConnectivityProbe>) {
             },
             None if phase == Some(ProbePhase::Running) => {
                 // Running, but not planned by this process (the operator restarted): the
-                // agent's answer went to the previous one.
+                // agent's answer went to the previous one. Its probe pods, if it had any, go.
+                if let Some(namespace) = probe.namespace() {
+                    let pods = workloads::workload_deployment_name(&workloads::CheckRef {
+                        namespace: namespace.clone(),
+                        name: synthetic_name(&uid),
+                        uid: uid.clone(),
+                    });
+                    delete_probe_pods(ctx, &namespace, &pods).await;
+                }
                 Some(status(
                     ProbePhase::Failed,
                     "the operator restarted while the probe ran; ask again".into(),
@@ -513,6 +593,7 @@ async fn step(ctx: &Context, store: &Store<ConnectivityProbe>) {
         };
         let Some(next) = next else { continue };
         if next.phase.is_some_and(ProbePhase::is_final) {
+            answers.insert(uid.clone(), next.clone());
             let finished = ctx.one_shot_plans().remove(&uid);
             if let Some(plan) = finished {
                 replan = true;
@@ -568,6 +649,16 @@ async fn start(
             Planned::Refused(message) => return refused(message),
             Planned::Run(plan, probe_pods) => (plan, probe_pods),
         };
+    let in_namespace = ctx
+        .one_shot_plans()
+        .values()
+        .filter(|p| p.planned.key.namespace == namespace)
+        .count();
+    if in_namespace >= MAX_RUNNING_PER_NAMESPACE {
+        return refused(format!(
+            "namespace {namespace} runs {MAX_RUNNING_PER_NAMESPACE} probes already; ask again once one is over"
+        ));
+    }
     if let Some(agent) = &plan.agent {
         let on_agent = ctx
             .one_shot_plans()
@@ -715,7 +806,12 @@ mod tests {
         ];
         let (check, narrowed) = check_for(&p, "shop", &pods, None);
         assert_eq!(narrowed, Some("10.0.0.7".parse().unwrap()));
-        assert_eq!(check.metadata.name.as_deref(), Some("probe.probe-x"));
+        // Named from the probe's UID ("uid-1": its hex digits), never from its name.
+        assert_eq!(check.metadata.name.as_deref(), Some("probe.d1"));
+        assert_eq!(
+            synthetic_name("8a0587b0-e31d-441e-a268-6d5a2dd611cf"),
+            "probe.8a0587b0e31d"
+        );
         assert!(check.spec.source.mesh.is_some());
         let target = &check.spec.targets[0];
         let selected = &target.pods.as_ref().unwrap().selector;

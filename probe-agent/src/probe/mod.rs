@@ -81,30 +81,32 @@ impl Probe {
         settings: trace::TraceSettings,
     ) -> Option<Result<netslo_protocol::trace::PathTrace, trace::TraceError>> {
         let deadline = Instant::now() + timeout;
-        async fn resolved((host, guard): (&HostPort, &Guard), deadline: Instant) -> Option<IpAddr> {
-            resolve(host, deadline, guard)
-                .await
-                .ok()
-                .map(|(a, _)| a.ip())
+        async fn resolved(
+            (host, guard): (&HostPort, &Guard),
+            deadline: Instant,
+        ) -> Option<(IpAddr, Option<u16>)> {
+            let (addr, _) = resolve(host, deadline, guard).await.ok()?;
+            Some((addr.ip(), Some(addr.port())))
         }
-        let ip = match self {
+        // The trace goes to the address and port the guard allowed; ICMP has no port.
+        let (ip, port) = match self {
             Probe::Tcp(p) => resolved(p.destination(), deadline).await?,
             Probe::Udp(p) => resolved(p.destination(), deadline).await?,
             Probe::Http(p) => resolved(p.destination(), deadline).await?,
             Probe::Icmp(p) => {
                 let (ip, guard) = p.destination();
                 guard.check_ip(ip).ok()?;
-                ip
+                (ip, None)
             }
             Probe::Dns(p) => match p.destination() {
                 (server, Some(guard)) => {
                     guard.check(server).ok()?;
-                    server.ip()
+                    (server.ip(), Some(server.port()))
                 }
-                (server, None) => server.ip(),
+                (server, None) => (server.ip(), Some(server.port())),
             },
         };
-        Some(trace::trace(ip, settings).await)
+        Some(trace::trace(ip, port, settings).await)
     }
 }
 

@@ -4,10 +4,12 @@
 //! Unreachable, a refusing router or firewall another Unreachable; a hop that drops the
 //! traffic says nothing, so the last hop that answered is where the path was last seen alive.
 //!
-//! The datagrams go only to the destination the probe already checked against its guard
-//! (routers see them expire; nothing is addressed to them). Each TTL goes to its own port
-//! (`base_port + ttl`), and the error queue gives back the original destination, so a late
-//! answer is never taken for the next hop's.
+//! The datagrams go only to the address and port the probe already checked against its
+//! guard (routers see them expire; nothing is addressed to them); without a port (ICMP) each
+//! TTL goes to its own port above `base_port`, as traceroute does. Each datagram carries its
+//! TTL, and the error queue gives the datagram back, so a late answer is never taken for the
+//! next hop's. A Port Unreachable counts as reaching the destination only when the destination
+//! sends it: from a router it is a firewall's `REJECT`.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -125,8 +127,12 @@ fn classify_icmp6(icmp_type: u8, code: u8) -> Option<HopAnswer> {
 }
 
 /// Traces the path to `destination` on a blocking thread (the socket waits in `poll`).
-pub async fn trace(destination: IpAddr, settings: TraceSettings) -> Result<PathTrace, TraceError> {
-    tokio::task::spawn_blocking(move || trace_blocking(destination, settings))
+pub async fn trace(
+    destination: IpAddr,
+    port: Option<u16>,
+    settings: TraceSettings,
+) -> Result<PathTrace, TraceError> {
+    tokio::task::spawn_blocking(move || trace_blocking(destination, port, settings))
         .await
         .map_err(|_| TraceError::Worker)?
 }
@@ -134,14 +140,17 @@ pub async fn trace(destination: IpAddr, settings: TraceSettings) -> Result<PathT
 /// Traces the path to `destination` from the calling thread.
 pub fn trace_blocking(
     destination: IpAddr,
+    port: Option<u16>,
     settings: TraceSettings,
 ) -> Result<PathTrace, TraceError> {
     let socket = open_socket(destination).map_err(TraceError::Socket)?;
     let mut hops: Vec<Hop> = Vec::new();
     let mut sent_at: Vec<Option<Instant>> = Vec::new();
     let mut silent = 0u8;
-    let payload = [0u8; 32];
     for ttl in 1..=settings.max_hops.max(1) {
+        let mut payload = [0u8; 32];
+        payload[..MAGIC.len()].copy_from_slice(MAGIC);
+        payload[MAGIC.len()] = ttl;
         hops.push(Hop {
             ttl,
             address: None,
@@ -150,7 +159,10 @@ pub fn trace_blocking(
         });
         sent_at.push(None);
         set_ttl(&socket, destination, ttl).map_err(TraceError::Socket)?;
-        let to = SocketAddr::new(destination, port_of(settings.base_port, ttl));
+        let to = SocketAddr::new(
+            destination,
+            port.unwrap_or_else(|| port_of(settings.base_port, ttl)),
+        );
         match socket.send_to(&payload, &to.into()) {
             Ok(_) => sent_at[usize::from(ttl) - 1] = Some(Instant::now()),
             // The agent's host has no route (or refuses locally): nothing left the node.
@@ -170,8 +182,12 @@ pub fn trace_blocking(
             if left.is_zero() || !wait_for_error(&socket, left) {
                 break;
             }
-            while let Some((port, answer)) = read_error(&socket) {
-                let Some(index) = ttl_of(settings.base_port, port)
+            while let Some((sent_to, sent_ttl, mut answer)) = read_error(&socket) {
+                if answer.answer == HopAnswer::Reached && answer.from != Some(destination) {
+                    answer.answer = HopAnswer::Prohibited;
+                }
+                let Some(index) = sent_ttl
+                    .or_else(|| ttl_of(settings.base_port, sent_to))
                     .map(usize::from)
                     .filter(|t| (1..=hops.len()).contains(t))
                     .map(|t| t - 1)
@@ -267,31 +283,45 @@ fn wait_for_error(socket: &Socket, timeout: Duration) -> bool {
             .is_some_and(|r| r.contains(PollFlags::POLLERR))
 }
 
+/// What each trace datagram starts with, before its TTL.
+const MAGIC: &[u8] = b"netslo-trace";
+
+/// The TTL a returned datagram was sent with, if it is one of ours (pure).
+fn sent_ttl(payload: &[u8]) -> Option<u8> {
+    payload
+        .strip_prefix(MAGIC)
+        .and_then(|rest| rest.first().copied())
+}
+
 /// Reads one ICMP answer from the error queue without blocking: the original datagram's
-/// destination port and the answer. Entries that are no ICMP answer are skipped.
-fn read_error(socket: &Socket) -> Option<(u16, IcmpAnswer)> {
+/// destination port, the TTL it carried and the answer. Entries that are no ICMP answer are
+/// skipped.
+fn read_error(socket: &Socket) -> Option<(u16, Option<u8>, IcmpAnswer)> {
     let mut control = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
     loop {
         let mut payload = [0u8; 64];
-        let mut iov = [IoSliceMut::new(&mut payload)];
-        let msg = recvmsg::<SockaddrStorage>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut control),
-            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
-        )
-        .ok()?;
-        let port = msg.address.as_ref().and_then(|a| {
-            a.as_sockaddr_in()
-                .map(|a| a.port())
-                .or_else(|| a.as_sockaddr_in6().map(|a| a.port()))
-        });
-        let answer = msg
-            .cmsgs()
-            .ok()
-            .and_then(|mut c| c.find_map(|m| icmp_answer(&m)));
+        let (port, answer, len) = {
+            let mut iov = [IoSliceMut::new(&mut payload)];
+            let msg = recvmsg::<SockaddrStorage>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut control),
+                MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+            )
+            .ok()?;
+            let port = msg.address.as_ref().and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|a| a.port())
+                    .or_else(|| a.as_sockaddr_in6().map(|a| a.port()))
+            });
+            let answer = msg
+                .cmsgs()
+                .ok()
+                .and_then(|mut c| c.find_map(|m| icmp_answer(&m)));
+            (port, answer, msg.bytes)
+        };
         if let (Some(port), Some(answer)) = (port, answer) {
-            return Some((port, answer));
+            return Some((port, sent_ttl(&payload[..len.min(payload.len())]), answer));
         }
     }
 }
@@ -381,6 +411,16 @@ mod tests {
         assert_eq!(anonymous.from, None);
         let unset = icmp_answer(&v4(SO_EE_ORIGIN_ICMP, 11, 0, Some(Ipv4Addr::UNSPECIFIED)));
         assert_eq!(unset.unwrap().from, None);
+    }
+
+    #[test]
+    fn returned_datagrams_say_their_ttl_and_foreign_ones_do_not() {
+        let mut ours = MAGIC.to_vec();
+        ours.extend([7, 0, 0]);
+        assert_eq!(sent_ttl(&ours), Some(7));
+        assert_eq!(sent_ttl(MAGIC), None);
+        assert_eq!(sent_ttl(b"netslo-trac"), None);
+        assert_eq!(sent_ttl(b"something else entirely"), None);
     }
 
     #[test]
