@@ -6,11 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netslo_protocol::channel::{OneShotAttempt, OneShotReport};
+use netslo_protocol::names::SeriesLabel;
 use netslo_protocol::spec::{Assignment, OneShot, SpecError};
 use netslo_protocol::verdict::{Outcome, ProbeResult};
 
 use crate::engine::{Engine, Job, Jobs, compile, trace_failure};
 use crate::probe::trace::TraceSettings;
+
+/// Whether a series label's path goes to a virtual address the network rewrites (pure).
+fn is_virtual(label: &str) -> bool {
+    SeriesLabel::parse(label).is_some_and(|l| {
+        matches!(
+            l.path,
+            "ClusterIP" | "DNSName" | "LoadBalancer" | "NodePort"
+        )
+    })
+}
 
 /// A one-shot of an assignment, compiled.
 #[derive(Debug, Clone)]
@@ -63,8 +74,11 @@ pub async fn run(
         }
         for job in one.jobs.iter() {
             let result = engine.probe_once(job).await;
+            // A virtual address (a ClusterIP, a load balancer) is rewritten on the way: a
+            // trace to it says little, so a failed path to a real endpoint is traced first.
             if result.outcome != Outcome::Good
                 && result.reason.is_some_and(|r| r.warrants_path_trace())
+                && !(on_the_way.is_some() && is_virtual(&job.key.target))
             {
                 on_the_way = Some((job, result.clone()));
             }
@@ -88,5 +102,19 @@ pub async fn run(
         attempts,
         trace,
         trace_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_addresses_are_traced_last() {
+        assert!(is_virtual("api/ClusterIP/10.96.0.10:80"));
+        assert!(is_virtual("api/DNSName/api.shop.svc.cluster.local.:80"));
+        assert!(!is_virtual("api/Endpoint/10.244.1.7:8080"));
+        assert!(!is_virtual("api/Pod/10.244.1.7:8080"));
+        assert!(!is_virtual("not a label"));
     }
 }

@@ -292,20 +292,10 @@ async fn run_probe(
     let mut out = std::io::stdout().lock();
     match output {
         Output::Table => {
-            let paint = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let paint = paint();
             out.write_all(probe::render(&probe, to, paint).as_bytes())?;
         }
-        Output::Json | Output::Yaml => {
-            let document = serde_json::to_value(&probe)
-                .map_err(|e| PluginError::Output(std::io::Error::other(e)))?;
-            let text = match output {
-                Output::Json => serde_json::to_string_pretty(&document)
-                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
-                _ => serde_saphyr::to_string(&document)
-                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
-            };
-            writeln!(out, "{}", text.trim_end())?;
-        }
+        Output::Json | Output::Yaml => write_document(&mut out, &probe, output)?,
     }
     out.flush()?;
     match code {
@@ -365,21 +355,11 @@ async fn run_matrix(
     let mut out = std::io::stdout().lock();
     match output {
         Output::Table => {
-            let paint = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let paint = paint();
             let title = format!("{namespace}/{check}");
             out.write_all(matrix::render(&title, &status, paint).as_bytes())?;
         }
-        Output::Json | Output::Yaml => {
-            let document = serde_json::to_value(&status)
-                .map_err(|e| PluginError::Output(std::io::Error::other(e)))?;
-            let text = match output {
-                Output::Json => serde_json::to_string_pretty(&document)
-                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
-                _ => serde_saphyr::to_string(&document)
-                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
-            };
-            writeln!(out, "{}", text.trim_end())?;
-        }
+        Output::Json | Output::Yaml => write_document(&mut out, &status, output)?,
     }
     out.flush()?;
     if matrix::any_failing(&status) {
@@ -457,27 +437,40 @@ async fn get(
                 eprintln!("No connectivitychecks found.");
                 return Ok(());
             }
-            let paint = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let paint = paint();
             out.write_all(view::table(&rows, all_namespaces, paint).as_bytes())?;
         }
-        Output::Json | Output::Yaml => {
-            // One object for one check, as kubectl prints; a List otherwise.
-            let document = match (&check, checks.as_slice()) {
-                (Some(_), [one]) => serde_json::to_value(one),
-                _ => serde_json::to_value(serde_json::json!({
-                    "apiVersion": "v1", "kind": "List", "items": checks,
-                })),
-            }
-            .map_err(|e| PluginError::Output(std::io::Error::other(e)))?;
-            let text = match output {
-                Output::Json => serde_json::to_string_pretty(&document)
-                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
-                _ => serde_saphyr::to_string(&document)
-                    .map_err(|e| PluginError::Output(std::io::Error::other(e)))?,
-            };
-            writeln!(out, "{}", text.trim_end())?;
-        }
+        // One object for one check, as kubectl prints; a List otherwise.
+        Output::Json | Output::Yaml => match (&check, checks.as_slice()) {
+            (Some(_), [one]) => write_document(&mut out, one, output)?,
+            _ => write_document(
+                &mut out,
+                &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": checks}),
+                output,
+            )?,
+        },
     }
+    Ok(())
+}
+
+/// Whether output may carry colour: a terminal, and NO_COLOR unset.
+fn paint() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Writes `document` as pretty JSON or YAML, as kubectl prints objects.
+fn write_document(
+    out: &mut impl Write,
+    document: &impl serde::Serialize,
+    output: Output,
+) -> Result<(), PluginError> {
+    let as_output_error =
+        |e: &dyn std::fmt::Display| PluginError::Output(std::io::Error::other(e.to_string()));
+    let text = match output {
+        Output::Json => serde_json::to_string_pretty(document).map_err(|e| as_output_error(&e))?,
+        _ => serde_saphyr::to_string(document).map_err(|e| as_output_error(&e))?,
+    };
+    writeln!(out, "{}", text.trim_end())?;
     Ok(())
 }
 

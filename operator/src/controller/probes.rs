@@ -192,6 +192,14 @@ enum Planned {
 /// How long a probe pod may take to start and connect, on top of the attempts.
 const POD_START_SLACK: Duration = Duration::from_secs(120);
 
+/// Labels Kubernetes' controllers put on the pods they make.
+const CONTROLLER_LABELS: [&str; 4] = [
+    "pod-template-hash",
+    "controller-revision-hash",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+];
+
 /// The workload identity a probe runs as, from the Deployment's pod template or the pod it
 /// names (in its own namespace); `None` for a probe from a node.
 fn workload_of(
@@ -201,8 +209,12 @@ fn workload_of(
     pods: &[Arc<Pod>],
 ) -> Result<Option<WorkloadSource>, String> {
     let identity = |labels: Option<&BTreeMap<String, String>>, account: Option<&String>| {
+        // The workload's own labels, not those its controllers stamp on each pod (a probe
+        // pod must not pass for a replica of a ReplicaSet or StatefulSet).
+        let mut pod_labels = labels.cloned().unwrap_or_default();
+        pod_labels.retain(|key, _| !CONTROLLER_LABELS.contains(&key.as_str()));
         Some(WorkloadSource {
-            pod_labels: labels.cloned().unwrap_or_default(),
+            pod_labels,
             service_account_name: account.cloned().unwrap_or_else(|| "default".into()),
             replicas: Some(1),
             ..WorkloadSource::default()
