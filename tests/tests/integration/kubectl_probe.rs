@@ -19,7 +19,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use netslo_agent::testbed::{self, Netns};
@@ -180,22 +180,8 @@ async fn a_probe_from_a_node_names_the_failing_layer_and_the_last_hop() {
             ("NO_COLOR", "1"),
         ],
     ));
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &system.name);
-    let ca = eventually(
-        "the operator's CA ConfigMap",
-        Duration::from_secs(60),
-        async || {
-            config_maps
-                .get_opt("netslo-operator-ca")
-                .await
-                .map_err(|e| e.to_string())?
-                .and_then(|c| c.data?.get("ca.crt").cloned())
-                .ok_or_else(|| "not yet published".to_string())
-        },
-    )
-    .await;
-    let ca_file = dir.path().join("ca.crt");
-    std::fs::write(&ca_file, ca).unwrap();
+    let ca_file =
+        crate::operator_common::fetch_operator_ca(&client, &system.name, dir.path()).await;
     ensure_service_account(&client, &system.name, MESH_ACCOUNT)
         .await
         .unwrap();

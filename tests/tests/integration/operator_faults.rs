@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use netslo_agent::testbed::{self, DnsMode, DnsServer, Netns};
@@ -449,22 +448,8 @@ impl Mesh {
                 ("NO_COLOR", "1"),
             ],
         );
-        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &system.name);
-        let ca = eventually(
-            "the operator's CA ConfigMap",
-            Duration::from_secs(60),
-            async || {
-                config_maps
-                    .get_opt("netslo-operator-ca")
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .and_then(|c| c.data?.get("ca.crt").cloned())
-                    .ok_or_else(|| "not yet published".to_string())
-            },
-        )
-        .await;
-        let ca_file = dir.path().join("ca.crt");
-        std::fs::write(&ca_file, ca).unwrap();
+        let ca_file =
+            crate::operator_common::fetch_operator_ca(&client, &system.name, dir.path()).await;
         ensure_service_account(&client, &system.name, MESH_ACCOUNT)
             .await
             .unwrap();

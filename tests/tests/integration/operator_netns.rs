@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use netslo_agent::testbed;
@@ -181,22 +180,8 @@ async fn mesh_agents_in_namespaces_localise_an_endpoint_and_a_zone_pair() {
             ("NO_COLOR", "1"),
         ],
     );
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &system.name);
-    let ca = eventually(
-        "the operator's CA ConfigMap",
-        Duration::from_secs(60),
-        async || {
-            config_maps
-                .get_opt("netslo-operator-ca")
-                .await
-                .map_err(|e| e.to_string())?
-                .and_then(|c| c.data?.get("ca.crt").cloned())
-                .ok_or_else(|| "not yet published".to_string())
-        },
-    )
-    .await;
-    let ca_file = dir.path().join("ca.crt");
-    std::fs::write(&ca_file, ca).unwrap();
+    let ca_file =
+        crate::operator_common::fetch_operator_ca(&client, &system.name, dir.path()).await;
 
     // One mesh agent per node, inside the node's namespace, as the operator expects them: a
     // mesh-agent pod in its namespace on that node, and a token bound to that pod (so it
