@@ -45,6 +45,13 @@ pub struct Config {
     #[arg(long, env = "NETSLO_CHANNEL_ADDR", default_value = "0.0.0.0:8443")]
     pub channel_addr: SocketAddr,
 
+    /// Let agents upgrade to the framed channel: one connection per agent for assignments and
+    /// results. Off, `/v1/channel` answers 404 and agents use one HTTP request per assignment
+    /// poll and per batch, on two connections each (for a proxy in front of the operator that
+    /// does not pass HTTP upgrades; it costs about 60 KiB of operator memory per agent).
+    #[arg(long, env = "NETSLO_CHANNEL_UPGRADE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub channel_upgrade: bool,
+
     /// Names (DNS or IP) the channel's serving certificate is valid for, besides the in-cluster
     /// Service names `netslo-operator.<namespace>.svc[.<cluster domain>]`.
     #[arg(long, env = "NETSLO_CHANNEL_NAMES", value_delimiter = ',')]

@@ -200,7 +200,8 @@ async fn run_with(config: Config) -> Result<(), Error> {
         CachingVerifier::new(TokenReviewVerifier::new(client.clone()))
             .keeping_live_pods(live_pods.clone()),
     );
-    let channel_config = ChannelConfig::new(config.channel_addr, names);
+    let mut channel_config = ChannelConfig::new(config.channel_addr, names);
+    channel_config.upgrades = config.channel_upgrade;
     let one_shots = channel_config.one_shots.clone();
     let channel = ChannelServer::start(
         channel_config,

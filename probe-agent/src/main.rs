@@ -460,26 +460,20 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
                 (Arc::new(Engine::new(cfg)), None)
             };
             let (tx, rx) = watch::channel(jobs);
-            let (feed, results) = match &reporter {
+            let feed = match &reporter {
                 Some(r) => {
-                    let (r1, r2, e) = (r.clone(), r.clone(), engine.clone());
+                    let (r1, e) = (r.clone(), engine.clone());
                     let (r3, e3) = (r.clone(), engine.clone());
-                    // Ends with the process, like the two below; a one-shot cut short is
+                    // Ends with the process, like the channel below; a one-shot cut short is
                     // reported as unanswered by the operator.
                     tokio::spawn(r3.run_one_shots(e3));
-                    (
-                        tokio::spawn(async move { r1.follow_assignments(tx).await }),
-                        tokio::spawn(async move { r2.report_results(&e).await }),
-                    )
+                    tokio::spawn(async move { r1.run(&e, &tx).await })
                 }
-                None => (
-                    tokio::spawn(reload_on_sighup(
-                        config.unwrap_or_default(),
-                        node.clone(),
-                        tx,
-                    )),
-                    tokio::spawn(std::future::pending::<()>()),
-                ),
+                None => tokio::spawn(reload_on_sighup(
+                    config.unwrap_or_default(),
+                    node.clone(),
+                    tx,
+                )),
             };
             let printer = if reporter.is_some() && output == Output::None {
                 tokio::spawn(std::future::pending::<()>())
@@ -489,7 +483,6 @@ async fn async_main(cli: Cli) -> Result<(), CliError> {
             let stop = shutdown_signal(duration_seconds.map(Duration::from_secs)).await?;
             engine.run(rx, stop).await;
             feed.abort();
-            results.abort();
             // The engine's raw sender lives as long as the engine; stop the printer after a
             // last drain of closed windows.
             printer.abort();

@@ -1,7 +1,7 @@
 //! The operator at cluster sizes: thousands of stand-in Nodes and agent Pods on a real control
 //! plane (no kubelets), and this process playing every agent over the real channel: real TLS,
-//! pod-bound service-account tokens the operator checks with TokenReview, assignments
-//! long-polled, and result batches built by the agent's own aggregator from plausible probe
+//! pod-bound service-account tokens the operator checks with TokenReview, each agent's
+//! assignments and results on its one framed channel, and result batches built by the agent's own aggregator from plausible probe
 //! results (mostly good; one node cut off both ways; about 1% of pairs losing a probe now and
 //! then). The operator is the release binary, in a process of its own, so its memory and CPU
 //! are its own.
@@ -17,7 +17,8 @@
 //!
 //! Sizes: `NETSLO_SCALE_SIZES` (default `500x100,500x1000,2000x100,2000x1000,5000x100,5000x1000`,
 //! nodes x checks); steady span `NETSLO_SCALE_STEADY_SECONDS` (default 60); another operator
-//! build to compare: `NETSLO_SCALE_OPERATOR_BIN`.
+//! build to compare: `NETSLO_SCALE_OPERATOR_BIN`; more operator flags:
+//! `NETSLO_SCALE_OPERATOR_ARGS` (`--channel-upgrade=false` measures agents on HTTP requests).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a benchmark reports on stdout
 
@@ -33,7 +34,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use netslo_agent::engine::{Engine, EngineConfig, Jobs};
-use netslo_agent::report::{Backoff, Reporter, ReporterConfig};
+use netslo_agent::report::{Reporter, ReporterConfig};
 use netslo_agent::verdict::{FailureReason, Layer, Outcome, Phases, ProbeResult};
 use netslo_crds::v1alpha1::ConnectivityCheck;
 use netslo_tests::cluster::{
@@ -108,8 +109,8 @@ fn pool_of(node: usize) -> usize {
 }
 
 fn main() {
-    // Every agent holds two connections to the operator (results and the assignment
-    // long-poll), and so does the operator: both inherit this limit.
+    // Every agent holds a connection to the operator (two on HTTP requests), and so does the
+    // operator: both inherit this limit.
     let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .expect("file limit");
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
@@ -578,6 +579,11 @@ impl Operator {
             .args(["--agent-service-account", AGENT_ACCOUNT])
             // The agents are this process's.
             .args(["--manage-mesh-agents=false"])
+            .args(
+                std::env::var("NETSLO_SCALE_OPERATOR_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -725,7 +731,9 @@ impl ResultCounts {
                 refused: sum.refused
                     + stats.buckets_refused.load(Ordering::Relaxed)
                     + stats.buckets_rejected.load(Ordering::Relaxed),
-                failed_sends: sum.failed_sends + stats.send_errors.load(Ordering::Relaxed),
+                failed_sends: sum.failed_sends
+                    + stats.send_errors.load(Ordering::Relaxed)
+                    + stats.channel_errors.load(Ordering::Relaxed),
             }
         })
     }
@@ -754,8 +762,6 @@ struct SimAgent {
     buckets_per_window: AtomicUsize,
     /// When the changed spec reached this agent.
     changed: Mutex<Option<Instant>>,
-    /// Failed result sends by reason.
-    send_failures: Mutex<BTreeMap<&'static str, u64>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -783,50 +789,19 @@ impl SimAgent {
             assigned: AtomicBool::new(false),
             buckets_per_window: AtomicUsize::new(0),
             changed: Mutex::new(None),
-            send_failures: Mutex::new(BTreeMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
         let (jobs_tx, jobs_rx) = watch::channel::<Jobs>(Arc::from(Vec::new()));
-        let follow = {
+        let channel = {
             let agent = agent.clone();
-            tokio::spawn(async move { agent.reporter.follow_assignments(jobs_tx).await })
-        };
-        let report = {
-            let agent = agent.clone();
-            tokio::spawn(async move { agent.report().await })
+            tokio::spawn(async move { agent.reporter.run(&agent.engine, &jobs_tx).await })
         };
         let probe = {
             let agent = agent.clone();
             tokio::spawn(async move { agent.probe(jobs_rx).await })
         };
-        *agent.tasks.lock().unwrap() = vec![follow, report, probe];
+        *agent.tasks.lock().unwrap() = vec![channel, probe];
         agent
-    }
-
-    /// What the agent's own reporting loop does (backing off with jitter while sends fail,
-    /// so that thousands of agents do not retry in step), with each failure's reason counted.
-    async fn report(&self) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        loop {
-            tick.tick().await;
-            self.reporter.collect(&self.engine);
-            if let Err(e) = self.reporter.send_pending(&self.engine).await {
-                *self
-                    .send_failures
-                    .lock()
-                    .unwrap()
-                    .entry(e.reason())
-                    .or_default() += 1;
-                let first = self.send_failures.lock().unwrap().values().sum::<u64>() == 1;
-                if first {
-                    eprintln!("{}: cannot report: {e}", node_name(self.index));
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-            } else {
-                backoff.reset();
-            }
-        }
     }
 
     fn stop(&self) {

@@ -7,6 +7,7 @@
 //! * [`verdict`]: outcomes, failure reasons and the layers they belong to;
 //! * [`bucket`] and [`histogram`]: one series' counters and latencies over one window;
 //! * [`channel`]: the operator channel's wire (paths, bounds, envelopes, batches, acks);
+//! * [`frame`]: the channel as one upgraded connection of length-prefixed frames;
 //! * [`names`]: the assigned checks' names and the series' labels agents report under;
 //! * [`hash`]: the stable hashes both sides agree on;
 //! * [`time`]: the one clock both sides stamp with;
@@ -14,6 +15,7 @@
 
 pub mod bucket;
 pub mod channel;
+pub mod frame;
 pub mod guard;
 pub mod hash;
 pub mod histogram;

@@ -35,6 +35,7 @@ mod server;
 mod sink;
 mod source;
 mod stats;
+mod stream;
 mod tls;
 
 pub use auth::{

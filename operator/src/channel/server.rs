@@ -15,8 +15,9 @@ use netslo_protocol::channel::{
     MAX_BATCH_BYTES, MAX_ONE_SHOT_REPORT_BYTES, NODE_ADDRESSES_HEADER, ONE_SHOT_PATH,
     OneShotReport, RESULTS_PATH, RefusedBucket, ResultBatch, WAIT_HEADER, validate_agent_name,
 };
+use netslo_protocol::frame::{CHANNEL_PATH, CHANNEL_UPGRADE, MAX_CHANNEL_AGE};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::ChannelError;
@@ -26,6 +27,7 @@ use super::one_shot::OneShotInbox;
 use super::sink::{AcceptedBatch, ResultSink, SinkError};
 use super::source::{AgentEntry, AssignmentSource, HeldAddresses};
 use super::stats::ChannelStats;
+use super::stream::ChannelOpen;
 use super::tls::ServingCert;
 
 /// Server settings.
@@ -36,10 +38,14 @@ pub struct ChannelConfig {
     pub names: Vec<String>,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Most concurrent connections (one or two per agent).
+    /// Most concurrent connections (one per agent, two for agents that speak HTTP only).
     pub max_connections: usize,
-    /// Longest assignment long-poll.
+    /// Longest assignment long-poll, and longest an unplanned agent's channel waits to open.
     pub max_wait: Duration,
+    /// Channels older than this are closed (agents dial again before, with a fresh token).
+    pub max_channel_age: Duration,
+    /// Whether `/v1/channel` upgrades (off: it answers 404, and agents use HTTP requests).
+    pub upgrades: bool,
     /// TLS handshake, request head and request body deadlines.
     pub handshake_timeout: Duration,
     pub header_timeout: Duration,
@@ -60,6 +66,8 @@ impl ChannelConfig {
             max_body_bytes: MAX_BATCH_BYTES,
             max_connections: 12_000,
             max_wait: netslo_protocol::channel::MAX_WAIT,
+            max_channel_age: MAX_CHANNEL_AGE + Duration::from_secs(5 * 60),
+            upgrades: true,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
@@ -71,14 +79,15 @@ impl ChannelConfig {
 }
 
 #[derive(Debug)]
-struct State {
-    cfg: ChannelConfig,
+pub(super) struct State {
+    pub(super) cfg: ChannelConfig,
     verifier: Arc<dyn TokenVerifier>,
-    source: Arc<dyn AssignmentSource>,
+    pub(super) source: Arc<dyn AssignmentSource>,
     sink: Arc<dyn ResultSink>,
-    stats: Arc<ChannelStats>,
+    pub(super) stats: Arc<ChannelStats>,
     dedup: Dedup,
-    batches: Semaphore,
+    /// Places for result bodies being read and ingested.
+    pub(super) batches: Arc<Semaphore>,
 }
 
 /// A running channel server; dropping it stops it at once (every connection is cut, as if
@@ -134,7 +143,9 @@ impl ChannelServer {
         let stats = Arc::new(ChannelStats::default());
         let state = Arc::new(State {
             dedup: Dedup::new(cfg.max_agents),
-            batches: Semaphore::new(cfg.max_concurrent_batches.clamp(1, Semaphore::MAX_PERMITS)),
+            batches: Arc::new(Semaphore::new(
+                cfg.max_concurrent_batches.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             cfg,
             verifier,
             source,
@@ -201,6 +212,7 @@ async fn accept_loop(
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
         let _ = stream.set_nodelay(true);
+        ChannelStats::add(&state.stats.connections, 1);
         let acceptor = acceptor.clone();
         let state = state.clone();
         conns.spawn(async move {
@@ -217,16 +229,32 @@ async fn accept_loop(
                     Err(_) => return,
                 };
             let header_timeout = state.cfg.header_timeout;
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(state.handle(req).await) }
-            });
+            // A request that opens a channel leaves its upgrade here; the channel then runs in
+            // this task, which holds the connection's permit and ends with the server.
+            let opened: Arc<std::sync::Mutex<Option<ChannelOpen>>> = Arc::default();
+            let svc = {
+                let (state, opened) = (state.clone(), opened.clone());
+                service_fn(move |req| {
+                    let (state, opened) = (state.clone(), opened.clone());
+                    async move { Ok::<_, Infallible>(state.handle(req, &opened).await) }
+                })
+            };
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(32 * 1024);
-            if let Err(e) = http.serve_connection(TokioIo::new(tls), svc).await {
+            // Boxed: the HTTP state is freed when the connection turns into a channel.
+            let served = Box::pin(
+                http.serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades(),
+            )
+            .await;
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "agent connection ended");
+            }
+            let open = opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(open) = open {
+                state.serve_channel(open).await;
             }
         });
     }
@@ -234,14 +262,18 @@ async fn accept_loop(
 
 /// A refused request: status, reason (PascalCase) and message.
 #[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    reason: &'static str,
-    message: String,
+pub(super) struct Refusal {
+    pub(super) status: StatusCode,
+    pub(super) reason: &'static str,
+    pub(super) message: String,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(
+        status: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         let mut message: String = message.into();
         message.truncate(512);
         Refusal {
@@ -282,6 +314,22 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The digest of the node addresses the agent says it holds; `None` from an agent that does
+/// not know digests.
+fn held_addresses(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(NODE_ADDRESSES_HEADER)
+        .map(|v| v.to_str().unwrap_or_default())
+}
+
+/// Whether the agent says it runs one-shot probes.
+fn runs_one_shots(headers: &HeaderMap) -> bool {
+    headers
+        .get(FEATURES_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|f| f.trim() == FEATURE_ONE_SHOTS))
+}
+
 /// The version an `If-None-Match` names (`"v"`, `W/"v"` or `v`).
 fn known_version(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?.trim();
@@ -291,17 +339,34 @@ fn known_version(headers: &HeaderMap) -> Option<String> {
 }
 
 impl State {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        opened: &std::sync::Mutex<Option<ChannelOpen>>,
+    ) -> Response<Full<Bytes>> {
         ChannelStats::add(&self.stats.requests, 1);
         let result = match (req.method(), req.uri().path()) {
+            (&Method::GET, CHANNEL_PATH) if self.cfg.upgrades => {
+                self.open_channel(req).await.map(|(resp, open)| {
+                    *opened.lock().unwrap_or_else(|p| p.into_inner()) = Some(open);
+                    resp
+                })
+            }
             (&Method::GET, ASSIGNMENT_PATH) => self.assignment(req.headers()).await,
             (&Method::POST, RESULTS_PATH) => self.results(req).await,
             (&Method::POST, ONE_SHOT_PATH) => self.one_shot_report(req).await,
-            (_, ASSIGNMENT_PATH | RESULTS_PATH | ONE_SHOT_PATH) => Err(Refusal::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "method not allowed",
+            (_, CHANNEL_PATH) if !self.cfg.upgrades => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the channel is off (--channel-upgrade=false): use the HTTP endpoints",
             )),
+            (_, CHANNEL_PATH | ASSIGNMENT_PATH | RESULTS_PATH | ONE_SHOT_PATH) => {
+                Err(Refusal::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "method not allowed",
+                ))
+            }
             _ => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 "NotFound",
@@ -317,7 +382,7 @@ impl State {
         }
     }
 
-    fn malformed(
+    pub(super) fn malformed(
         &self,
         status: StatusCode,
         reason: &'static str,
@@ -327,7 +392,7 @@ impl State {
         Refusal::new(status, reason, message)
     }
 
-    fn unavailable(&self, reason: &'static str, message: impl Into<String>) -> Refusal {
+    pub(super) fn unavailable(&self, reason: &'static str, message: impl Into<String>) -> Refusal {
         ChannelStats::add(&self.stats.unavailable, 1);
         Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason, message)
     }
@@ -388,27 +453,93 @@ impl State {
     }
 
     /// Unknown agents and foreign identities get the same answer.
-    fn not_bound(&self, id: &AgentIdentity, agent: &str) -> Refusal {
+    pub(super) fn not_bound(&self, id: &AgentIdentity, agent: &str) -> Refusal {
         self.forbidden(
             "AgentForbidden",
             format!("{} may not act as agent {agent:?}", id.username),
         )
     }
 
-    async fn assignment(&self, headers: &HeaderMap) -> Result<Response<Full<Bytes>>, Refusal> {
-        let id = self.authenticate(headers).await?;
-        let agent = headers
+    fn agent_header(&self, headers: &HeaderMap) -> Result<String, Refusal> {
+        headers
             .get(AGENT_HEADER)
             .and_then(|v| v.to_str().ok())
             .filter(|a| validate_agent_name(a).is_ok())
+            .map(str::to_owned)
             .ok_or_else(|| {
                 self.malformed(
                     StatusCode::BAD_REQUEST,
                     "AgentNameInvalid",
                     format!("header {AGENT_HEADER} must name the agent"),
                 )
-            })?
-            .to_owned();
+            })
+    }
+
+    /// Upgrades `GET /v1/channel` to a channel once the agent is planned and the caller may
+    /// act as it (waiting for a new node's agent to be planned, as a long-poll does).
+    async fn open_channel(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Full<Bytes>>, ChannelOpen), Refusal> {
+        let headers = req.headers();
+        let id = self.authenticate(headers).await?;
+        let agent = self.agent_header(headers)?;
+        let upgrade = headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case(CHANNEL_UPGRADE));
+        if !upgrade {
+            return Err(self.malformed(
+                StatusCode::UPGRADE_REQUIRED,
+                "UpgradeRequired",
+                format!("{CHANNEL_PATH} needs Upgrade: {CHANNEL_UPGRADE}"),
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + self.cfg.max_wait;
+        let mut changes = self.source.changes(&agent);
+        loop {
+            changes.borrow_and_update();
+            let past = tokio::time::Instant::now() >= deadline;
+            if self.source.ready() {
+                match self.source.agent(&agent) {
+                    Some(entry) if entry.binding.permits(&id) => break,
+                    Some(_) => return Err(self.not_bound(&id, &agent)),
+                    None if past => return Err(self.not_bound(&id, &agent)),
+                    None => {}
+                }
+            } else if past {
+                return Err(self.unavailable("NotReady", "assignments not planned yet"));
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) | Err(_) => {}
+                Ok(Err(_)) => tokio::time::sleep_until(deadline).await,
+            }
+        }
+        let open = ChannelOpen {
+            on_upgrade: hyper::upgrade::on(&mut req),
+            id,
+            agent,
+            held: held_addresses(req.headers()).map(str::to_owned),
+            runs_one_shots: runs_one_shots(req.headers()),
+            known: known_version(req.headers()),
+        };
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        h.insert(
+            header::UPGRADE,
+            http::HeaderValue::from_static(CHANNEL_UPGRADE),
+        );
+        Ok((resp, open))
+    }
+
+    async fn assignment(&self, headers: &HeaderMap) -> Result<Response<Full<Bytes>>, Refusal> {
+        let id = self.authenticate(headers).await?;
+        let agent = self.agent_header(headers)?;
         let wait = match headers.get(WAIT_HEADER) {
             None => Duration::ZERO,
             Some(v) => v
@@ -436,15 +567,11 @@ impl State {
                         return Err(self.not_bound(&id, &agent));
                     }
                     Some(entry) if known.as_deref() != Some(entry.version.as_str()) => {
-                        let held = match headers.get(NODE_ADDRESSES_HEADER) {
+                        let held = match held_addresses(headers) {
                             None => HeldAddresses::Unspoken,
-                            Some(v) => HeldAddresses::Digest(v.to_str().unwrap_or_default()),
+                            Some(digest) => HeldAddresses::Digest(digest),
                         };
-                        let runs_one_shots = headers
-                            .get(FEATURES_HEADER)
-                            .and_then(|v| v.to_str().ok())
-                            .is_some_and(|v| v.split(',').any(|f| f.trim() == FEATURE_ONE_SHOTS));
-                        let body = entry.body_for(held, runs_one_shots).map_err(|e| {
+                        let body = entry.body_for(held, runs_one_shots(headers)).map_err(|e| {
                             self.unavailable("AssignmentUnavailable", e.to_string())
                         })?;
                         ChannelStats::add(&self.stats.assignments_served, 1);
@@ -515,13 +642,7 @@ impl State {
 
     async fn read_batch(&self, req: Request<Incoming>) -> Result<ResultBatch, Refusal> {
         let body = self.read_body(req, self.cfg.max_body_bytes).await?;
-        let batch: ResultBatch = serde_json::from_slice(&body).map_err(|e| {
-            self.malformed(StatusCode::BAD_REQUEST, "BatchMalformed", e.to_string())
-        })?;
-        batch
-            .validate()
-            .map_err(|e| self.malformed(StatusCode::BAD_REQUEST, "BatchInvalid", e.to_string()))?;
-        Ok(batch)
+        self.parse_batch(&body)
     }
 
     /// A request's body, at most `max` bytes, within the body deadline.
@@ -572,11 +693,38 @@ impl State {
         let id = self.authenticate(req.headers()).await?;
         let reading = self
             .batches
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| self.unavailable("ShuttingDown", "the channel is stopping"))?;
         let batch = self.read_batch(req).await?;
-        let entry = self.bind(&id, &batch.agent_name)?;
+        let ack = self.settle_batch(&id, batch, reading).await?;
+        let body =
+            serde_json::to_vec(&ack).map_err(|e| self.unavailable("Internal", e.to_string()))?;
+        Ok(json_response(StatusCode::OK, Bytes::from(body)))
+    }
+
+    /// Parses and checks a batch's body (the channel's frames carry the same JSON).
+    pub(super) fn parse_batch(&self, body: &[u8]) -> Result<ResultBatch, Refusal> {
+        let batch: ResultBatch = serde_json::from_slice(body).map_err(|e| {
+            self.malformed(StatusCode::BAD_REQUEST, "BatchMalformed", e.to_string())
+        })?;
+        batch
+            .validate()
+            .map_err(|e| self.malformed(StatusCode::BAD_REQUEST, "BatchInvalid", e.to_string()))?;
+        Ok(batch)
+    }
+
+    /// Takes a batch from `id`: de-duplicated, checked against the agent's assignment, stored,
+    /// and acknowledged once durable. `reading` is the batch's place among those being read,
+    /// given up before the wait for durability.
+    pub(super) async fn settle_batch(
+        &self,
+        id: &AgentIdentity,
+        batch: ResultBatch,
+        reading: OwnedSemaphorePermit,
+    ) -> Result<BatchAck, Refusal> {
+        let entry = self.bind(id, &batch.agent_name)?;
         let state = self.dedup.agent(&batch.agent_name);
         // Held until the batch is settled: a concurrent resend waits and then sees duplicates.
         let mut seqs = state.lock().await;
@@ -609,7 +757,7 @@ impl State {
         } else {
             let ingested = self
                 .sink
-                .ingest(&id, &accepted)
+                .ingest(id, &accepted)
                 .map_err(|e| self.sink_failed(&accepted.agent_name, e))?;
             stored = ingested.outcome.stored;
             duplicates += ingested.outcome.duplicates;
@@ -648,14 +796,11 @@ impl State {
             tracing::warn!(agent = %agent_name, identity = %id.username,
                 refused = refused.len(), "refused results for unassigned checks");
         }
-        let ack = BatchAck {
+        Ok(BatchAck {
             accepted: stored,
             duplicates,
             refused,
-        };
-        let body =
-            serde_json::to_vec(&ack).map_err(|e| self.unavailable("Internal", e.to_string()))?;
-        Ok(json_response(StatusCode::OK, Bytes::from(body)))
+        })
     }
 }
 

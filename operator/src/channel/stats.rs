@@ -25,8 +25,13 @@ macro_rules! counters {
 }
 
 counters! {
+    /// Connections accepted (TLS or not).
+    connections,
     /// Requests received (any endpoint).
     requests,
+    /// Channels upgraded to frames, and those since closed.
+    channels_opened,
+    channels_closed,
     /// Result batches acknowledged.
     batches_acked,
     /// Buckets accepted and stored.

@@ -173,13 +173,9 @@ async fn operator_restart_loses_no_results_and_counts_none_twice() {
         })
     };
     let (jobs_tx, jobs_rx) = watch::channel(Jobs::from(Vec::new()));
-    let feed = {
-        let r = reporter.clone();
-        tokio::spawn(async move { r.follow_assignments(jobs_tx).await })
-    };
-    let results = {
+    let channel = {
         let (r, e) = (reporter.clone(), engine.clone());
-        tokio::spawn(async move { r.report_results(&e).await })
+        tokio::spawn(async move { r.run(&e, &jobs_tx).await })
     };
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let run = {
@@ -237,11 +233,18 @@ async fn operator_restart_loses_no_results_and_counts_none_twice() {
     )
     .await;
 
+    let during = second.stats().snapshot();
+    assert_eq!(
+        (during.connections, during.requests),
+        (1, 1),
+        "one connection, opened by one request, carries the assignment and every batch"
+    );
+    assert!(during.batches_acked >= 2);
+
     // Stop the agent: the engine closes its open windows, the reporter delivers the rest.
     stop_tx.send(true).unwrap();
     run.await.unwrap();
-    feed.abort();
-    results.abort();
+    channel.abort();
     let left = reporter.flush(&engine, Duration::from_secs(15)).await;
     assert_eq!(left, 0, "everything acknowledged");
     drop(engine); // closes the raw stream
@@ -271,7 +274,11 @@ async fn operator_restart_loses_no_results_and_counts_none_twice() {
         "the batch stored before the kill came again and was recognised"
     );
     assert!(reporter.stats().buckets_duplicate.load(Ordering::SeqCst) >= 1);
-    assert!(s2.unavailable > 0, "told to retry until planned");
+    assert_eq!(
+        (s2.unavailable, s2.channels_opened),
+        (0, 1),
+        "the channel waited for the plan rather than being told to retry"
+    );
     assert_eq!(
         s2.refused_unauthenticated + s2.refused_forbidden + s2.refused_unassigned,
         0

@@ -21,6 +21,7 @@ mod api_crd;
 mod api_kubectl;
 mod api_validation;
 mod channel_auth;
+mod channel_frames;
 mod channel_protocol;
 mod channel_restart;
 mod cluster_fixture;

@@ -1,14 +1,18 @@
 //! The agent side of the operator channel: fetch assignments from the operator, report closed
 //! aggregation windows back, and survive the operator being away.
 //!
-//! * Transport: HTTPS (HTTP/1.1, keep-alive, ring) to `--operator-url`, the server certificate
-//!   checked against `--operator-ca`, which is re-read on every new connection (a restarted
-//!   operator publishes a new CA; the kubelet refreshes the mounted file).
+//! * Transport: HTTPS (HTTP/1.1, ring) to `--operator-url`, the server certificate checked
+//!   against `--operator-ca`, which is re-read on every new connection (a restarted operator
+//!   publishes a new CA; the kubelet refreshes the mounted file). [`Reporter::run`] holds one
+//!   connection, upgraded to the framed channel ([`netslo_protocol::frame`]) that carries the
+//!   assignment and the results both; with an operator that has no channel it uses the HTTP
+//!   requests below (a one-shot probe's report and the last flush at exit use them too).
 //! * Authentication: `Authorization: Bearer <projected service-account token>`, re-read from
-//!   `--token-file` before every request because the kubelet rotates it.
-//! * Assignments: a long-poll `GET` with `If-None-Match: <version>`; `304` means unchanged.
-//!   Each new version is compiled and sent to the engine's `watch` input; when the operator is
-//!   unreachable the engine keeps probing with the last assignment.
+//!   `--token-file` before every request and channel because the kubelet rotates it.
+//! * Assignments: pushed on the channel whenever their version changes, or a long-poll `GET`
+//!   with `If-None-Match: <version>` (`304` means unchanged). Each new version is compiled and
+//!   sent to the engine's `watch` input; when the operator is unreachable the engine keeps
+//!   probing with the last assignment.
 //! * Results: closed buckets move from the aggregator into a bounded [`Outbox`] (by bytes and
 //!   age, oldest dropped first, drops counted and reported in every batch) and are sent in
 //!   batches tagged with a per-process boot id and the aggregator's increasing sequence
@@ -52,6 +56,8 @@ use netslo_protocol::time::now_unix_ms;
 use crate::engine::{Engine, Jobs, compile};
 use crate::one_shot::{self, OneShotJob, compile_one_shots};
 use crate::probe::trace::TraceSettings;
+
+mod channel;
 
 /// Largest token file read.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -385,6 +391,9 @@ pub struct ReporterStats {
     pub send_errors: AtomicU64,
     pub assignments_received: AtomicU64,
     pub assignment_errors: AtomicU64,
+    /// Channels opened, and those that ended in an error (dialled again with backoff).
+    pub channels_opened: AtomicU64,
+    pub channel_errors: AtomicU64,
     /// Unix ms when the operator last confirmed the assignment (sent one that compiled, or
     /// said it is unchanged); 0 until then. Shared with the assignment-age gauge.
     pub assignment_confirmed_unix_ms: Arc<AtomicI64>,
@@ -438,6 +447,15 @@ struct Call<'a> {
     max_body: usize,
 }
 
+/// A batch encoded for sending, with what settling it needs.
+#[derive(Debug)]
+struct OutgoingBatch {
+    seq_from: u64,
+    seq_to: u64,
+    buckets: u64,
+    body: Bytes,
+}
+
 /// One keep-alive connection, re-established on demand.
 #[derive(Debug, Default)]
 struct Slot(tokio::sync::Mutex<Option<Sender>>);
@@ -453,8 +471,9 @@ pub struct Reporter {
     outbox: Mutex<Outbox>,
     /// Current batch size bound (halved after a 413).
     batch_buckets: AtomicU64,
-    /// Version of the assignment loaded from the cache, the first `If-None-Match`.
-    cached_version: Mutex<Option<String>>,
+    /// Version of the assignment held (at first the cached one): what the operator is told
+    /// the agent has, by `If-None-Match`.
+    version: Mutex<Option<String>>,
     node_addresses: Mutex<HeldNodeAddresses>,
     /// The one-shots of the current assignment, compiled, for [`Reporter::run_one_shots`].
     one_shots: watch::Sender<Arc<[OneShotJob]>>,
@@ -472,7 +491,7 @@ impl Reporter {
             post: Slot::default(),
             outbox: Mutex::new(Outbox::new(cfg.outbox)),
             batch_buckets: AtomicU64::new(cfg.batch_buckets.clamp(1, MAX_BATCH_BUCKETS) as u64),
-            cached_version: Mutex::new(None),
+            version: Mutex::new(None),
             node_addresses: Mutex::default(),
             one_shots: watch::Sender::new(Arc::from([])),
             stats: ReporterStats::default(),
@@ -524,7 +543,8 @@ impl Reporter {
         Ok(token.to_owned())
     }
 
-    async fn connect(&self) -> Result<Sender, ReportError> {
+    /// A TLS connection to the operator, the CA read anew.
+    async fn connect_tls(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ReportError> {
         let path = &self.cfg.ca_file;
         let ca_err = |message: String| ReportError::Ca {
             path: path.display().to_string(),
@@ -541,23 +561,27 @@ impl Reporter {
                 .await
                 .map_err(|e| ReportError::Connect(format!("{}: {e}", t.authority)))?;
             let _ = tcp.set_nodelay(true);
-            let tls = tokio_rustls::TlsConnector::from(tls)
+            tokio_rustls::TlsConnector::from(tls)
                 .connect(t.server_name.clone(), tcp)
                 .await
-                .map_err(|e| ReportError::Connect(format!("TLS with {}: {e}", t.authority)))?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .map_err(|e| ReportError::Connect(e.to_string()))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "operator connection closed");
-                }
-            });
-            Ok::<_, ReportError>(sender)
+                .map_err(|e| ReportError::Connect(format!("TLS with {}: {e}", t.authority)))
         };
         tokio::time::timeout(self.cfg.connect_timeout, connect)
             .await
             .map_err(|_| ReportError::Connect(format!("{}: timed out", t.authority)))?
+    }
+
+    async fn connect(&self) -> Result<Sender, ReportError> {
+        let tls = self.connect_tls().await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| ReportError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "operator connection closed");
+            }
+        });
+        Ok(sender)
     }
 
     /// Sends one request on the slot's connection (opening one if needed) and reads the
@@ -651,16 +675,7 @@ impl Reporter {
         let (status, body) = self.exchange(&self.poll, call).await?;
         match status {
             StatusCode::NOT_MODIFIED => Ok(None),
-            StatusCode::OK => {
-                let mut env: AssignmentEnvelope = serde_json::from_slice(&body)
-                    .map_err(|e| ReportError::Response(e.to_string()))?;
-                self.held_node_addresses().complete(&mut env)?;
-                env.assignment.validate()?;
-                if env.version.is_empty() || env.version.len() > 128 {
-                    return Err(ReportError::Response("version of 1 to 128 bytes".into()));
-                }
-                Ok(Some(env))
-            }
+            StatusCode::OK => self.read_envelope(&body).map(Some),
             s => Err(status_error(s, &body)),
         }
     }
@@ -694,10 +709,7 @@ impl Reporter {
             Some(Ok((version, jobs))) => {
                 tracing::info!(%version, targets = jobs.len(), cache = %path.display(),
                     "probing the cached assignment until the operator answers");
-                *self
-                    .cached_version
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(version);
+                *self.version() = Some(version);
                 Some(jobs)
             }
             Some(Err(e)) => {
@@ -705,6 +717,10 @@ impl Reporter {
                 None
             }
         }
+    }
+
+    fn version(&self) -> MutexGuard<'_, Option<String>> {
+        self.version.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn held_node_addresses(&self) -> MutexGuard<'_, HeldNodeAddresses> {
@@ -735,14 +751,10 @@ impl Reporter {
 
     /// Follows assignment updates forever, compiling each new one into `jobs`. When the
     /// operator is unreachable or sends something unusable, the engine keeps the last jobs.
-    pub async fn follow_assignments(&self, jobs: watch::Sender<Jobs>) {
-        let mut version: Option<String> = self
-            .cached_version
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+    pub async fn follow_assignments(&self, jobs: &watch::Sender<Jobs>) {
         let mut backoff = Backoff::new(self.cfg.backoff_min, self.cfg.backoff_max);
         loop {
+            let version = self.version().clone();
             match self
                 .fetch_assignment(version.as_deref(), self.cfg.poll_wait)
                 .await
@@ -753,38 +765,7 @@ impl Reporter {
                 }
                 Ok(Some(env)) => {
                     backoff.reset();
-                    self.stats
-                        .assignments_received
-                        .fetch_add(1, Ordering::Relaxed);
-                    match compile(&env.assignment, &self.cfg.agent_name) {
-                        Ok(compiled) => {
-                            tracing::info!(
-                                version = %env.version,
-                                checks = env.assignment.checks.len(),
-                                targets = compiled.len(),
-                                "assignment received"
-                            );
-                            jobs.send_replace(compiled);
-                            match compile_one_shots(&env.assignment, &self.cfg.agent_name) {
-                                Ok(one_shots) => {
-                                    self.one_shots.send_replace(one_shots);
-                                }
-                                Err(e) => tracing::warn!(
-                                    reason = e.reason(),
-                                    "cannot run the assignment's one-shot probes: {e}"
-                                ),
-                            }
-                            self.confirm_assignment();
-                            self.save_assignment(&env);
-                        }
-                        Err(e) => {
-                            self.stats.assignment_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(reason = e.reason(), version = %env.version,
-                                "keeping the previous assignment: {e}");
-                        }
-                    }
-                    // Even an unusable version is remembered: the operator must send a new one.
-                    version = Some(env.version);
+                    self.apply_assignment(env, jobs);
                 }
                 Err(e) => {
                     self.stats.assignment_errors.fetch_add(1, Ordering::Relaxed);
@@ -798,6 +779,55 @@ impl Reporter {
                 }
             }
         }
+    }
+
+    /// Compiles a new assignment into `jobs` (and its one-shots); an unusable one leaves the
+    /// engine on the previous jobs.
+    fn apply_assignment(&self, env: AssignmentEnvelope, jobs: &watch::Sender<Jobs>) {
+        self.stats
+            .assignments_received
+            .fetch_add(1, Ordering::Relaxed);
+        match compile(&env.assignment, &self.cfg.agent_name) {
+            Ok(compiled) => {
+                tracing::info!(
+                    version = %env.version,
+                    checks = env.assignment.checks.len(),
+                    targets = compiled.len(),
+                    "assignment received"
+                );
+                jobs.send_replace(compiled);
+                match compile_one_shots(&env.assignment, &self.cfg.agent_name) {
+                    Ok(one_shots) => {
+                        self.one_shots.send_replace(one_shots);
+                    }
+                    Err(e) => tracing::warn!(
+                        reason = e.reason(),
+                        "cannot run the assignment's one-shot probes: {e}"
+                    ),
+                }
+                self.confirm_assignment();
+                self.save_assignment(&env);
+            }
+            Err(e) => {
+                self.stats.assignment_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(reason = e.reason(), version = %env.version,
+                    "keeping the previous assignment: {e}");
+            }
+        }
+        // Even an unusable version is remembered: the operator must send a new one.
+        *self.version() = Some(env.version);
+    }
+
+    /// Checks an envelope from the operator and completes its node addresses.
+    fn read_envelope(&self, body: &[u8]) -> Result<AssignmentEnvelope, ReportError> {
+        let mut env: AssignmentEnvelope =
+            serde_json::from_slice(body).map_err(|e| ReportError::Response(e.to_string()))?;
+        self.held_node_addresses().complete(&mut env)?;
+        env.assignment.validate()?;
+        if env.version.is_empty() || env.version.len() > 128 {
+            return Err(ReportError::Response("version of 1 to 128 bytes".into()));
+        }
+        Ok(env)
     }
 
     /// Runs each one-shot probe of the assignment once, as it arrives (side by side: one
@@ -848,6 +878,9 @@ impl Reporter {
             }
         };
         let mut backoff = Backoff::new(self.cfg.backoff_min, self.cfg.backoff_max);
+        // A connection of its own, closed once the report is in: one-shots are rare, and an
+        // agent otherwise holds only its channel to the operator.
+        let connection = Slot::default();
         for _ in 0..5 {
             let call = Call {
                 method: Method::POST,
@@ -857,7 +890,7 @@ impl Reporter {
                 timeout: self.cfg.request_timeout,
                 max_body: MAX_SMALL_RESPONSE_BYTES,
             };
-            let error = match self.exchange(&self.post, call).await {
+            let error = match self.exchange(&connection, call).await {
                 Ok((StatusCode::OK, _)) => return,
                 Ok((status, body)) => status_error(status, &body),
                 Err(e) => e,
@@ -887,14 +920,14 @@ impl Reporter {
         n
     }
 
-    /// Sends one batch of the oldest pending buckets. `Ok(None)` when nothing is pending.
-    pub async fn send_batch(&self, engine: &Engine) -> Result<Option<BatchAck>, ReportError> {
+    /// The next batch of the oldest pending buckets, encoded; `None` when nothing is pending.
+    fn next_batch(&self, engine: &Engine) -> Result<Option<OutgoingBatch>, ReportError> {
         let limit = usize::try_from(self.batch_buckets.load(Ordering::Relaxed)).unwrap_or(1);
         let buckets = self.outbox().peek_batch(limit, self.cfg.batch_bytes);
         let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
             return Ok(None);
         };
-        let (seq_from, seq_to, n) = (first.seq, last.seq, buckets.len() as u64);
+        let (seq_from, seq_to, buckets_len) = (first.seq, last.seq, buckets.len() as u64);
         let batch = ResultBatch {
             agent_name: self.cfg.agent_name.clone(),
             boot_id: self.boot_id.clone(),
@@ -904,11 +937,24 @@ impl Reporter {
             buckets,
         };
         let body = serde_json::to_vec(&batch).map_err(|e| ReportError::Transport(e.to_string()))?;
+        Ok(Some(OutgoingBatch {
+            seq_from,
+            seq_to,
+            buckets: buckets_len,
+            body: Bytes::from(body),
+        }))
+    }
+
+    /// Sends one batch of the oldest pending buckets. `Ok(None)` when nothing is pending.
+    pub async fn send_batch(&self, engine: &Engine) -> Result<Option<BatchAck>, ReportError> {
+        let Some(batch) = self.next_batch(engine)? else {
+            return Ok(None);
+        };
         let call = Call {
             method: Method::POST,
             path: RESULTS_PATH,
             headers: &[],
-            body: Bytes::from(body),
+            body: batch.body.clone(),
             timeout: self.cfg.request_timeout,
             max_body: MAX_SMALL_RESPONSE_BYTES,
         };
@@ -919,10 +965,21 @@ impl Reporter {
                 return Err(e);
             }
         };
+        self.settle_batch(&batch, status, &body).map(Some)
+    }
+
+    /// Settles a sent batch by the operator's answer (`body`: the ack, or an error body).
+    fn settle_batch(
+        &self,
+        batch: &OutgoingBatch,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Result<BatchAck, ReportError> {
+        let (seq_from, seq_to, n) = (batch.seq_from, batch.seq_to, batch.buckets);
         self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
         match status {
             StatusCode::OK => {
-                let ack: BatchAck = serde_json::from_slice(&body)
+                let ack: BatchAck = serde_json::from_slice(body)
                     .map_err(|e| ReportError::Response(e.to_string()))?;
                 self.outbox().settle_through(seq_to);
                 self.stats
@@ -937,23 +994,23 @@ impl Reporter {
                 for r in ack.refused.iter().take(3) {
                     tracing::warn!(seq = r.seq, reason = %r.reason, "operator refused a bucket");
                 }
-                Ok(Some(ack))
+                Ok(ack)
             }
             StatusCode::PAYLOAD_TOO_LARGE if n > 1 => {
                 self.batch_buckets.store((n / 2).max(1), Ordering::Relaxed);
-                Err(status_error(status, &body))
+                Err(status_error(status, body))
             }
             StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
                 // Resending cannot help: give the batch up rather than block everything after it.
                 self.outbox().settle_through(seq_to);
                 self.stats.buckets_rejected.fetch_add(n, Ordering::Relaxed);
-                let e = status_error(status, &body);
+                let e = status_error(status, body);
                 tracing::error!(reason = e.reason(), seq_from, seq_to, "batch rejected: {e}");
                 Err(e)
             }
             s => {
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                Err(status_error(s, &body))
+                Err(status_error(s, body))
             }
         }
     }
@@ -1175,7 +1232,7 @@ mod tests {
         let jobs = next.load_cached_assignment().unwrap();
         assert_eq!(jobs.len(), 1);
         assert_eq!(&*jobs[0].key.source, "node-a");
-        assert_eq!(next.cached_version.lock().unwrap().as_deref(), Some("v7"));
+        assert_eq!(next.version().as_deref(), Some("v7"));
         assert_eq!(
             next.held_node_addresses().header(),
             env.node_addresses_digest,
