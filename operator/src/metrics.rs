@@ -142,7 +142,7 @@ impl OperatorMetrics {
                 "netslo.operator.results.refused",
                 "{request}",
                 "Agent requests and result buckets refused, by reason",
-                channel,
+                channel.clone(),
                 |c| {
                     vec![
                         (c.refused_unauthenticated, Some("Unauthenticated")),
@@ -178,6 +178,21 @@ impl OperatorMetrics {
                 .build()
         };
         let observed_gauges = vec![
+            {
+                let channel = channel.clone();
+                meter
+                    .f64_observable_gauge("netslo.operator.agents.connected")
+                    .with_unit("{agent}")
+                    .with_description("Agents holding a channel to the operator now")
+                    .with_callback(move |observer| {
+                        let c = channel.snapshot();
+                        observer.observe(
+                            c.channels_opened.saturating_sub(c.channels_closed) as f64,
+                            &[],
+                        );
+                    })
+                    .build()
+            },
             gauge(
                 "netslo.slo.objective",
                 "The objective's target, e.g. 0.999",

@@ -514,6 +514,10 @@ async fn metrics_and_traces_reach_a_real_collector() {
     // Operator health arrives too.
     assert!(latest(&broken, "netslo.operator.results.ingested", &[]).unwrap_or(0.0) > 0.0);
     assert!(
+        latest(&broken, "netslo.operator.agents.connected", &[]).unwrap_or(0.0) >= 1.0,
+        "the agent holds its channel"
+    );
+    assert!(
         latest(
             &broken,
             "netslo.operator.reconciles",
