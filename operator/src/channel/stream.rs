@@ -243,6 +243,9 @@ impl<'a> Channel<'a> {
         let mut settling: FuturesUnordered<Pending<'a, BatchAnswer>> = FuturesUnordered::new();
         let mut changes = state.source.changes(&self.agent);
         let mut watching = true;
+        // The plan is read when it moved (and first thing), not per frame: thousands of
+        // channels would otherwise take the plan's lock for every batch and ping.
+        let mut plan_moved = true;
         let start = Instant::now();
         let mut last_heard = start;
         let mut ping = tokio::time::interval_at(start + PING_INTERVAL, PING_INTERVAL);
@@ -250,7 +253,8 @@ impl<'a> Channel<'a> {
         let aged = tokio::time::sleep_until(start + state.cfg.max_channel_age);
         tokio::pin!(aged);
         loop {
-            if !self.closing {
+            if plan_moved && !self.closing {
+                plan_moved = false;
                 changes.borrow_and_update();
                 self.push_assignment();
             }
@@ -318,6 +322,7 @@ impl<'a> Channel<'a> {
                 changed = changes.changed(), if watching => {
                     // The source is gone: nothing will change any more.
                     watching = changed.is_ok();
+                    plan_moved = watching;
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > SILENCE_LIMIT {
