@@ -275,7 +275,12 @@ impl Refusal {
         message: impl Into<String>,
     ) -> Self {
         let mut message: String = message.into();
-        message.truncate(512);
+        // Messages echo what agents sent: cut at a character boundary, never inside one.
+        let mut end = message.len().min(512);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
         Refusal {
             status,
             reason,

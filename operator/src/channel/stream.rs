@@ -44,8 +44,9 @@ type Reader = ReadHalf<Io>;
 type Writer = WriteHalf<Io>;
 type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Batches settled at once per channel: the next frame is read only when one is done (an
-/// agent sends its next batch once the last is answered).
+/// Batches settled or answered-but-unsent at once per channel: the next frame is read only
+/// when one is out (an agent sends its next batch once the last is answered), so an agent
+/// that sends without reading cannot pile answers up in the operator.
 const MAX_BATCHES_IN_FLIGHT: usize = 2;
 
 /// A frame from the agent, read whole.
@@ -263,6 +264,16 @@ impl<'a> Channel<'a> {
                 reading = None;
                 parked = None;
             }
+            let unsent_answers = self
+                .outgoing
+                .iter()
+                .filter(|(kind, _)| *kind == FrameKind::BatchAnswer)
+                .count();
+            if settling.len() + unsent_answers < MAX_BATCHES_IN_FLIGHT
+                && let Some(r) = parked.take()
+            {
+                reading = Some(Box::pin(next_frame(state, r)));
+            }
             if writing.is_none() {
                 match (self.outgoing.pop_front(), writer.take()) {
                     (Some((kind, body)), Some(w)) => {
@@ -299,11 +310,8 @@ impl<'a> Channel<'a> {
                             settling.push(Box::pin(settle(state, self.id.clone(), self.agent.clone(), body, place)));
                         }
                     }
-                    if settling.len() < MAX_BATCHES_IN_FLIGHT {
-                        reading = Some(Box::pin(next_frame(state, r)));
-                    } else {
-                        parked = Some(r);
-                    }
+                    // Read on at the top of the loop, once there is room.
+                    parked = Some(r);
                 }
                 (w, written) = maybe(&mut writing) => {
                     writing = None;
@@ -315,9 +323,6 @@ impl<'a> Channel<'a> {
                 Some(answer) = settling.next(), if !settling.is_empty() => {
                     let body = serde_json::to_vec(&answer).unwrap_or_default();
                     self.outgoing.push_back((FrameKind::BatchAnswer, Bytes::from(body)));
-                    if let Some(r) = parked.take() {
-                        reading = Some(Box::pin(next_frame(state, r)));
-                    }
                 }
                 changed = changes.changed(), if watching => {
                     // The source is gone: nothing will change any more.

@@ -74,20 +74,21 @@ impl Reporter {
         loop {
             let ended = match self.open_channel().await {
                 Ok(io) => {
-                    backoff.reset();
                     self.stats.channels_opened.fetch_add(1, Ordering::Relaxed);
-                    // Opened with the version held: a newer one is pushed first thing.
-                    self.confirm_assignment();
-                    self.serve_channel(io, engine, jobs).await
+                    self.serve_channel(io, engine, jobs, &mut backoff).await
                 }
                 Err(e) => Err(e),
             };
             match ended {
                 Ok(()) => tracing::debug!("dialling the operator again, with a fresh token"),
-                Err(ReportError::Refused { status: 404, .. }) => {
+                // 404: an operator older than the channel, or one run without it; 426: a proxy
+                // in between that drops the upgrade.
+                Err(ReportError::Refused {
+                    status: 404 | 426, ..
+                }) => {
                     tracing::warn!(
-                        "the operator has no channel endpoint (older than this agent): \
-                         using HTTP requests for {} minutes",
+                        "the operator's channel is not reachable (an older operator, the channel \
+                         off, or a proxy that drops upgrades): using HTTP requests for {} minutes",
                         HTTP_SPAN.as_secs() / 60
                     );
                     tokio::select! {
@@ -166,12 +167,14 @@ impl Reporter {
     }
 
     /// Serves one channel until it ends: `Ok` when it grew old (dial again at once), the
-    /// error otherwise. Reading and writing go side by side.
+    /// error otherwise. Reading and writing go side by side. `redial` is reset once the
+    /// channel proves healthy (a ping, an answer or an assignment), not merely opened.
     async fn serve_channel(
         &self,
         io: Io,
         engine: &Engine,
         jobs: &watch::Sender<Jobs>,
+        redial: &mut Backoff,
     ) -> Result<(), ReportError> {
         let deadline = self.cfg.request_timeout;
         let (reader, writer) = tokio::io::split(io);
@@ -196,6 +199,19 @@ impl Reporter {
                 && Instant::now() >= next_send
                 && let Some(batch) = self.next_batch(engine)?
             {
+                if batch.body.len() > FrameKind::Batch.max_body() {
+                    // What the operator answers such a post: halve the batches, or give up
+                    // a single bucket that large.
+                    let e = self
+                        .settle_batch(&batch, StatusCode::PAYLOAD_TOO_LARGE, &[])
+                        .err();
+                    tracing::warn!(
+                        reason = e.as_ref().map(ReportError::reason),
+                        bytes = batch.body.len(),
+                        "a batch above the channel's bound"
+                    );
+                    continue;
+                }
                 outgoing.push_back((FrameKind::Batch, batch.body.clone()));
                 in_flight = Some((batch, Instant::now()));
             }
@@ -221,12 +237,25 @@ impl Reporter {
                     };
                     last_heard = Instant::now();
                     match header.kind {
-                        FrameKind::Assignment => {
-                            let env = self.read_envelope(&body).inspect_err(|_| {
+                        FrameKind::Assignment => match self.read_envelope(&body) {
+                            Ok(env) => {
+                                redial.reset();
+                                self.apply_assignment(env, jobs);
+                            }
+                            // One this agent cannot run (an operator newer than it): probing
+                            // and reporting go on with the previous one, as over HTTP.
+                            Err(e @ ReportError::Assignment(_)) => {
                                 self.stats.assignment_errors.fetch_add(1, Ordering::Relaxed);
-                            })?;
-                            self.apply_assignment(env, jobs);
-                        }
+                                tracing::warn!(reason = e.reason(),
+                                    "keeping the previous assignment: {e}");
+                            }
+                            // Unreadable, or node addresses this agent does not hold: dial
+                            // again (saying it holds none).
+                            Err(e) => {
+                                self.stats.assignment_errors.fetch_add(1, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        },
                         FrameKind::BatchAnswer => {
                             let answer: BatchAnswer = serde_json::from_slice(&body)
                                 .map_err(|e| malformed("batch answer", e))?;
@@ -245,6 +274,7 @@ impl Reporter {
                             }
                             .map_err(|e| malformed("batch answer", e))
                             .and_then(|body| self.settle_batch(&batch, status, &body));
+                            redial.reset();
                             match settled {
                                 Ok(_) => backoff.reset(),
                                 Err(e) => {
@@ -259,6 +289,7 @@ impl Reporter {
                             // The operator serves this agent and would have pushed a newer
                             // version: the one held is current.
                             self.confirm_assignment();
+                            redial.reset();
                             outgoing.push_back((FrameKind::Pong, Bytes::new()));
                         }
                         FrameKind::Closing => {

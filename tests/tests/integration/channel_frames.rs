@@ -64,10 +64,19 @@ async fn fixture(configure: impl FnOnce(&mut ChannelConfig)) -> Fixture {
 impl Fixture {
     /// A TLS connection upgraded to the channel by a hand-written request.
     async fn open(&self) -> Tls {
+        self.open_receiving(None).await
+    }
+
+    /// As [`Fixture::open`], with a fixed socket receive buffer (no autotuning).
+    async fn open_receiving(&self, receive_buffer: Option<u32>) -> Tls {
         let addr = self.server.local_addr();
         let certificates = netslo_protocol::target::parse_ca_bundle(self.server.ca_pem()).unwrap();
         let tls = netslo_agent::probe::http::tls_config(Some(certificates)).unwrap();
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(bytes) = receive_buffer {
+            socket.set_recv_buffer_size(bytes).unwrap();
+        }
+        let tcp = socket.connect(addr).await.unwrap();
         let mut stream = tokio_rustls::TlsConnector::from(tls)
             .connect(ServerName::IpAddress(addr.ip().into()), tcp)
             .await
@@ -350,4 +359,37 @@ async fn an_agent_uses_http_requests_with_an_operator_without_the_channel() {
         "the refused channel's, then the long-poll's and the results' keep-alive connections"
     );
     assert!(stats.batches_acked >= 1 && stats.assignments_served >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_sends_without_reading_is_not_read_either() {
+    let f = fixture(|_| {}).await;
+    // A small receive buffer: loopback's autotuned one holds tens of MiB of answers.
+    let mut channel = f.open_receiving(Some(64 * 1024)).await;
+    envelope(next(&mut channel).await);
+    // Far more answers (about 120 bytes each) than the socket buffers on both sides hold.
+    const FRAMES: usize = 300_000;
+    let frame: Vec<u8> = [&[0, 0, 0, 5, 1][..], b"{nope"].concat();
+    let frames = frame.repeat(FRAMES);
+    let (_, mut writer) = tokio::io::split(channel);
+    let sending = tokio::spawn(async move {
+        let _ = writer.write_all(&frames).await;
+        writer
+    });
+    // The operator settles what it read, then stops reading once its answers wait unsent.
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = f.server.stats().snapshot().refused_malformed;
+        if now == last || now as usize >= FRAMES {
+            break;
+        }
+        last = now;
+    }
+    let refused = f.server.stats().snapshot().refused_malformed as usize;
+    assert!(
+        refused < FRAMES / 2,
+        "{refused} of {FRAMES} frames read from an agent that reads no answer"
+    );
+    sending.abort();
 }
